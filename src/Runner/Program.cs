@@ -1,0 +1,28 @@
+using CommandLine;
+using Memopt.Runner.Commands;
+
+namespace Memopt.Runner;
+
+/// <summary>memopt: one verb per job. Every verb returns 0 on success and a non-zero code with a message on bad input.</summary>
+public static class Program
+{
+    public static int Main(string[] args)
+    {
+        var parser = new Parser(s => { s.HelpWriter = Console.Error; s.CaseInsensitiveEnumValues = true; });
+        var parsed = parser.ParseArguments<InfoOptions>(args);
+        try
+        {
+            return parsed.MapResult(
+                (InfoOptions o) => InfoCommand.Run(o),
+                _ => 2);
+        }
+        catch (UserError e)
+        {
+            Console.Error.WriteLine($"memopt: {e.Message}");
+            return 2;
+        }
+    }
+}
+
+/// <summary>Bad input from the user: reported as one line and exit code 2, without a stack trace.</summary>
+public sealed class UserError(string message, Exception? inner = null) : Exception(message, inner);

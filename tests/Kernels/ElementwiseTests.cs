@@ -1,0 +1,84 @@
+using FsCheck;
+using FsCheck.Xunit;
+using Memopt.Autograd;
+using Memopt.Kernels;
+using Memopt.Tensors;
+using Memopt.Tests.Harness;
+
+namespace Memopt.Tests.Kernels;
+
+public class ElementwiseTests
+{
+    // Tolerances: a single float32 add/multiply is exact to half an ulp (~6e-8 relative); the finite differences in
+    // float64 with h = 1e-6 are exact for linear functions up to ~1e-10. 1e-6 leaves room for neither to flake.
+    private const double LinearTolerance = 1e-6;
+    // GELU uses a float32 erf with ~1.2e-7 absolute error plus exp: allow 1e-5 of the tensor's scale.
+    private const double GeluTolerance = 1e-5;
+
+    private static Shape ShapeOf(int rows, int cols) => new(rows, cols);
+
+    [Property(MaxTest = 25)]
+    public void Add_matches_reference_and_finite_differences(PositiveInt rows, PositiveInt cols, int seed)
+    {
+        var shape = ShapeOf(rows.Get % 9 + 1, cols.Get % 33 + 1);
+        var rng = new Random(seed);
+        var r = GradCheck.Run(TestDevice.Get(),
+            [(GradCheck.RandomValues(rng, shape.Numel), shape), (GradCheck.RandomValues(rng, shape.Numel), shape)], [true, true],
+            v => Ops.Add(v[0], v[1]), x => Elementwise.Reference.Add(x[0], x[1]), seed);
+        Assert.True(r.ForwardError <= LinearTolerance && r.GradientErrors.All(e => e <= LinearTolerance), r.ToString());
+    }
+
+    [Property(MaxTest = 25)]
+    public void Scale_matches_reference_and_finite_differences(PositiveInt n, NormalFloat s, int seed)
+    {
+        var shape = new Shape(n.Get % 300 + 1);
+        float factor = (float)Math.Clamp(s.Get, -10, 10);
+        var rng = new Random(seed);
+        var r = GradCheck.Run(TestDevice.Get(), [(GradCheck.RandomValues(rng, shape.Numel), shape)], [true],
+            v => Ops.Scale(v[0], factor), x => Elementwise.Reference.Scale(x[0], factor), seed);
+        Assert.True(r.ForwardError <= LinearTolerance && r.GradientErrors[0] <= LinearTolerance, r.ToString());
+    }
+
+    [Property(MaxTest = 25)]
+    public void Gelu_matches_reference_and_finite_differences(PositiveInt n, int seed)
+    {
+        var shape = new Shape(n.Get % 500 + 1);
+        var rng = new Random(seed);
+        var r = GradCheck.Run(TestDevice.Get(), [(GradCheck.RandomValues(rng, shape.Numel, scale: 6), shape)], [true],
+            v => Ops.Gelu(v[0]), x => Gelu.Reference.Forward(x[0]), seed);
+        Assert.True(r.ForwardError <= GeluTolerance && r.GradientErrors[0] <= GeluTolerance, r.ToString());
+    }
+
+    [Fact]
+    public void Float_erf_is_within_2e7_of_float64_erf_over_minus6_to_6()
+    {
+        double worst = 0;
+        for (double x = -6; x <= 6; x += 1e-3)
+            worst = Math.Max(worst, Math.Abs(KernelMath.Erf((float)x) - KernelMath.ErfDouble((float)x)));
+        Assert.True(worst < 2e-7, $"worst abs error {worst:E2}");
+    }
+
+    [Fact]
+    public void Float64_erf_matches_known_values()
+    {
+        // erf(0.5), erf(1), erf(2), erf(3.5) to 15 digits (Abramowitz & Stegun table 7.1 / high-precision values).
+        Assert.Equal(0.520499877813047, KernelMath.ErfDouble(0.5), 13);
+        Assert.Equal(0.842700792949715, KernelMath.ErfDouble(1.0), 13);
+        Assert.Equal(0.995322265018953, KernelMath.ErfDouble(2.0), 13);
+        Assert.Equal(0.999999256901628, KernelMath.ErfDouble(3.5), 13);
+        Assert.Equal(-KernelMath.ErfDouble(1.3), KernelMath.ErfDouble(-1.3), 15);
+    }
+
+    [Fact]
+    public void Mismatched_shapes_name_the_op_and_both_shapes()
+    {
+        var dev = TestDevice.Get();
+        using var a = Tensor.Zeros(dev, new Shape(2, 3), DType.F32, MemoryCategory.Data, "a");
+        using var b = Tensor.Zeros(dev, new Shape(3, 2), DType.F32, MemoryCategory.Data, "b");
+        using var y = Tensor.Zeros(dev, new Shape(2, 3), DType.F32, MemoryCategory.Data, "y");
+        var e = Assert.Throws<ShapeException>(() => Elementwise.Add(a, b, y));
+        Assert.Contains("add", e.Message);
+        Assert.Contains("[2, 3]", e.Message);
+        Assert.Contains("[3, 2]", e.Message);
+    }
+}
