@@ -150,6 +150,13 @@ public sealed class Tensor : IDisposable
         I32.CopyFromCPU(data.ToArray());
     }
 
+    /// <summary>Copies raw bfloat16 words into a bf16 tensor.</summary>
+    public void CopyFrom(ReadOnlySpan<ushort> words)
+    {
+        CheckLength(words.Length);
+        BF16.CopyFromCPU(words.ToArray());
+    }
+
     public void CopyFromRaw(ReadOnlySpan<byte> bytes)
     {
         if (bytes.Length != Bytes) throw new ArgumentException($"tensor {Shape} {DType.Name()} holds {Bytes} bytes, got {bytes.Length}");
