@@ -9,11 +9,12 @@ public static class Program
     public static int Main(string[] args)
     {
         var parser = new Parser(s => { s.HelpWriter = Console.Error; s.CaseInsensitiveEnumValues = true; });
-        var parsed = parser.ParseArguments<InfoOptions>(args);
+        var parsed = parser.ParseArguments<InfoOptions, CheckOptions>(args);
         try
         {
             return parsed.MapResult(
                 (InfoOptions o) => InfoCommand.Run(o),
+                (CheckOptions o) => CheckCommand.Run(o),
                 _ => 2);
         }
         catch (UserError e)
