@@ -30,6 +30,21 @@ public class Var : IDisposable
         return Grad;
     }
 
+    /// <summary>
+    /// Takes <paramref name="g"/> (viewed in this value's shape) as the gradient without copying when there is none
+    /// yet; adds it otherwise. Only for a gradient nothing else will write to (the sole consumer's output gradient).
+    /// </summary>
+    internal void AdoptOrAddGrad(Tensor g, string op)
+    {
+        if (Grad is null && this is not Parameter)
+        {
+            Grad = g.View(Value.Shape);
+            return;
+        }
+        using var view = g.View(Value.Shape);
+        Memopt.Kernels.Elementwise.AddInto(view, GradBuffer(op), 1f);
+    }
+
     protected virtual MemoryCategory GradCategory => MemoryCategory.ActivationGradients;
 
     /// <summary>Frees a non-parameter gradient once the op that produced this value has consumed it.</summary>

@@ -1,0 +1,63 @@
+using System.Text.Json;
+using System.Text.Json.Serialization;
+using Memopt.Model.Checkpoints;
+
+namespace Memopt.Model.Training;
+
+/// <summary>
+/// Writes results/{dataset}_{technique}_metrics.json and _memory.json atomically. The metrics file carries the full
+/// configuration and flags, so a result can be traced to exactly what produced it.
+/// </summary>
+public static class ResultsWriter
+{
+    public static readonly JsonSerializerOptions Json = new()
+    {
+        WriteIndented = true,
+        PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower,
+        DictionaryKeyPolicy = null,
+        NumberHandling = JsonNumberHandling.AllowNamedFloatingPointLiterals,
+        Converters = { new JsonStringEnumConverter(JsonNamingPolicy.SnakeCaseLower) },
+    };
+
+    public static (string Metrics, string Memory) Write(string resultsDir, RunMetrics metrics, object config, object device, object data)
+    {
+        string stem = Path.Combine(resultsDir, $"{Sanitize(metrics.Dataset)}_{Sanitize(metrics.Technique)}");
+        var metricsPath = stem + "_metrics.json";
+        var memoryPath = stem + "_memory.json";
+        var doc = new
+        {
+            technique = metrics.Technique,
+            dataset = metrics.Dataset,
+            config,
+            device,
+            data,
+            metrics = new
+            {
+                parameters = metrics.Parameters,
+                steps = metrics.Steps,
+                tokens_seen = metrics.TokensSeen,
+                step_ms_mean = metrics.StepMsMean,
+                step_ms_median = metrics.StepMsMedian,
+                timed_steps = metrics.TimedSteps,
+                epoch_seconds = metrics.EpochSeconds,
+                tokens_per_second = metrics.TokensPerSecond,
+                train_loss = metrics.TrainLoss,
+                train_perplexity = metrics.TrainPerplexity,
+                val_loss = metrics.ValLoss,
+                val_perplexity = metrics.ValPerplexity,
+                optimal_val_loss = metrics.OptimalValLoss,
+                optimal_val_perplexity = metrics.OptimalValPerplexity,
+                peak_memory_bytes = metrics.Memory.PeakBytes,
+                peak_reserved_bytes = metrics.Memory.PeakReservedBytes,
+                driver_used_bytes = metrics.Memory.DriverUsedBytes,
+            },
+            evaluations = metrics.Evaluations,
+            loss_curve = metrics.LossCurve,
+        };
+        AtomicFile.WriteText(metricsPath, JsonSerializer.Serialize(doc, Json));
+        AtomicFile.WriteText(memoryPath, JsonSerializer.Serialize(new { technique = metrics.Technique, dataset = metrics.Dataset, memory = metrics.Memory }, Json));
+        return (metricsPath, memoryPath);
+    }
+
+    public static string Sanitize(string s) => string.Concat(s.Select(ch => char.IsLetterOrDigit(ch) || ch is '-' or '.' ? ch : '_'));
+}

@@ -1,0 +1,48 @@
+namespace Memopt.Model.Training;
+
+public enum OptimizerKind { Adam, AdamW }
+public enum ScheduleKind { Cosine, Constant }
+
+/// <summary>Everything that decides how a run trains, besides the model shape and the data.</summary>
+public sealed record TrainingOptions
+{
+    public string Technique { get; init; } = "baseline";
+    public int BatchSize { get; init; } = 32;
+    public int Epochs { get; init; } = 1;
+    /// <summary>Optimizer steps; overrides <see cref="Epochs"/> when set.</summary>
+    public int? Steps { get; init; }
+    public float LearningRate { get; init; } = 1e-3f;
+    public OptimizerKind Optimizer { get; init; } = OptimizerKind.Adam;
+    public float WeightDecay { get; init; } = 0.01f;
+    public ScheduleKind Schedule { get; init; } = ScheduleKind.Cosine;
+    /// <summary>Warm-up steps; null means 2% of the run (at least 1).</summary>
+    public int? WarmupSteps { get; init; }
+    public float MinLrRatio { get; init; } = 0.1f;
+    public float GradClip { get; init; } = 1.0f;
+    public int GradAccumulation { get; init; } = 1;
+    public float LabelSmoothing { get; init; }
+    public ulong Seed { get; init; } = 1;
+    /// <summary>Evaluate every N steps (0: only at the end).</summary>
+    public int EvalEvery { get; init; }
+    /// <summary>Cap on validation batches per evaluation (null: the whole split).</summary>
+    public int? EvalBatches { get; init; }
+    public int? WindowSize { get; init; }
+    public int TimingWarmupSteps { get; init; } = 3;
+    public int TimingSteps { get; init; } = 20;
+
+    public void Validate()
+    {
+        void Positive(long v, string name) { if (v <= 0) throw new ArgumentException($"{name} must be > 0, got {v}"); }
+        Positive(BatchSize, "--batch-size");
+        Positive(Epochs, "--epochs");
+        if (Steps is int s) Positive(s, "--steps");
+        Positive(GradAccumulation, "--grad-accum");
+        if (!(LearningRate > 0) || float.IsInfinity(LearningRate)) throw new ArgumentException($"--lr must be > 0, got {LearningRate}");
+        if (GradClip < 0) throw new ArgumentException($"--grad-clip must be ≥ 0 (0 disables), got {GradClip}");
+        if (LabelSmoothing < 0 || LabelSmoothing >= 1) throw new ArgumentException($"--label-smoothing must be in [0, 1), got {LabelSmoothing}");
+        if (EvalEvery < 0) throw new ArgumentException($"--eval-every must be ≥ 0, got {EvalEvery}");
+        if (EvalBatches is int e) Positive(e, "--eval-batches");
+        if (WindowSize is int w) Positive(w, "--window-size");
+        if (WarmupSteps is int ws && ws < 0) throw new ArgumentException($"--warmup-steps must be ≥ 0, got {ws}");
+    }
+}

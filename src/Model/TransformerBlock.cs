@@ -1,0 +1,91 @@
+using Memopt.Autograd;
+
+namespace Memopt.Model;
+
+/// <summary>
+/// One decoder block. Pre-norm: x + Attn(LN1(x)), then + MLP(LN2(·)). Post-norm: LN1(x + Attn(x)), then LN2(· + MLP(·)).
+/// Attention is the study's baseline: a fused QKV projection and the naive path that materializes the B×H×T×T scores.
+/// Every intermediate is disposed as soon as the forward no longer needs it; what backward needs the tape keeps.
+/// </summary>
+public sealed class TransformerBlock
+{
+    private readonly ModelConfig _c;
+    private readonly int _layer;
+    public Parameter Ln1W, Ln1B, QkvW, QkvB, ProjW, ProjB, Ln2W, Ln2B, FcW, FcB, Fc2W, Fc2B;
+
+    public TransformerBlock(ModelConfig c, int layer, ParameterInit init)
+    {
+        _c = c;
+        _layer = layer;
+        float std = 0.02f, residualStd = 0.02f / MathF.Sqrt(2f * c.Layers);
+        string p = $"blocks.{layer}.";
+        Ln1W = init.Constant(p + "ln1.weight", 1f, c.DModel);
+        Ln1B = init.Constant(p + "ln1.bias", 0f, c.DModel);
+        QkvW = init.Normal(p + "attn.qkv.weight", std, 3 * c.DModel, c.DModel);
+        QkvB = init.Constant(p + "attn.qkv.bias", 0f, 3 * c.DModel);
+        ProjW = init.Normal(p + "attn.proj.weight", residualStd, c.DModel, c.DModel);
+        ProjB = init.Constant(p + "attn.proj.bias", 0f, c.DModel);
+        Ln2W = init.Constant(p + "ln2.weight", 1f, c.DModel);
+        Ln2B = init.Constant(p + "ln2.bias", 0f, c.DModel);
+        FcW = init.Normal(p + "mlp.fc.weight", std, c.DFF, c.DModel);
+        FcB = init.Constant(p + "mlp.fc.bias", 0f, c.DFF);
+        Fc2W = init.Normal(p + "mlp.proj.weight", residualStd, c.DModel, c.DFF);
+        Fc2B = init.Constant(p + "mlp.proj.bias", 0f, c.DModel);
+    }
+
+    /// <summary>x [B, T, C] → [B, T, C]. Does not dispose x.</summary>
+    public Var Forward(Var x, AttentionSettings attention, ForwardContext ctx)
+    {
+        using var layerScope = x.Device.Tracker.InLayer(_layer);
+        if (_c.Norm == NormPlacement.Pre)
+        {
+            Var mid;
+            using (var h = Ops.LayerNorm(x, Ln1W, Ln1B, _c.LayerNormEps, "ln1"))
+            using (var a = Attention(h, attention, ctx))
+                mid = Ops.Add(x, a, "residual1");
+            using (mid)
+            using (var h = Ops.LayerNorm(mid, Ln2W, Ln2B, _c.LayerNormEps, "ln2"))
+            using (var m = Mlp(h, ctx))
+                return Ops.Add(mid, m, "residual2");
+        }
+        else
+        {
+            Var mid;
+            using (var a = Attention(x, attention, ctx))
+            using (var s = Ops.Add(x, a, "residual1"))
+                mid = Ops.LayerNorm(s, Ln1W, Ln1B, _c.LayerNormEps, "ln1");
+            using (mid)
+            using (var m = Mlp(mid, ctx))
+            using (var s = Ops.Add(mid, m, "residual2"))
+                return Ops.LayerNorm(s, Ln2W, Ln2B, _c.LayerNormEps, "ln2");
+        }
+    }
+
+    private Var Attention(Var h, AttentionSettings settings, ForwardContext ctx)
+    {
+        int b = h.Shape[0], t = h.Shape[1], heads = _c.Heads, hd = _c.HeadDim;
+        using var qkv = Ops.Linear(h, QkvW, QkvB, "attn.qkv");
+        Var merged;
+        using (var y = NaiveAttention.Forward(qkv, heads, settings.Window, ctx.Training ? _c.Dropout : 0f, ctx, _layer))
+            merged = Ops.MergeHeads(y, "attn.merge");
+        using (merged)
+        using (var o = Ops.Linear(merged, ProjW, ProjB, "attn.proj"))
+            return DropoutIfTraining(o, ctx, site: 1);
+    }
+
+    private Var Mlp(Var h, ForwardContext ctx)
+    {
+        using var up = Ops.Linear(h, FcW, FcB, "mlp.fc");
+        using var act = Ops.Gelu(up, "mlp.gelu");
+        using var down = Ops.Linear(act, Fc2W, Fc2B, "mlp.proj");
+        return DropoutIfTraining(down, ctx, site: 2);
+    }
+
+    private Var DropoutIfTraining(Var x, ForwardContext ctx, int site) =>
+        ctx.Training && _c.Dropout > 0
+            ? Ops.Dropout(x, _c.Dropout, ctx.Seed, ctx.DropoutOffset(_layer, site), $"dropout{site}")
+            : Ops.Identity(x);
+}
+
+/// <summary>How attention is computed: the mask's window (null = plain causal).</summary>
+public sealed record AttentionSettings(int? Window);

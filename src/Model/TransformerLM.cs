@@ -1,0 +1,115 @@
+using Memopt.Autograd;
+using Memopt.Tensors;
+
+namespace Memopt.Model;
+
+/// <summary>
+/// Decoder-only Transformer LM: token embedding + positions, N blocks, final LayerNorm, LM head (tied to the
+/// embedding or its own weight, bias optional), cross-entropy over the next token. All parameters and their gradient
+/// buffers are allocated here, up front, so parameter memory is known before the first step.
+/// Parameter names follow a GPT-2-like scheme and go unchanged into safetensors checkpoints.
+/// </summary>
+public sealed class TransformerLM : IDisposable
+{
+    private readonly Tensor? _sinusoid;
+
+    public TransformerLM(ComputeDevice device, ModelConfig config, int seed)
+    {
+        config.Validate();
+        Device = device;
+        Config = config;
+        using var setup = device.Tracker.EnterPhase(Phase.Setup);
+        var init = new ParameterInit(device, seed);
+        TokenEmbedding = init.Normal("wte.weight", 0.02f, config.VocabSize, config.DModel);
+        if (config.Positions == PositionEncoding.Learned)
+            PositionEmbedding = init.Normal("wpe.weight", 0.01f, config.SeqLen, config.DModel);
+        else
+            _sinusoid = Tensor.FromHost(device, Sinusoid(config.SeqLen, config.DModel), new Shape(config.SeqLen, config.DModel),
+                MemoryCategory.Parameters, "sinusoid");
+        Blocks = Enumerable.Range(0, config.Layers).Select(l => new TransformerBlock(config, l, init)).ToArray();
+        FinalNormW = init.Constant("ln_f.weight", 1f, config.DModel);
+        FinalNormB = init.Constant("ln_f.bias", 0f, config.DModel);
+        if (!config.TiedHead) HeadW = init.Normal("lm_head.weight", 0.02f, config.VocabSize, config.DModel);
+        if (config.HeadBias) HeadB = init.Constant("lm_head.bias", 0f, config.VocabSize);
+        Parameters = init.Created;
+    }
+
+    public ComputeDevice Device { get; }
+    public ModelConfig Config { get; }
+    public IReadOnlyList<Parameter> Parameters { get; }
+    public Parameter TokenEmbedding { get; }
+    public Parameter? PositionEmbedding { get; }
+    public TransformerBlock[] Blocks { get; }
+    public Parameter FinalNormW { get; }
+    public Parameter FinalNormB { get; }
+    public Parameter? HeadW { get; }
+    public Parameter? HeadB { get; }
+
+    public long ParameterCount => Parameters.Sum(p => p.Value.Numel);
+
+    /// <summary>ids, targets: int32 [B, T]. Returns the mean next-token cross-entropy (scalar).</summary>
+    public Var Loss(Tensor ids, Tensor targets, AttentionSettings attention, ForwardContext ctx, float labelSmoothing = 0f)
+    {
+        using var logits = Logits(ids, attention, ctx);
+        int rows = ids.Shape[0] * ids.Shape[1];
+        using var flat = Ops.Reshape(logits, new Shape(rows, Config.VocabSize));
+        using var flatTargets = targets.View(new Shape(rows));
+        return Ops.CrossEntropy(flat, flatTargets, labelSmoothing: labelSmoothing);
+    }
+
+    /// <summary>ids int32 [B, T] → logits [B, T, V].</summary>
+    public Var Logits(Tensor ids, AttentionSettings attention, ForwardContext ctx)
+    {
+        if (ids.Shape.Rank != 2) throw new ArgumentException($"model: token ids must be [batch, T], got {ids.Shape}");
+        int b = ids.Shape[0], t = ids.Shape[1];
+        if (t > Config.SeqLen) throw new ArgumentException($"model: sequence length {t} exceeds the model's maximum {Config.SeqLen}");
+        using var idsVar = new Var(ids.Share());
+        Var x;
+        using (var tok = Ops.Embedding(idsVar, TokenEmbedding, op: "wte"))
+        {
+            x = PositionEmbedding is not null
+                ? Ops.AddPositions(tok, PositionEmbedding, "wpe")
+                : AddSinusoid(tok, t);
+        }
+        if (ctx.Training && Config.Dropout > 0)
+        {
+            var d = Ops.Dropout(x, Config.Dropout, ctx.Seed, ctx.DropoutOffset(-1, 0), "emb.dropout");
+            x.Dispose();
+            x = d;
+        }
+        foreach (var block in Blocks)
+        {
+            var next = block.Forward(x, attention, ctx);
+            x.Dispose();
+            x = next;
+        }
+        using (x)
+        using (var h = Ops.LayerNorm(x, FinalNormW, FinalNormB, Config.LayerNormEps, "ln_f"))
+            return Ops.Linear(h, HeadW ?? TokenEmbedding, HeadB, "lm_head");
+    }
+
+    private Var AddSinusoid(Var tok, int t)
+    {
+        using var table = new Var(_sinusoid!.View(new Shape(t, Config.DModel)));
+        return Ops.AddPositions(tok, table, "sinusoid");
+    }
+
+    /// <summary>The original Transformer's table: PE[p, 2i] = sin(p / 10000^(2i/d)), PE[p, 2i+1] = cos(same).</summary>
+    public static float[] Sinusoid(int positions, int d)
+    {
+        var pe = new float[positions * d];
+        for (int p = 0; p < positions; p++)
+            for (int i = 0; i < d; i++)
+            {
+                double angle = p / Math.Pow(10000, 2 * (i / 2) / (double)d);
+                pe[p * d + i] = (float)(i % 2 == 0 ? Math.Sin(angle) : Math.Cos(angle));
+            }
+        return pe;
+    }
+
+    public void Dispose()
+    {
+        foreach (var p in Parameters) p.Dispose();
+        _sinusoid?.Dispose();
+    }
+}
