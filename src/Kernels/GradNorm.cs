@@ -1,0 +1,108 @@
+using ILGPU;
+using ILGPU.Algorithms;
+using ILGPU.Algorithms.ScanReduceOperations;
+using ILGPU.Runtime;
+using Memopt.Tensors;
+
+namespace Memopt.Kernels;
+
+/// <summary>
+/// Global L2 norm over a list of float32 tensors, ‖(g_1, …, g_k)‖₂ = √(Σ_i Σ_j g_ij²), and clipping by it
+/// (PyTorch's clip_grad_norm_: coefficient maxNorm/(norm + 1e-6), applied when it is below 1).
+/// Memory flow: one launch per tensor writes each group's partial sum of squares into its own slot of a single
+/// workspace buffer (no atomics, so the result is deterministic); one single-group launch adds all slots in a fixed
+/// order; the host reads back that one float. Clipping then scales each tensor in place (one more pass each).
+/// </summary>
+public static class GradNorm
+{
+    private const string Op = "grad_norm";
+    /// <summary>PyTorch's guard against dividing by a zero norm.</summary>
+    public const float Epsilon = 1e-6f;
+
+    /// <summary>√(Σ over every element of every tensor of x²); 0 for an empty list.</summary>
+    public static float Global(IReadOnlyList<Tensor> tensors) => (float)Math.Sqrt(SumOfSquares(tensors));
+
+    /// <summary>
+    /// Scales every tensor by <see cref="Coefficient"/> when that is below 1 and returns the norm before clipping.
+    /// A non-finite norm (inf/NaN gradients) leaves the tensors untouched and is returned as is, so the caller can
+    /// skip the step (PyTorch would multiply by 0 or NaN instead).
+    /// </summary>
+    public static float Clip(IReadOnlyList<Tensor> tensors, float maxNorm)
+    {
+        if (!(maxNorm > 0f)) throw new ArgumentOutOfRangeException(nameof(maxNorm), maxNorm, $"{Op}: max norm must be > 0");
+        float norm = Global(tensors);
+        if (!float.IsFinite(norm)) return norm;
+        float coefficient = Coefficient(norm, maxNorm);
+        if (coefficient < 1f)
+            foreach (var t in tensors) Elementwise.Scale(t, coefficient, t);
+        return norm;
+    }
+
+    /// <summary>min(1, maxNorm / (norm + 1e-6)), in float32 as PyTorch computes it.</summary>
+    public static float Coefficient(float norm, float maxNorm) => Math.Min(1f, maxNorm / (norm + Epsilon));
+
+    /// <summary>Σ x² over all tensors, summed on the device and read back once (as float32, widened).</summary>
+    public static double SumOfSquares(IReadOnlyList<Tensor> tensors)
+    {
+        if (tensors.Count == 0) return 0;
+        var device = tensors[0].Device;
+        var configs = new KernelConfig[tensors.Count];
+        long slots = 0;
+        for (int i = 0; i < tensors.Count; i++)
+        {
+            Check.DType(Op, tensors[i], DType.F32, $"tensor {i}");
+            Check.SameDevice(Op, tensors[0], tensors[i]);
+            configs[i] = Launch.Elementwise(device, tensors[i].Numel);
+            slots += configs[i].GridDim.X;
+        }
+        Check.That(slots <= int.MaxValue, Op, $"{tensors.Count} tensors need {slots} partial sums");
+
+        using var partials = Tensor.Empty(device, new Shape((int)slots), DType.F32, MemoryCategory.Workspace, Op + ":partials");
+        using var total = Tensor.Empty(device, new Shape(1), DType.F32, MemoryCategory.Workspace, Op + ":total");
+        var partial = device.Kernel("grad_norm.partial", acc => acc.LoadStreamKernel<ArrayView<float>, long, ArrayView<float>>(PartialKernel));
+        var all = partials.F32;
+        long offset = 0;
+        for (int i = 0; i < tensors.Count; i++)
+        {
+            int groups = configs[i].GridDim.X;
+            partial(configs[i], tensors[i].F32, tensors[i].Numel, all.SubView(offset, groups));
+            offset += groups;
+        }
+        var finish = device.Kernel("grad_norm.finish", acc => acc.LoadStreamKernel<ArrayView<float>, int, ArrayView<float>>(FinishKernel));
+        finish(new KernelConfig(1, Launch.GroupSize(device)), all, (int)slots, total.F32);
+        return total.ToFloatArray()[0];
+    }
+
+    /// <summary>partials[group] = Σ x² over this group's grid-stride share of x; every group writes its slot.</summary>
+    private static void PartialKernel(ArrayView<float> x, long n, ArrayView<float> partials)
+    {
+        long stride = (long)Grid.DimX * Group.DimX;
+        long first = Grid.GlobalIndex.X;
+        int group = Grid.IdxX;
+        int tid = Group.IdxX;
+        float s = 0f;
+        for (long i = first; i < n; i += stride)
+        {
+            float v = x[i];
+            s += v * v;
+        }
+        float groupSum = GroupExtensions.Reduce<float, AddFloat>(s);
+        if (tid == 0) partials[group] = groupSum;
+    }
+
+    /// <summary>One group: total[0] = Σ partials, in a fixed order.</summary>
+    private static void FinishKernel(ArrayView<float> partials, int count, ArrayView<float> total)
+    {
+        int tid = Group.IdxX;
+        int threads = Group.DimX;
+        float s = 0f;
+        for (int i = tid; i < count; i += threads) s += partials[i];
+        float sum = GroupExtensions.Reduce<float, AddFloat>(s);
+        if (tid == 0) total[0] = sum;
+    }
+
+    public static class Reference
+    {
+        public static double Global(IEnumerable<double[]> tensors) => Math.Sqrt(tensors.Sum(t => t.Sum(v => v * v)));
+    }
+}
