@@ -50,7 +50,7 @@ public sealed class Trainer
             : LrSchedule.Constant(_o.LearningRate, warmup);
 
         using var optimizer = new AdamW(_model.Parameters, _o.Optimizer == OptimizerKind.AdamW
-            ? AdamWOptions.AdamWDefaults(_o.LearningRate, _o.WeightDecay)
+            ? new AdamWOptions(_o.LearningRate, WeightDecay: _o.WeightDecay)
             : AdamWOptions.Adam(_o.LearningRate));
         using var ids = Tensor.Empty(device, new Shape(b, t), DType.I32, MemoryCategory.Data, "batch.ids");
         using var targets = Tensor.Empty(device, new Shape(b, t), DType.I32, MemoryCategory.Data, "batch.targets");
