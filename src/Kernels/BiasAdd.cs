@@ -1,0 +1,150 @@
+using ILGPU;
+using ILGPU.Runtime;
+using Memopt.Tensors;
+
+namespace Memopt.Kernels;
+
+/// <summary>
+/// Bias add over the last dimension: y[r, c] = x[r, c] + bias[c] for x of any rank seen as [rows, cols]
+/// (y may be x: in place). One pass, x read once, y written once, bias read from cache.
+/// Backward: dbias[c] += Σ_r dy[r, c], a column sum done in two deterministic passes (no atomics):
+/// pass 1 gives each group a chunk of columns × a block of rows; its threads cover the chunk's columns (adjacent
+/// threads read adjacent columns of one row: coalesced) in several row lanes when the chunk is narrower than the group,
+/// each thread sums its column down its lanes' rows, and the lanes are combined through shared memory into
+/// partial[rowBlock, c]. Pass 2 sums each column's partials into dbias in block order. With a single row block,
+/// pass 1 adds straight into dbias. The dx of a bias add is dy itself (the caller adds it).
+/// </summary>
+public static class BiasAdd
+{
+    private const int MaxGroup = 1024;
+    /// <summary>Rows a group sums at least before another row block is worth a second pass.</summary>
+    private const int MinRowsPerBlock = 64;
+
+    /// <summary>y = x + bias broadcast over the rows (bias over the last dimension); y may be x.</summary>
+    public static void Forward(Tensor x, Tensor bias, Tensor y)
+    {
+        CheckBias("bias_add", x, bias);
+        Elementwise.CheckPair("bias_add", x, y);
+        var k = x.Device.Kernel("bias_add.fwd", acc => acc.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, long, int>(ForwardKernel));
+        k(Launch.Elementwise(x.Device, x.Numel), x.F32, bias.F32, y.F32, x.Numel, x.Shape.Last);
+    }
+
+    /// <summary>
+    /// dbias[c] += Σ_r dy[r, c]. <paramref name="rowBlocks"/> overrides how many row blocks pass 1 splits the rows into
+    /// (tests use it to exercise the two-pass path on the one-group CPU accelerator); by default enough to fill the device.
+    /// </summary>
+    public static void Backward(Tensor dy, Tensor dbias, int? rowBlocks = null)
+    {
+        CheckBias("bias_add_backward", dy, dbias);
+        var device = dy.Device;
+        long rows = dy.Shape.Rows;
+        int cols = dy.Shape.Last;
+        int group = Launch.GroupSize(device, 256);
+        // Chunk width: the group's threads span min(group, cols rounded up to a power of two) columns, the rest are row lanes.
+        int width = 1;
+        while (width < cols && width < group) width *= 2;
+        int chunks = (cols + width - 1) / width;
+        long maxBlocks = Math.Max(1, (rows + MinRowsPerBlock - 1) / MinRowsPerBlock);
+        long wantGroups = device.IsCuda ? device.Multiprocessors * 8L : Math.Max(1, device.Multiprocessors);
+        long blocks = rowBlocks ?? Math.Clamp(wantGroups / chunks, 1, maxBlocks);
+        if (blocks < 1 || blocks > rows) throw new ArgumentOutOfRangeException(nameof(rowBlocks), rowBlocks, $"row blocks must be in 1..{rows}");
+        if (blocks * chunks > int.MaxValue) blocks = int.MaxValue / chunks;
+        long rowsPerBlock = (rows + blocks - 1) / blocks;
+        blocks = (rows + rowsPerBlock - 1) / rowsPerBlock;
+
+        var pass1 = device.Kernel("bias_add.colsum_partial",
+            acc => acc.LoadStreamKernel<ArrayView<float>, ArrayView<float>, long, int, int, long, int>(ColumnPartialKernel));
+        var config = new KernelConfig((int)(blocks * chunks), group);
+        if (blocks == 1)
+        {
+            pass1(config, dy.F32, dbias.F32, rows, cols, width, rowsPerBlock, 1);
+            return;
+        }
+        using var partial = Tensor.Empty(device, new Shape((int)blocks, cols), DType.F32, MemoryCategory.Workspace, "bias_add_backward");
+        pass1(config, dy.F32, partial.F32, rows, cols, width, rowsPerBlock, 0);
+        var pass2 = device.Kernel("bias_add.colsum_final",
+            acc => acc.LoadStreamKernel<ArrayView<float>, ArrayView<float>, int, int>(ColumnFinalKernel));
+        pass2(Launch.Elementwise(device, cols), partial.F32, dbias.F32, (int)blocks, cols);
+    }
+
+    private static void CheckBias(string op, Tensor x, Tensor bias)
+    {
+        Check.DType(op, x, DType.F32);
+        Check.DType(op, bias, DType.F32, "bias");
+        Check.SameDevice(op, x, bias);
+        if (bias.Shape.Rank != 1 || bias.Shape[0] != x.Shape.Last)
+            throw new ShapeException(op, $"bias {bias.Shape} must be [{x.Shape.Last}], the last dimension of {x.Shape}");
+    }
+
+    private static void ForwardKernel(ArrayView<float> x, ArrayView<float> bias, ArrayView<float> y, long n, int cols)
+    {
+        long stride = (long)Grid.DimX * Group.DimX;
+        long start = Grid.GlobalIndex.X;
+        // The column advances by stride mod cols per step: one 64-bit division per thread, not one per element.
+        int column = (int)(start % cols);
+        int step = (int)(stride % cols);
+        for (long i = start; i < n; i += stride)
+        {
+            y[i] = x[i] + bias[column];
+            column += step;
+            if (column >= cols) column -= cols;
+        }
+    }
+
+    /// <summary>
+    /// Group g sums column chunk g % chunks over row block g / chunks. Thread t owns column chunk·width + t % width
+    /// and row lane t / width; lanes step through the block's rows by the number of lanes.
+    /// </summary>
+    private static void ColumnPartialKernel(ArrayView<float> dy, ArrayView<float> output, long rows, int cols, int width, long rowsPerBlock, int addIntoOutput)
+    {
+        int tid = Group.IdxX;
+        int groupSize = Group.DimX;
+        int g = Grid.IdxX;
+        var shared = SharedMemory.Allocate<float>(MaxGroup);
+        int chunks = (cols + width - 1) / width;
+        int chunk = g % chunks;
+        long block = g / chunks;
+        int column = chunk * width + tid % width;
+        int lane = tid / width;
+        int lanes = groupSize / width;
+        long rowStart = block * rowsPerBlock;
+        long rowEnd = rowStart + rowsPerBlock < rows ? rowStart + rowsPerBlock : rows;
+
+        float s = 0;
+        if (column < cols && lane < lanes)
+            for (long r = rowStart + lane; r < rowEnd; r += lanes) s += dy[r * cols + column];
+        shared[tid] = s;
+        Group.Barrier();
+        if (tid < width && column < cols)
+        {
+            float total = 0;
+            for (int l = 0; l < lanes; l++) total += shared[l * width + tid];
+            if (addIntoOutput != 0) output[column] += total;
+            else output[block * cols + column] = total;
+        }
+    }
+
+    private static void ColumnFinalKernel(ArrayView<float> partial, ArrayView<float> dbias, int blocks, int cols)
+    {
+        int stride = Grid.DimX * Group.DimX;
+        for (int c = Grid.GlobalIndex.X; c < cols; c += stride)
+        {
+            float s = 0;
+            for (int b = 0; b < blocks; b++) s += partial[(long)b * cols + c];
+            dbias[c] += s;
+        }
+    }
+
+    /// <summary>Float64 CPU references.</summary>
+    public static class Reference
+    {
+        public static double[] Forward(double[] x, double[] bias) => x.Select((v, i) => v + bias[i % bias.Length]).ToArray();
+
+        public static double[] Backward(double[] dy, int cols)
+        {
+            var db = new double[cols];
+            for (int i = 0; i < dy.Length; i++) db[i % cols] += dy[i];
+            return db;
+        }
+    }
+}

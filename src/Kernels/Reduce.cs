@@ -1,0 +1,139 @@
+using ILGPU;
+using ILGPU.Algorithms;
+using ILGPU.Algorithms.ScanReduceOperations;
+using ILGPU.Runtime;
+using Memopt.Tensors;
+
+namespace Memopt.Kernels;
+
+/// <summary>
+/// Sum reductions. Whole tensor (Sum, Mean → one element), in two deterministic stages with one kernel: stage 1 runs
+/// G groups, each thread summing a grid-stride share of x (coalesced) and each group reducing its threads into
+/// partial[g]; stage 2 runs that kernel again as one group over the G partials and writes scale·Σ into y. With G = 1
+/// (the CPU accelerator) stage 1 writes y directly. Row sums over the last dimension: one group per row.
+/// Backward of both is a broadcast: dx += scale·dy (dy one element per tensor, or per row).
+/// </summary>
+public static class Reduce
+{
+    /// <summary>y[0] = Σ x. <paramref name="partialGroups"/> overrides stage 1's group count (tests use it for the two-stage path).</summary>
+    public static void Sum(Tensor x, Tensor y, int? partialGroups = null) => Total("sum", x, y, 1f, partialGroups);
+
+    /// <summary>y[0] = Σ x / n.</summary>
+    public static void Mean(Tensor x, Tensor y, int? partialGroups = null) => Total("mean", x, y, 1f / x.Numel, partialGroups);
+
+    /// <summary>dx += scale·dy[0] for every element (the backward of Sum with scale 1 and of Mean with scale 1/n).</summary>
+    public static void BroadcastAdd(Tensor dy, Tensor dx, float scale)
+    {
+        Check.DType("reduce_backward", dy, DType.F32);
+        Check.DType("reduce_backward", dx, DType.F32, "gradient");
+        Check.That(dy.Numel == 1, "reduce_backward", $"the gradient of a total must have one element, got {dy.Shape} for {dx.Shape}");
+        var k = dx.Device.Kernel("reduce.broadcast_add", acc => acc.LoadStreamKernel<ArrayView<float>, ArrayView<float>, float, long>(BroadcastAddKernel));
+        k(Launch.Elementwise(dx.Device, dx.Numel), dy.F32, dx.F32, scale, dx.Numel);
+    }
+
+    /// <summary>y[r] = Σ_c x[r, c] over the last dimension; y holds one element per row (any shape).</summary>
+    public static void RowSum(Tensor x, Tensor y)
+    {
+        CheckRows("row_sum", x, y);
+        var k = x.Device.Kernel("reduce.row_sum", acc => acc.LoadStreamKernel<ArrayView<float>, ArrayView<float>, int>(RowSumKernel));
+        k(Launch.PerRow(x.Device, x.Shape.Rows), x.F32, y.F32, x.Shape.Last);
+    }
+
+    /// <summary>dx[r, c] += dy[r]: the backward of <see cref="RowSum"/>.</summary>
+    public static void RowSumBackward(Tensor dy, Tensor dx)
+    {
+        CheckRows("row_sum_backward", dx, dy);
+        var k = dx.Device.Kernel("reduce.row_broadcast_add", acc => acc.LoadStreamKernel<ArrayView<float>, ArrayView<float>, long, int>(RowBroadcastAddKernel));
+        k(Launch.Elementwise(dx.Device, dx.Numel), dy.F32, dx.F32, dx.Numel, dx.Shape.Last);
+    }
+
+    private static void Total(string op, Tensor x, Tensor y, float scale, int? partialGroups)
+    {
+        Check.DType(op, x, DType.F32);
+        Check.DType(op, y, DType.F32, "output");
+        Check.SameDevice(op, x, y);
+        Check.That(y.Numel == 1, op, $"output {y.Shape} must have one element (input {x.Shape})");
+        var device = x.Device;
+        var stage = device.Kernel("reduce.total", acc => acc.LoadStreamKernel<ArrayView<float>, ArrayView<float>, long, float>(TotalKernel));
+        int group = Launch.GroupSize(device, 256);
+        int groups = partialGroups ?? Launch.Elementwise(device, x.Numel).GridDim.X;
+        if (groups < 1) throw new ArgumentOutOfRangeException(nameof(partialGroups), partialGroups, "need at least one group");
+        if (groups == 1)
+        {
+            stage(new KernelConfig(1, group), x.F32, y.F32, x.Numel, scale);
+            return;
+        }
+        using var partial = Tensor.Empty(device, new Shape(groups), DType.F32, MemoryCategory.Workspace, op);
+        stage(new KernelConfig(groups, group), x.F32, partial.F32, x.Numel, 1f);
+        stage(new KernelConfig(1, group), partial.F32, y.F32, groups, scale);
+    }
+
+    private static void CheckRows(string op, Tensor x, Tensor perRow)
+    {
+        Check.DType(op, x, DType.F32);
+        Check.DType(op, perRow, DType.F32, "row values");
+        Check.SameDevice(op, x, perRow);
+        Check.That(perRow.Numel == x.Shape.Rows, op, $"{x.Shape} has {x.Shape.Rows} rows, the per-row tensor {perRow.Shape} has {perRow.Numel} elements");
+    }
+
+    /// <summary>output[group] = scale · Σ over this group's grid-stride share of x[0..n).</summary>
+    private static void TotalKernel(ArrayView<float> x, ArrayView<float> output, long n, float scale)
+    {
+        long stride = (long)Grid.DimX * Group.DimX;
+        int group = Grid.IdxX;
+        bool first = Group.IsFirstThread;
+        float s = 0;
+        for (long i = Grid.GlobalIndex.X; i < n; i += stride) s += x[i];
+        float total = GroupExtensions.Reduce<float, AddFloat>(s);
+        if (first) output[group] = scale * total;
+    }
+
+    private static void BroadcastAddKernel(ArrayView<float> dy, ArrayView<float> dx, float scale, long n)
+    {
+        long stride = (long)Grid.DimX * Group.DimX;
+        float g = scale * dy[0];
+        for (long i = Grid.GlobalIndex.X; i < n; i += stride) dx[i] += g;
+    }
+
+    private static void RowSumKernel(ArrayView<float> x, ArrayView<float> y, int cols)
+    {
+        int tid = Group.IdxX;
+        int groupSize = Group.DimX;
+        long row = Grid.IdxX;
+        long rowBase = row * cols;
+        float s = 0;
+        for (int c = tid; c < cols; c += groupSize) s += x[rowBase + c];
+        float total = GroupExtensions.Reduce<float, AddFloat>(s);
+        if (tid == 0) y[row] = total;
+    }
+
+    private static void RowBroadcastAddKernel(ArrayView<float> dy, ArrayView<float> dx, long n, int cols)
+    {
+        long stride = (long)Grid.DimX * Group.DimX;
+        long start = Grid.GlobalIndex.X;
+        // Row and column advance by stride's quotient and remainder: no 64-bit division per element.
+        long row = start / cols, rowStep = stride / cols;
+        int column = (int)(start % cols), columnStep = (int)(stride % cols);
+        for (long i = start; i < n; i += stride)
+        {
+            dx[i] += dy[row];
+            row += rowStep;
+            column += columnStep;
+            if (column >= cols) { column -= cols; row++; }
+        }
+    }
+
+    /// <summary>Float64 CPU references.</summary>
+    public static class Reference
+    {
+        public static double Sum(double[] x) => x.Sum();
+        public static double Mean(double[] x) => x.Sum() / x.Length;
+
+        public static double[] RowSum(double[] x, int cols)
+        {
+            var y = new double[x.Length / cols];
+            for (int i = 0; i < x.Length; i++) y[i / cols] += x[i];
+            return y;
+        }
+    }
+}
