@@ -12,10 +12,11 @@ public static partial class Ops
     /// for a broadcast operand the per-batch gradients are summed into its one matrix by the GEMM itself.
     /// Keeps B only if A needs a gradient and A only if B does.
     /// </summary>
-    public static Var MatMul(Var a, Var b, bool transA = false, bool transB = false, string op = "matmul")
+    public static Var MatMul(Var a, Var b, bool transA = false, bool transB = false, string op = "matmul",
+        MemoryCategory category = MemoryCategory.Activations)
     {
         var s = MatMulShape.Of(a.Shape, b.Shape, transA, transB);
-        var c = NewOutput(a, s.Output, op);
+        var c = NewOutput(a, s.Output, op, category);
         Kernels.MatMul.Forward(a.Value, b.Value, c.Value, transA, transB);
 
         bool needA = a.RequiresGrad, needB = b.RequiresGrad;

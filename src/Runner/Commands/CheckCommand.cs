@@ -21,7 +21,8 @@ public sealed class CheckOptions : DeviceOptions
 
 public static class CheckCommand
 {
-    public static IEnumerable<KernelCase> AllCases() => ElementwiseCases.All();
+    public static IEnumerable<KernelCase> AllCases() =>
+        ElementwiseCases.All().Concat(MatMulCases.All()).Concat(LossCases.All());
 
     public static int Run(CheckOptions options)
     {
