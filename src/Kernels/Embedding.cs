@@ -1,0 +1,92 @@
+using ILGPU;
+using ILGPU.Runtime;
+using Memopt.Tensors;
+
+namespace Memopt.Kernels;
+
+/// <summary>
+/// Token embedding lookup: y[..., :] = table[ids[...], :] for int32 ids and a table [V, C].
+/// Forward walks y in order (coalesced writes, C-long contiguous reads of table rows).
+/// Backward scatter-adds dy into dtable rows with float atomics, since ids repeat (the summation order of repeated
+/// ids therefore varies from run to run on the GPU, within float rounding).
+/// An id outside 0..V−1 never reads or writes out of bounds: the kernels give it a zero row and drop its gradient.
+/// Catching such ids is a host-side check (<see cref="CheckIds"/>) because it needs the ids on the host.
+/// </summary>
+public static class Embedding
+{
+    /// <summary>Validates ids (int32, any shape) and table [V, C] (float32, V &gt; 0); returns the output shape ids.Shape + [C].</summary>
+    public static Shape OutputShape(Tensor ids, Tensor table)
+    {
+        const string op = "embedding";
+        Check.DType(op, ids, DType.I32, "ids");
+        Check.DType(op, table, DType.F32, "table");
+        Check.SameDevice(op, ids, table);
+        Check.That(table.Shape.Rank == 2, op, $"table {table.Shape} must be [vocab, C] (ids {ids.Shape})");
+        return new Shape([.. ids.Shape.Dims, table.Shape[1]]);
+    }
+
+    /// <summary>Copies the ids to the host and throws a <see cref="ShapeException"/> naming the first id outside 0..vocab−1.</summary>
+    public static void CheckIds(Tensor ids, int vocab)
+    {
+        Check.DType("embedding", ids, DType.I32, "ids");
+        var values = ids.ToIntArray();
+        for (int i = 0; i < values.Length; i++)
+            Check.That(values[i] >= 0 && values[i] < vocab, "embedding",
+                $"id {values[i]} at flat position {i} of ids {ids.Shape} is outside the vocabulary 0..{vocab - 1}");
+    }
+
+    /// <summary>y = table[ids].</summary>
+    public static void Forward(Tensor ids, Tensor table, Tensor y)
+    {
+        var shape = OutputShape(ids, table);
+        Check.DType("embedding", y, DType.F32, "output");
+        Check.That(y.Shape.Equals(shape), "embedding", $"output {y.Shape} must be {shape} for ids {ids.Shape} and table {table.Shape}");
+        var k = table.Device.Kernel("embedding.fwd", acc => acc.LoadStreamKernel<ArrayView<int>, ArrayView<float>, ArrayView<float>, int, int, long>(ForwardKernel));
+        k(Launch.Elementwise(table.Device, y.Numel), ids.I32, table.F32, y.F32, table.Shape[0], table.Shape[1], y.Numel);
+    }
+
+    /// <summary>dtable[ids[i], :] += dy[i, :] (atomic adds).</summary>
+    public static void Backward(Tensor ids, Tensor dy, Tensor dtable)
+    {
+        var shape = OutputShape(ids, dtable);
+        Check.DType("embedding_backward", dy, DType.F32, "dy");
+        Check.That(dy.Shape.Equals(shape), "embedding_backward", $"dy {dy.Shape} must be {shape} for ids {ids.Shape} and table {dtable.Shape}");
+        var k = dtable.Device.Kernel("embedding.bwd", acc => acc.LoadStreamKernel<ArrayView<int>, ArrayView<float>, ArrayView<float>, int, int, long>(BackwardKernel));
+        k(Launch.Elementwise(dtable.Device, dy.Numel), ids.I32, dy.F32, dtable.F32, dtable.Shape[0], dtable.Shape[1], dy.Numel);
+    }
+
+    private static void ForwardKernel(ArrayView<int> ids, ArrayView<float> table, ArrayView<float> y, int vocab, int cols, long n)
+    {
+        long stride = (long)Grid.DimX * Group.DimX;
+        for (long i = Grid.GlobalIndex.X; i < n; i += stride)
+        {
+            long row = i / cols;
+            long c = i - row * cols;
+            int id = ids[row];
+            y[i] = (uint)id < (uint)vocab ? table[(long)id * cols + c] : 0f;
+        }
+    }
+
+    private static void BackwardKernel(ArrayView<int> ids, ArrayView<float> dy, ArrayView<float> dtable, int vocab, int cols, long n)
+    {
+        long stride = (long)Grid.DimX * Group.DimX;
+        for (long i = Grid.GlobalIndex.X; i < n; i += stride)
+        {
+            long row = i / cols;
+            long c = i - row * cols;
+            int id = ids[row];
+            if ((uint)id < (uint)vocab) Atomic.Add(ref dtable[(long)id * cols + c], dy[i]);
+        }
+    }
+
+    public static class Reference
+    {
+        public static double[] Forward(int[] ids, double[] table, int cols)
+        {
+            var y = new double[ids.Length * cols];
+            for (int r = 0; r < ids.Length; r++)
+                Array.Copy(table, (long)ids[r] * cols, y, (long)r * cols, cols);
+            return y;
+        }
+    }
+}

@@ -1,0 +1,171 @@
+using ILGPU;
+using ILGPU.Runtime;
+using Memopt.Tensors;
+
+namespace Memopt.Kernels;
+
+/// <summary>
+/// The layout changes around naive attention. A fused QKV Linear gives qkv [B, T, 3C] (C = H·hd): columns 0..C are q,
+/// C..2C are k, 2C..3C are v, and head h owns columns h·hd..(h+1)·hd within each. Attention wants [B, H, T, hd].
+///   Select: out[b, h, t, d] = qkv[b, t, which·C + h·hd + d]   (which = 0 q, 1 k, 2 v); backward scatters back (+=).
+///   Merge:  y[b, t, h·hd + d] = x[b, h, t, d]                  (the inverse layout); backward gathers back (+=).
+/// Pure copies: each launch walks its destination in order (coalesced writes) and reads hd-long contiguous runs of the
+/// source. Every destination element has exactly one source, so the backward scatters need no atomics.
+/// </summary>
+public static class HeadPermute
+{
+    /// <summary>Validates qkv [B, T, 3·H·hd] and returns the per-head shape [B, H, T, hd].</summary>
+    public static Shape SelectShape(Tensor qkv, int heads, int which)
+    {
+        const string op = "select_heads";
+        Check.DType(op, qkv, DType.F32);
+        var s = qkv.Shape;
+        Check.That(s.Rank == 3, op, $"qkv {s} must be [B, T, 3·C]");
+        Check.That(heads >= 1, op, $"heads = {heads} must be ≥ 1 (qkv {s})");
+        Check.That(s.Last % (3 * heads) == 0, op, $"qkv {s}: the last dimension must be 3·heads·head_dim with heads = {heads}");
+        Check.That(which is >= 0 and <= 2, op, $"which = {which} must be 0 (q), 1 (k) or 2 (v) (qkv {s})");
+        return new Shape(s[0], heads, s[1], s.Last / (3 * heads));
+    }
+
+    /// <summary>Validates x [B, H, T, hd] and returns the merged shape [B, T, H·hd].</summary>
+    public static Shape MergeShape(Tensor x)
+    {
+        const string op = "merge_heads";
+        Check.DType(op, x, DType.F32);
+        var s = x.Shape;
+        Check.That(s.Rank == 4, op, $"input {s} must be [B, H, T, head_dim]");
+        Check.That((long)s[1] * s[3] <= int.MaxValue, op, $"input {s}: H·head_dim overflows");
+        return new Shape(s[0], s[2], s[1] * s[3]);
+    }
+
+    /// <summary>output = part <paramref name="which"/> (0 q, 1 k, 2 v) of qkv, as [B, H, T, hd].</summary>
+    public static void Select(Tensor qkv, int heads, int which, Tensor output)
+    {
+        var shape = SelectShape(qkv, heads, which);
+        CheckOutput("select_heads", output, shape, qkv.Shape);
+        var k = qkv.Device.Kernel("head_permute.select", acc => acc.LoadStreamKernel<ArrayView<float>, ArrayView<float>, int, int, int, int, long>(SelectKernel));
+        k(Launch.Elementwise(qkv.Device, output.Numel), qkv.F32, output.F32, shape[1], shape[2], shape[3], which, output.Numel);
+    }
+
+    /// <summary>dqkv[part which] += doutput (the inverse of <see cref="Select"/>).</summary>
+    public static void SelectBackward(Tensor doutput, int heads, int which, Tensor dqkv)
+    {
+        var shape = SelectShape(dqkv, heads, which);
+        CheckOutput("select_heads_backward", doutput, shape, dqkv.Shape);
+        var k = dqkv.Device.Kernel("head_permute.select_bwd", acc => acc.LoadStreamKernel<ArrayView<float>, ArrayView<float>, int, int, int, int, long>(SelectBackwardKernel));
+        k(Launch.Elementwise(dqkv.Device, doutput.Numel), doutput.F32, dqkv.F32, shape[1], shape[2], shape[3], which, doutput.Numel);
+    }
+
+    /// <summary>y [B, T, H·hd] = x [B, H, T, hd] with heads side by side.</summary>
+    public static void Merge(Tensor x, Tensor y)
+    {
+        var shape = MergeShape(x);
+        CheckOutput("merge_heads", y, shape, x.Shape);
+        var k = x.Device.Kernel("head_permute.merge", acc => acc.LoadStreamKernel<ArrayView<float>, ArrayView<float>, int, int, int, long>(MergeKernel));
+        k(Launch.Elementwise(x.Device, y.Numel), x.F32, y.F32, x.Shape[1], x.Shape[2], x.Shape[3], y.Numel);
+    }
+
+    /// <summary>dx [B, H, T, hd] += dy [B, T, H·hd] rearranged (the inverse of <see cref="Merge"/>).</summary>
+    public static void MergeBackward(Tensor dy, Tensor dx)
+    {
+        var shape = MergeShape(dx);
+        CheckOutput("merge_heads_backward", dy, shape, dx.Shape);
+        var k = dx.Device.Kernel("head_permute.merge_bwd", acc => acc.LoadStreamKernel<ArrayView<float>, ArrayView<float>, int, int, int, long>(MergeBackwardKernel));
+        k(Launch.Elementwise(dx.Device, dx.Numel), dy.F32, dx.F32, dx.Shape[1], dx.Shape[2], dx.Shape[3], dx.Numel);
+    }
+
+    private static void CheckOutput(string op, Tensor t, Shape want, Shape source)
+    {
+        Check.DType(op, t, DType.F32, "output");
+        Check.That(t.Shape.Equals(want), op, $"tensor {t.Shape} must be {want} for {source}");
+    }
+
+    /// <summary>Index of qkv[b, t, which·C + h·hd + d] for the [B, H, T, hd] flat index i.</summary>
+    private static long QkvIndex(long i, int heads, int t, int hd, int which)
+    {
+        long d = i % hd;
+        long rest = i / hd;
+        long tt = rest % t;
+        rest /= t;
+        long h = rest % heads;
+        long b = rest / heads;
+        long c = (long)heads * hd;
+        return (b * t + tt) * 3 * c + which * c + h * hd + d;
+    }
+
+    /// <summary>Index of x[b, h, t, d] for the [B, T, H·hd] flat index i.</summary>
+    private static long HeadIndex(long i, int heads, int t, int hd)
+    {
+        long c = (long)heads * hd;
+        long col = i % c;
+        long rest = i / c;
+        long tt = rest % t;
+        long b = rest / t;
+        long h = col / hd;
+        long d = col - h * hd;
+        return ((b * heads + h) * t + tt) * hd + d;
+    }
+
+    private static void SelectKernel(ArrayView<float> qkv, ArrayView<float> output, int heads, int t, int hd, int which, long n)
+    {
+        long stride = (long)Grid.DimX * Group.DimX;
+        for (long i = Grid.GlobalIndex.X; i < n; i += stride) output[i] = qkv[QkvIndex(i, heads, t, hd, which)];
+    }
+
+    private static void SelectBackwardKernel(ArrayView<float> doutput, ArrayView<float> dqkv, int heads, int t, int hd, int which, long n)
+    {
+        long stride = (long)Grid.DimX * Group.DimX;
+        for (long i = Grid.GlobalIndex.X; i < n; i += stride) dqkv[QkvIndex(i, heads, t, hd, which)] += doutput[i];
+    }
+
+    private static void MergeKernel(ArrayView<float> x, ArrayView<float> y, int heads, int t, int hd, long n)
+    {
+        long stride = (long)Grid.DimX * Group.DimX;
+        for (long i = Grid.GlobalIndex.X; i < n; i += stride) y[i] = x[HeadIndex(i, heads, t, hd)];
+    }
+
+    /// <summary>Walks dx in order (its writes coalesced); reads dy in hd-long runs.</summary>
+    private static void MergeBackwardKernel(ArrayView<float> dy, ArrayView<float> dx, int heads, int t, int hd, long n)
+    {
+        long stride = (long)Grid.DimX * Group.DimX;
+        for (long i = Grid.GlobalIndex.X; i < n; i += stride)
+        {
+            // i indexes dx [B, H, T, hd]; the matching gradient is dy[b, t, h·hd + d].
+            long d = i % hd;
+            long rest = i / hd;
+            long tt = rest % t;
+            rest /= t;
+            long h = rest % heads;
+            long b = rest / heads;
+            dx[i] += dy[(b * t + tt) * heads * hd + h * hd + d];
+        }
+    }
+
+    /// <summary>Float64 references over flat row-major arrays.</summary>
+    public static class Reference
+    {
+        public static double[] Select(double[] qkv, int batch, int t, int heads, int which)
+        {
+            int c3 = qkv.Length / (batch * t);
+            int hd = c3 / 3 / heads;
+            var y = new double[batch * heads * t * hd];
+            for (int b = 0; b < batch; b++)
+                for (int h = 0; h < heads; h++)
+                    for (int i = 0; i < t; i++)
+                        for (int d = 0; d < hd; d++)
+                            y[((b * heads + h) * t + i) * hd + d] = qkv[(b * t + i) * c3 + which * heads * hd + h * hd + d];
+            return y;
+        }
+
+        public static double[] Merge(double[] x, int batch, int heads, int t, int hd)
+        {
+            var y = new double[x.Length];
+            for (int b = 0; b < batch; b++)
+                for (int h = 0; h < heads; h++)
+                    for (int i = 0; i < t; i++)
+                        for (int d = 0; d < hd; d++)
+                            y[(b * t + i) * heads * hd + h * hd + d] = x[((b * heads + h) * t + i) * hd + d];
+            return y;
+        }
+    }
+}

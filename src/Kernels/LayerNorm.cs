@@ -1,0 +1,248 @@
+using ILGPU;
+using ILGPU.Algorithms;
+using ILGPU.Algorithms.ScanReduceOperations;
+using ILGPU.Runtime;
+using Memopt.Tensors;
+
+namespace Memopt.Kernels;
+
+/// <summary>
+/// LayerNorm over the last dimension C (PyTorch semantics, biased variance):
+///   μ = mean(x), σ² = mean((x − μ)²), r = 1/√(σ² + eps), x̂ = (x − μ)·r, y = x̂·w + b.
+/// Forward: one group per row, two-pass statistics (the mean of x shifted by the row's first element, then the
+/// centred sum of squares) in float32 with group reductions; it writes y and the per-row μ and r (float32 [rows]), which is all backward needs besides x and w:
+/// x̂ is recomputed, never stored.
+/// Backward, with g = dy·w:
+///   dx += r·(g − mean(g) − x̂·mean(g·x̂))      one group per row, two group reductions;
+///   dw += Σ_rows dy·x̂,  db += Σ_rows dy      column sums in two deterministic passes: each thread owns one column of
+///   a chunk of rows and writes its partial sums to a [2, chunks, C] workspace (coalesced over columns), then one
+///   thread per column adds the chunk partials in a fixed order. No atomics, so the sums are run-to-run identical.
+/// </summary>
+public static class LayerNorm
+{
+    public const float DefaultEps = 1e-5f;
+
+    /// <summary>Checks x [..., C], weight [C], bias [C] (float32, same device) and eps &gt; 0; names the op and shapes on failure.</summary>
+    public static void CheckArguments(Tensor x, Tensor weight, Tensor bias, float eps = DefaultEps)
+    {
+        const string op = "layernorm";
+        Check.DType(op, x, DType.F32);
+        Check.DType(op, weight, DType.F32, "weight");
+        Check.DType(op, bias, DType.F32, "bias");
+        Check.SameDevice(op, x, weight);
+        Check.SameDevice(op, x, bias);
+        int c = x.Shape.Last;
+        Check.That(weight.Shape.Rank == 1 && weight.Shape[0] == c, op, $"weight {weight.Shape} must be [{c}] for input {x.Shape}");
+        Check.That(bias.Shape.Rank == 1 && bias.Shape[0] == c, op, $"bias {bias.Shape} must be [{c}] for input {x.Shape}");
+        Check.That(x.Shape.Rows <= int.MaxValue, op, $"input {x.Shape} has more than 2^31-1 rows");
+        Check.That(eps > 0f && float.IsFinite(eps), op, $"eps = {eps} must be positive and finite (input {x.Shape})");
+    }
+
+    /// <summary>The shape of the per-row statistics (mean and rstd) for input shape <paramref name="x"/>.</summary>
+    public static Shape StatsShape(Shape x) => new((int)x.Rows);
+
+    /// <summary>y = LayerNorm(x)·w + b; writes the row means and reciprocal standard deviations.</summary>
+    public static void Forward(Tensor x, Tensor weight, Tensor bias, Tensor y, Tensor mean, Tensor rstd, float eps = DefaultEps)
+    {
+        const string op = "layernorm";
+        CheckArguments(x, weight, bias, eps);
+        Elementwise.CheckPair(op, x, y);
+        CheckStats(op, x, mean, rstd);
+        var device = x.Device;
+        var k = device.Kernel("layernorm.fwd", acc => acc.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, float>(ForwardKernel));
+        int cols = x.Shape.Last;
+        k(RowLaunch(device, x.Shape), x.F32, weight.F32, bias.F32, y.F32, mean.F32, rstd.F32, cols, eps);
+    }
+
+    /// <summary>
+    /// Accumulates the gradients that are not null: dx += ∂L/∂x, dweight += Σ dy·x̂, dbias += Σ dy.
+    /// x, weight, mean and rstd are the forward's input, weight and statistics.
+    /// </summary>
+    public static void Backward(Tensor x, Tensor weight, Tensor mean, Tensor rstd, Tensor dy, Tensor? dx, Tensor? dweight, Tensor? dbias)
+    {
+        const string op = "layernorm_backward";
+        Check.DType(op, x, DType.F32);
+        Check.DType(op, weight, DType.F32, "weight");
+        Check.That(weight.Shape.Rank == 1 && weight.Shape[0] == x.Shape.Last, op, $"weight {weight.Shape} must be [{x.Shape.Last}] for input {x.Shape}");
+        Elementwise.CheckPair(op, x, dy);
+        CheckStats(op, x, mean, rstd);
+        if (dx is not null) Elementwise.CheckPair(op, x, dx);
+        if (dweight is not null) Elementwise.CheckPair(op, weight, dweight);
+        if (dbias is not null) Elementwise.CheckPair(op, weight, dbias);
+
+        var device = x.Device;
+        int cols = x.Shape.Last;
+        if (dx is not null)
+        {
+            var k = device.Kernel("layernorm.bwd_input", acc => acc.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int>(BackwardInputKernel));
+            k(RowLaunch(device, x.Shape), x.F32, weight.F32, mean.F32, rstd.F32, dy.F32, dx.F32, cols);
+        }
+        if (dweight is null && dbias is null) return;
+
+        int rows = (int)x.Shape.Rows;
+        int rowsPerChunk = RowsPerChunk(rows);
+        int chunks = (rows + rowsPerChunk - 1) / rowsPerChunk;
+        using var partials = Tensor.Empty(device, new Shape(2, chunks, cols), DType.F32, MemoryCategory.Workspace, op);
+        var partial = device.Kernel("layernorm.bwd_param_partials", acc => acc.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int, int>(ParamPartialsKernel));
+        partial(Launch.Elementwise(device, (long)chunks * cols), x.F32, mean.F32, rstd.F32, dy.F32, partials.F32, rows, cols, rowsPerChunk);
+        var sum = device.Kernel("layernorm.bwd_param_sum", acc => acc.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int, int, int>(ParamSumKernel));
+        // A gradient that is not wanted gets the workspace as a stand-in view and a 0 flag: the kernel never writes it.
+        sum(Launch.Elementwise(device, cols), partials.F32, (dweight ?? partials).F32, (dbias ?? partials).F32,
+            chunks, cols, dweight is null ? 0 : 1, dbias is null ? 0 : 1);
+    }
+
+    /// <summary>
+    /// Rows summed by one thread in the column-sum pass: at least 32 (so each thread does real work) and enough that
+    /// there are at most 256 chunks (the workspace stays 2·256·C floats however many rows there are).
+    /// </summary>
+    internal static int RowsPerChunk(int rows) => Math.Max(32, (rows + 255) / 256);
+
+    /// <summary>One group per row, sized to the row: a power of two ≥ C/2 (each thread then handles ~2 elements), 32..256.</summary>
+    private static KernelConfig RowLaunch(ComputeDevice device, Shape x)
+    {
+        int preferred = 32;
+        while (preferred < 256 && preferred * 2 < x.Last) preferred *= 2;
+        return Launch.PerRow(device, x.Rows, preferred);
+    }
+
+    private static void CheckStats(string op, Tensor x, Tensor mean, Tensor rstd)
+    {
+        var want = StatsShape(x.Shape);
+        Check.DType(op, mean, DType.F32, "mean");
+        Check.DType(op, rstd, DType.F32, "rstd");
+        Check.That(mean.Shape.Equals(want) && rstd.Shape.Equals(want), op,
+            $"mean {mean.Shape} and rstd {rstd.Shape} must be {want} for input {x.Shape}");
+    }
+
+    private static void ForwardKernel(ArrayView<float> x, ArrayView<float> w, ArrayView<float> b, ArrayView<float> y,
+        ArrayView<float> mean, ArrayView<float> rstd, int cols, float eps)
+    {
+        int row = Grid.IdxX;
+        int tid = Group.IdxX;
+        int threads = Group.DimX;
+        long start = (long)row * cols;
+
+        // Sum x − x[0] rather than x: a row's common offset then costs no precision in the mean (the differences
+        // of nearby floats are exact), which matters because r amplifies any error in μ.
+        float shift = x[start];
+        float sum = 0f;
+        for (int c = tid; c < cols; c += threads) sum += x[start + c] - shift;
+        float mu = shift + GroupExtensions.AllReduce<float, AddFloat>(sum) / cols;
+
+        float squares = 0f;
+        for (int c = tid; c < cols; c += threads)
+        {
+            float d = x[start + c] - mu;
+            squares += d * d;
+        }
+        float variance = GroupExtensions.AllReduce<float, AddFloat>(squares) / cols;
+        float r = 1f / MathF.Sqrt(variance + eps);
+
+        for (int c = tid; c < cols; c += threads) y[start + c] = (x[start + c] - mu) * r * w[c] + b[c];
+        if (tid == 0)
+        {
+            mean[row] = mu;
+            rstd[row] = r;
+        }
+    }
+
+    private static void BackwardInputKernel(ArrayView<float> x, ArrayView<float> w, ArrayView<float> mean, ArrayView<float> rstd,
+        ArrayView<float> dy, ArrayView<float> dx, int cols)
+    {
+        int row = Grid.IdxX;
+        int tid = Group.IdxX;
+        int threads = Group.DimX;
+        long start = (long)row * cols;
+        float mu = mean[row];
+        float r = rstd[row];
+
+        float sumG = 0f, sumGx = 0f;
+        for (int c = tid; c < cols; c += threads)
+        {
+            float g = dy[start + c] * w[c];
+            sumG += g;
+            sumGx += g * (x[start + c] - mu) * r;
+        }
+        float meanG = GroupExtensions.AllReduce<float, AddFloat>(sumG) / cols;
+        float meanGx = GroupExtensions.AllReduce<float, AddFloat>(sumGx) / cols;
+
+        for (int c = tid; c < cols; c += threads)
+        {
+            float g = dy[start + c] * w[c];
+            float xhat = (x[start + c] - mu) * r;
+            dx[start + c] += r * (g - meanG - xhat * meanGx);
+        }
+    }
+
+    /// <summary>partials[0, chunk, c] = Σ_{rows in chunk} dy·x̂, partials[1, chunk, c] = Σ dy.</summary>
+    private static void ParamPartialsKernel(ArrayView<float> x, ArrayView<float> mean, ArrayView<float> rstd, ArrayView<float> dy,
+        ArrayView<float> partials, int rows, int cols, int rowsPerChunk)
+    {
+        long stride = (long)Grid.DimX * Group.DimX;
+        int chunks = (rows + rowsPerChunk - 1) / rowsPerChunk;
+        long items = (long)chunks * cols;
+        for (long i = Grid.GlobalIndex.X; i < items; i += stride)
+        {
+            int chunk = (int)(i / cols);
+            int c = (int)(i - (long)chunk * cols);
+            int r0 = chunk * rowsPerChunk;
+            int r1 = Math.Min(rows, r0 + rowsPerChunk);
+            float sw = 0f, sb = 0f;
+            for (int r = r0; r < r1; r++)
+            {
+                long at = (long)r * cols + c;
+                float g = dy[at];
+                sw += g * (x[at] - mean[r]) * rstd[r];
+                sb += g;
+            }
+            partials[i] = sw;
+            partials[items + i] = sb;
+        }
+    }
+
+    /// <summary>dweight[c] += Σ_chunk partials[0, chunk, c]; dbias[c] += Σ_chunk partials[1, chunk, c] (flags select which).</summary>
+    private static void ParamSumKernel(ArrayView<float> partials, ArrayView<float> dweight, ArrayView<float> dbias,
+        int chunks, int cols, int wantWeight, int wantBias)
+    {
+        long stride = (long)Grid.DimX * Group.DimX;
+        long items = (long)chunks * cols;
+        for (long c = Grid.GlobalIndex.X; c < cols; c += stride)
+        {
+            float sw = 0f, sb = 0f;
+            for (int k = 0; k < chunks; k++)
+            {
+                sw += partials[(long)k * cols + c];
+                sb += partials[items + (long)k * cols + c];
+            }
+            if (wantWeight != 0) dweight[c] += sw;
+            if (wantBias != 0) dbias[c] += sb;
+        }
+    }
+
+    /// <summary>Float64 references: forward, and the statistics PyTorch would save.</summary>
+    public static class Reference
+    {
+        public static double[] Forward(double[] x, double[] w, double[] b, int cols, double eps = DefaultEps)
+        {
+            var y = new double[x.Length];
+            for (int start = 0; start < x.Length; start += cols)
+            {
+                var (mu, r) = Stats(x, start, cols, eps);
+                for (int c = 0; c < cols; c++) y[start + c] = (x[start + c] - mu) * r * w[c] + b[c];
+            }
+            return y;
+        }
+
+        /// <summary>Mean and 1/√(biased variance + eps) of x[start .. start+cols).</summary>
+        public static (double Mean, double Rstd) Stats(double[] x, int start, int cols, double eps = DefaultEps)
+        {
+            double mu = 0;
+            for (int c = 0; c < cols; c++) mu += x[start + c];
+            mu /= cols;
+            double v = 0;
+            for (int c = 0; c < cols; c++) v += (x[start + c] - mu) * (x[start + c] - mu);
+            v /= cols;
+            return (mu, 1 / Math.Sqrt(v + eps));
+        }
+    }
+}

@@ -1,0 +1,132 @@
+using ILGPU;
+using ILGPU.Algorithms;
+using ILGPU.Algorithms.ScanReduceOperations;
+using ILGPU.Runtime;
+using Memopt.Tensors;
+
+namespace Memopt.Kernels;
+
+/// <summary>
+/// Causal softmax of attention scores [..., T, T] (row i = query i, column j = key j) with an optional sliding
+/// window W and a scale s (attention's 1/√d) applied to the scores first:
+///   query i sees keys j with i − W &lt; j ≤ i (W ≥ T, or no window, is plain causal; flash-attn's window_size=(W−1, 0)),
+///   y[i, j] = exp(s·(x[i, j] − m_i)) / Σ_visible exp(s·(x[i, k] − m_i)) with m_i the row's visible maximum (s &gt; 0,
+///   so this is the usual max-subtracted, overflow-free form); masked entries are exactly 0.
+/// Forward: one group per row; a max reduction and a sum reduction over the visible span only, then one pass that
+/// writes the whole row (exp recomputed from x rather than re-read from y). Each thread only ever touches its own
+/// columns, so y may be the same tensor as x (in place).
+/// Backward from the probabilities alone (x is not needed): dx += s·y ⊙ (dy − Σ_j dy·y) on visible entries; masked
+/// entries of dx are left untouched (their gradient is 0).
+/// </summary>
+public static class Softmax
+{
+    /// <summary>Checks scores [..., T, T] (float32), the scale and the window; names the op and the shapes on failure.</summary>
+    public static void CheckArguments(string op, Tensor x, float scale, int? window)
+    {
+        Check.DType(op, x, DType.F32);
+        var s = x.Shape;
+        Check.That(s.Rank >= 2 && s[-1] == s[-2], op, $"scores {s} must be [..., T, T] (square in the last two dimensions)");
+        Check.That(scale > 0f && float.IsFinite(scale), op, $"scale = {scale} must be positive and finite (scores {s})");
+        Check.That(window is null || window >= 1, op, $"window = {window} must be ≥ 1 (scores {s})");
+        Check.That(s.Rows <= int.MaxValue, op, $"scores {s} have more than 2^31-1 rows");
+    }
+
+    /// <summary>The number of visible keys per query the kernels use: W capped at T (no window = T).</summary>
+    private static int EffectiveWindow(Shape s, int? window) => window is int w && w < s.Last ? w : s.Last;
+
+    /// <summary>y = causal_softmax(scale·x) with an optional sliding window; y may be x.</summary>
+    public static void Forward(Tensor x, Tensor y, float scale = 1f, int? window = null)
+    {
+        const string op = "causal_softmax";
+        CheckArguments(op, x, scale, window);
+        Elementwise.CheckPair(op, x, y);
+        var device = x.Device;
+        var k = device.Kernel("softmax.causal_fwd", acc => acc.LoadStreamKernel<ArrayView<float>, ArrayView<float>, int, int, float>(ForwardKernel));
+        k(RowLaunch(device, x.Shape), x.F32, y.F32, x.Shape.Last, EffectiveWindow(x.Shape, window), scale);
+    }
+
+    /// <summary>dx += scale·y ⊙ (dy − Σ_j dy·y) on the visible entries; y is the forward's output.</summary>
+    public static void Backward(Tensor y, Tensor dy, Tensor dx, float scale = 1f, int? window = null)
+    {
+        const string op = "causal_softmax_backward";
+        CheckArguments(op, y, scale, window);
+        Elementwise.CheckTriple(op, y, dy, dx);
+        var device = y.Device;
+        var k = device.Kernel("softmax.causal_bwd", acc => acc.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int, float>(BackwardKernel));
+        k(RowLaunch(device, y.Shape), y.F32, dy.F32, dx.F32, y.Shape.Last, EffectiveWindow(y.Shape, window), scale);
+    }
+
+    /// <summary>One group per row, a power of two ≥ T/2 in 32..256 (rows are short early on in causal attention anyway).</summary>
+    private static KernelConfig RowLaunch(ComputeDevice device, Shape s)
+    {
+        int preferred = 32;
+        while (preferred < 256 && preferred * 2 < s.Last) preferred *= 2;
+        return Launch.PerRow(device, s.Rows, preferred);
+    }
+
+    private static void ForwardKernel(ArrayView<float> x, ArrayView<float> y, int t, int window, float scale)
+    {
+        int row = Grid.IdxX;
+        int tid = Group.IdxX;
+        int threads = Group.DimX;
+        long start = (long)row * t;
+        int query = row % t;
+        int first = Math.Max(0, query - window + 1); // visible keys: first..query
+
+        float max = float.MinValue;
+        for (int j = first + tid; j <= query; j += threads) max = MathF.Max(max, x[start + j]);
+        max = GroupExtensions.AllReduce<float, MaxFloat>(max);
+
+        float sum = 0f;
+        for (int j = first + tid; j <= query; j += threads) sum += MathF.Exp(scale * (x[start + j] - max));
+        float inv = 1f / GroupExtensions.AllReduce<float, AddFloat>(sum);
+
+        // Every thread has finished reading x for the reductions (the sum's result needs all of them), and in this
+        // pass each column is read and then written by one thread only: so y may alias x.
+        for (int j = tid; j < t; j += threads)
+        {
+            float v = 0f;
+            if (j >= first && j <= query) v = MathF.Exp(scale * (x[start + j] - max)) * inv;
+            y[start + j] = v;
+        }
+    }
+
+    private static void BackwardKernel(ArrayView<float> y, ArrayView<float> dy, ArrayView<float> dx, int t, int window, float scale)
+    {
+        int row = Grid.IdxX;
+        int tid = Group.IdxX;
+        int threads = Group.DimX;
+        long start = (long)row * t;
+        int query = row % t;
+        int first = Math.Max(0, query - window + 1);
+
+        float dot = 0f;
+        for (int j = first + tid; j <= query; j += threads) dot += dy[start + j] * y[start + j];
+        dot = GroupExtensions.AllReduce<float, AddFloat>(dot);
+
+        for (int j = first + tid; j <= query; j += threads)
+            dx[start + j] += scale * y[start + j] * (dy[start + j] - dot);
+    }
+
+    /// <summary>Float64 reference (the definition: −∞ on masked scores, then a plain softmax).</summary>
+    public static class Reference
+    {
+        public static double[] Forward(double[] x, int t, double scale = 1.0, int? window = null)
+        {
+            int w = window ?? t;
+            var y = new double[x.Length];
+            for (int start = 0; start < x.Length; start += t)
+            {
+                int i = start / t % t;
+                double max = double.NegativeInfinity;
+                for (int j = 0; j < t; j++) if (Visible(i, j, w)) max = Math.Max(max, scale * x[start + j]);
+                double sum = 0;
+                for (int j = 0; j < t; j++) if (Visible(i, j, w)) sum += Math.Exp(scale * x[start + j] - max);
+                for (int j = 0; j < t; j++) y[start + j] = Visible(i, j, w) ? Math.Exp(scale * x[start + j] - max) / sum : 0.0;
+            }
+            return y;
+        }
+
+        public static bool Visible(int query, int key, int window) => key <= query && key > query - window;
+    }
+}
