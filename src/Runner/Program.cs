@@ -9,12 +9,14 @@ public static class Program
     public static int Main(string[] args)
     {
         var parser = new Parser(s => { s.HelpWriter = Console.Error; s.CaseInsensitiveEnumValues = true; });
-        var parsed = parser.ParseArguments<InfoOptions, CheckOptions>(args);
+        var parsed = parser.ParseArguments<TrainOptions, PrepareOptions, CheckOptions, InfoOptions>(args);
         try
         {
             return parsed.MapResult(
-                (InfoOptions o) => InfoCommand.Run(o),
+                (TrainOptions o) => TrainCommand.Run(o),
+                (PrepareOptions o) => PrepareCommand.Run(o),
                 (CheckOptions o) => CheckCommand.Run(o),
+                (InfoOptions o) => InfoCommand.Run(o),
                 _ => 2);
         }
         catch (UserError e)
