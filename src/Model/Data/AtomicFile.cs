@@ -1,0 +1,35 @@
+using System.Text;
+
+namespace Memopt.Model.Data;
+
+/// <summary>
+/// Writes a file so that readers see either the old file or the complete new one, never a half-written file: the data
+/// goes to a unique temporary file in the same directory, is flushed to disk, and is then renamed over the target
+/// (rename within a directory is atomic). On any failure the temporary file is deleted.
+/// </summary>
+public static class AtomicFile
+{
+    public static void Write(string path, Action<Stream> write)
+    {
+        string full = Path.GetFullPath(path);
+        Directory.CreateDirectory(Path.GetDirectoryName(full)!);
+        string temp = $"{full}.tmp-{Environment.ProcessId}-{Guid.NewGuid():N}";
+        try
+        {
+            using (var stream = new FileStream(temp, FileMode.CreateNew, FileAccess.Write, FileShare.None, 1 << 16))
+            {
+                write(stream);
+                stream.Flush(flushToDisk: true);
+            }
+            File.Move(temp, full, overwrite: true);
+        }
+        catch
+        {
+            try { File.Delete(temp); } catch (IOException) { } // best effort; the original exception matters
+            throw;
+        }
+    }
+
+    public static void WriteAllText(string path, string text) =>
+        Write(path, s => s.Write(new UTF8Encoding(false).GetBytes(text)));
+}
