@@ -22,7 +22,7 @@ public sealed class CheckOptions : DeviceOptions
 public static class CheckCommand
 {
     public static IEnumerable<KernelCase> AllCases() =>
-        ElementwiseCases.All().Concat(MatMulCases.All()).Concat(LossCases.All());
+        ElementwiseCases.All().Concat(MatMulCases.All()).Concat(NormCases.All()).Concat(LossCases.All());
 
     public static int Run(CheckOptions options)
     {
