@@ -83,7 +83,9 @@ public sealed class Tape : IDisposable
         {
             handles[i] = saved[i].Share();
             var allocation = handles[i].Storage.Allocation;
-            if (allocation.Category is MemoryCategory.Activations or MemoryCategory.AttentionScores or MemoryCategory.Workspace)
+            // Attention scores keep their own category while saved: they are what flash attention removes, and the
+            // report must show them apart. Inputs, parameters and gradients keep theirs too.
+            if (allocation.Category is MemoryCategory.Activations or MemoryCategory.Workspace)
                 handles[i].Device.Tracker.Retag(allocation, MemoryCategory.SavedForBackward);
         }
         output.RequiresGrad = true;
