@@ -33,6 +33,12 @@ public class DataPipelineTests
         // the bound per token is H·words/tokens, and the realised true-model loss sits close to it
         Assert.Equal(s.EntropyPerWordNats!.Value * s.Val.Words!.Value / s.Val.Tokens, s.Val.OptimalLossPerToken!.Value, 1e-12);
         Assert.InRange(s.Val.TrueModelLossPerToken!.Value / s.Val.OptimalLossPerToken!.Value, 0.9, 1.1);
+        // the bigram baseline is a held-out NLL per token like the optimum, for val and test only (it is counted on train)
+        Assert.Null(s.Train.BigramBaselineNllNats);
+        Assert.Equal(s.Val.BigramBaselineNllNats!.Value / s.Val.Tokens, s.Val.BigramBaselineLossPerToken!.Value, 1e-12);
+        Assert.NotNull(s.Test.BigramBaselineLossPerToken);
+        Assert.InRange(s.Val.BigramBaselineLossPerToken!.Value / s.Val.OptimalLossPerToken!.Value, 0.97, 1.2);
+        Assert.Equal((double)s.Val.Tokens / s.Val.Words!.Value, s.Val.TokensPerWord!.Value, 1e-12);
         // the token stream decodes to the split's paragraphs, each followed by the separator
         string text = data.Tokenizer.Decode(data.Val);
         Assert.EndsWith(".\n\n", text);
@@ -48,6 +54,8 @@ public class DataPipelineTests
         var second = DataPipeline.Prepare(SmallData.Options(dir.Path, log));
         Assert.True(second.Stats.CacheHit, string.Join("\n", log));
         AssertSame(first, second);
+        Assert.NotNull(second.Stats.Val.BigramBaselineLossPerToken); // kept in the manifest: a cached prepare still reports it
+        Assert.Equal(first.Stats.Test.BigramBaselineNllNats, second.Stats.Test.BigramBaselineNllNats);
         Assert.Empty(Directory.GetFiles(dir.Path, "*.tmp-*", SearchOption.AllDirectories));
     }
 
@@ -158,6 +166,7 @@ public class DataPipelineTests
         Assert.Equal(1, first.Stats.BadJsonlLines);
         Assert.Null(first.Stats.EntropyPerWordNats);
         Assert.Null(first.Stats.Val.OptimalLossPerToken);
+        Assert.Null(first.Stats.Val.BigramBaselineLossPerToken);
         Assert.Equal(docs.Count, first.Stats.Train.Documents + first.Stats.Val.Documents + first.Stats.Test.Documents);
         var second = DataPipeline.Prepare(options);
         Assert.True(second.Stats.CacheHit);

@@ -1,3 +1,4 @@
+using Memopt.Model.Data;
 using Memopt.Runner;
 using Memopt.Runner.Commands;
 
@@ -31,6 +32,12 @@ public class PrepareCommandTests
         PrepareCommand.Run(options, output, TextWriter.Null);
         Assert.Contains("nats/word", output.ToString());
         Assert.Contains("best val", output.ToString());
+        Assert.Matches(@"bigram val  \d+\.\d{4} nats/token = perplexity \d+\.\d\d, [+-]\d+\.\d% over the best", output.ToString());
+        Assert.Contains($"{SyntheticLanguage.DefaultVocabularySize}-word language", output.ToString());
+        output = new StringWriter();
+        options.SyntheticVocab = 200; // --synthetic-vocab reaches the generator
+        PrepareCommand.Run(options, output, TextWriter.Null);
+        Assert.Contains("200-word language", output.ToString());
     }
 
     [Fact]

@@ -12,6 +12,8 @@ public sealed class Corpus
     public long[]? DocumentWords { get; init; }
     /// <summary>Synthetic corpus only: −ln P(document | previous paragraph break) under the generating chain, in nats.</summary>
     public double[]? DocumentNllNats { get; init; }
+    /// <summary>Synthetic corpus only: the chain symbols of each document as generated (closing paragraph break included), so word-level statistics need no re-tokenization.</summary>
+    public int[][]? DocumentSymbols { get; init; }
     /// <summary>.jsonl lines that were not a JSON object with a non-empty "text" string (skipped).</summary>
     public int BadLines { get; init; }
     /// <summary>The first few bad lines as "file:line: reason".</summary>

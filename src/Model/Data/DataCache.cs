@@ -7,7 +7,8 @@ public sealed record CacheManifest(
     int Format, string CorpusKey, string Tokenizer, ulong Fingerprint, int VocabSize, string Source,
     int BadJsonlLines, string[] BadLineExamples, double? EntropyPerWordNats, CachedSplit[] Splits);
 
-public sealed record CachedSplit(int Documents, long Tokens, long? Words, double? TrueModelNllNats);
+/// <param name="BigramBaselineNllNats">Held-out NLL of the <see cref="KneserNeyBigram"/> fitted on the train split's words (synthetic corpus, val and test only).</param>
+public sealed record CachedSplit(int Documents, long Tokens, long? Words, double? TrueModelNllNats, double? BigramBaselineNllNats = null);
 
 /// <summary>
 /// Layout of one prepared corpus in the cache: <c>CACHE/KEY/</c> where KEY is the first 16 hex digits of the corpus key
@@ -18,7 +19,7 @@ public sealed record CachedSplit(int Documents, long Tokens, long? Words, double
 /// </summary>
 public sealed class DataCache(string directory, string stem)
 {
-    public const int Format = 1;
+    public const int Format = 2; // 2: manifests carry the bigram baseline
 
     public string Directory { get; } = directory;
     public string TokenPath(SplitName split) => Path.Combine(Directory, $"{stem}.{split.ToString().ToLowerInvariant()}.tok");

@@ -73,16 +73,19 @@ public static class DataPipeline
         var read = Stopwatch.StartNew();
         Corpus corpus;
         double? entropy = null;
+        int chainStates = 0, startState = 0;
         if (files is not null) corpus = CorpusReader.Read(files);
         else
         {
             var (generated, language) = SyntheticCorpus.Generate(synthetic!);
             corpus = generated;
             entropy = language.EntropyPerWordNats;
+            (chainStates, startState) = (language.Chain.StateCount, language.ParagraphBreak);
         }
         log($"{corpus.Description}: {corpus.Documents.Count} documents in {read.Elapsed.TotalSeconds:F1} s" +
             (corpus.BadLines > 0 ? $", {corpus.BadLines} malformed .jsonl lines skipped" : ""));
         var corpusSplit = CorpusSplit.Make(corpus.Documents.Count, options.Seed);
+        double?[] bigramNll = BigramBaseline(corpus, corpusSplit, chainStates, startState, log);
 
         double trainingSeconds = 0;
         if (tokenizer is null)
@@ -104,7 +107,7 @@ public static class DataPipeline
             encoded[(int)split] = Encode(tokenizer, corpus, docs);
             splits[(int)split] = new CachedSplit(docs.Length, encoded[(int)split].Length,
                 corpus.DocumentWords is { } w ? docs.Sum(d => w[d]) : null,
-                corpus.DocumentNllNats is { } nll ? docs.Sum(d => nll[d]) : null);
+                corpus.DocumentNllNats is { } nll ? docs.Sum(d => nll[d]) : null, bigramNll[(int)split]);
         }
         var built = new CacheManifest(DataCache.Format, corpusKeyHex, tokenizer.Name, tokenizer.Fingerprint, tokenizer.VocabSize,
             corpus.Description, corpus.BadLines, [.. corpus.BadLineExamples], entropy, splits);
@@ -116,6 +119,27 @@ public static class DataPipeline
             log($"cache: wrote {cache.Directory}");
         }
         return Finish(options, tokenizer, encoded, built, cache, cacheHit: false, trainingSeconds, clock);
+    }
+
+    /// <summary>
+    /// Held-out NLL (nats) of val and test under a <see cref="KneserNeyBigram"/> counted on the train split's chain
+    /// symbols; nulls for real data (no word sequence is known) and for train (in-sample counts say nothing).
+    /// </summary>
+    private static double?[] BigramBaseline(Corpus corpus, CorpusSplit split, int chainStates, int startState, Action<string> log)
+    {
+        var result = new double?[3];
+        if (corpus.DocumentSymbols is not { } symbols) return result;
+        var clock = Stopwatch.StartNew();
+        var bigram = KneserNeyBigram.Fit(chainStates, split.Train.Select(d => symbols[d]), startState);
+        foreach (var name in new[] { SplitName.Val, SplitName.Test })
+        {
+            var docs = split[name];
+            var parts = new double[docs.Length];
+            Parallel.For(0, docs.Length, i => parts[i] = bigram.NllNats(symbols[docs[i]], startState));
+            result[(int)name] = parts.Sum();
+        }
+        log($"bigram baseline: {bigram.BigramTypes} bigram types counted on train, scored on val/test in {clock.Elapsed.TotalSeconds:F1} s");
+        return result;
     }
 
     /// <summary>Tokens of the split's documents, each followed by the separator, in order (documents encoded in parallel).</summary>
@@ -139,7 +163,7 @@ public static class DataPipeline
         {
             var s = manifest.Splits[(int)split];
             return new SplitStats(s.Documents, tokens[(int)split].Length, BatchIterator.CountSequences(tokens[(int)split].Length, options.SeqLen),
-                s.Words, s.TrueModelNllNats, manifest.EntropyPerWordNats);
+                s.Words, s.TrueModelNllNats, manifest.EntropyPerWordNats, s.BigramBaselineNllNats);
         }
         var stats = new DataStats
         {

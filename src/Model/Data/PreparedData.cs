@@ -1,7 +1,8 @@
 namespace Memopt.Model.Data;
 
 /// <summary>Counts of one split. Words and the true model's loss exist only for the synthetic corpus.</summary>
-public sealed record SplitStats(int Documents, long Tokens, int Sequences, long? Words = null, double? TrueModelNllNats = null, double? EntropyPerWordNats = null)
+public sealed record SplitStats(int Documents, long Tokens, int Sequences, long? Words = null, double? TrueModelNllNats = null, double? EntropyPerWordNats = null,
+                                double? BigramBaselineNllNats = null)
 {
     /// <summary>
     /// Least expected loss per token on this split, in nats: H_word · words / tokens (a lossless tokenizer keeps the
@@ -12,6 +13,16 @@ public sealed record SplitStats(int Documents, long Tokens, int Sequences, long?
     public double? OptimalPerplexity => OptimalLossPerToken is double l ? Math.Exp(l) : null;
     /// <summary>The realised loss per token of the generating model on this split's text, in nats.</summary>
     public double? TrueModelLossPerToken => TrueModelNllNats is double nll && Tokens > 0 ? nll / Tokens : null;
+    /// <summary>
+    /// Learnability yardstick: the loss per token (total NLL in nats / tokens, like <see cref="OptimalLossPerToken"/>) of a
+    /// Kneser–Ney word-bigram model counted on the TRAIN split's words (<see cref="KneserNeyBigram"/>). The generating
+    /// chain is a word bigram, so this is what plain counting reaches from this much training data; a model within a
+    /// few % of the optimum is only plausible when this is. Synthetic corpus, val and test splits only.
+    /// </summary>
+    public double? BigramBaselineLossPerToken => BigramBaselineNllNats is double nll && Tokens > 0 ? nll / Tokens : null;
+    public double? BigramBaselinePerplexity => BigramBaselineLossPerToken is double l ? Math.Exp(l) : null;
+    /// <summary>Tokens per word (chain symbol) of this split; synthetic corpus only.</summary>
+    public double? TokensPerWord => Words is long w && w > 0 ? (double)Tokens / w : null;
 }
 
 public sealed record DataStats

@@ -32,6 +32,9 @@ public class PrepareOptions
     [Option("corpus-words", Default = SyntheticCorpusOptions.DefaultWords, HelpText = "Length of the synthetic corpus in words (words, commas, full stops, paragraph breaks).")]
     public long CorpusWords { get; set; } = SyntheticCorpusOptions.DefaultWords;
 
+    [Option("synthetic-vocab", Default = SyntheticLanguage.DefaultVocabularySize, HelpText = "Number of distinct words of the synthetic language.")]
+    public int SyntheticVocab { get; set; } = SyntheticLanguage.DefaultVocabularySize;
+
     public DataOptions ToDataOptions(Action<string>? log) => new()
     {
         DataPath = Data,
@@ -41,6 +44,7 @@ public class PrepareOptions
         Seed = unchecked((ulong)Seed),
         CacheDir = NoCache ? null : CacheDir,
         CorpusWords = CorpusWords,
+        SyntheticVocabulary = SyntheticVocab,
         Log = log,
     };
 
@@ -88,6 +92,9 @@ public static class PrepareCommand
             output.WriteLine(string.Format(c, "entropy     {0:F4} nats/word = {1:F4} bits/word (exact rate of the generating Markov chain)", h, s.EntropyPerWordBits));
             output.WriteLine(string.Format(c, "best val    {0:F4} nats/token = perplexity {1:F2} (H x {2:N0} words / {3:N0} tokens); true model on val: {4:F4} nats/token",
                 s.Val.OptimalLossPerToken, s.Val.OptimalPerplexity, s.Val.Words, s.Val.Tokens, s.Val.TrueModelLossPerToken));
+            if (s.Val.BigramBaselineLossPerToken is double bigram)
+                output.WriteLine(string.Format(c, "bigram val  {0:F4} nats/token = perplexity {1:F2}, {2:+0.0;-0.0}% over the best (Kneser-Ney word bigram counted on train: what counting reaches with this much data); {3:F3} tokens/word",
+                    bigram, s.Val.BigramBaselinePerplexity, 100 * (s.Val.BigramBaselinePerplexity / s.Val.OptimalPerplexity - 1), s.Val.TokensPerWord));
         }
         output.WriteLine(string.Format(c, "cache       {0} ({1}), {2:F1} s",
             data.CacheDirectory ?? "off", s.CacheHit ? "reused" : "built", s.TotalSeconds));
