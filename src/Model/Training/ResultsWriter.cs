@@ -47,6 +47,7 @@ public static class ResultsWriter
                 val_perplexity = metrics.ValPerplexity,
                 optimal_val_loss = metrics.OptimalValLoss,
                 optimal_val_perplexity = metrics.OptimalValPerplexity,
+                bigram_baseline_val_loss = metrics.BigramBaselineValLoss,
                 peak_memory_bytes = metrics.Memory.PeakBytes,
                 peak_reserved_bytes = metrics.Memory.PeakReservedBytes,
                 driver_used_bytes = metrics.Memory.DriverUsedBytes,

@@ -37,6 +37,8 @@ public sealed record RunMetrics
     /// <summary>Best achievable validation loss per token (synthetic corpus only).</summary>
     public double? OptimalValLoss { get; init; }
     public double? OptimalValPerplexity => OptimalValLoss is double l ? Math.Exp(l) : null;
+    /// <summary>Validation loss of a Kneser–Ney word bigram counted on the train split (synthetic corpus only): what plain counting learns from the same data.</summary>
+    public double? BigramBaselineValLoss { get; init; }
     public required bool FirstLossFinite { get; init; }
     public required IReadOnlyList<EvalReport> Evaluations { get; init; }
     public required IReadOnlyList<double> LossCurve { get; init; }

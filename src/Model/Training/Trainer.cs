@@ -146,6 +146,7 @@ public sealed class Trainer
             TrainLoss = trainLossSum / trainLossCount,
             ValLoss = final.Loss,
             OptimalValLoss = _data.Stats.Val.OptimalLossPerToken,
+            BigramBaselineValLoss = _data.Stats.Val.BigramBaselineLossPerToken,
             FirstLossFinite = firstFinite,
             Evaluations = evals,
             LossCurve = lossCurve,

@@ -42,6 +42,7 @@ public sealed class TrainOptions : DeviceOptions
     [Option("bpe-vocab", Default = 10_000, HelpText = "Vocabulary of the trained BPE tokenizer.")] public int BpeVocab { get; set; } = 10_000;
     [Option("cache-dir", Default = "./cache")] public string CacheDir { get; set; } = "./cache";
     [Option("corpus-words", Default = SyntheticCorpusOptions.DefaultWords, HelpText = "Length of the synthetic corpus in words.")] public long CorpusWords { get; set; } = SyntheticCorpusOptions.DefaultWords;
+    [Option("synthetic-vocab", Default = SyntheticLanguage.DefaultVocabularySize, HelpText = "Distinct words of the synthetic language.")] public int SyntheticVocab { get; set; } = SyntheticLanguage.DefaultVocabularySize;
 
     // Model overrides
     [Option("layers")] public int? Layers { get; set; }
@@ -119,7 +120,8 @@ public static class TrainCommand
         Console.WriteLine($"params   {model.ParameterCount.ToString("N0", CultureInfo.InvariantCulture)}");
         Console.WriteLine($"data     {data.Stats.Source}: {data.Stats.Train.Tokens:N0} train tokens, {data.Stats.Val.Tokens:N0} val tokens, tokenizer {data.Stats.TokenizerName} ({data.Tokenizer.VocabSize})");
         if (data.Stats.Val.OptimalPerplexity is double best)
-            Console.WriteLine($"optimum  best achievable val perplexity {best:F3} (entropy rate of the synthetic source)");
+            Console.WriteLine($"optimum  best achievable val perplexity {best:F3} (entropy rate of the synthetic source); " +
+                              $"count-based bigram fitted on train: {data.Stats.Val.BigramBaselinePerplexity:F3}");
 
         string dataset = DatasetName(o.Data);
         RunMetrics metrics;
@@ -142,7 +144,7 @@ public static class TrainCommand
 
         Console.WriteLine();
         Console.WriteLine($"val loss {metrics.ValLoss:F4}  val ppl {metrics.ValPerplexity:F3}" +
-                          (metrics.OptimalValPerplexity is double opt ? $"  (optimum {opt:F3}, gap {100 * (metrics.ValPerplexity / opt - 1):F1}%)" : ""));
+                          (metrics.OptimalValPerplexity is double opt ? $"  (optimum {opt:F3}, gap {100 * (metrics.ValPerplexity / opt - 1):F1}%; bigram baseline {data.Stats.Val.BigramBaselinePerplexity:F3})" : ""));
         Console.WriteLine($"step     mean {metrics.StepMsMean:F1} ms, median {metrics.StepMsMedian:F1} ms over {metrics.TimedSteps} steps; epoch {metrics.EpochSeconds:F1} s; {metrics.TokensPerSecond:N0} tokens/s");
         Console.WriteLine($"memory   peak {ByteSize.Format(metrics.Memory.PeakBytes)} tracked (forward {ByteSize.Format(metrics.Memory.ForwardPeakBytes)}, backward {ByteSize.Format(metrics.Memory.BackwardPeakBytes)}), reserved {ByteSize.Format(metrics.Memory.PeakReservedBytes)}" +
                           (metrics.Memory.DriverUsedBytes is long d ? $", driver {ByteSize.Format(d)}" : ""));
@@ -163,6 +165,7 @@ public static class TrainCommand
                 Seed = (ulong)o.Seed,
                 CacheDir = o.CacheDir,
                 CorpusWords = o.CorpusWords,
+                SyntheticVocabulary = o.SyntheticVocab,
                 Log = m => Console.Error.WriteLine($"data: {m}"),
             });
         }

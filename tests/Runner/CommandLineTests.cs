@@ -1,0 +1,102 @@
+using System.Text.Json;
+using Memopt.Runner;
+
+namespace Memopt.Tests.Runner;
+
+/// <summary>The memopt command line: results files and their fields, and bad input that must exit non-zero with a clear message.</summary>
+public class CommandLineTests : IDisposable
+{
+    private readonly string _dir = Directory.CreateTempSubdirectory("memopt-cli").FullName;
+    public void Dispose() => Directory.Delete(_dir, recursive: true);
+
+    private (int Code, string Out, string Err) Run(params string[] args)
+    {
+        var (oldOut, oldErr) = (Console.Out, Console.Error);
+        using var o = new StringWriter();
+        using var e = new StringWriter();
+        Console.SetOut(o);
+        Console.SetError(e);
+        try { return (Program.Main(args), o.ToString(), e.ToString()); }
+        finally { Console.SetOut(oldOut); Console.SetError(oldErr); }
+    }
+
+    private string[] SmallTrain(params string[] extra) =>
+    [
+        "train", "--device", "cpu", "--layers", "1", "--d-model", "16", "--heads", "2", "--d-ff", "32", "--seq-len", "16",
+        "--vocab-size", "300", "--bpe-vocab", "300", "--corpus-words", "30000", "--synthetic-vocab", "150", "--batch-size", "4",
+        "--steps", "5", "--eval-batches", "2", "--cache-dir", Path.Combine(_dir, "cache"), "--results-dir", Path.Combine(_dir, "results"),
+        .. extra,
+    ];
+
+    [Fact]
+    public void Train_writes_metrics_memory_and_a_checkpoint_with_the_documented_fields()
+    {
+        var (code, output, err) = Run(SmallTrain("--technique", "baseline"));
+        Assert.True(code == 0, err + output);
+        var metrics = JsonDocument.Parse(File.ReadAllText(Path.Combine(_dir, "results", "synthetic_baseline_metrics.json"))).RootElement;
+        var m = metrics.GetProperty("metrics");
+        foreach (var field in new[] { "parameters", "tokens_seen", "step_ms_mean", "step_ms_median", "epoch_seconds", "tokens_per_second",
+                                      "train_loss", "train_perplexity", "val_loss", "val_perplexity", "optimal_val_perplexity", "peak_memory_bytes" })
+            Assert.True(m.TryGetProperty(field, out _), $"metrics.{field} missing");
+        Assert.Equal(5 * 4 * 16, m.GetProperty("tokens_seen").GetInt64());
+        Assert.Equal("baseline", metrics.GetProperty("technique").GetString());
+        Assert.True(metrics.GetProperty("config").TryGetProperty("model", out _));
+        var memory = JsonDocument.Parse(File.ReadAllText(Path.Combine(_dir, "results", "synthetic_baseline_memory.json"))).RootElement.GetProperty("memory");
+        foreach (var field in new[] { "peak_bytes", "peak_reserved_bytes", "forward_peak_bytes", "backward_peak_bytes", "peak_per_category", "at_peak_per_category" })
+            Assert.True(memory.TryGetProperty(field, out _), $"memory.{field} missing");
+        Assert.True(File.Exists(Path.Combine(_dir, "results", "checkpoints", "synthetic_baseline.safetensors")));
+        Assert.Empty(Directory.GetFiles(_dir, "*.tmp", SearchOption.AllDirectories));
+        Assert.Contains("params", output);
+    }
+
+    [Theory]
+    [InlineData("--batch-size", "0", "--batch-size must be > 0")]
+    [InlineData("--steps", "-3", "--steps must be > 0")]
+    [InlineData("--heads", "3", "not divisible by --heads 3")]
+    [InlineData("--device", "tpu", "expected auto, cuda or cpu")]
+    [InlineData("--memory-limit", "lots", "'lots' is not a byte size")]
+    [InlineData("--vocab-size", "100", "larger than the model's 100")]
+    public void Bad_train_arguments_exit_2_with_a_message_naming_the_problem(string flag, string value, string message)
+    {
+        var args = SmallTrain().ToList();
+        int i = args.IndexOf(flag);
+        if (i >= 0) args[i + 1] = value; else args.AddRange([flag, value]);
+        var (code, _, err) = Run([.. args]);
+        Assert.Equal(2, code);
+        Assert.Contains(message, err);
+        Assert.False(File.Exists(Path.Combine(_dir, "results", "synthetic_baseline_metrics.json")), "nothing is written for a failed run");
+    }
+
+    [Fact]
+    public void Missing_and_empty_data_files_are_named_in_the_error()
+    {
+        var missing = Path.Combine(_dir, "nope.txt");
+        var (code, _, err) = Run(SmallTrain("--data", missing));
+        Assert.Equal(2, code);
+        Assert.Contains("nope.txt", err);
+        var empty = Path.Combine(_dir, "empty.txt");
+        File.WriteAllText(empty, "");
+        (code, _, err) = Run(SmallTrain("--data", empty));
+        Assert.Equal(2, code);
+        Assert.Contains("empty.txt", err);
+    }
+
+    [Fact]
+    public void Techniques_whose_issues_have_not_landed_say_so()
+    {
+        var (code, _, err) = Run(SmallTrain("--bf16"));
+        Assert.Equal(2, code);
+        Assert.Contains("--bf16 is not supported yet", err);
+    }
+
+    [Fact]
+    public void Check_runs_every_kernel_against_its_reference()
+    {
+        var (code, output, err) = Run("check", "--device", "cpu", "--repeats", "1", "--kernel", "elementwise");
+        Assert.True(code == 0, err + output);
+        Assert.Contains("2 passed, 0 failed", output);
+        var (bad, _, badErr) = Run("check", "--device", "cpu", "--kernel", "no-such-kernel");
+        Assert.Equal(2, bad);
+        Assert.Contains("matches no kernel", badErr);
+    }
+}
