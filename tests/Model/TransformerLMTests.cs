@@ -26,6 +26,9 @@ public class TransformerLMTests
     [Theory]
     [InlineData("lab4", 2_855_680L)]
     [InlineData("rtx5090", 28_941_393L)]
+    [InlineData("tiny", 5_719_552L)]
+    [InlineData("small", 24_035_328L)]
+    [InlineData("medium", 123_653_376L)]
     public void Presets_allocate_exactly_the_studys_parameter_counts(string preset, long expected)
     {
         using var dev = ComputeDevice.Create(DeviceKind.Cpu);
