@@ -55,8 +55,8 @@ public static class ResultsWriter
             evaluations = metrics.Evaluations,
             loss_curve = metrics.LossCurve,
         };
-        AtomicFile.WriteText(metricsPath, JsonSerializer.Serialize(doc, Json));
-        AtomicFile.WriteText(memoryPath, JsonSerializer.Serialize(new { technique = metrics.Technique, dataset = metrics.Dataset, memory = metrics.Memory }, Json));
+        AtomicFile.WriteAllText(metricsPath, JsonSerializer.Serialize(doc, Json));
+        AtomicFile.WriteAllText(memoryPath, JsonSerializer.Serialize(new { technique = metrics.Technique, dataset = metrics.Dataset, memory = metrics.Memory }, Json));
         return (metricsPath, memoryPath);
     }
 

@@ -1,6 +1,6 @@
 using System.Text;
 
-namespace Memopt.Model.Data;
+namespace Memopt.Model;
 
 /// <summary>
 /// Writes a file so that readers see either the old file or the complete new one, never a half-written file: the data
