@@ -12,7 +12,10 @@ namespace Memopt.Kernels;
 /// threads read adjacent columns of one row: coalesced) in several row lanes when the chunk is narrower than the group,
 /// each thread sums its column down its lanes' rows, and the lanes are combined through shared memory into
 /// partial[rowBlock, c]. Pass 2 sums each column's partials into dbias in block order. With a single row block,
-/// pass 1 adds straight into dbias. The dx of a bias add is dy itself (the caller adds it).
+/// pass 1 adds straight into dbias. That is the cooperative form (CUDA). The portable form (<see cref="KernelPath"/>,
+/// the CPU accelerator, where a barrier is an OS-level rendezvous) gives each column to one thread, which sums it
+/// down all rows and adds into dbias: one pass, no shared memory, no barrier.
+/// The dx of a bias add is dy itself (the caller adds it).
 /// </summary>
 public static class BiasAdd
 {
@@ -30,8 +33,9 @@ public static class BiasAdd
     }
 
     /// <summary>
-    /// dbias[c] += Σ_r dy[r, c]. <paramref name="rowBlocks"/> overrides how many row blocks pass 1 splits the rows into
-    /// (tests use it to exercise the two-pass path on the one-group CPU accelerator); by default enough to fill the device.
+    /// dbias[c] += Σ_r dy[r, c]. <paramref name="rowBlocks"/> overrides how many row blocks the cooperative pass 1
+    /// splits the rows into (tests use it to exercise the two-pass path on the one-group CPU accelerator); by default
+    /// enough to fill the device. The portable path has no row blocks and ignores it.
     /// </summary>
     public static void Backward(Tensor dy, Tensor dbias, int? rowBlocks = null)
     {
@@ -39,6 +43,14 @@ public static class BiasAdd
         var device = dy.Device;
         long rows = dy.Shape.Rows;
         int cols = dy.Shape.Last;
+        if (rowBlocks is < 1 || rowBlocks > rows) throw new ArgumentOutOfRangeException(nameof(rowBlocks), rowBlocks, $"row blocks must be in 1..{rows}");
+        if (!Launch.Cooperative(device))
+        {
+            var columns = device.Kernel("bias_add.colsum_thread_per_column",
+                acc => acc.LoadStreamKernel<ArrayView<float>, ArrayView<float>, long, int>(ColumnPerThreadKernel));
+            columns(Launch.Elementwise(device, cols), dy.F32, dbias.F32, rows, cols);
+            return;
+        }
         int group = Launch.GroupSize(device, 256);
         // Chunk width: the group's threads span min(group, cols rounded up to a power of two) columns, the rest are row lanes.
         int width = 1;
@@ -121,6 +133,18 @@ public static class BiasAdd
             for (int l = 0; l < lanes; l++) total += shared[l * width + tid];
             if (addIntoOutput != 0) output[column] += total;
             else output[block * cols + column] = total;
+        }
+    }
+
+    /// <summary>The portable column sum: dbias[c] += Σ_r dy[r, c], one thread per column, grid-stride over columns.</summary>
+    private static void ColumnPerThreadKernel(ArrayView<float> dy, ArrayView<float> dbias, long rows, int cols)
+    {
+        int stride = Grid.DimX * Group.DimX;
+        for (int c = Grid.GlobalIndex.X; c < cols; c += stride)
+        {
+            float s = 0;
+            for (long r = 0; r < rows; r++) s += dy[r * cols + c];
+            dbias[c] += s;
         }
     }
 

@@ -15,9 +15,12 @@ namespace Memopt.Kernels;
 ///   dx_rj  += dloss·(p_rj − (1−ε)·[j = t_r] − ε/V) / count           (0 for ignored rows)
 /// Memory: the forward reads each logit once (one group per row: an online max/sum-exp per thread, then group
 /// reductions) and writes only the per-row log-sum-exp [N] and per-row loss [N]; a single-group kernel sums the
-/// row losses into the scalar (deterministic, no atomics). Backward recomputes p from the logits and the saved
-/// log-sum-exp, so no N×V probability tensor ever exists: at V = 50257 and N = 32768 the logits are 6.6 GB, the
-/// saved extra is 128 KB.
+/// row losses into the scalar (deterministic, no atomics). That is the cooperative form (CUDA); the portable form
+/// (<see cref="KernelPath"/>, the CPU accelerator, where each group and group reduction is an OS-level rendezvous)
+/// gives each row to one thread (a max pass, then a blocked sum of exp(x − max): the same max-subtracted math, one
+/// more read of a row that is in cache) and sums the row losses on a single thread.
+/// Backward recomputes p from the logits and the saved log-sum-exp (one group or, portable, one thread per row), so
+/// no N×V probability tensor ever exists: at V = 50257 and N = 32768 the logits are 6.6 GB, the saved extra is 128 KB.
 /// Target validation is device-side: the forward kernel counts valid rows and out-of-range targets into a small
 /// status buffer that the host reads once after the kernel (8 bytes and one stream synchronisation per call, about
 /// 10–30 µs of idle GPU on an H100 — the training loop reads the loss back each step anyway). An out-of-range
@@ -43,16 +46,35 @@ public static class CrossEntropy
         var device = logits.Device;
         using var rowLoss = Tensor.Empty(device, new Shape(rows), DType.F32, MemoryCategory.Workspace, Op + ":row_loss");
         using var status = Tensor.Zeros(device, new Shape(2), DType.I32, MemoryCategory.Workspace, Op + ":status");
-        var forward = device.Kernel("cross_entropy.fwd", acc => acc.LoadStreamKernel<
-            ArrayView<float>, ArrayView<int>, ArrayView<float>, ArrayView<float>, ArrayView<int>, int, int, float>(ForwardKernel));
-        forward(Launch.PerRow(device, rows), logits.F32, targets.I32, rowLse.F32, rowLoss.F32, status.I32, vocab, ignoreIndex, labelSmoothing);
+        bool cooperative = Launch.Cooperative(device);
+        if (cooperative)
+        {
+            var forward = device.Kernel("cross_entropy.fwd", acc => acc.LoadStreamKernel<
+                ArrayView<float>, ArrayView<int>, ArrayView<float>, ArrayView<float>, ArrayView<int>, int, int, float>(ForwardKernel));
+            forward(Launch.PerRow(device, rows), logits.F32, targets.I32, rowLse.F32, rowLoss.F32, status.I32, vocab, ignoreIndex, labelSmoothing);
+        }
+        else
+        {
+            var forward = device.Kernel("cross_entropy.fwd_thread_per_row", acc => acc.LoadStreamKernel<
+                ArrayView<float>, ArrayView<int>, ArrayView<float>, ArrayView<float>, ArrayView<int>, int, int, int, float>(ForwardRowKernel));
+            forward(Launch.ThreadPerRow(device, rows), logits.F32, targets.I32, rowLse.F32, rowLoss.F32, status.I32, rows, vocab, ignoreIndex, labelSmoothing);
+        }
 
         var counts = status.ToIntArray(); // the one read-back: [valid rows, out-of-range targets]
         if (counts[1] > 0) throw OutOfRange(logits, targets, ignoreIndex, counts[1]);
         int count = counts[0];
 
-        var sum = device.Kernel("cross_entropy.mean", acc => acc.LoadStreamKernel<ArrayView<float>, int, float, ArrayView<float>>(MeanKernel));
-        sum(new KernelConfig(1, Launch.GroupSize(device)), rowLoss.F32, rows, count > 0 ? 1f / count : 0f, loss.F32);
+        float scale = count > 0 ? 1f / count : 0f;
+        if (cooperative)
+        {
+            var sum = device.Kernel("cross_entropy.mean", acc => acc.LoadStreamKernel<ArrayView<float>, int, float, ArrayView<float>>(MeanKernel));
+            sum(new KernelConfig(1, Launch.GroupSize(device)), rowLoss.F32, rows, scale, loss.F32);
+        }
+        else
+        {
+            var sum = device.Kernel("cross_entropy.mean_single_thread", acc => acc.LoadStreamKernel<ArrayView<float>, int, float, ArrayView<float>>(MeanSingleThreadKernel));
+            sum(Launch.SingleThread(device), rowLoss.F32, rows, scale, loss.F32);
+        }
         return count;
     }
 
@@ -72,10 +94,18 @@ public static class CrossEntropy
         if (count == 0) return;
 
         var device = logits.Device;
-        var backward = device.Kernel("cross_entropy.bwd", acc => acc.LoadStreamKernel<
-            ArrayView<float>, ArrayView<int>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int, float, float, float>(BackwardKernel));
-        backward(Launch.PerRow(device, rows), logits.F32, targets.I32, rowLse.F32, dloss.F32, dlogits.F32,
-            vocab, ignoreIndex, 1f - labelSmoothing, labelSmoothing / vocab, 1f / count);
+        if (Launch.Cooperative(device))
+        {
+            var backward = device.Kernel("cross_entropy.bwd", acc => acc.LoadStreamKernel<
+                ArrayView<float>, ArrayView<int>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int, float, float, float>(BackwardKernel));
+            backward(Launch.PerRow(device, rows), logits.F32, targets.I32, rowLse.F32, dloss.F32, dlogits.F32,
+                vocab, ignoreIndex, 1f - labelSmoothing, labelSmoothing / vocab, 1f / count);
+            return;
+        }
+        var serial = device.Kernel("cross_entropy.bwd_thread_per_row", acc => acc.LoadStreamKernel<
+            ArrayView<float>, ArrayView<int>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int, int, float, float, float>(BackwardRowKernel));
+        serial(Launch.ThreadPerRow(device, rows), logits.F32, targets.I32, rowLse.F32, dloss.F32, dlogits.F32,
+            rows, vocab, ignoreIndex, 1f - labelSmoothing, labelSmoothing / vocab, 1f / count);
     }
 
     private static void CheckInputs(Tensor logits, Tensor targets, float labelSmoothing)
@@ -179,6 +209,94 @@ public static class CrossEntropy
             float p = MathF.Exp(logits[start + j] - lse);
             float want = j == target ? onTarget + uniform : uniform;
             dlogits[start + j] += g * (p - want);
+        }
+    }
+
+    /// <summary>
+    /// The portable forward sums serially in blocks of this many elements (a partial per block, then the partials):
+    /// float32 error grows like (SumBlock + V/SumBlock)·u rather than V·u.
+    /// </summary>
+    private const int SumBlock = 32;
+
+    /// <summary>
+    /// The portable forward: thread per row, grid-stride over rows. Valid and out-of-range rows are counted per thread
+    /// and added to the status once per thread.
+    /// </summary>
+    private static void ForwardRowKernel(ArrayView<float> logits, ArrayView<int> targets, ArrayView<float> rowLse, ArrayView<float> rowLoss,
+        ArrayView<int> status, int rows, int vocab, int ignoreIndex, float smoothing)
+    {
+        int stride = Grid.DimX * Group.DimX;
+        int valid = 0, bad = 0;
+        for (int row = Grid.GlobalIndex.X; row < rows; row += stride)
+        {
+            int target = targets[row];
+            if (target == ignoreIndex || target < 0 || target >= vocab)
+            {
+                rowLse[row] = 0f;
+                rowLoss[row] = 0f;
+                if (target != ignoreIndex) bad++;
+                continue;
+            }
+            long start = (long)row * vocab;
+            float max = float.NegativeInfinity;
+            for (int j = 0; j < vocab; j++) max = MathF.Max(max, logits[start + j]);
+            float sum = 0f, sumX = 0f;
+            for (int j0 = 0; j0 < vocab; j0 += SumBlock)
+            {
+                int end = Math.Min(vocab, j0 + SumBlock);
+                float part = 0f, partX = 0f;
+                for (int j = j0; j < end; j++)
+                {
+                    float x = logits[start + j];
+                    part += MathF.Exp(x - max);
+                    partX += x;
+                }
+                sum += part;
+                sumX += partX;
+            }
+            float lse = max + MathF.Log(sum);
+            rowLse[row] = lse;
+            float nll = lse - logits[start + target];
+            rowLoss[row] = smoothing != 0f ? (1f - smoothing) * nll + smoothing * (lse - sumX / vocab) : nll;
+            valid++;
+        }
+        if (valid != 0) Atomic.Add(ref status[0], valid);
+        if (bad != 0) Atomic.Add(ref status[1], bad);
+    }
+
+    /// <summary>The portable mean: global thread 0 adds the row losses in order; every other thread returns.</summary>
+    private static void MeanSingleThreadKernel(ArrayView<float> rowLoss, int rows, float scale, ArrayView<float> loss)
+    {
+        if (Grid.GlobalIndex.X != 0) return;
+        float total = 0f;
+        for (int r0 = 0; r0 < rows; r0 += SumBlock)
+        {
+            int end = Math.Min(rows, r0 + SumBlock);
+            float part = 0f;
+            for (int r = r0; r < end; r++) part += rowLoss[r];
+            total += part;
+        }
+        loss[0] = total * scale;
+    }
+
+    /// <summary>The portable backward: thread per row, grid-stride over rows.</summary>
+    private static void BackwardRowKernel(ArrayView<float> logits, ArrayView<int> targets, ArrayView<float> rowLse, ArrayView<float> dloss,
+        ArrayView<float> dlogits, int rows, int vocab, int ignoreIndex, float onTarget, float uniform, float invCount)
+    {
+        int stride = Grid.DimX * Group.DimX;
+        float g = dloss[0] * invCount;
+        for (int row = Grid.GlobalIndex.X; row < rows; row += stride)
+        {
+            int target = targets[row];
+            if (target == ignoreIndex) continue;
+            long start = (long)row * vocab;
+            float lse = rowLse[row];
+            for (int j = 0; j < vocab; j++)
+            {
+                float p = MathF.Exp(logits[start + j] - lse);
+                float want = j == target ? onTarget + uniform : uniform;
+                dlogits[start + j] += g * (p - want);
+            }
         }
     }
 

@@ -12,6 +12,10 @@ namespace Memopt.Kernels;
 /// Memory flow: one launch per tensor writes each group's partial sum of squares into its own slot of a single
 /// workspace buffer (no atomics, so the result is deterministic); one single-group launch adds all slots in a fixed
 /// order; the host reads back that one float. Clipping then scales each tensor in place (one more pass each).
+/// That is the cooperative form (group reductions, CUDA). The portable form (<see cref="KernelPath"/>, the CPU
+/// accelerator, where a group reduction is an OS-level rendezvous costing more than a launch) gives every thread its
+/// own slot instead of every group, and the finishing launch adds the slots on one thread: no reduction anywhere.
+/// (Forced onto CUDA it stays correct but not fast: one thread would add a slot per GPU thread.)
 /// </summary>
 public static class GradNorm
 {
@@ -46,6 +50,7 @@ public static class GradNorm
     {
         if (tensors.Count == 0) return 0;
         var device = tensors[0].Device;
+        bool cooperative = Launch.Cooperative(device);
         var configs = new KernelConfig[tensors.Count];
         long slots = 0;
         for (int i = 0; i < tensors.Count; i++)
@@ -53,24 +58,61 @@ public static class GradNorm
             Check.DType(Op, tensors[i], DType.F32, $"tensor {i}");
             Check.SameDevice(Op, tensors[0], tensors[i]);
             configs[i] = Launch.Elementwise(device, tensors[i].Numel);
-            slots += configs[i].GridDim.X;
+            slots += SlotsOf(configs[i], cooperative);
         }
         Check.That(slots <= int.MaxValue, Op, $"{tensors.Count} tensors need {slots} partial sums");
 
         using var partials = Tensor.Empty(device, new Shape((int)slots), DType.F32, MemoryCategory.Workspace, Op + ":partials");
         using var total = Tensor.Empty(device, new Shape(1), DType.F32, MemoryCategory.Workspace, Op + ":total");
-        var partial = device.Kernel("grad_norm.partial", acc => acc.LoadStreamKernel<ArrayView<float>, long, ArrayView<float>>(PartialKernel));
+        var partial = cooperative
+            ? device.Kernel("grad_norm.partial", acc => acc.LoadStreamKernel<ArrayView<float>, long, ArrayView<float>>(PartialKernel))
+            : device.Kernel("grad_norm.partial_per_thread", acc => acc.LoadStreamKernel<ArrayView<float>, long, ArrayView<float>>(ThreadPartialKernel));
         var all = partials.F32;
         long offset = 0;
         for (int i = 0; i < tensors.Count; i++)
         {
-            int groups = configs[i].GridDim.X;
-            partial(configs[i], tensors[i].F32, tensors[i].Numel, all.SubView(offset, groups));
-            offset += groups;
+            int count = SlotsOf(configs[i], cooperative);
+            partial(configs[i], tensors[i].F32, tensors[i].Numel, all.SubView(offset, count));
+            offset += count;
         }
-        var finish = device.Kernel("grad_norm.finish", acc => acc.LoadStreamKernel<ArrayView<float>, int, ArrayView<float>>(FinishKernel));
-        finish(new KernelConfig(1, Launch.GroupSize(device)), all, (int)slots, total.F32);
+        if (cooperative)
+        {
+            var finish = device.Kernel("grad_norm.finish", acc => acc.LoadStreamKernel<ArrayView<float>, int, ArrayView<float>>(FinishKernel));
+            finish(new KernelConfig(1, Launch.GroupSize(device)), all, (int)slots, total.F32);
+        }
+        else
+        {
+            var finish = device.Kernel("grad_norm.finish_single_thread", acc => acc.LoadStreamKernel<ArrayView<float>, int, ArrayView<float>>(FinishSingleThreadKernel));
+            finish(Launch.SingleThread(device), all, (int)slots, total.F32);
+        }
         return total.ToFloatArray()[0];
+    }
+
+    /// <summary>Partial sums a launch writes: one per group (cooperative) or one per thread (portable).</summary>
+    private static int SlotsOf(KernelConfig config, bool cooperative) =>
+        cooperative ? config.GridDim.X : config.GridDim.X * config.GroupDim.X;
+
+    /// <summary>The portable partial: partials[thread] = Σ x² over this thread's grid-stride share of x.</summary>
+    private static void ThreadPartialKernel(ArrayView<float> x, long n, ArrayView<float> partials)
+    {
+        long stride = (long)Grid.DimX * Group.DimX;
+        int thread = Grid.GlobalIndex.X;
+        float s = 0f;
+        for (long i = thread; i < n; i += stride)
+        {
+            float v = x[i];
+            s += v * v;
+        }
+        partials[thread] = s;
+    }
+
+    /// <summary>The portable finish: global thread 0 adds every slot in order; every other thread returns.</summary>
+    private static void FinishSingleThreadKernel(ArrayView<float> partials, int count, ArrayView<float> total)
+    {
+        if (Grid.GlobalIndex.X != 0) return;
+        float s = 0f;
+        for (int i = 0; i < count; i++) s += partials[i];
+        total[0] = s;
     }
 
     /// <summary>partials[group] = Σ x² over this group's grid-stride share of x; every group writes its slot.</summary>

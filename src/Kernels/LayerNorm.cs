@@ -9,14 +9,18 @@ namespace Memopt.Kernels;
 /// <summary>
 /// LayerNorm over the last dimension C (PyTorch semantics, biased variance):
 ///   μ = mean(x), σ² = mean((x − μ)²), r = 1/√(σ² + eps), x̂ = (x − μ)·r, y = x̂·w + b.
-/// Forward: one group per row, two-pass statistics (the mean of x shifted by the row's first element, then the
-/// centred sum of squares) in float32 with group reductions; it writes y and the per-row μ and r (float32 [rows]), which is all backward needs besides x and w:
+/// Forward: two-pass statistics (the mean of x shifted by the row's first element, then the centred sum of squares)
+/// in float32; it writes y and the per-row μ and r (float32 [rows]), which is all backward needs besides x and w:
 /// x̂ is recomputed, never stored.
 /// Backward, with g = dy·w:
-///   dx += r·(g − mean(g) − x̂·mean(g·x̂))      one group per row, two group reductions;
+///   dx += r·(g − mean(g) − x̂·mean(g·x̂))      two sums over the row;
 ///   dw += Σ_rows dy·x̂,  db += Σ_rows dy      column sums in two deterministic passes: each thread owns one column of
 ///   a chunk of rows and writes its partial sums to a [2, chunks, C] workspace (coalesced over columns), then one
 ///   thread per column adds the chunk partials in a fixed order. No atomics, so the sums are run-to-run identical.
+///   (The portable path does both passes in one launch: a thread per column sums the same chunks in the same order.)
+/// The row kernels (forward, dx) come in two forms (<see cref="KernelPath"/>): cooperative, one group per row with
+/// group reductions (CUDA), and portable, one thread per row that walks its row serially with the same math, no
+/// barriers (the CPU accelerator, where each group and each group reduction costs an OS-level rendezvous).
 /// </summary>
 public static class LayerNorm
 {
@@ -49,9 +53,15 @@ public static class LayerNorm
         Elementwise.CheckPair(op, x, y);
         CheckStats(op, x, mean, rstd);
         var device = x.Device;
-        var k = device.Kernel("layernorm.fwd", acc => acc.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, float>(ForwardKernel));
-        int cols = x.Shape.Last;
-        k(RowLaunch(device, x.Shape), x.F32, weight.F32, bias.F32, y.F32, mean.F32, rstd.F32, cols, eps);
+        int rows = (int)x.Shape.Rows, cols = x.Shape.Last;
+        if (Launch.Cooperative(device))
+        {
+            var k = device.Kernel("layernorm.fwd", acc => acc.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, float>(ForwardKernel));
+            k(Launch.Row(device, rows, cols), x.F32, weight.F32, bias.F32, y.F32, mean.F32, rstd.F32, cols, eps);
+            return;
+        }
+        var serial = device.Kernel("layernorm.fwd_thread_per_row", acc => acc.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int, float>(ForwardRowKernel));
+        serial(Launch.ThreadPerRow(device, rows), x.F32, weight.F32, bias.F32, y.F32, mean.F32, rstd.F32, rows, cols, eps);
     }
 
     /// <summary>
@@ -71,16 +81,29 @@ public static class LayerNorm
         if (dbias is not null) Elementwise.CheckPair(op, weight, dbias);
 
         var device = x.Device;
-        int cols = x.Shape.Last;
-        if (dx is not null)
+        int rows = (int)x.Shape.Rows, cols = x.Shape.Last;
+        if (dx is not null && Launch.Cooperative(device))
         {
             var k = device.Kernel("layernorm.bwd_input", acc => acc.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int>(BackwardInputKernel));
-            k(RowLaunch(device, x.Shape), x.F32, weight.F32, mean.F32, rstd.F32, dy.F32, dx.F32, cols);
+            k(Launch.Row(device, rows, cols), x.F32, weight.F32, mean.F32, rstd.F32, dy.F32, dx.F32, cols);
+        }
+        else if (dx is not null)
+        {
+            var k = device.Kernel("layernorm.bwd_input_thread_per_row", acc => acc.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int>(BackwardInputRowKernel));
+            k(Launch.ThreadPerRow(device, rows), x.F32, weight.F32, mean.F32, rstd.F32, dy.F32, dx.F32, rows, cols);
         }
         if (dweight is null && dbias is null) return;
 
-        int rows = (int)x.Shape.Rows;
         int rowsPerChunk = RowsPerChunk(rows);
+        if (!Launch.Cooperative(device))
+        {
+            // A gradient that is not wanted gets the other one as a stand-in view and a 0 flag: the kernel never writes it.
+            var columns = device.Kernel("layernorm.bwd_param_thread_per_column", acc => acc.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int, int, int, int>(ParamColumnKernel));
+            var standIn = (dweight ?? dbias)!;
+            columns(Launch.Elementwise(device, cols), x.F32, mean.F32, rstd.F32, dy.F32, (dweight ?? standIn).F32, (dbias ?? standIn).F32,
+                rows, cols, rowsPerChunk, dweight is null ? 0 : 1, dbias is null ? 0 : 1);
+            return;
+        }
         int chunks = (rows + rowsPerChunk - 1) / rowsPerChunk;
         using var partials = Tensor.Empty(device, new Shape(2, chunks, cols), DType.F32, MemoryCategory.Workspace, op);
         var partial = device.Kernel("layernorm.bwd_param_partials", acc => acc.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int, int>(ParamPartialsKernel));
@@ -96,14 +119,6 @@ public static class LayerNorm
     /// there are at most 256 chunks (the workspace stays 2·256·C floats however many rows there are).
     /// </summary>
     internal static int RowsPerChunk(int rows) => Math.Max(32, (rows + 255) / 256);
-
-    /// <summary>One group per row, sized to the row: a power of two ≥ C/2 (each thread then handles ~2 elements), 32..256.</summary>
-    private static KernelConfig RowLaunch(ComputeDevice device, Shape x)
-    {
-        int preferred = 32;
-        while (preferred < 256 && preferred * 2 < x.Last) preferred *= 2;
-        return Launch.PerRow(device, x.Rows, preferred);
-    }
 
     private static void CheckStats(string op, Tensor x, Tensor mean, Tensor rstd)
     {
@@ -171,6 +186,117 @@ public static class LayerNorm
             float g = dy[start + c] * w[c];
             float xhat = (x[start + c] - mu) * r;
             dx[start + c] += r * (g - meanG - xhat * meanGx);
+        }
+    }
+
+    /// <summary>
+    /// The portable row kernels sum serially in blocks of this many elements (a partial per block, then the partials):
+    /// float32 error grows like (SumBlock + C/SumBlock)·u rather than C·u, about what the cooperative form's
+    /// per-thread strides followed by a tree give.
+    /// </summary>
+    private const int SumBlock = 32;
+
+    /// <summary>The portable forward: thread per row, grid-stride over rows; the same shifted two-pass statistics.</summary>
+    private static void ForwardRowKernel(ArrayView<float> x, ArrayView<float> w, ArrayView<float> b, ArrayView<float> y,
+        ArrayView<float> mean, ArrayView<float> rstd, int rows, int cols, float eps)
+    {
+        int stride = Grid.DimX * Group.DimX;
+        for (int row = Grid.GlobalIndex.X; row < rows; row += stride)
+        {
+            long start = (long)row * cols;
+            float shift = x[start];
+            float sum = 0f;
+            for (int c0 = 0; c0 < cols; c0 += SumBlock)
+            {
+                int end = Math.Min(cols, c0 + SumBlock);
+                float part = 0f;
+                for (int c = c0; c < end; c++) part += x[start + c] - shift;
+                sum += part;
+            }
+            float mu = shift + sum / cols;
+
+            float squares = 0f;
+            for (int c0 = 0; c0 < cols; c0 += SumBlock)
+            {
+                int end = Math.Min(cols, c0 + SumBlock);
+                float part = 0f;
+                for (int c = c0; c < end; c++)
+                {
+                    float d = x[start + c] - mu;
+                    part += d * d;
+                }
+                squares += part;
+            }
+            float r = 1f / MathF.Sqrt(squares / cols + eps);
+
+            for (int c = 0; c < cols; c++) y[start + c] = (x[start + c] - mu) * r * w[c] + b[c];
+            mean[row] = mu;
+            rstd[row] = r;
+        }
+    }
+
+    /// <summary>The portable dx: thread per row, both row sums in one serial pass, then the write pass.</summary>
+    private static void BackwardInputRowKernel(ArrayView<float> x, ArrayView<float> w, ArrayView<float> mean, ArrayView<float> rstd,
+        ArrayView<float> dy, ArrayView<float> dx, int rows, int cols)
+    {
+        int stride = Grid.DimX * Group.DimX;
+        for (int row = Grid.GlobalIndex.X; row < rows; row += stride)
+        {
+            long start = (long)row * cols;
+            float mu = mean[row];
+            float r = rstd[row];
+            float sumG = 0f, sumGx = 0f;
+            for (int c0 = 0; c0 < cols; c0 += SumBlock)
+            {
+                int end = Math.Min(cols, c0 + SumBlock);
+                float partG = 0f, partGx = 0f;
+                for (int c = c0; c < end; c++)
+                {
+                    float g = dy[start + c] * w[c];
+                    partG += g;
+                    partGx += g * (x[start + c] - mu) * r;
+                }
+                sumG += partG;
+                sumGx += partGx;
+            }
+            float meanG = sumG / cols;
+            float meanGx = sumGx / cols;
+            for (int c = 0; c < cols; c++)
+            {
+                float g = dy[start + c] * w[c];
+                float xhat = (x[start + c] - mu) * r;
+                dx[start + c] += r * (g - meanG - xhat * meanGx);
+            }
+        }
+    }
+
+    /// <summary>
+    /// The portable dweight/dbias: one thread per column walks all rows in the same chunks as the two cooperative
+    /// passes and adds the chunk sums in the same order, so both paths give bitwise the same sums; one launch, no workspace.
+    /// </summary>
+    private static void ParamColumnKernel(ArrayView<float> x, ArrayView<float> mean, ArrayView<float> rstd, ArrayView<float> dy,
+        ArrayView<float> dweight, ArrayView<float> dbias, int rows, int cols, int rowsPerChunk, int wantWeight, int wantBias)
+    {
+        int stride = Grid.DimX * Group.DimX;
+        for (int c = Grid.GlobalIndex.X; c < cols; c += stride)
+        {
+            float sw = 0f, sb = 0f;
+            for (int r0 = 0; r0 < rows; r0 += rowsPerChunk)
+            {
+                int r1 = Math.Min(rows, r0 + rowsPerChunk);
+                float cw = 0f, cb = 0f;
+                for (int r = r0; r < r1; r++)
+                {
+                    long at = (long)r * cols + c;
+                    float g = dy[at];
+                    cw += g * (x[at] - mean[r]) * rstd[r];
+                    cb += g;
+                }
+                sw += cw;
+                sb += cb;
+            }
+            if (wantWeight != 0) dweight[c] += sw;
+            if (wantBias != 0) dbias[c] += sb;
         }
     }
 

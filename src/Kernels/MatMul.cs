@@ -39,13 +39,20 @@ public readonly record struct MatrixOperand(Tensor Tensor, long Offset, int Ld, 
 /// op(A) M×K, op(B) K×N, C M×N. When C's batch stride is 0 and batch &gt; 1 the batch products are summed into the one
 /// C (the gradient of an operand that was broadcast over the batch), inside the kernel, without atomics.
 ///
-/// Memory flow: each group owns one T×T output tile (T = 4·√groupSize: 64 for 256-thread CUDA groups, 16 for the
-/// 16-thread CPU groups) and keeps it in registers, 4×4 per thread (thread (tx,ty) owns rows ty + i·√g and columns
-/// tx + j·√g, so a warp's stores to C are consecutive). It walks K in slices of 16: the group stages op(A)'s T×16
+/// Memory flow (cooperative path, the CUDA default): each group owns one T×T output tile (T = 4·√groupSize: 64 for
+/// 256-thread CUDA groups, 16 for the 16-thread CPU groups) and keeps it in registers, 4×4 per thread (thread (tx,ty)
+/// owns rows ty + i·√g and columns tx + j·√g, so a warp's stores to C are consecutive). It walks K in slices of 16: the group stages op(A)'s T×16
 /// slice and op(B)'s 16×T slice in shared memory (k-major, rows padded to 65 floats to spread banks), reading global
 /// memory along whichever index is contiguous in the stored operand (coalesced for every transpose combination),
 /// with zero fill past M, N, K; then every thread does 16 rank-1 updates of its micro-tile from shared memory.
 /// Two barriers per K slice. Groups loop over tiles, so any grid size is correct.
+///
+/// Portable twin (<see cref="KernelPath.Portable"/>, the CPU accelerator's default, where barriers are OS-level
+/// rendezvous): no shared memory and no barriers. Each thread owns 4×4 output blocks, grid-stride over the blocks of
+/// every output matrix, and walks K reading op(A)'s 4 rows and op(B)'s 4 columns straight from global memory (the
+/// CPU's caches play the part of the shared tiles): 8 loads per 16 multiply-adds, addresses advanced by the K
+/// stride, no bounds test inside the loop (rows and columns past M and N are clamped to the last valid one and their
+/// results never stored). Same accumulation order per element (k ascending, batches in order), so the same error bound.
 /// </summary>
 public static class MatMul
 {
@@ -65,17 +72,8 @@ public static class MatMul
     {
         CheckGemm(a, b, c, m, n, k, batch);
         var device = a.Tensor.Device;
-        // A square group: 4·√g must be ≤ 64 and the micro-tile layout needs √g·√g threads.
-        int threadsX = 1;
-        while ((threadsX * 2) * (threadsX * 2) <= Launch.GroupSize(device, 256) && threadsX * 2 * MicroTile <= MaxTile) threadsX *= 2;
-        int tile = threadsX * MicroTile;
         bool sumBatches = c.BatchStride == 0 && batch > 1;
         int outBatches = sumBatches ? 1 : batch;
-        int tilesM = (m + tile - 1) / tile, tilesN = (n + tile - 1) / tile;
-        long tiles = (long)tilesM * tilesN * outBatches;
-        long maxGroups = device.IsCuda ? device.Multiprocessors * 16L : Math.Max(1, device.Multiprocessors);
-        var config = new KernelConfig((int)Math.Min(tiles, maxGroups), threadsX * threadsX);
-
         var p = new GemmParams
         {
             AOffset = a.Offset, ABatch = a.BatchStride,
@@ -84,9 +82,31 @@ public static class MatMul
             BStrideK = b.Transposed ? 1 : b.Ld, BStrideN = b.Transposed ? b.Ld : 1, BKContiguous = b.Transposed ? 1 : 0,
             COffset = c.Offset, CLd = c.Ld, CBatch = c.BatchStride,
             M = m, N = n, K = k, Batch = batch, OutBatches = outBatches, SumBatches = sumBatches ? 1 : 0,
-            TilesM = tilesM, TilesN = tilesN, ThreadsX = threadsX, TileShift = System.Numerics.BitOperations.Log2((uint)tile),
             Alpha = alpha, Accumulate = accumulate ? 1 : 0,
         };
+
+        if (!Launch.Cooperative(device))
+        {
+            // The portable twin: MicroTile×MicroTile blocks, one per thread at a time.
+            p.TilesM = (m + MicroTile - 1) / MicroTile;
+            p.TilesN = (n + MicroTile - 1) / MicroTile;
+            var blocked = device.Kernel("matmul.gemm_f32_blocked",
+                acc => acc.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, GemmParams>(BlockedKernel));
+            blocked(Launch.Elementwise(device, (long)p.TilesM * p.TilesN * outBatches), a.Tensor.F32, b.Tensor.F32, c.Tensor.F32, p);
+            return;
+        }
+
+        // A square group: 4·√g must be ≤ 64 and the micro-tile layout needs √g·√g threads.
+        int threadsX = 1;
+        while ((threadsX * 2) * (threadsX * 2) <= Launch.GroupSize(device, 256) && threadsX * 2 * MicroTile <= MaxTile) threadsX *= 2;
+        int tile = threadsX * MicroTile;
+        p.ThreadsX = threadsX;
+        p.TileShift = System.Numerics.BitOperations.Log2((uint)tile);
+        p.TilesM = (m + tile - 1) / tile;
+        p.TilesN = (n + tile - 1) / tile;
+        long tiles = (long)p.TilesM * p.TilesN * outBatches;
+        long maxGroups = device.IsCuda ? device.Multiprocessors * 16L : Math.Max(1, device.Multiprocessors);
+        var config = new KernelConfig((int)Math.Min(tiles, maxGroups), threadsX * threadsX);
         var kernel = device.Kernel("matmul.gemm_f32",
             acc => acc.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, GemmParams>(GemmKernel));
         kernel(config, a.Tensor.F32, b.Tensor.F32, c.Tensor.F32, p);
@@ -133,7 +153,11 @@ public static class MatMul
             throw new ShapeException("matmul", $"{role} {x} as {storedRows}×{storedCols} stored matrices addresses element {last}, past the tensor's {x.Tensor.Numel} ({dims})");
     }
 
-    /// <summary>Kernel arguments (public because ILGPU's CPU backend must see the type): op(A)[m,k] = a[AOffset + b·ABatch + m·AStrideM + k·AStrideK], likewise op(B)[k,n]; C[m,n] = c[COffset + b·CBatch + m·CLd + n].</summary>
+    /// <summary>
+    /// Kernel arguments (public because ILGPU's CPU backend must see the type): op(A)[m,k] = a[AOffset + b·ABatch +
+    /// m·AStrideM + k·AStrideK], likewise op(B)[k,n]; C[m,n] = c[COffset + b·CBatch + m·CLd + n]. TilesM/TilesN count
+    /// the output tiles (cooperative) or the 4×4 blocks (portable) of one output matrix.
+    /// </summary>
     public struct GemmParams
     {
         public long AOffset, AStrideM, AStrideK, ABatch;
@@ -222,6 +246,65 @@ public static class MatMul
             Store(c, cBase, p, r0 + tx, q0, tx, c10, c11, c12, c13);
             Store(c, cBase, p, r0 + 2 * tx, q0, tx, c20, c21, c22, c23);
             Store(c, cBase, p, r0 + 3 * tx, q0, tx, c30, c31, c32, c33);
+        }
+    }
+
+    /// <summary>
+    /// The portable twin: thread-private 4×4 blocks of C (TilesM × TilesN blocks per output matrix, block side
+    /// <see cref="MicroTile"/>), read from global memory, no shared memory, no barriers.
+    /// </summary>
+    private static void BlockedKernel(ArrayView<float> a, ArrayView<float> b, ArrayView<float> c, GemmParams p)
+    {
+        long first = Grid.GlobalIndex.X;
+        long stride = (long)Grid.DimX * Group.DimX;
+        long blocksPerMatrix = (long)p.TilesM * p.TilesN;
+        long blocks = blocksPerMatrix * p.OutBatches;
+        int lastM = p.M - 1, lastN = p.N - 1, k = p.K;
+        long aStrideM = p.AStrideM, aStrideK = p.AStrideK, bStrideK = p.BStrideK, bStrideN = p.BStrideN;
+
+        for (long t = first; t < blocks; t += stride)
+        {
+            int outBatch = (int)(t / blocksPerMatrix);
+            long inMatrix = t - outBatch * blocksPerMatrix;
+            int blockM = (int)(inMatrix / p.TilesN);
+            int m0 = blockM * MicroTile;
+            int n0 = (int)(inMatrix - (long)blockM * p.TilesN) * MicroTile;
+            // Rows/columns past the edge repeat the last valid one: in-range loads, results discarded at the store.
+            long ar0 = m0 * aStrideM;
+            long ar1 = Math.Min(m0 + 1, lastM) * aStrideM;
+            long ar2 = Math.Min(m0 + 2, lastM) * aStrideM;
+            long ar3 = Math.Min(m0 + 3, lastM) * aStrideM;
+            long bc0 = n0 * bStrideN;
+            long bc1 = Math.Min(n0 + 1, lastN) * bStrideN;
+            long bc2 = Math.Min(n0 + 2, lastN) * bStrideN;
+            long bc3 = Math.Min(n0 + 3, lastN) * bStrideN;
+            float c00 = 0, c01 = 0, c02 = 0, c03 = 0, c10 = 0, c11 = 0, c12 = 0, c13 = 0;
+            float c20 = 0, c21 = 0, c22 = 0, c23 = 0, c30 = 0, c31 = 0, c32 = 0, c33 = 0;
+            int firstBatch = p.SumBatches != 0 ? 0 : outBatch;
+            int endBatch = p.SumBatches != 0 ? p.Batch : outBatch + 1;
+
+            for (int bi = firstBatch; bi < endBatch; bi++)
+            {
+                long ak = p.AOffset + bi * p.ABatch;
+                long bk = p.BOffset + bi * p.BBatch;
+                for (int kk = 0; kk < k; kk++)
+                {
+                    float a0 = a[ak + ar0], a1 = a[ak + ar1], a2 = a[ak + ar2], a3 = a[ak + ar3];
+                    float b0 = b[bk + bc0], b1 = b[bk + bc1], b2 = b[bk + bc2], b3 = b[bk + bc3];
+                    c00 += a0 * b0; c01 += a0 * b1; c02 += a0 * b2; c03 += a0 * b3;
+                    c10 += a1 * b0; c11 += a1 * b1; c12 += a1 * b2; c13 += a1 * b3;
+                    c20 += a2 * b0; c21 += a2 * b1; c22 += a2 * b2; c23 += a2 * b3;
+                    c30 += a3 * b0; c31 += a3 * b1; c32 += a3 * b2; c33 += a3 * b3;
+                    ak += aStrideK;
+                    bk += bStrideK;
+                }
+            }
+
+            long cBase = p.COffset + outBatch * p.CBatch;
+            Store(c, cBase, p, m0, n0, 1, c00, c01, c02, c03);
+            Store(c, cBase, p, m0 + 1, n0, 1, c10, c11, c12, c13);
+            Store(c, cBase, p, m0 + 2, n0, 1, c20, c21, c22, c23);
+            Store(c, cBase, p, m0 + 3, n0, 1, c30, c31, c32, c33);
         }
     }
 

@@ -12,6 +12,10 @@ namespace Memopt.Kernels;
 /// partial[g]; stage 2 runs that kernel again as one group over the G partials and writes scale·Σ into y. With G = 1
 /// (the CPU accelerator) stage 1 writes y directly. Row sums over the last dimension: one group per row.
 /// Backward of both is a broadcast: dx += scale·dy (dy one element per tensor, or per row).
+/// Those are the cooperative forms (group reductions, CUDA). The portable forms (<see cref="KernelPath"/>, the CPU
+/// accelerator, where a group reduction is an OS-level rendezvous) have no reduction: stage 1 gives every thread its
+/// own partial slot and stage 2 adds the slots on one thread; row sums give each row to one thread. (Forced onto
+/// CUDA they stay correct but not fast: one thread would add a slot per GPU thread of stage 1.)
 /// </summary>
 public static class Reduce
 {
@@ -35,8 +39,15 @@ public static class Reduce
     public static void RowSum(Tensor x, Tensor y)
     {
         CheckRows("row_sum", x, y);
-        var k = x.Device.Kernel("reduce.row_sum", acc => acc.LoadStreamKernel<ArrayView<float>, ArrayView<float>, int>(RowSumKernel));
-        k(Launch.PerRow(x.Device, x.Shape.Rows), x.F32, y.F32, x.Shape.Last);
+        var device = x.Device;
+        if (Launch.Cooperative(device))
+        {
+            var k = device.Kernel("reduce.row_sum", acc => acc.LoadStreamKernel<ArrayView<float>, ArrayView<float>, int>(RowSumKernel));
+            k(Launch.PerRow(device, x.Shape.Rows), x.F32, y.F32, x.Shape.Last);
+            return;
+        }
+        var serial = device.Kernel("reduce.row_sum_thread_per_row", acc => acc.LoadStreamKernel<ArrayView<float>, ArrayView<float>, int, int>(RowSumRowKernel));
+        serial(Launch.ThreadPerRow(device, x.Shape.Rows), x.F32, y.F32, (int)x.Shape.Rows, x.Shape.Last);
     }
 
     /// <summary>dx[r, c] += dy[r]: the backward of <see cref="RowSum"/>.</summary>
@@ -54,10 +65,20 @@ public static class Reduce
         Check.SameDevice(op, x, y);
         Check.That(y.Numel == 1, op, $"output {y.Shape} must have one element (input {x.Shape})");
         var device = x.Device;
-        var stage = device.Kernel("reduce.total", acc => acc.LoadStreamKernel<ArrayView<float>, ArrayView<float>, long, float>(TotalKernel));
         int group = Launch.GroupSize(device, 256);
         int groups = partialGroups ?? Launch.Elementwise(device, x.Numel).GridDim.X;
         if (groups < 1) throw new ArgumentOutOfRangeException(nameof(partialGroups), partialGroups, "need at least one group");
+        if (!Launch.Cooperative(device))
+        {
+            var config = new KernelConfig(groups, group);
+            using var slots = Tensor.Empty(device, new Shape(groups * group), DType.F32, MemoryCategory.Workspace, op);
+            var partials = device.Kernel("reduce.total_per_thread", acc => acc.LoadStreamKernel<ArrayView<float>, ArrayView<float>, long>(ThreadPartialKernel));
+            partials(config, x.F32, slots.F32, x.Numel);
+            var finish = device.Kernel("reduce.total_single_thread", acc => acc.LoadStreamKernel<ArrayView<float>, ArrayView<float>, int, float>(SingleThreadSumKernel));
+            finish(Launch.SingleThread(device), slots.F32, y.F32, groups * group, scale);
+            return;
+        }
+        var stage = device.Kernel("reduce.total", acc => acc.LoadStreamKernel<ArrayView<float>, ArrayView<float>, long, float>(TotalKernel));
         if (groups == 1)
         {
             stage(new KernelConfig(1, group), x.F32, y.F32, x.Numel, scale);
@@ -88,6 +109,25 @@ public static class Reduce
         if (first) output[group] = scale * total;
     }
 
+    /// <summary>The portable stage 1: slots[thread] = Σ over this thread's grid-stride share of x[0..n).</summary>
+    private static void ThreadPartialKernel(ArrayView<float> x, ArrayView<float> slots, long n)
+    {
+        long stride = (long)Grid.DimX * Group.DimX;
+        int thread = Grid.GlobalIndex.X;
+        float s = 0;
+        for (long i = thread; i < n; i += stride) s += x[i];
+        slots[thread] = s;
+    }
+
+    /// <summary>The portable stage 2: global thread 0 writes scale·Σ slots, added in order; every other thread returns.</summary>
+    private static void SingleThreadSumKernel(ArrayView<float> slots, ArrayView<float> output, int count, float scale)
+    {
+        if (Grid.GlobalIndex.X != 0) return;
+        float s = 0;
+        for (int i = 0; i < count; i++) s += slots[i];
+        output[0] = scale * s;
+    }
+
     private static void BroadcastAddKernel(ArrayView<float> dy, ArrayView<float> dx, float scale, long n)
     {
         long stride = (long)Grid.DimX * Group.DimX;
@@ -105,6 +145,25 @@ public static class Reduce
         for (int c = tid; c < cols; c += groupSize) s += x[rowBase + c];
         float total = GroupExtensions.Reduce<float, AddFloat>(s);
         if (tid == 0) y[row] = total;
+    }
+
+    /// <summary>The portable row sum: thread per row, grid-stride over rows, summed in blocks of 32 (error ~(32 + C/32)·u).</summary>
+    private static void RowSumRowKernel(ArrayView<float> x, ArrayView<float> y, int rows, int cols)
+    {
+        int stride = Grid.DimX * Group.DimX;
+        for (int row = Grid.GlobalIndex.X; row < rows; row += stride)
+        {
+            long rowBase = (long)row * cols;
+            float s = 0;
+            for (int c0 = 0; c0 < cols; c0 += 32)
+            {
+                int end = Math.Min(cols, c0 + 32);
+                float part = 0;
+                for (int c = c0; c < end; c++) part += x[rowBase + c];
+                s += part;
+            }
+            y[row] = s;
+        }
     }
 
     private static void RowBroadcastAddKernel(ArrayView<float> dy, ArrayView<float> dx, long n, int cols)

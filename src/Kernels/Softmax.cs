@@ -12,11 +12,13 @@ namespace Memopt.Kernels;
 ///   query i sees keys j with i − W &lt; j ≤ i (W ≥ T, or no window, is plain causal; flash-attn's window_size=(W−1, 0)),
 ///   y[i, j] = exp(s·(x[i, j] − m_i)) / Σ_visible exp(s·(x[i, k] − m_i)) with m_i the row's visible maximum (s &gt; 0,
 ///   so this is the usual max-subtracted, overflow-free form); masked entries are exactly 0.
-/// Forward: one group per row; a max reduction and a sum reduction over the visible span only, then one pass that
-/// writes the whole row (exp recomputed from x rather than re-read from y). Each thread only ever touches its own
-/// columns, so y may be the same tensor as x (in place).
+/// Forward: a max and a sum over the visible span only, then one pass that writes the whole row (exp recomputed
+/// from x rather than re-read from y). Each column is read and then written by the same thread, so y may be the same
+/// tensor as x (in place).
 /// Backward from the probabilities alone (x is not needed): dx += s·y ⊙ (dy − Σ_j dy·y) on visible entries; masked
 /// entries of dx are left untouched (their gradient is 0).
+/// Two forms of each (<see cref="KernelPath"/>): cooperative, one group per row with group reductions (CUDA), and
+/// portable, one thread per row walking it serially with the same math and no barriers (the CPU accelerator).
 /// </summary>
 public static class Softmax
 {
@@ -41,8 +43,15 @@ public static class Softmax
         CheckArguments(op, x, scale, window);
         Elementwise.CheckPair(op, x, y);
         var device = x.Device;
-        var k = device.Kernel("softmax.causal_fwd", acc => acc.LoadStreamKernel<ArrayView<float>, ArrayView<float>, int, int, float>(ForwardKernel));
-        k(RowLaunch(device, x.Shape), x.F32, y.F32, x.Shape.Last, EffectiveWindow(x.Shape, window), scale);
+        int t = x.Shape.Last, rows = (int)x.Shape.Rows, w = EffectiveWindow(x.Shape, window);
+        if (Launch.Cooperative(device))
+        {
+            var k = device.Kernel("softmax.causal_fwd", acc => acc.LoadStreamKernel<ArrayView<float>, ArrayView<float>, int, int, float>(ForwardKernel));
+            k(Launch.Row(device, rows, t), x.F32, y.F32, t, w, scale);
+            return;
+        }
+        var serial = device.Kernel("softmax.causal_fwd_thread_per_row", acc => acc.LoadStreamKernel<ArrayView<float>, ArrayView<float>, int, int, int, float>(ForwardRowKernel));
+        serial(Launch.ThreadPerRow(device, rows), x.F32, y.F32, rows, t, w, scale);
     }
 
     /// <summary>dx += scale·y ⊙ (dy − Σ_j dy·y) on the visible entries; y is the forward's output.</summary>
@@ -52,16 +61,15 @@ public static class Softmax
         CheckArguments(op, y, scale, window);
         Elementwise.CheckTriple(op, y, dy, dx);
         var device = y.Device;
-        var k = device.Kernel("softmax.causal_bwd", acc => acc.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int, float>(BackwardKernel));
-        k(RowLaunch(device, y.Shape), y.F32, dy.F32, dx.F32, y.Shape.Last, EffectiveWindow(y.Shape, window), scale);
-    }
-
-    /// <summary>One group per row, a power of two ≥ T/2 in 32..256 (rows are short early on in causal attention anyway).</summary>
-    private static KernelConfig RowLaunch(ComputeDevice device, Shape s)
-    {
-        int preferred = 32;
-        while (preferred < 256 && preferred * 2 < s.Last) preferred *= 2;
-        return Launch.PerRow(device, s.Rows, preferred);
+        int t = y.Shape.Last, rows = (int)y.Shape.Rows, w = EffectiveWindow(y.Shape, window);
+        if (Launch.Cooperative(device))
+        {
+            var k = device.Kernel("softmax.causal_bwd", acc => acc.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int, float>(BackwardKernel));
+            k(Launch.Row(device, rows, t), y.F32, dy.F32, dx.F32, t, w, scale);
+            return;
+        }
+        var serial = device.Kernel("softmax.causal_bwd_thread_per_row", acc => acc.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int, int, float>(BackwardRowKernel));
+        serial(Launch.ThreadPerRow(device, rows), y.F32, dy.F32, dx.F32, rows, t, w, scale);
     }
 
     private static void ForwardKernel(ArrayView<float> x, ArrayView<float> y, int t, int window, float scale)
@@ -106,6 +114,62 @@ public static class Softmax
 
         for (int j = first + tid; j <= query; j += threads)
             dx[start + j] += scale * y[start + j] * (dy[start + j] - dot);
+    }
+
+    /// <summary>
+    /// The portable kernels sum serially in blocks of this many elements (a partial per block, then the partials):
+    /// float32 error grows like (SumBlock + T/SumBlock)·u rather than T·u, about what the cooperative form's
+    /// per-thread strides followed by a tree give.
+    /// </summary>
+    private const int SumBlock = 32;
+
+    /// <summary>The portable forward: thread per row, grid-stride over rows; max, sum, write, as the cooperative one.</summary>
+    private static void ForwardRowKernel(ArrayView<float> x, ArrayView<float> y, int rows, int t, int window, float scale)
+    {
+        int stride = Grid.DimX * Group.DimX;
+        for (int row = Grid.GlobalIndex.X; row < rows; row += stride)
+        {
+            long start = (long)row * t;
+            int query = row % t;
+            int first = Math.Max(0, query - window + 1);
+
+            float max = float.MinValue;
+            for (int j = first; j <= query; j++) max = MathF.Max(max, x[start + j]);
+            float sum = 0f;
+            for (int j0 = first; j0 <= query; j0 += SumBlock)
+            {
+                int end = Math.Min(query + 1, j0 + SumBlock);
+                float part = 0f;
+                for (int j = j0; j < end; j++) part += MathF.Exp(scale * (x[start + j] - max));
+                sum += part;
+            }
+            float inv = 1f / sum;
+
+            for (int j = 0; j < first; j++) y[start + j] = 0f;
+            for (int j = first; j <= query; j++) y[start + j] = MathF.Exp(scale * (x[start + j] - max)) * inv;
+            for (int j = query + 1; j < t; j++) y[start + j] = 0f;
+        }
+    }
+
+    /// <summary>The portable backward: thread per row, the dot product then the visible entries' update.</summary>
+    private static void BackwardRowKernel(ArrayView<float> y, ArrayView<float> dy, ArrayView<float> dx, int rows, int t, int window, float scale)
+    {
+        int stride = Grid.DimX * Group.DimX;
+        for (int row = Grid.GlobalIndex.X; row < rows; row += stride)
+        {
+            long start = (long)row * t;
+            int query = row % t;
+            int first = Math.Max(0, query - window + 1);
+            float dot = 0f;
+            for (int j0 = first; j0 <= query; j0 += SumBlock)
+            {
+                int end = Math.Min(query + 1, j0 + SumBlock);
+                float part = 0f;
+                for (int j = j0; j < end; j++) part += dy[start + j] * y[start + j];
+                dot += part;
+            }
+            for (int j = first; j <= query; j++) dx[start + j] += scale * y[start + j] * (dy[start + j] - dot);
+        }
     }
 
     /// <summary>Float64 reference (the definition: −∞ on masked scores, then a plain softmax).</summary>

@@ -38,25 +38,28 @@ public class BiasAddTests
     [Property(MaxTest = 30)]
     public void Backward_accumulates_column_sums_with_any_number_of_row_blocks(PositiveInt rows, PositiveInt cols, PositiveInt blocks, int seed)
     {
-        int R = rows.Get % 200 + 1, C = Columns[cols.Get % Columns.Length];
-        int? rowBlocks = (blocks.Get % 4) switch { 0 => null, 1 => 1, 2 => Math.Min(R, 3), _ => R };
-        var rng = new Random(seed);
-        float[] dy = GradCheck.RandomValues(rng, (long)R * C), db0 = GradCheck.RandomValues(rng, C);
-        var dev = TestDevice.Get();
-        using var dyt = Tensor.FromHost(dev, dy, new Shape(R, C), MemoryCategory.Data, "dy");
-        using var dbt = Tensor.FromHost(dev, db0, new Shape(C), MemoryCategory.Data, "db");
-        BiasAdd.Backward(dyt, dbt, rowBlocks);
-
-        double[] sums = BiasAdd.Reference.Backward(MatMulTests.D(dy), C);
-        double[] magnitudes = BiasAdd.Reference.Backward(MatMulTests.Abs(dy), C);
-        float[] got = dbt.ToFloatArray();
-        for (int c = 0; c < C; c++)
+        KernelPaths.ForEach(() =>
         {
-            double want = db0[c] + sums[c];
-            double tolerance = (R + 2) * UnitRoundoff * (Math.Abs(db0[c]) + magnitudes[c]);
-            Assert.True(Math.Abs(got[c] - want) <= tolerance,
-                $"[{R}, {C}] with {rowBlocks?.ToString() ?? "default"} row blocks, column {c}: {got[c]} vs {want} (tolerance {tolerance:E2})");
-        }
+            int R = rows.Get % 200 + 1, C = Columns[cols.Get % Columns.Length];
+            int? rowBlocks = (blocks.Get % 4) switch { 0 => null, 1 => 1, 2 => Math.Min(R, 3), _ => R };
+            var rng = new Random(seed);
+            float[] dy = GradCheck.RandomValues(rng, (long)R * C), db0 = GradCheck.RandomValues(rng, C);
+            var dev = TestDevice.Get();
+            using var dyt = Tensor.FromHost(dev, dy, new Shape(R, C), MemoryCategory.Data, "dy");
+            using var dbt = Tensor.FromHost(dev, db0, new Shape(C), MemoryCategory.Data, "db");
+            BiasAdd.Backward(dyt, dbt, rowBlocks);
+
+            double[] sums = BiasAdd.Reference.Backward(MatMulTests.D(dy), C);
+            double[] magnitudes = BiasAdd.Reference.Backward(MatMulTests.Abs(dy), C);
+            float[] got = dbt.ToFloatArray();
+            for (int c = 0; c < C; c++)
+            {
+                double want = db0[c] + sums[c];
+                double tolerance = (R + 2) * UnitRoundoff * (Math.Abs(db0[c]) + magnitudes[c]);
+                Assert.True(Math.Abs(got[c] - want) <= tolerance,
+                    $"[{R}, {C}] with {rowBlocks?.ToString() ?? "default"} row blocks, column {c}: {got[c]} vs {want} (tolerance {tolerance:E2})");
+            }
+        });
     }
 
     [Fact]

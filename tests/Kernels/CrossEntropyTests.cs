@@ -29,42 +29,48 @@ public class CrossEntropyTests
     [Property(MaxTest = 30)]
     public void Matches_reference_and_finite_differences(PositiveInt rows, PositiveInt vocabPick, bool smooth, bool ignoreInRange, int seed)
     {
-        var (n, vocab, smoothing, ignoreIndex) = Case(rows, vocabPick, smooth, ignoreInRange);
-        var rng = new Random(seed);
-        int[] targets = RandomTargets(rng, n, vocab, ignoreIndex, 0.25);
-        var shape = new Shape(n, vocab);
-        var dev = TestDevice.Get();
-        using var targetTensor = Tensor.FromHost(dev, targets, new Shape(n), MemoryCategory.Data, "targets");
-        int count = -1;
-        var r = GradCheck.Run(dev, [(GradCheck.RandomValues(rng, shape.Numel, scale: 1), shape)], [true],
-            v => Ops.CrossEntropy(v[0], targetTensor, out count, ignoreIndex, smoothing),
-            x => [CrossEntropy.Reference.Forward(x[0], targets, vocab, ignoreIndex, smoothing, out _)], seed);
-        Assert.True(r.ForwardError <= RelativeTolerance && r.GradientErrors[0] <= RelativeTolerance, $"N={n} V={vocab} eps={smoothing} ignore={ignoreIndex}: {r}");
-        Assert.Equal(targets.Count(t => t != ignoreIndex), count);
+        KernelPaths.ForEach(() =>
+        {
+            var (n, vocab, smoothing, ignoreIndex) = Case(rows, vocabPick, smooth, ignoreInRange);
+            var rng = new Random(seed);
+            int[] targets = RandomTargets(rng, n, vocab, ignoreIndex, 0.25);
+            var shape = new Shape(n, vocab);
+            var dev = TestDevice.Get();
+            using var targetTensor = Tensor.FromHost(dev, targets, new Shape(n), MemoryCategory.Data, "targets");
+            int count = -1;
+            var r = GradCheck.Run(dev, [(GradCheck.RandomValues(rng, shape.Numel, scale: 1), shape)], [true],
+                v => Ops.CrossEntropy(v[0], targetTensor, out count, ignoreIndex, smoothing),
+                x => [CrossEntropy.Reference.Forward(x[0], targets, vocab, ignoreIndex, smoothing, out _)], seed);
+            Assert.True(r.ForwardError <= RelativeTolerance && r.GradientErrors[0] <= RelativeTolerance, $"N={n} V={vocab} eps={smoothing} ignore={ignoreIndex}: {r}");
+            Assert.Equal(targets.Count(t => t != ignoreIndex), count);
+        });
     }
 
     [Property(MaxTest = 30)]
     public void Confident_rows_match_reference_and_finite_differences_at_the_logit_scale(PositiveInt rows, PositiveInt vocabPick, bool smooth, bool ignoreInRange, int seed)
     {
-        var (n, vocab, smoothing, ignoreIndex) = Case(rows, vocabPick, smooth, ignoreInRange);
-        var rng = new Random(seed);
-        int[] targets = RandomTargets(rng, n, vocab, ignoreIndex, 0.25);
-        var logits = GradCheck.RandomValues(rng, (long)n * vocab, scale: 8);
-        var dev = TestDevice.Get();
-        using var t = Tensor.FromHost(dev, targets, new Shape(n), MemoryCategory.Data, "targets");
-        using var x = new Var(Tensor.FromHost(dev, logits, new Shape(n, vocab), MemoryCategory.Data, "logits"), requiresGrad: true);
-        using var tape = new Tape();
-        using var loss = Ops.CrossEntropy(x, t, out int count, ignoreIndex, smoothing);
-        tape.Backward(loss);
-        GradCheck.Reference reference = xs => [CrossEntropy.Reference.Forward(xs[0], targets, vocab, ignoreIndex, smoothing, out _)];
-        double[][] x64 = [logits.Select(v => (double)v).ToArray()];
-        double want = reference(x64)[0], got = loss.Value.ToFloatArray()[0];
-        Assert.True(Math.Abs(got - want) <= AbsoluteTolerance, $"N={n} V={vocab} eps={smoothing}: loss {got} vs {want}");
-        var fd = GradCheck.FiniteDifference(reference, x64, 0, [1.0], 1e-6);
-        var grad = x.Grad!.ToFloatArray();
-        double worst = fd.Select((f, i) => Math.Abs(grad[i] - f)).Max();
-        Assert.True(worst <= AbsoluteTolerance / Math.Max(count, 1), $"N={n} V={vocab} eps={smoothing} count={count}: worst dlogit error {worst:E2}");
-        x.Grad.Dispose();
+        KernelPaths.ForEach(() =>
+        {
+            var (n, vocab, smoothing, ignoreIndex) = Case(rows, vocabPick, smooth, ignoreInRange);
+            var rng = new Random(seed);
+            int[] targets = RandomTargets(rng, n, vocab, ignoreIndex, 0.25);
+            var logits = GradCheck.RandomValues(rng, (long)n * vocab, scale: 8);
+            var dev = TestDevice.Get();
+            using var t = Tensor.FromHost(dev, targets, new Shape(n), MemoryCategory.Data, "targets");
+            using var x = new Var(Tensor.FromHost(dev, logits, new Shape(n, vocab), MemoryCategory.Data, "logits"), requiresGrad: true);
+            using var tape = new Tape();
+            using var loss = Ops.CrossEntropy(x, t, out int count, ignoreIndex, smoothing);
+            tape.Backward(loss);
+            GradCheck.Reference reference = xs => [CrossEntropy.Reference.Forward(xs[0], targets, vocab, ignoreIndex, smoothing, out _)];
+            double[][] x64 = [logits.Select(v => (double)v).ToArray()];
+            double want = reference(x64)[0], got = loss.Value.ToFloatArray()[0];
+            Assert.True(Math.Abs(got - want) <= AbsoluteTolerance, $"N={n} V={vocab} eps={smoothing}: loss {got} vs {want}");
+            var fd = GradCheck.FiniteDifference(reference, x64, 0, [1.0], 1e-6);
+            var grad = x.Grad!.ToFloatArray();
+            double worst = fd.Select((f, i) => Math.Abs(grad[i] - f)).Max();
+            Assert.True(worst <= AbsoluteTolerance / Math.Max(count, 1), $"N={n} V={vocab} eps={smoothing} count={count}: worst dlogit error {worst:E2}");
+            x.Grad.Dispose();
+        });
     }
 
     private static (int Rows, int Vocab, float Smoothing, int IgnoreIndex) Case(PositiveInt rows, PositiveInt vocabPick, bool smooth, bool ignoreInRange)
@@ -77,41 +83,47 @@ public class CrossEntropyTests
     [Fact]
     public void Large_vocabulary_matches_reference_loss_and_analytic_gradient()
     {
-        // V above every group size (many elements per thread) with logits spread wide, checked without finite differences.
-        const int rows = 3, vocab = 5003;
-        var rng = new Random(7);
-        var logits = GradCheck.RandomValues(rng, rows * vocab, scale: 20);
-        int[] targets = [17, -100, vocab - 1];
-        var dev = TestDevice.Get();
-        using var t = Tensor.FromHost(dev, targets, new Shape(rows), MemoryCategory.Data, "targets");
-        using var x = new Var(Tensor.FromHost(dev, logits, new Shape(rows, vocab), MemoryCategory.Data, "logits"), requiresGrad: true);
-        using var tape = new Tape();
-        using var loss = Ops.CrossEntropy(x, t, labelSmoothing: 0.1f);
-        tape.Backward(loss);
-        var x64 = logits.Select(v => (double)v).ToArray();
-        double want = CrossEntropy.Reference.Forward(x64, targets, vocab, -100, 0.1f, out _);
-        double got = loss.Value.ToFloatArray()[0];
-        Assert.True(Math.Abs(got - want) <= AbsoluteTolerance, $"loss {got} vs {want}");
-        var wantGrad = CrossEntropy.Reference.Gradient(x64, targets, vocab, -100, 0.1f);
-        var gotGrad = x.Grad!.ToFloatArray().Select(v => (double)v).ToArray();
-        double err = GradCheck.RelativeError(gotGrad, wantGrad);
-        Assert.True(err <= RelativeTolerance, $"gradient error {err:E2}");
-        x.Grad.Dispose();
+        KernelPaths.ForEach(() =>
+        {
+            // V above every group size (many elements per thread) with logits spread wide, checked without finite differences.
+            const int rows = 3, vocab = 5003;
+            var rng = new Random(7);
+            var logits = GradCheck.RandomValues(rng, rows * vocab, scale: 20);
+            int[] targets = [17, -100, vocab - 1];
+            var dev = TestDevice.Get();
+            using var t = Tensor.FromHost(dev, targets, new Shape(rows), MemoryCategory.Data, "targets");
+            using var x = new Var(Tensor.FromHost(dev, logits, new Shape(rows, vocab), MemoryCategory.Data, "logits"), requiresGrad: true);
+            using var tape = new Tape();
+            using var loss = Ops.CrossEntropy(x, t, labelSmoothing: 0.1f);
+            tape.Backward(loss);
+            var x64 = logits.Select(v => (double)v).ToArray();
+            double want = CrossEntropy.Reference.Forward(x64, targets, vocab, -100, 0.1f, out _);
+            double got = loss.Value.ToFloatArray()[0];
+            Assert.True(Math.Abs(got - want) <= AbsoluteTolerance, $"loss {got} vs {want}");
+            var wantGrad = CrossEntropy.Reference.Gradient(x64, targets, vocab, -100, 0.1f);
+            var gotGrad = x.Grad!.ToFloatArray().Select(v => (double)v).ToArray();
+            double err = GradCheck.RelativeError(gotGrad, wantGrad);
+            Assert.True(err <= RelativeTolerance, $"gradient error {err:E2}");
+            x.Grad.Dispose();
+        });
     }
 
     [Fact]
     public void All_rows_ignored_gives_zero_loss_zero_gradient_and_zero_count()
     {
-        var dev = TestDevice.Get();
-        using var t = Tensor.FromHost(dev, new[] { -100, -100, -100 }, new Shape(3), MemoryCategory.Data, "targets");
-        using var x = new Var(Tensor.FromHost(dev, GradCheck.RandomValues(new Random(1), 15), new Shape(3, 5), MemoryCategory.Data, "logits"), requiresGrad: true);
-        using var tape = new Tape();
-        using var loss = Ops.CrossEntropy(x, t, out int count, labelSmoothing: 0.1f);
-        tape.Backward(loss);
-        Assert.Equal(0, count);
-        Assert.Equal(0f, loss.Value.ToFloatArray()[0]);
-        Assert.All(x.Grad!.ToFloatArray(), g => Assert.Equal(0f, g));
-        x.Grad.Dispose();
+        KernelPaths.ForEach(() =>
+        {
+            var dev = TestDevice.Get();
+            using var t = Tensor.FromHost(dev, new[] { -100, -100, -100 }, new Shape(3), MemoryCategory.Data, "targets");
+            using var x = new Var(Tensor.FromHost(dev, GradCheck.RandomValues(new Random(1), 15), new Shape(3, 5), MemoryCategory.Data, "logits"), requiresGrad: true);
+            using var tape = new Tape();
+            using var loss = Ops.CrossEntropy(x, t, out int count, labelSmoothing: 0.1f);
+            tape.Backward(loss);
+            Assert.Equal(0, count);
+            Assert.Equal(0f, loss.Value.ToFloatArray()[0]);
+            Assert.All(x.Grad!.ToFloatArray(), g => Assert.Equal(0f, g));
+            x.Grad.Dispose();
+        });
     }
 
     [Theory]
@@ -120,18 +132,21 @@ public class CrossEntropyTests
     [InlineData(-1)]  // negative but not the ignore index
     public void Out_of_range_target_throws_naming_op_row_value_and_shapes_and_leaks_nothing(int bad)
     {
-        var dev = TestDevice.Get();
-        using var t = Tensor.FromHost(dev, new[] { 0, -100, bad, 4 }, new Shape(4), MemoryCategory.Data, "targets");
-        using var x = new Var(Tensor.Zeros(dev, new Shape(4, 5), DType.F32, MemoryCategory.Data, "logits"), requiresGrad: true);
-        long live = dev.Tracker.Live;
-        using var tape = new Tape();
-        var e = Assert.Throws<ShapeException>(() => Ops.CrossEntropy(x, t));
-        Assert.Contains("cross_entropy", e.Message);
-        Assert.Contains($"row 2: {bad}", e.Message);
-        Assert.Contains("[4, 5]", e.Message);
-        Assert.Contains("[4]", e.Message);
-        Assert.Equal(live, dev.Tracker.Live);
-        Assert.Empty(tape.Nodes);
+        KernelPaths.ForEach(() =>
+        {
+            var dev = TestDevice.Get();
+            using var t = Tensor.FromHost(dev, new[] { 0, -100, bad, 4 }, new Shape(4), MemoryCategory.Data, "targets");
+            using var x = new Var(Tensor.Zeros(dev, new Shape(4, 5), DType.F32, MemoryCategory.Data, "logits"), requiresGrad: true);
+            long live = dev.Tracker.Live;
+            using var tape = new Tape();
+            var e = Assert.Throws<ShapeException>(() => Ops.CrossEntropy(x, t));
+            Assert.Contains("cross_entropy", e.Message);
+            Assert.Contains($"row 2: {bad}", e.Message);
+            Assert.Contains("[4, 5]", e.Message);
+            Assert.Contains("[4]", e.Message);
+            Assert.Equal(live, dev.Tracker.Live);
+            Assert.Empty(tape.Nodes);
+        });
     }
 
     [Fact]
@@ -152,16 +167,19 @@ public class CrossEntropyTests
     [Fact]
     public void Batched_logits_take_targets_of_the_leading_shape()
     {
-        // [B, T, V] logits with [B, T] targets are the same loss as the flattened [B·T, V] with [B·T].
-        var dev = TestDevice.Get();
-        var rng = new Random(3);
-        var logits = GradCheck.RandomValues(rng, 2 * 3 * 7, scale: 3);
-        int[] targets = [0, 6, -100, 3, 2, 1];
-        using var t = Tensor.FromHost(dev, targets, new Shape(2, 3), MemoryCategory.Data, "targets");
-        using var x = new Var(Tensor.FromHost(dev, logits, new Shape(2, 3, 7), MemoryCategory.Data, "logits"));
-        using var loss = Ops.CrossEntropy(x, t);
-        double want = CrossEntropy.Reference.Forward(logits.Select(v => (double)v).ToArray(), targets, 7, -100, 0, out _);
-        Assert.True(Math.Abs(loss.Value.ToFloatArray()[0] - want) <= AbsoluteTolerance);
+        KernelPaths.ForEach(() =>
+        {
+            // [B, T, V] logits with [B, T] targets are the same loss as the flattened [B·T, V] with [B·T].
+            var dev = TestDevice.Get();
+            var rng = new Random(3);
+            var logits = GradCheck.RandomValues(rng, 2 * 3 * 7, scale: 3);
+            int[] targets = [0, 6, -100, 3, 2, 1];
+            using var t = Tensor.FromHost(dev, targets, new Shape(2, 3), MemoryCategory.Data, "targets");
+            using var x = new Var(Tensor.FromHost(dev, logits, new Shape(2, 3, 7), MemoryCategory.Data, "logits"));
+            using var loss = Ops.CrossEntropy(x, t);
+            double want = CrossEntropy.Reference.Forward(logits.Select(v => (double)v).ToArray(), targets, 7, -100, 0, out _);
+            Assert.True(Math.Abs(loss.Value.ToFloatArray()[0] - want) <= AbsoluteTolerance);
+        });
     }
 
     [Fact]

@@ -39,67 +39,79 @@ public class GradNormTests
     [Property(MaxTest = 20)]
     public void Norm_matches_float64_over_tensors_of_different_sizes(PositiveInt count, PositiveInt sizeSeed, int seed)
     {
-        var (ps, grads) = RandomParameters(count.Get % 5 + 1, sizeSeed.Get, new Random(seed));
-        try
+        KernelPaths.ForEach(() =>
         {
-            double want = Reference(grads);
-            double got = GradClip.GlobalNorm(ps);
-            Assert.True(Math.Abs(got - want) <= NormTolerance * want, $"norm {got} vs {want}");
-        }
-        finally
-        {
-            foreach (var p in ps) p.Dispose();
-        }
+            var (ps, grads) = RandomParameters(count.Get % 5 + 1, sizeSeed.Get, new Random(seed));
+            try
+            {
+                double want = Reference(grads);
+                double got = GradClip.GlobalNorm(ps);
+                Assert.True(Math.Abs(got - want) <= NormTolerance * want, $"norm {got} vs {want}");
+            }
+            finally
+            {
+                foreach (var p in ps) p.Dispose();
+            }
+        });
     }
 
     [Property(MaxTest = 20)]
     public void Clipping_scales_every_gradient_exactly_when_above_and_not_at_all_below(PositiveInt count, PositiveInt sizeSeed, bool above, int seed)
     {
-        var (ps, grads) = RandomParameters(count.Get % 4 + 1, sizeSeed.Get, new Random(seed));
-        try
+        KernelPaths.ForEach(() =>
         {
-            double want = Reference(grads);
-            float maxNorm = (float)(above ? want * 0.3 : want * 1.5);
-            float norm = GradClip.ClipGradNorm(ps, maxNorm);
-            Assert.True(Math.Abs(norm - want) <= NormTolerance * want, $"returned pre-clip norm {norm} vs {want}");
-            // The scale is maxNorm/(norm + 1e-6) in float32 and each element is one float32 multiply: bitwise equal.
-            float coefficient = above ? maxNorm / (norm + 1e-6f) : 1f;
-            for (int i = 0; i < ps.Length; i++)
+            var (ps, grads) = RandomParameters(count.Get % 4 + 1, sizeSeed.Get, new Random(seed));
+            try
             {
-                var got = ps[i].Grad!.ToFloatArray();
-                for (int j = 0; j < got.Length; j++)
-                    Assert.True(got[j] == grads[i][j] * coefficient, $"grad {i}[{j}] = {got[j]}, want {grads[i][j] * coefficient}");
+                double want = Reference(grads);
+                float maxNorm = (float)(above ? want * 0.3 : want * 1.5);
+                float norm = GradClip.ClipGradNorm(ps, maxNorm);
+                Assert.True(Math.Abs(norm - want) <= NormTolerance * want, $"returned pre-clip norm {norm} vs {want}");
+                // The scale is maxNorm/(norm + 1e-6) in float32 and each element is one float32 multiply: bitwise equal.
+                float coefficient = above ? maxNorm / (norm + 1e-6f) : 1f;
+                for (int i = 0; i < ps.Length; i++)
+                {
+                    var got = ps[i].Grad!.ToFloatArray();
+                    for (int j = 0; j < got.Length; j++)
+                        Assert.True(got[j] == grads[i][j] * coefficient, $"grad {i}[{j}] = {got[j]}, want {grads[i][j] * coefficient}");
+                }
+                if (above)
+                {
+                    double after = GradClip.GlobalNorm(ps);
+                    Assert.True(Math.Abs(after - maxNorm) <= NormTolerance * maxNorm + 1e-6, $"norm after clipping {after}, max {maxNorm}");
+                }
             }
-            if (above)
+            finally
             {
-                double after = GradClip.GlobalNorm(ps);
-                Assert.True(Math.Abs(after - maxNorm) <= NormTolerance * maxNorm + 1e-6, $"norm after clipping {after}, max {maxNorm}");
+                foreach (var p in ps) p.Dispose();
             }
-        }
-        finally
-        {
-            foreach (var p in ps) p.Dispose();
-        }
+        });
     }
 
     [Fact]
     public void Zero_gradients_have_norm_zero_and_are_left_alone()
     {
-        var dev = TestDevice.Get();
-        using var p = NewParameter(dev, new float[10], "p");
-        Assert.Equal(0f, GradClip.ClipGradNorm([p], 1f));
-        Assert.All(p.Grad!.ToFloatArray(), g => Assert.Equal(0f, g));
-        Assert.Equal(0f, GradClip.GlobalNorm([]));
+        KernelPaths.ForEach(() =>
+        {
+            var dev = TestDevice.Get();
+            using var p = NewParameter(dev, new float[10], "p");
+            Assert.Equal(0f, GradClip.ClipGradNorm([p], 1f));
+            Assert.All(p.Grad!.ToFloatArray(), g => Assert.Equal(0f, g));
+            Assert.Equal(0f, GradClip.GlobalNorm([]));
+        });
     }
 
     [Fact]
     public void Non_finite_norm_is_returned_and_gradients_are_left_alone()
     {
-        var dev = TestDevice.Get();
-        using var p = NewParameter(dev, [1f, float.PositiveInfinity, 2f], "p");
-        float norm = GradClip.ClipGradNorm([p], 1f);
-        Assert.False(float.IsFinite(norm));
-        Assert.Equal(new[] { 1f, float.PositiveInfinity, 2f }, p.Grad!.ToFloatArray());
+        KernelPaths.ForEach(() =>
+        {
+            var dev = TestDevice.Get();
+            using var p = NewParameter(dev, [1f, float.PositiveInfinity, 2f], "p");
+            float norm = GradClip.ClipGradNorm([p], 1f);
+            Assert.False(float.IsFinite(norm));
+            Assert.Equal(new[] { 1f, float.PositiveInfinity, 2f }, p.Grad!.ToFloatArray());
+        });
     }
 
     [Fact]

@@ -52,36 +52,39 @@ public class LayerNormTests
     /// </summary>
     private static void CheckLayerNorm((float[] Values, Shape Shape)[] inputs, int seed)
     {
-        var dev = TestDevice.Get();
-        int rows = (int)inputs[0].Shape.Rows, cols = inputs[0].Shape.Last;
-        GradCheck.Reference reference = x => LayerNorm.Reference.Forward(x[0], x[1], x[2], cols);
-        var x64 = F64(inputs[0].Values);
-        double kappa = Conditioning(x64, cols);
-
-        var r = GradCheck.Run(dev, inputs, [false, true, true], v => Ops.LayerNorm(v[0], v[1], v[2]), reference, seed);
-
-        var dyValues = GradCheck.RandomValues(new Random(seed), inputs[0].Values.Length);
-        double[] dx;
-        using (var x = new Var(Tensor.FromHost(dev, inputs[0].Values, inputs[0].Shape, MemoryCategory.Data, "x"), requiresGrad: true))
-        using (var w = new Var(Tensor.FromHost(dev, inputs[1].Values, inputs[1].Shape, MemoryCategory.Data, "w")))
-        using (var b = new Var(Tensor.FromHost(dev, inputs[2].Values, inputs[2].Shape, MemoryCategory.Data, "b")))
-        using (var tape = new Tape())
-        using (var y = Ops.LayerNorm(x, w, b))
-        using (var dy = Tensor.FromHost(dev, dyValues, y.Shape, MemoryCategory.Data, "dy"))
+        KernelPaths.ForEach(() =>
         {
-            tape.Backward(y, dy);
-            dx = F64(x.Grad!.ToFloatArray());
-            x.Grad.Dispose();
-        }
-        var fd = GradCheck.FiniteDifference(reference, [x64, F64(inputs[1].Values), F64(inputs[2].Values)], 0, F64(dyValues), 1e-6);
-        double maxRstd = Enumerable.Range(0, rows).Max(row => LayerNorm.Reference.Stats(x64, row * cols, cols).Rstd);
-        double termScale = maxRstd * dyValues.Max(Math.Abs) * inputs[1].Values.Max(Math.Abs) + 1e-30;
-        double dxError = dx.Select((g, i) => Math.Abs(g - fd[i])).Max() / termScale;
+            var dev = TestDevice.Get();
+            int rows = (int)inputs[0].Shape.Rows, cols = inputs[0].Shape.Last;
+            GradCheck.Reference reference = x => LayerNorm.Reference.Forward(x[0], x[1], x[2], cols);
+            var x64 = F64(inputs[0].Values);
+            double kappa = Conditioning(x64, cols);
 
-        Assert.True(r.ForwardError <= ForwardTolerance * kappa
-                    && r.GradientErrors[1] <= ParameterGradientTolerance * kappa && r.GradientErrors[2] <= ParameterGradientTolerance * kappa
-                    && dxError <= InputGradientTolerance * kappa,
-            $"rows={rows} C={cols} κ={kappa:F1}: {r}; dx error {dxError:E2} of the terms");
+            var r = GradCheck.Run(dev, inputs, [false, true, true], v => Ops.LayerNorm(v[0], v[1], v[2]), reference, seed);
+
+            var dyValues = GradCheck.RandomValues(new Random(seed), inputs[0].Values.Length);
+            double[] dx;
+            using (var x = new Var(Tensor.FromHost(dev, inputs[0].Values, inputs[0].Shape, MemoryCategory.Data, "x"), requiresGrad: true))
+            using (var w = new Var(Tensor.FromHost(dev, inputs[1].Values, inputs[1].Shape, MemoryCategory.Data, "w")))
+            using (var b = new Var(Tensor.FromHost(dev, inputs[2].Values, inputs[2].Shape, MemoryCategory.Data, "b")))
+            using (var tape = new Tape())
+            using (var y = Ops.LayerNorm(x, w, b))
+            using (var dy = Tensor.FromHost(dev, dyValues, y.Shape, MemoryCategory.Data, "dy"))
+            {
+                tape.Backward(y, dy);
+                dx = F64(x.Grad!.ToFloatArray());
+                x.Grad.Dispose();
+            }
+            var fd = GradCheck.FiniteDifference(reference, [x64, F64(inputs[1].Values), F64(inputs[2].Values)], 0, F64(dyValues), 1e-6);
+            double maxRstd = Enumerable.Range(0, rows).Max(row => LayerNorm.Reference.Stats(x64, row * cols, cols).Rstd);
+            double termScale = maxRstd * dyValues.Max(Math.Abs) * inputs[1].Values.Max(Math.Abs) + 1e-30;
+            double dxError = dx.Select((g, i) => Math.Abs(g - fd[i])).Max() / termScale;
+
+            Assert.True(r.ForwardError <= ForwardTolerance * kappa
+                        && r.GradientErrors[1] <= ParameterGradientTolerance * kappa && r.GradientErrors[2] <= ParameterGradientTolerance * kappa
+                        && dxError <= InputGradientTolerance * kappa,
+                $"rows={rows} C={cols} κ={kappa:F1}: {r}; dx error {dxError:E2} of the terms");
+        });
     }
 
     [Property(MaxTest = 40)]
@@ -144,63 +147,97 @@ public class LayerNormTests
     [Fact]
     public void Weight_and_bias_gradients_are_identical_run_to_run()
     {
-        var dev = TestDevice.Get();
-        const int rows = 100, cols = 7;
-        var rng = new Random(11);
-        var inputs = Inputs(rng, rows, cols);
-        var dyValues = GradCheck.RandomValues(rng, rows * cols);
-        float[][] Once()
+        KernelPaths.ForEach(() =>
         {
-            using var x = Tensor.FromHost(dev, inputs[0].Item1, inputs[0].Item2, MemoryCategory.Data, "x");
-            using var w = Tensor.FromHost(dev, inputs[1].Item1, inputs[1].Item2, MemoryCategory.Data, "w");
-            using var b = Tensor.FromHost(dev, inputs[2].Item1, inputs[2].Item2, MemoryCategory.Data, "b");
-            using var y = Tensor.Empty(dev, x.Shape, DType.F32, MemoryCategory.Data, "y");
-            using var mean = Tensor.Empty(dev, LayerNorm.StatsShape(x.Shape), DType.F32, MemoryCategory.Data, "mean");
-            using var rstd = Tensor.Empty(dev, LayerNorm.StatsShape(x.Shape), DType.F32, MemoryCategory.Data, "rstd");
-            using var dy = Tensor.FromHost(dev, dyValues, x.Shape, MemoryCategory.Data, "dy");
-            using var dw = Tensor.Zeros(dev, w.Shape, DType.F32, MemoryCategory.Data, "dw");
-            using var db = Tensor.Zeros(dev, w.Shape, DType.F32, MemoryCategory.Data, "db");
-            LayerNorm.Forward(x, w, b, y, mean, rstd);
-            LayerNorm.Backward(x, w, mean, rstd, dy, null, dw, db);
-            return [dw.ToFloatArray(), db.ToFloatArray()];
-        }
-        var first = Once();
-        var second = Once();
-        Assert.Equal(first[0], second[0]);
-        Assert.Equal(first[1], second[1]);
-        // And db is the plain column sum of dy.
-        for (int c = 0; c < cols; c++)
-        {
-            double want = 0;
-            for (int r = 0; r < rows; r++) want += dyValues[r * cols + c];
-            Assert.True(Math.Abs(first[1][c] - want) <= 1e-5 * rows, $"db[{c}] = {first[1][c]}, want {want}");
-        }
+            var dev = TestDevice.Get();
+            const int rows = 100, cols = 7;
+            var rng = new Random(11);
+            var inputs = Inputs(rng, rows, cols);
+            var dyValues = GradCheck.RandomValues(rng, rows * cols);
+            float[][] Once()
+            {
+                using var x = Tensor.FromHost(dev, inputs[0].Item1, inputs[0].Item2, MemoryCategory.Data, "x");
+                using var w = Tensor.FromHost(dev, inputs[1].Item1, inputs[1].Item2, MemoryCategory.Data, "w");
+                using var b = Tensor.FromHost(dev, inputs[2].Item1, inputs[2].Item2, MemoryCategory.Data, "b");
+                using var y = Tensor.Empty(dev, x.Shape, DType.F32, MemoryCategory.Data, "y");
+                using var mean = Tensor.Empty(dev, LayerNorm.StatsShape(x.Shape), DType.F32, MemoryCategory.Data, "mean");
+                using var rstd = Tensor.Empty(dev, LayerNorm.StatsShape(x.Shape), DType.F32, MemoryCategory.Data, "rstd");
+                using var dy = Tensor.FromHost(dev, dyValues, x.Shape, MemoryCategory.Data, "dy");
+                using var dw = Tensor.Zeros(dev, w.Shape, DType.F32, MemoryCategory.Data, "dw");
+                using var db = Tensor.Zeros(dev, w.Shape, DType.F32, MemoryCategory.Data, "db");
+                LayerNorm.Forward(x, w, b, y, mean, rstd);
+                LayerNorm.Backward(x, w, mean, rstd, dy, null, dw, db);
+                return [dw.ToFloatArray(), db.ToFloatArray()];
+            }
+            var first = Once();
+            var second = Once();
+            Assert.Equal(first[0], second[0]);
+            Assert.Equal(first[1], second[1]);
+            // And db is the plain column sum of dy.
+            for (int c = 0; c < cols; c++)
+            {
+                double want = 0;
+                for (int r = 0; r < rows; r++) want += dyValues[r * cols + c];
+                Assert.True(Math.Abs(first[1][c] - want) <= 1e-5 * rows, $"db[{c}] = {first[1][c]}, want {want}");
+            }
+        });
     }
 
     [Fact]
-    public void Backward_accumulates_into_existing_gradients()
+    public void Both_paths_give_bitwise_equal_weight_and_bias_gradients_from_the_same_statistics()
     {
+        // The portable one-launch column sum walks the cooperative two-pass sum's chunks in the same order.
         var dev = TestDevice.Get();
-        var rng = new Random(3);
-        var inputs = Inputs(rng, 4, 9);
+        const int rows = 100, cols = 7;
+        var rng = new Random(13);
+        var inputs = Inputs(rng, rows, cols);
         using var x = Tensor.FromHost(dev, inputs[0].Item1, inputs[0].Item2, MemoryCategory.Data, "x");
         using var w = Tensor.FromHost(dev, inputs[1].Item1, inputs[1].Item2, MemoryCategory.Data, "w");
         using var b = Tensor.FromHost(dev, inputs[2].Item1, inputs[2].Item2, MemoryCategory.Data, "b");
         using var y = Tensor.Empty(dev, x.Shape, DType.F32, MemoryCategory.Data, "y");
         using var mean = Tensor.Empty(dev, LayerNorm.StatsShape(x.Shape), DType.F32, MemoryCategory.Data, "mean");
         using var rstd = Tensor.Empty(dev, LayerNorm.StatsShape(x.Shape), DType.F32, MemoryCategory.Data, "rstd");
-        using var dy = Tensor.FromHost(dev, GradCheck.RandomValues(rng, x.Numel), x.Shape, MemoryCategory.Data, "dy");
-        using var dx = Tensor.Zeros(dev, x.Shape, DType.F32, MemoryCategory.Data, "dx");
-        using var dw = Tensor.Zeros(dev, w.Shape, DType.F32, MemoryCategory.Data, "dw");
-        using var db = Tensor.Zeros(dev, w.Shape, DType.F32, MemoryCategory.Data, "db");
+        using var dy = Tensor.FromHost(dev, GradCheck.RandomValues(rng, rows * cols), x.Shape, MemoryCategory.Data, "dy");
         LayerNorm.Forward(x, w, b, y, mean, rstd);
-        LayerNorm.Backward(x, w, mean, rstd, dy, dx, dw, db);
-        var once = new[] { dx.ToFloatArray(), dw.ToFloatArray(), db.ToFloatArray() };
-        LayerNorm.Backward(x, w, mean, rstd, dy, dx, dw, db);
-        var twice = new[] { dx.ToFloatArray(), dw.ToFloatArray(), db.ToFloatArray() };
-        for (int k = 0; k < 3; k++)
-            for (int i = 0; i < once[k].Length; i++)
-                Assert.Equal(2 * once[k][i], twice[k][i], 1e-5f * (1 + Math.Abs(once[k][i])));
+        var results = KernelPaths.Both.Select(path =>
+        {
+            using var scope = Launch.UsePath(path);
+            using var dw = Tensor.Zeros(dev, w.Shape, DType.F32, MemoryCategory.Data, "dw");
+            using var db = Tensor.Zeros(dev, w.Shape, DType.F32, MemoryCategory.Data, "db");
+            LayerNorm.Backward(x, w, mean, rstd, dy, null, dw, db);
+            return (Dw: dw.ToFloatArray(), Db: db.ToFloatArray());
+        }).ToArray();
+        Assert.Equal(results[0].Dw, results[1].Dw);
+        Assert.Equal(results[0].Db, results[1].Db);
+    }
+
+    [Fact]
+    public void Backward_accumulates_into_existing_gradients()
+    {
+        KernelPaths.ForEach(() =>
+        {
+            var dev = TestDevice.Get();
+            var rng = new Random(3);
+            var inputs = Inputs(rng, 4, 9);
+            using var x = Tensor.FromHost(dev, inputs[0].Item1, inputs[0].Item2, MemoryCategory.Data, "x");
+            using var w = Tensor.FromHost(dev, inputs[1].Item1, inputs[1].Item2, MemoryCategory.Data, "w");
+            using var b = Tensor.FromHost(dev, inputs[2].Item1, inputs[2].Item2, MemoryCategory.Data, "b");
+            using var y = Tensor.Empty(dev, x.Shape, DType.F32, MemoryCategory.Data, "y");
+            using var mean = Tensor.Empty(dev, LayerNorm.StatsShape(x.Shape), DType.F32, MemoryCategory.Data, "mean");
+            using var rstd = Tensor.Empty(dev, LayerNorm.StatsShape(x.Shape), DType.F32, MemoryCategory.Data, "rstd");
+            using var dy = Tensor.FromHost(dev, GradCheck.RandomValues(rng, x.Numel), x.Shape, MemoryCategory.Data, "dy");
+            using var dx = Tensor.Zeros(dev, x.Shape, DType.F32, MemoryCategory.Data, "dx");
+            using var dw = Tensor.Zeros(dev, w.Shape, DType.F32, MemoryCategory.Data, "dw");
+            using var db = Tensor.Zeros(dev, w.Shape, DType.F32, MemoryCategory.Data, "db");
+            LayerNorm.Forward(x, w, b, y, mean, rstd);
+            LayerNorm.Backward(x, w, mean, rstd, dy, dx, dw, db);
+            var once = new[] { dx.ToFloatArray(), dw.ToFloatArray(), db.ToFloatArray() };
+            LayerNorm.Backward(x, w, mean, rstd, dy, dx, dw, db);
+            var twice = new[] { dx.ToFloatArray(), dw.ToFloatArray(), db.ToFloatArray() };
+            for (int k = 0; k < 3; k++)
+                for (int i = 0; i < once[k].Length; i++)
+                    Assert.Equal(2 * once[k][i], twice[k][i], 1e-5f * (1 + Math.Abs(once[k][i])));
+        });
     }
 
     [Fact]

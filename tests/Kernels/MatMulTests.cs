@@ -33,24 +33,27 @@ public class MatMulTests
     public void Forward_matches_float64_reference_for_every_transpose_and_awkward_shapes(
         PositiveInt m, PositiveInt n, PositiveInt k, PositiveInt batch, bool transA, bool transB, PositiveInt layout, int seed)
     {
-        int M = Pick(Awkward, m), N = Pick(Awkward, n), K = Pick(Awkward, k), B = batch.Get % 3 + 1;
-        // layout: 0 both 2-D, 1 both batched, 2 A batched and B broadcast, 3 A broadcast and B batched.
-        int mode = layout.Get % 4;
-        var aShape = Operand(mode is 1 or 2 ? B : 0, transA ? K : M, transA ? M : K);
-        var bShape = Operand(mode is 1 or 3 ? B : 0, transB ? N : K, transB ? K : N);
-        var rng = new Random(seed);
-        float[] a = GradCheck.RandomValues(rng, aShape.Numel), b = GradCheck.RandomValues(rng, bShape.Numel);
-        var s = MatMulShape.Of(aShape, bShape, transA, transB);
+        KernelPaths.ForEach(() =>
+        {
+            int M = Pick(Awkward, m), N = Pick(Awkward, n), K = Pick(Awkward, k), B = batch.Get % 3 + 1;
+            // layout: 0 both 2-D, 1 both batched, 2 A batched and B broadcast, 3 A broadcast and B batched.
+            int mode = layout.Get % 4;
+            var aShape = Operand(mode is 1 or 2 ? B : 0, transA ? K : M, transA ? M : K);
+            var bShape = Operand(mode is 1 or 3 ? B : 0, transB ? N : K, transB ? K : N);
+            var rng = new Random(seed);
+            float[] a = GradCheck.RandomValues(rng, aShape.Numel), b = GradCheck.RandomValues(rng, bShape.Numel);
+            var s = MatMulShape.Of(aShape, bShape, transA, transB);
 
-        var dev = TestDevice.Get();
-        using var at = Tensor.FromHost(dev, a, aShape, MemoryCategory.Data, "a");
-        using var bt = Tensor.FromHost(dev, b, bShape, MemoryCategory.Data, "b");
-        using var ct = Tensor.Empty(dev, s.Output, DType.F32, MemoryCategory.Data, "c");
-        MatMul.Forward(at, bt, ct, transA, transB);
+            var dev = TestDevice.Get();
+            using var at = Tensor.FromHost(dev, a, aShape, MemoryCategory.Data, "a");
+            using var bt = Tensor.FromHost(dev, b, bShape, MemoryCategory.Data, "b");
+            using var ct = Tensor.Empty(dev, s.Output, DType.F32, MemoryCategory.Data, "c");
+            MatMul.Forward(at, bt, ct, transA, transB);
 
-        double[] want = MatMul.Reference.Forward(D(a), aShape, D(b), bShape, transA, transB);
-        double[] bound = MatMul.Reference.Forward(Abs(a), aShape, Abs(b), bShape, transA, transB);
-        AssertWithinRounding(ct.ToFloatArray(), want, bound, K, $"{aShape}{T(transA)}·{bShape}{T(transB)}");
+            double[] want = MatMul.Reference.Forward(D(a), aShape, D(b), bShape, transA, transB);
+            double[] bound = MatMul.Reference.Forward(Abs(a), aShape, Abs(b), bShape, transA, transB);
+            AssertWithinRounding(ct.ToFloatArray(), want, bound, K, $"{aShape}{T(transA)}·{bShape}{T(transB)}");
+        });
     }
 
     /// <summary>Attention-style addressing: one head's Q and K inside a [B, T, 3, H, hd] tensor, scores into one head of [B, H, T, T], then P·V back into [B, T, H, hd].</summary>
@@ -58,118 +61,133 @@ public class MatMulTests
     public void Gemm_addresses_submatrices_with_offsets_strides_alpha_and_accumulate(
         PositiveInt batch, PositiveInt t, PositiveInt heads, PositiveInt headDim, PositiveInt head, int seed)
     {
-        int B = batch.Get % 2 + 1, Tq = Pick(SmallAwkward, t) + t.Get / 8 % 3 * 16, H = heads.Get % 3 + 1, Dh = Pick(SmallAwkward, headDim);
-        int h = head.Get % H;
-        float alpha = 1f / MathF.Sqrt(Dh);
-        var rng = new Random(seed);
-        var qkvShape = new Shape(B, Tq, 3, H, Dh);
-        var scoresShape = new Shape(B, H, Tq, Tq);
-        var outShape = new Shape(B, Tq, H, Dh);
-        float[] qkv = GradCheck.RandomValues(rng, qkvShape.Numel), scores0 = GradCheck.RandomValues(rng, scoresShape.Numel);
-        float[] out0 = GradCheck.RandomValues(rng, outShape.Numel);
+        KernelPaths.ForEach(() =>
+        {
+            int B = batch.Get % 2 + 1, Tq = Pick(SmallAwkward, t) + t.Get / 8 % 3 * 16, H = heads.Get % 3 + 1, Dh = Pick(SmallAwkward, headDim);
+            int h = head.Get % H;
+            float alpha = 1f / MathF.Sqrt(Dh);
+            var rng = new Random(seed);
+            var qkvShape = new Shape(B, Tq, 3, H, Dh);
+            var scoresShape = new Shape(B, H, Tq, Tq);
+            var outShape = new Shape(B, Tq, H, Dh);
+            float[] qkv = GradCheck.RandomValues(rng, qkvShape.Numel), scores0 = GradCheck.RandomValues(rng, scoresShape.Numel);
+            float[] out0 = GradCheck.RandomValues(rng, outShape.Numel);
 
-        var dev = TestDevice.Get();
-        using var qkvT = Tensor.FromHost(dev, qkv, qkvShape, MemoryCategory.Data, "qkv");
-        using var scoresT = Tensor.FromHost(dev, scores0, scoresShape, MemoryCategory.Data, "scores");
-        using var outT = Tensor.FromHost(dev, out0, outShape, MemoryCategory.Data, "out");
-        int rowPitch = 3 * H * Dh;
-        long qkvBatch = (long)Tq * rowPitch;
-        var q = new MatrixOperand(qkvT, h * Dh, rowPitch, qkvBatch);
-        var kT = new MatrixOperand(qkvT, H * Dh + h * Dh, rowPitch, qkvBatch, Transposed: true);
-        var v = new MatrixOperand(qkvT, 2 * H * Dh + h * Dh, rowPitch, qkvBatch);
-        var s = new MatrixOperand(scoresT, (long)h * Tq * Tq, Tq, (long)H * Tq * Tq);
-        var o = new MatrixOperand(outT, h * Dh, H * Dh, (long)Tq * H * Dh);
+            var dev = TestDevice.Get();
+            using var qkvT = Tensor.FromHost(dev, qkv, qkvShape, MemoryCategory.Data, "qkv");
+            using var scoresT = Tensor.FromHost(dev, scores0, scoresShape, MemoryCategory.Data, "scores");
+            using var outT = Tensor.FromHost(dev, out0, outShape, MemoryCategory.Data, "out");
+            int rowPitch = 3 * H * Dh;
+            long qkvBatch = (long)Tq * rowPitch;
+            var q = new MatrixOperand(qkvT, h * Dh, rowPitch, qkvBatch);
+            var kT = new MatrixOperand(qkvT, H * Dh + h * Dh, rowPitch, qkvBatch, Transposed: true);
+            var v = new MatrixOperand(qkvT, 2 * H * Dh + h * Dh, rowPitch, qkvBatch);
+            var s = new MatrixOperand(scoresT, (long)h * Tq * Tq, Tq, (long)H * Tq * Tq);
+            var o = new MatrixOperand(outT, h * Dh, H * Dh, (long)Tq * H * Dh);
 
-        // scores[b, h] += alpha·Q·Kᵀ, then out[b, :, h, :] = scores[b, h]·V.
-        MatMul.Gemm(q, kT, s, Tq, Tq, Dh, B, alpha, accumulate: true);
-        MatMul.Gemm(s, v, o, Tq, Dh, Tq, B);
+            // scores[b, h] += alpha·Q·Kᵀ, then out[b, :, h, :] = scores[b, h]·V.
+            MatMul.Gemm(q, kT, s, Tq, Tq, Dh, B, alpha, accumulate: true);
+            MatMul.Gemm(s, v, o, Tq, Dh, Tq, B);
 
-        double[] wantScores = D(scores0), boundScores = Abs(scores0);
-        MatMul.Reference.Gemm(D(qkv), h * Dh, rowPitch, qkvBatch, false, D(qkv), H * Dh + h * Dh, rowPitch, qkvBatch, true,
-            wantScores, (long)h * Tq * Tq, Tq, (long)H * Tq * Tq, Tq, Tq, Dh, B, alpha, accumulate: true);
-        MatMul.Reference.Gemm(Abs(qkv), h * Dh, rowPitch, qkvBatch, false, Abs(qkv), H * Dh + h * Dh, rowPitch, qkvBatch, true,
-            boundScores, (long)h * Tq * Tq, Tq, (long)H * Tq * Tq, Tq, Tq, Dh, B, alpha, accumulate: true);
-        float[] gotScores = scoresT.ToFloatArray();
-        AssertWithinRounding(gotScores, wantScores, boundScores, Dh, "scores");
+            double[] wantScores = D(scores0), boundScores = Abs(scores0);
+            MatMul.Reference.Gemm(D(qkv), h * Dh, rowPitch, qkvBatch, false, D(qkv), H * Dh + h * Dh, rowPitch, qkvBatch, true,
+                wantScores, (long)h * Tq * Tq, Tq, (long)H * Tq * Tq, Tq, Tq, Dh, B, alpha, accumulate: true);
+            MatMul.Reference.Gemm(Abs(qkv), h * Dh, rowPitch, qkvBatch, false, Abs(qkv), H * Dh + h * Dh, rowPitch, qkvBatch, true,
+                boundScores, (long)h * Tq * Tq, Tq, (long)H * Tq * Tq, Tq, Tq, Dh, B, alpha, accumulate: true);
+            float[] gotScores = scoresT.ToFloatArray();
+            AssertWithinRounding(gotScores, wantScores, boundScores, Dh, "scores");
 
-        // The second product is checked on the device's own scores, so only its rounding counts.
-        double[] wantOut = D(out0), boundOut = Abs(out0);
-        MatMul.Reference.Gemm(D(gotScores), (long)h * Tq * Tq, Tq, (long)H * Tq * Tq, false, D(qkv), 2 * H * Dh + h * Dh, rowPitch, qkvBatch, false,
-            wantOut, h * Dh, H * Dh, (long)Tq * H * Dh, Tq, Dh, Tq, B);
-        MatMul.Reference.Gemm(Abs(gotScores), (long)h * Tq * Tq, Tq, (long)H * Tq * Tq, false, Abs(qkv), 2 * H * Dh + h * Dh, rowPitch, qkvBatch, false,
-            boundOut, h * Dh, H * Dh, (long)Tq * H * Dh, Tq, Dh, Tq, B);
-        AssertWithinRounding(outT.ToFloatArray(), wantOut, boundOut, Tq, "out (elements of other heads must be untouched)");
+            // The second product is checked on the device's own scores, so only its rounding counts.
+            double[] wantOut = D(out0), boundOut = Abs(out0);
+            MatMul.Reference.Gemm(D(gotScores), (long)h * Tq * Tq, Tq, (long)H * Tq * Tq, false, D(qkv), 2 * H * Dh + h * Dh, rowPitch, qkvBatch, false,
+                wantOut, h * Dh, H * Dh, (long)Tq * H * Dh, Tq, Dh, Tq, B);
+            MatMul.Reference.Gemm(Abs(gotScores), (long)h * Tq * Tq, Tq, (long)H * Tq * Tq, false, Abs(qkv), 2 * H * Dh + h * Dh, rowPitch, qkvBatch, false,
+                boundOut, h * Dh, H * Dh, (long)Tq * H * Dh, Tq, Dh, Tq, B);
+            AssertWithinRounding(outT.ToFloatArray(), wantOut, boundOut, Tq, "out (elements of other heads must be untouched)");
+        });
     }
 
     [Property(MaxTest = 20)]
     public void Output_batch_stride_zero_sums_the_batch_products(PositiveInt m, PositiveInt n, PositiveInt k, PositiveInt batch, bool accumulate, int seed)
     {
-        int M = Pick(Awkward, m), N = Pick(SmallAwkward, n), K = Pick(SmallAwkward, k), B = batch.Get % 4 + 2;
-        var rng = new Random(seed);
-        float[] a = GradCheck.RandomValues(rng, (long)B * K * M), b = GradCheck.RandomValues(rng, (long)B * K * N), c0 = GradCheck.RandomValues(rng, (long)M * N);
-        var dev = TestDevice.Get();
-        using var at = Tensor.FromHost(dev, a, new Shape(B, K, M), MemoryCategory.Data, "a");
-        using var bt = Tensor.FromHost(dev, b, new Shape(B, K, N), MemoryCategory.Data, "b");
-        using var ct = Tensor.FromHost(dev, c0, new Shape(M, N), MemoryCategory.Data, "c");
-        // C = Σ_b A[b]ᵀ·B[b]: the weight gradient of a broadcast operand.
-        MatMul.Gemm(MatrixOperand.Dense(at, transposed: true), MatrixOperand.Dense(bt), MatrixOperand.Dense(ct), M, N, K, B, 1f, accumulate);
+        KernelPaths.ForEach(() =>
+        {
+            int M = Pick(Awkward, m), N = Pick(SmallAwkward, n), K = Pick(SmallAwkward, k), B = batch.Get % 4 + 2;
+            var rng = new Random(seed);
+            float[] a = GradCheck.RandomValues(rng, (long)B * K * M), b = GradCheck.RandomValues(rng, (long)B * K * N), c0 = GradCheck.RandomValues(rng, (long)M * N);
+            var dev = TestDevice.Get();
+            using var at = Tensor.FromHost(dev, a, new Shape(B, K, M), MemoryCategory.Data, "a");
+            using var bt = Tensor.FromHost(dev, b, new Shape(B, K, N), MemoryCategory.Data, "b");
+            using var ct = Tensor.FromHost(dev, c0, new Shape(M, N), MemoryCategory.Data, "c");
+            // C = Σ_b A[b]ᵀ·B[b]: the weight gradient of a broadcast operand.
+            MatMul.Gemm(MatrixOperand.Dense(at, transposed: true), MatrixOperand.Dense(bt), MatrixOperand.Dense(ct), M, N, K, B, 1f, accumulate);
 
-        double[] want = D(c0), bound = Abs(c0);
-        MatMul.Reference.Gemm(D(a), 0, M, (long)K * M, true, D(b), 0, N, (long)K * N, false, want, 0, N, 0, M, N, K, B, 1, accumulate);
-        MatMul.Reference.Gemm(Abs(a), 0, M, (long)K * M, true, Abs(b), 0, N, (long)K * N, false, bound, 0, N, 0, M, N, K, B, 1, accumulate);
-        AssertWithinRounding(ct.ToFloatArray(), want, bound, K * B, $"Σ over {B} batches");
+            double[] want = D(c0), bound = Abs(c0);
+            MatMul.Reference.Gemm(D(a), 0, M, (long)K * M, true, D(b), 0, N, (long)K * N, false, want, 0, N, 0, M, N, K, B, 1, accumulate);
+            MatMul.Reference.Gemm(Abs(a), 0, M, (long)K * M, true, Abs(b), 0, N, (long)K * N, false, bound, 0, N, 0, M, N, K, B, 1, accumulate);
+            AssertWithinRounding(ct.ToFloatArray(), want, bound, K * B, $"Σ over {B} batches");
+        });
     }
 
     [Property(MaxTest = 30)]
     public void MatMul_gradients_match_finite_differences(
         PositiveInt m, PositiveInt n, PositiveInt k, PositiveInt batch, bool transA, bool transB, PositiveInt layout, int seed)
     {
-        int M = Pick(SmallAwkward, m), N = Pick(SmallAwkward, n), K = Pick(SmallAwkward, k), B = batch.Get % 3 + 1;
-        int mode = layout.Get % 4;
-        var aShape = Operand(mode is 1 or 2 ? B : 0, transA ? K : M, transA ? M : K);
-        var bShape = Operand(mode is 1 or 3 ? B : 0, transB ? N : K, transB ? K : N);
-        var rng = new Random(seed);
-        var r = GradCheck.Run(TestDevice.Get(),
-            [(GradCheck.RandomValues(rng, aShape.Numel), aShape), (GradCheck.RandomValues(rng, bShape.Numel), bShape)], [true, true],
-            v => Ops.MatMul(v[0], v[1], transA, transB),
-            x => MatMul.Reference.Forward(x[0], aShape, x[1], bShape, transA, transB), seed);
-        Assert.True(r.GradientErrors.All(e => e <= GradientTolerance), $"{aShape}{T(transA)}·{bShape}{T(transB)}: {r}");
+        KernelPaths.ForEach(() =>
+        {
+            int M = Pick(SmallAwkward, m), N = Pick(SmallAwkward, n), K = Pick(SmallAwkward, k), B = batch.Get % 3 + 1;
+            int mode = layout.Get % 4;
+            var aShape = Operand(mode is 1 or 2 ? B : 0, transA ? K : M, transA ? M : K);
+            var bShape = Operand(mode is 1 or 3 ? B : 0, transB ? N : K, transB ? K : N);
+            var rng = new Random(seed);
+            var r = GradCheck.Run(TestDevice.Get(),
+                [(GradCheck.RandomValues(rng, aShape.Numel), aShape), (GradCheck.RandomValues(rng, bShape.Numel), bShape)], [true, true],
+                v => Ops.MatMul(v[0], v[1], transA, transB),
+                x => MatMul.Reference.Forward(x[0], aShape, x[1], bShape, transA, transB), seed);
+            Assert.True(r.GradientErrors.All(e => e <= GradientTolerance), $"{aShape}{T(transA)}·{bShape}{T(transB)}: {r}");
+        });
     }
 
     [Property(MaxTest = 25)]
     public void Linear_matches_reference_and_finite_differences(PositiveInt lead, PositiveInt rows, PositiveInt inF, PositiveInt outF, bool withBias, int seed)
     {
-        int L = lead.Get % 3, R = Pick(SmallAwkward, rows), I = Pick(SmallAwkward, inF), O = Pick(SmallAwkward, outF);
-        var xShape = L == 0 ? new Shape(R, I) : new Shape(L, R, I);
-        var wShape = new Shape(O, I);
-        var bShape = new Shape(O);
-        var rng = new Random(seed);
-        (float[], Shape)[] inputs = withBias
-            ? [(GradCheck.RandomValues(rng, xShape.Numel), xShape), (GradCheck.RandomValues(rng, wShape.Numel), wShape), (GradCheck.RandomValues(rng, O), bShape)]
-            : [(GradCheck.RandomValues(rng, xShape.Numel), xShape), (GradCheck.RandomValues(rng, wShape.Numel), wShape)];
-        var flat = new Shape((int)xShape.Rows, I);
-        var r = GradCheck.Run(TestDevice.Get(), inputs, inputs.Select(_ => true).ToArray(),
-            v => Ops.Linear(v[0], v[1], withBias ? v[2] : null),
-            x =>
-            {
-                var y = MatMul.Reference.Forward(x[0], flat, x[1], wShape, transB: true);
-                return withBias ? BiasAdd.Reference.Forward(y, x[2]) : y;
-            }, seed);
-        // Forward: a dot product of length I ≤ 17 plus the bias: (I + 2)·u ≈ 1.2e-6 of Σ|terms| (see GradientTolerance on cancellation).
-        Assert.True(r.ForwardError <= GradientTolerance && r.GradientErrors.All(e => e <= GradientTolerance), $"x {xShape}, W {wShape}, bias {withBias}: {r}");
+        KernelPaths.ForEach(() =>
+        {
+            int L = lead.Get % 3, R = Pick(SmallAwkward, rows), I = Pick(SmallAwkward, inF), O = Pick(SmallAwkward, outF);
+            var xShape = L == 0 ? new Shape(R, I) : new Shape(L, R, I);
+            var wShape = new Shape(O, I);
+            var bShape = new Shape(O);
+            var rng = new Random(seed);
+            (float[], Shape)[] inputs = withBias
+                ? [(GradCheck.RandomValues(rng, xShape.Numel), xShape), (GradCheck.RandomValues(rng, wShape.Numel), wShape), (GradCheck.RandomValues(rng, O), bShape)]
+                : [(GradCheck.RandomValues(rng, xShape.Numel), xShape), (GradCheck.RandomValues(rng, wShape.Numel), wShape)];
+            var flat = new Shape((int)xShape.Rows, I);
+            var r = GradCheck.Run(TestDevice.Get(), inputs, inputs.Select(_ => true).ToArray(),
+                v => Ops.Linear(v[0], v[1], withBias ? v[2] : null),
+                x =>
+                {
+                    var y = MatMul.Reference.Forward(x[0], flat, x[1], wShape, transB: true);
+                    return withBias ? BiasAdd.Reference.Forward(y, x[2]) : y;
+                }, seed);
+            // Forward: a dot product of length I ≤ 17 plus the bias: (I + 2)·u ≈ 1.2e-6 of Σ|terms| (see GradientTolerance on cancellation).
+            Assert.True(r.ForwardError <= GradientTolerance && r.GradientErrors.All(e => e <= GradientTolerance), $"x {xShape}, W {wShape}, bias {withBias}: {r}");
+        });
     }
 
     [Fact]
     public void Linear_output_has_pytorch_layout_y_equals_x_times_w_transposed_plus_b()
     {
-        // torch.nn.functional.linear(x=[[1,2]], W=[[1,0],[0,1],[1,1]], b=[10,20,30]) = [[11, 22, 33]].
-        var dev = TestDevice.Get();
-        using var x = new Var(Tensor.FromHost(dev, [1f, 2f], new Shape(1, 2), MemoryCategory.Data, "x"));
-        using var w = new Var(Tensor.FromHost(dev, [1f, 0f, 0f, 1f, 1f, 1f], new Shape(3, 2), MemoryCategory.Data, "w"));
-        using var b = new Var(Tensor.FromHost(dev, [10f, 20f, 30f], new Shape(3), MemoryCategory.Data, "b"));
-        using var y = Ops.Linear(x, w, b);
-        Assert.Equal(new Shape(1, 3), y.Shape);
-        Assert.Equal([11f, 22f, 33f], y.Value.ToFloatArray());
+        KernelPaths.ForEach(() =>
+        {
+            // torch.nn.functional.linear(x=[[1,2]], W=[[1,0],[0,1],[1,1]], b=[10,20,30]) = [[11, 22, 33]].
+            var dev = TestDevice.Get();
+            using var x = new Var(Tensor.FromHost(dev, [1f, 2f], new Shape(1, 2), MemoryCategory.Data, "x"));
+            using var w = new Var(Tensor.FromHost(dev, [1f, 0f, 0f, 1f, 1f, 1f], new Shape(3, 2), MemoryCategory.Data, "w"));
+            using var b = new Var(Tensor.FromHost(dev, [10f, 20f, 30f], new Shape(3), MemoryCategory.Data, "b"));
+            using var y = Ops.Linear(x, w, b);
+            Assert.Equal(new Shape(1, 3), y.Shape);
+            Assert.Equal([11f, 22f, 33f], y.Value.ToFloatArray());
+        });
     }
 
     [Fact]

@@ -20,59 +20,68 @@ public class ReduceTests
     [Property(MaxTest = 30)]
     public void Sum_and_mean_are_within_the_summation_bound_for_any_group_count(PositiveInt n, PositiveInt groups, bool mean, int seed)
     {
-        int count = n.Get % 2000 + 1;
-        int? partialGroups = (groups.Get % 4) switch { 0 => null, 1 => 1, 2 => 3, _ => 17 };
-        var rng = new Random(seed);
-        float[] x = GradCheck.RandomValues(rng, count);
-        var dev = TestDevice.Get();
-        using var xt = Tensor.FromHost(dev, x, new Shape(count), MemoryCategory.Data, "x");
-        using var yt = Tensor.Empty(dev, new Shape(1), DType.F32, MemoryCategory.Data, "y");
-        if (mean) Reduce.Mean(xt, yt, partialGroups); else Reduce.Sum(xt, yt, partialGroups);
+        KernelPaths.ForEach(() =>
+        {
+            int count = n.Get % 2000 + 1;
+            int? partialGroups = (groups.Get % 4) switch { 0 => null, 1 => 1, 2 => 3, _ => 17 };
+            var rng = new Random(seed);
+            float[] x = GradCheck.RandomValues(rng, count);
+            var dev = TestDevice.Get();
+            using var xt = Tensor.FromHost(dev, x, new Shape(count), MemoryCategory.Data, "x");
+            using var yt = Tensor.Empty(dev, new Shape(1), DType.F32, MemoryCategory.Data, "y");
+            if (mean) Reduce.Mean(xt, yt, partialGroups); else Reduce.Sum(xt, yt, partialGroups);
 
-        double[] x64 = MatMulTests.D(x);
-        double want = mean ? Reduce.Reference.Mean(x64) : Reduce.Reference.Sum(x64);
-        double magnitude = x64.Sum(Math.Abs) / (mean ? count : 1);
-        double tolerance = (count + 2) * UnitRoundoff * magnitude;
-        float got = yt.ToFloatArray()[0];
-        Assert.True(Math.Abs(got - want) <= tolerance, $"n {count}, {partialGroups?.ToString() ?? "default"} groups: {got} vs {want} (tolerance {tolerance:E2})");
+            double[] x64 = MatMulTests.D(x);
+            double want = mean ? Reduce.Reference.Mean(x64) : Reduce.Reference.Sum(x64);
+            double magnitude = x64.Sum(Math.Abs) / (mean ? count : 1);
+            double tolerance = (count + 2) * UnitRoundoff * magnitude;
+            float got = yt.ToFloatArray()[0];
+            Assert.True(Math.Abs(got - want) <= tolerance, $"n {count}, {partialGroups?.ToString() ?? "default"} groups: {got} vs {want} (tolerance {tolerance:E2})");
+        });
     }
 
     [Property(MaxTest = 20)]
     public void Sum_and_mean_gradients_match_finite_differences(PositiveInt a, PositiveInt b, bool mean, int seed)
     {
-        var shape = new Shape(a.Get % 7 + 1, b.Get % 41 + 1);
-        var rng = new Random(seed);
-        var r = GradCheck.Run(TestDevice.Get(), [(GradCheck.RandomValues(rng, shape.Numel), shape)], [true],
-            v => mean ? Ops.Mean(v[0]) : Ops.Sum(v[0]),
-            x => [mean ? Reduce.Reference.Mean(x[0]) : Reduce.Reference.Sum(x[0])], seed);
-        Assert.True(r.GradientErrors[0] <= BroadcastGradientTolerance, $"{shape} {(mean ? "mean" : "sum")}: {r}");
+        KernelPaths.ForEach(() =>
+        {
+            var shape = new Shape(a.Get % 7 + 1, b.Get % 41 + 1);
+            var rng = new Random(seed);
+            var r = GradCheck.Run(TestDevice.Get(), [(GradCheck.RandomValues(rng, shape.Numel), shape)], [true],
+                v => mean ? Ops.Mean(v[0]) : Ops.Sum(v[0]),
+                x => [mean ? Reduce.Reference.Mean(x[0]) : Reduce.Reference.Sum(x[0])], seed);
+            Assert.True(r.GradientErrors[0] <= BroadcastGradientTolerance, $"{shape} {(mean ? "mean" : "sum")}: {r}");
+        });
     }
 
     [Property(MaxTest = 20)]
     public void Row_sum_and_its_backward_match_the_reference(PositiveInt rows, PositiveInt cols, int seed)
     {
-        int R = rows.Get % 20 + 1, C = cols.Get % 300 + 1;
-        var rng = new Random(seed);
-        float[] x = GradCheck.RandomValues(rng, (long)R * C), dy = GradCheck.RandomValues(rng, R), dx0 = GradCheck.RandomValues(rng, (long)R * C);
-        var dev = TestDevice.Get();
-        using var xt = Tensor.FromHost(dev, x, new Shape(R, C), MemoryCategory.Data, "x");
-        using var yt = Tensor.Empty(dev, new Shape(R), DType.F32, MemoryCategory.Data, "y");
-        Reduce.RowSum(xt, yt);
-        double[] want = Reduce.Reference.RowSum(MatMulTests.D(x), C), magnitude = Reduce.Reference.RowSum(MatMulTests.Abs(x), C);
-        float[] got = yt.ToFloatArray();
-        for (int r = 0; r < R; r++)
-            Assert.True(Math.Abs(got[r] - want[r]) <= C * UnitRoundoff * magnitude[r], $"[{R}, {C}] row {r}: {got[r]} vs {want[r]}");
-
-        // Backward: dx[r, c] += dy[r] is one float32 add per element.
-        using var dyt = Tensor.FromHost(dev, dy, new Shape(R), MemoryCategory.Data, "dy");
-        using var dxt = Tensor.FromHost(dev, dx0, new Shape(R, C), MemoryCategory.Data, "dx");
-        Reduce.RowSumBackward(dyt, dxt);
-        float[] dx = dxt.ToFloatArray();
-        for (int i = 0; i < dx.Length; i++)
+        KernelPaths.ForEach(() =>
         {
-            double expect = (double)dx0[i] + dy[i / C];
-            Assert.True(Math.Abs(dx[i] - expect) <= UnitRoundoff * Math.Abs(expect), $"[{R}, {C}] dx element {i}: {dx[i]} vs {expect}");
-        }
+            int R = rows.Get % 20 + 1, C = cols.Get % 300 + 1;
+            var rng = new Random(seed);
+            float[] x = GradCheck.RandomValues(rng, (long)R * C), dy = GradCheck.RandomValues(rng, R), dx0 = GradCheck.RandomValues(rng, (long)R * C);
+            var dev = TestDevice.Get();
+            using var xt = Tensor.FromHost(dev, x, new Shape(R, C), MemoryCategory.Data, "x");
+            using var yt = Tensor.Empty(dev, new Shape(R), DType.F32, MemoryCategory.Data, "y");
+            Reduce.RowSum(xt, yt);
+            double[] want = Reduce.Reference.RowSum(MatMulTests.D(x), C), magnitude = Reduce.Reference.RowSum(MatMulTests.Abs(x), C);
+            float[] got = yt.ToFloatArray();
+            for (int r = 0; r < R; r++)
+                Assert.True(Math.Abs(got[r] - want[r]) <= C * UnitRoundoff * magnitude[r], $"[{R}, {C}] row {r}: {got[r]} vs {want[r]}");
+
+            // Backward: dx[r, c] += dy[r] is one float32 add per element.
+            using var dyt = Tensor.FromHost(dev, dy, new Shape(R), MemoryCategory.Data, "dy");
+            using var dxt = Tensor.FromHost(dev, dx0, new Shape(R, C), MemoryCategory.Data, "dx");
+            Reduce.RowSumBackward(dyt, dxt);
+            float[] dx = dxt.ToFloatArray();
+            for (int i = 0; i < dx.Length; i++)
+            {
+                double expect = (double)dx0[i] + dy[i / C];
+                Assert.True(Math.Abs(dx[i] - expect) <= UnitRoundoff * Math.Abs(expect), $"[{R}, {C}] dx element {i}: {dx[i]} vs {expect}");
+            }
+        });
     }
 
     [Fact]

@@ -38,28 +38,31 @@ public class SoftmaxTests
     /// </summary>
     private static void CheckSoftmax(int n, int t, float scale, int? window, int seed, double spread = 3)
     {
-        var dev = TestDevice.Get();
-        var rng = new Random(seed);
-        var shape = new Shape(n, t, t);
-        var x = GradCheck.RandomValues(rng, shape.Numel, spread);
-        GradCheck.Reference reference = v => Softmax.Reference.Forward(v[0], t, scale, window);
-        var r = GradCheck.Run(dev, [(x, shape)], [false], v => Ops.CausalSoftmax(v[0], scale, window), reference, seed);
-
-        var dyValues = GradCheck.RandomValues(rng, shape.Numel);
-        double[] dx;
-        using (var xv = new Var(Tensor.FromHost(dev, x, shape, MemoryCategory.Data, "x"), requiresGrad: true))
-        using (var tape = new Tape())
-        using (var y = Ops.CausalSoftmax(xv, scale, window))
-        using (var dy = Tensor.FromHost(dev, dyValues, shape, MemoryCategory.Data, "dy"))
+        KernelPaths.ForEach(() =>
         {
-            tape.Backward(y, dy);
-            dx = F64(xv.Grad!.ToFloatArray());
-            xv.Grad.Dispose();
-        }
-        var fd = GradCheck.FiniteDifference(reference, [F64(x)], 0, F64(dyValues), 1e-6);
-        double gradientError = dx.Select((g, i) => Math.Abs(g - fd[i])).Max() / (scale * dyValues.Max(Math.Abs) + 1e-30);
-        Assert.True(r.ForwardError <= ForwardTolerance && gradientError <= GradientTolerance,
-            $"N={n} T={t} W={window} scale={scale}: forward {r.ForwardError:E2}, gradient {gradientError:E2} of s·max|dy|");
+            var dev = TestDevice.Get();
+            var rng = new Random(seed);
+            var shape = new Shape(n, t, t);
+            var x = GradCheck.RandomValues(rng, shape.Numel, spread);
+            GradCheck.Reference reference = v => Softmax.Reference.Forward(v[0], t, scale, window);
+            var r = GradCheck.Run(dev, [(x, shape)], [false], v => Ops.CausalSoftmax(v[0], scale, window), reference, seed);
+
+            var dyValues = GradCheck.RandomValues(rng, shape.Numel);
+            double[] dx;
+            using (var xv = new Var(Tensor.FromHost(dev, x, shape, MemoryCategory.Data, "x"), requiresGrad: true))
+            using (var tape = new Tape())
+            using (var y = Ops.CausalSoftmax(xv, scale, window))
+            using (var dy = Tensor.FromHost(dev, dyValues, shape, MemoryCategory.Data, "dy"))
+            {
+                tape.Backward(y, dy);
+                dx = F64(xv.Grad!.ToFloatArray());
+                xv.Grad.Dispose();
+            }
+            var fd = GradCheck.FiniteDifference(reference, [F64(x)], 0, F64(dyValues), 1e-6);
+            double gradientError = dx.Select((g, i) => Math.Abs(g - fd[i])).Max() / (scale * dyValues.Max(Math.Abs) + 1e-30);
+            Assert.True(r.ForwardError <= ForwardTolerance && gradientError <= GradientTolerance,
+                $"N={n} T={t} W={window} scale={scale}: forward {r.ForwardError:E2}, gradient {gradientError:E2} of s·max|dy|");
+        });
     }
 
     [Property(MaxTest = 40)]
@@ -88,54 +91,63 @@ public class SoftmaxTests
     [InlineData(9, 100)]
     public void Masked_entries_are_exactly_zero_and_visible_rows_sum_to_one(int t, int? window)
     {
-        var dev = TestDevice.Get();
-        var rng = new Random(t);
-        var shape = new Shape(3, t, t);
-        using var x = Tensor.FromHost(dev, GradCheck.RandomValues(rng, shape.Numel, 5), shape, MemoryCategory.Data, "x");
-        using var y = Tensor.Empty(dev, shape, DType.F32, MemoryCategory.Data, "y");
-        Softmax.Forward(x, y, 1f, window);
-        var p = y.ToFloatArray();
-        int w = window ?? t;
-        for (int row = 0; row < 3 * t; row++)
+        KernelPaths.ForEach(() =>
         {
-            int i = row % t;
-            double sum = 0;
-            for (int j = 0; j < t; j++)
+            var dev = TestDevice.Get();
+            var rng = new Random(t);
+            var shape = new Shape(3, t, t);
+            using var x = Tensor.FromHost(dev, GradCheck.RandomValues(rng, shape.Numel, 5), shape, MemoryCategory.Data, "x");
+            using var y = Tensor.Empty(dev, shape, DType.F32, MemoryCategory.Data, "y");
+            Softmax.Forward(x, y, 1f, window);
+            var p = y.ToFloatArray();
+            int w = window ?? t;
+            for (int row = 0; row < 3 * t; row++)
             {
-                float v = p[row * t + j];
-                if (Softmax.Reference.Visible(i, j, w)) { Assert.True(v > 0f, $"row {row} col {j} visible but {v}"); sum += v; }
-                else Assert.True(v == 0f, $"row {row} col {j} masked but {v}");
+                int i = row % t;
+                double sum = 0;
+                for (int j = 0; j < t; j++)
+                {
+                    float v = p[row * t + j];
+                    if (Softmax.Reference.Visible(i, j, w)) { Assert.True(v > 0f, $"row {row} col {j} visible but {v}"); sum += v; }
+                    else Assert.True(v == 0f, $"row {row} col {j} masked but {v}");
+                }
+                Assert.True(Math.Abs(sum - 1) < 1e-6, $"row {row} sums to {sum}");
             }
-            Assert.True(Math.Abs(sum - 1) < 1e-6, $"row {row} sums to {sum}");
-        }
-        if (window == 1) Assert.All(Enumerable.Range(0, 3 * t), row => Assert.Equal(1f, p[row * t + row % t]));
+            if (window == 1) Assert.All(Enumerable.Range(0, 3 * t), row => Assert.Equal(1f, p[row * t + row % t]));
+        });
     }
 
     [Fact]
     public void Huge_scores_stay_finite_because_the_row_max_is_subtracted()
     {
-        var dev = TestDevice.Get();
-        const int t = 5;
-        var values = Enumerable.Range(0, t * t).Select(i => 1e4f + 10f * (i % t)).ToArray();
-        using var x = Tensor.FromHost(dev, values, new Shape(1, t, t), MemoryCategory.Data, "x");
-        using var y = Tensor.Empty(dev, x.Shape, DType.F32, MemoryCategory.Data, "y");
-        Softmax.Forward(x, y, 1f);
-        var want = Softmax.Reference.Forward(values.Select(v => (double)v).ToArray(), t);
-        var got = y.ToFloatArray().Select(v => (double)v).ToArray();
-        Assert.True(GradCheck.RelativeError(got, want) <= ForwardTolerance);
+        KernelPaths.ForEach(() =>
+        {
+            var dev = TestDevice.Get();
+            const int t = 5;
+            var values = Enumerable.Range(0, t * t).Select(i => 1e4f + 10f * (i % t)).ToArray();
+            using var x = Tensor.FromHost(dev, values, new Shape(1, t, t), MemoryCategory.Data, "x");
+            using var y = Tensor.Empty(dev, x.Shape, DType.F32, MemoryCategory.Data, "y");
+            Softmax.Forward(x, y, 1f);
+            var want = Softmax.Reference.Forward(values.Select(v => (double)v).ToArray(), t);
+            var got = y.ToFloatArray().Select(v => (double)v).ToArray();
+            Assert.True(GradCheck.RelativeError(got, want) <= ForwardTolerance);
+        });
     }
 
     [Fact]
     public void In_place_forward_equals_out_of_place()
     {
-        var dev = TestDevice.Get();
-        var shape = new Shape(2, 11, 11);
-        var values = GradCheck.RandomValues(new Random(2), shape.Numel, 4);
-        using var x = Tensor.FromHost(dev, values, shape, MemoryCategory.Data, "x");
-        using var y = Tensor.Empty(dev, shape, DType.F32, MemoryCategory.Data, "y");
-        Softmax.Forward(x, y, 0.7f, 5);
-        Softmax.Forward(x, x, 0.7f, 5);
-        Assert.Equal(y.ToFloatArray(), x.ToFloatArray());
+        KernelPaths.ForEach(() =>
+        {
+            var dev = TestDevice.Get();
+            var shape = new Shape(2, 11, 11);
+            var values = GradCheck.RandomValues(new Random(2), shape.Numel, 4);
+            using var x = Tensor.FromHost(dev, values, shape, MemoryCategory.Data, "x");
+            using var y = Tensor.Empty(dev, shape, DType.F32, MemoryCategory.Data, "y");
+            Softmax.Forward(x, y, 0.7f, 5);
+            Softmax.Forward(x, x, 0.7f, 5);
+            Assert.Equal(y.ToFloatArray(), x.ToFloatArray());
+        });
     }
 
     [Fact]
