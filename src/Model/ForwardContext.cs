@@ -9,5 +9,5 @@ public sealed record ForwardContext(bool Training, ulong Seed, long Step)
 {
     public static readonly ForwardContext Evaluation = new(false, 0, 0);
 
-    public ulong DropoutOffset(int layer, int site) => ((ulong)Step << 20) | (ulong)((layer + 1) * 16 + site);
+    public ulong DropoutOffset(int layer, int site) => ((ulong)Step << 20) | (uint)((layer + 1) * 16 + site);
 }

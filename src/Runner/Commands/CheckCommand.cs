@@ -1,5 +1,6 @@
 using System.Globalization;
 using CommandLine;
+using Memopt.Kernels;
 using Memopt.Runner.Checks;
 using Memopt.Runner.Checks.Cases;
 using Memopt.Tensors;
@@ -17,6 +18,9 @@ public sealed class CheckOptions : DeviceOptions
 
     [Option("seed", Default = 1, HelpText = "Seed for the random inputs.")]
     public int Seed { get; set; } = 1;
+
+    [Option("path", Default = "auto", HelpText = "Kernel path: auto (cooperative on CUDA, portable on the CPU), cooperative or portable.")]
+    public string Path { get; set; } = "auto";
 }
 
 public static class CheckCommand
@@ -27,11 +31,14 @@ public static class CheckCommand
     public static int Run(CheckOptions options)
     {
         if (options.Repeats <= 0) throw new UserError($"--repeats {options.Repeats}: must be > 0");
+        if (!Enum.TryParse<KernelPath>(options.Path, ignoreCase: true, out var path))
+            throw new UserError($"--path '{options.Path}': expected auto, cooperative or portable");
+        using var pathScope = Launch.UsePath(path);
         using var device = options.OpenDevice();
         var cases = AllCases().Where(c => options.Kernel is null || $"{c.Family}.{c.Name}".Contains(options.Kernel, StringComparison.OrdinalIgnoreCase)).ToList();
         if (cases.Count == 0) throw new UserError($"--kernel '{options.Kernel}' matches no kernel");
         var info = device.Info();
-        Console.WriteLine($"memopt check on {info.Kind}: {info.Name}, {cases.Count} kernels, median of {options.Repeats}");
+        Console.WriteLine($"memopt check on {info.Kind}: {info.Name}, {cases.Count} kernels, {(Launch.Cooperative(device) ? "cooperative" : "portable")} path, median of {options.Repeats}");
         Console.WriteLine($"{"kernel",-34} {"size",-22} {"error",10} {"tol",8} {"device ms",10} {"ref ms",9} {"GB/s",8} {"GFLOP/s",9}  result");
         int failed = 0;
         foreach (var c in cases)
