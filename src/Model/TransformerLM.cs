@@ -4,7 +4,7 @@ using Memopt.Tensors;
 namespace Memopt.Model;
 
 /// <summary>
-/// Decoder-only Transformer LM: token embedding + positions, N blocks, final LayerNorm, LM head (tied to the
+/// Decoder-only Transformer LM: token embedding (×√d with sinusoidal positions) + positions, N blocks, final LayerNorm, LM head (tied to the
 /// embedding or its own weight, bias optional), cross-entropy over the next token. All parameters and their gradient
 /// buffers are allocated here, up front, so parameter memory is known before the first step.
 /// Parameter names follow a GPT-2-like scheme and go unchanged into safetensors checkpoints.
@@ -67,9 +67,16 @@ public sealed class TransformerLM : IDisposable
         Var x;
         using (var tok = Ops.Embedding(idsVar, TokenEmbedding, op: "wte"))
         {
-            x = PositionEmbedding is not null
-                ? Ops.AddPositions(tok, PositionEmbedding, "wpe")
-                : AddSinusoid(tok, t);
+            if (PositionEmbedding is not null)
+                x = Ops.AddPositions(tok, PositionEmbedding, "wpe");
+            else
+            {
+                // As in the original Transformer, token embeddings are scaled by √d before the ±1 sinusoid is added.
+                // Unscaled, N(0, 0.02) embeddings are ~2% of the residual stream: measured on lab4, one epoch then
+                // learned only unigram statistics (val ppl 101.70 vs the corpus's unigram 101.52) at any learning rate.
+                using var scaled = Ops.Scale(tok, MathF.Sqrt(Config.DModel), "wte.scale");
+                x = AddSinusoid(scaled, t);
+            }
         }
         if (ctx.Training && Config.Dropout > 0)
         {
