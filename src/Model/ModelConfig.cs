@@ -51,7 +51,6 @@ public sealed record ModelConfig
         Positive(SeqLen, "--seq-len");
         if (DModel % Heads != 0) throw new ArgumentException($"model: --d-model {DModel} is not divisible by --heads {Heads}");
         if (Dropout < 0 || Dropout >= 1) throw new ArgumentException($"model: --dropout {Dropout} must be in [0, 1)");
-        if (TiedHead && HeadBias) { /* a tied head may still carry its own bias vector */ }
     }
 
     /// <summary>Parameter count from the shapes alone (checked against the allocated parameters in tests).</summary>

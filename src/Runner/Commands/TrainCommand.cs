@@ -104,7 +104,6 @@ public static class TrainCommand
                 EvalEvery = o.EvalEvery, EvalBatches = o.EvalBatches, WindowSize = o.WindowSize,
             };
             training.Validate();
-            if (o.WindowSize is int w && w > config.SeqLen) { /* W ≥ T is plain causal attention: allowed */ }
         }
         catch (ArgumentException e)
         {
