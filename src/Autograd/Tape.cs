@@ -72,10 +72,12 @@ public sealed class Tape : IDisposable
     /// saved-for-backward) so the caller may dispose its copies; those handles go when the node's backward has run.
     /// Backward receives the output gradient and the tape's handles, in the order they were saved: it must read
     /// saved values through them, never through the input Vars, whose values the caller may already have released.
+    /// <paramref name="always"/> records even when no listed input needs a gradient: an op whose backward reaches
+    /// parameters its inputs do not list (a gradient checkpoint, which re-runs its function in backward).
     /// </summary>
-    public static void Record(string op, Var output, Var[] inputs, Tensor[] saved, Action<Tensor, Tensor[]> backward)
+    public static void Record(string op, Var output, Var[] inputs, Tensor[] saved, Action<Tensor, Tensor[]> backward, bool always = false)
     {
-        if (!IsRecording || !inputs.Any(v => v.RequiresGrad)) return;
+        if (!IsRecording || !(always || inputs.Any(v => v.RequiresGrad))) return;
         var tape = _current!;
         if (tape._backwardDone) throw new InvalidOperationException($"{op}: the tape already ran backward; start a new tape for a new step");
         var handles = new Tensor[saved.Length];

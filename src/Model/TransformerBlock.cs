@@ -11,6 +11,7 @@ public sealed class TransformerBlock
 {
     private readonly ModelConfig _c;
     private readonly int _layer;
+    public int Layer => _layer;
     public Parameter Ln1W, Ln1B, QkvW, QkvB, ProjW, ProjB, Ln2W, Ln2B, FcW, FcB, Fc2W, Fc2B;
 
     public TransformerBlock(ModelConfig c, int layer, ParameterInit init)
@@ -33,32 +34,57 @@ public sealed class TransformerBlock
         Fc2B = init.Constant(p + "mlp.proj.bias", 0f, c.DModel);
     }
 
-    /// <summary>x [B, T, C] → [B, T, C]. Does not dispose x.</summary>
-    public Var Forward(Var x, AttentionSettings attention, ForwardContext ctx)
+    /// <summary>
+    /// x [B, T, C] → [B, T, C]. Does not dispose x. With a checkpoint scope, that part of the block keeps only its
+    /// input for backward and is recomputed there (<see cref="Ops.Checkpoint"/>).
+    /// </summary>
+    public Var Forward(Var x, AttentionSettings attention, ForwardContext ctx, CheckpointScope? checkpoint = null)
+    {
+        using var layerScope = x.Device.Tracker.InLayer(_layer);
+        switch (checkpoint)
+        {
+            case CheckpointScope.Block:
+                return Ops.Checkpoint(v => Forward(v, attention, ctx), x, $"blocks.{_layer}.checkpoint", record: true);
+            case CheckpointScope.Attention:
+                using (var mid = Ops.Checkpoint(v => AttentionSubBlock(v, attention, ctx), x, $"blocks.{_layer}.attn.checkpoint", record: true))
+                    return MlpSubBlock(mid, ctx);
+            case CheckpointScope.Mlp:
+                using (var mid = AttentionSubBlock(x, attention, ctx))
+                    return Ops.Checkpoint(v => MlpSubBlock(v, ctx), mid, $"blocks.{_layer}.mlp.checkpoint", record: true);
+            default:
+                using (var mid = AttentionSubBlock(x, attention, ctx))
+                    return MlpSubBlock(mid, ctx);
+        }
+    }
+
+    /// <summary>The attention half with its residual: pre-norm x + Attn(LN1(x)), post-norm LN1(x + Attn(x)). Does not dispose x.</summary>
+    private Var AttentionSubBlock(Var x, AttentionSettings attention, ForwardContext ctx)
     {
         using var layerScope = x.Device.Tracker.InLayer(_layer);
         if (_c.Norm == NormPlacement.Pre)
         {
-            Var mid;
-            using (var h = Ops.LayerNorm(x, Ln1W, Ln1B, _c.LayerNormEps, "ln1"))
-            using (var a = Attention(h, attention, ctx))
-                mid = Ops.Add(x, a, "residual1");
-            using (mid)
-            using (var h = Ops.LayerNorm(mid, Ln2W, Ln2B, _c.LayerNormEps, "ln2"))
-            using (var m = Mlp(h, ctx))
-                return Ops.Add(mid, m, "residual2");
+            using var h = Ops.LayerNorm(x, Ln1W, Ln1B, _c.LayerNormEps, "ln1");
+            using var a = Attention(h, attention, ctx);
+            return Ops.Add(x, a, "residual1");
         }
-        else
+        using (var a = Attention(x, attention, ctx))
+        using (var s = Ops.Add(x, a, "residual1"))
+            return Ops.LayerNorm(s, Ln1W, Ln1B, _c.LayerNormEps, "ln1");
+    }
+
+    /// <summary>The MLP half with its residual: pre-norm x + MLP(LN2(x)), post-norm LN2(x + MLP(x)). Does not dispose x.</summary>
+    private Var MlpSubBlock(Var x, ForwardContext ctx)
+    {
+        using var layerScope = x.Device.Tracker.InLayer(_layer);
+        if (_c.Norm == NormPlacement.Pre)
         {
-            Var mid;
-            using (var a = Attention(x, attention, ctx))
-            using (var s = Ops.Add(x, a, "residual1"))
-                mid = Ops.LayerNorm(s, Ln1W, Ln1B, _c.LayerNormEps, "ln1");
-            using (mid)
-            using (var m = Mlp(mid, ctx))
-            using (var s = Ops.Add(mid, m, "residual2"))
-                return Ops.LayerNorm(s, Ln2W, Ln2B, _c.LayerNormEps, "ln2");
+            using var h = Ops.LayerNorm(x, Ln2W, Ln2B, _c.LayerNormEps, "ln2");
+            using var m = Mlp(h, ctx);
+            return Ops.Add(x, m, "residual2");
         }
+        using (var m = Mlp(x, ctx))
+        using (var s = Ops.Add(x, m, "residual2"))
+            return Ops.LayerNorm(s, Ln2W, Ln2B, _c.LayerNormEps, "ln2");
     }
 
     private Var Attention(Var h, AttentionSettings settings, ForwardContext ctx)
@@ -89,3 +115,12 @@ public sealed class TransformerBlock
 
 /// <summary>How attention is computed: the mask's window (null = plain causal).</summary>
 public sealed record AttentionSettings(int? Window);
+
+/// <summary>Which part of a block gradient checkpointing recomputes: all of it, the attention half, or the MLP half.</summary>
+public enum CheckpointScope { Block, Attention, Mlp }
+
+/// <summary>Gradient checkpointing: every <see cref="Every"/>-th block (index % Every == 0) recomputes its <see cref="Scope"/> in backward.</summary>
+public sealed record CheckpointSettings(int Every, CheckpointScope Scope = CheckpointScope.Block)
+{
+    public CheckpointScope? For(int layer) => Every > 0 && layer % Every == 0 ? Scope : null;
+}

@@ -47,10 +47,14 @@ public sealed class TransformerLM : IDisposable
 
     public long ParameterCount => Parameters.Sum(p => p.Value.Numel);
 
-    /// <summary>ids, targets: int32 [B, T]. Returns the mean next-token cross-entropy (scalar).</summary>
-    public Var Loss(Tensor ids, Tensor targets, AttentionSettings attention, ForwardContext ctx, float labelSmoothing = 0f)
+    /// <summary>
+    /// ids, targets: int32 [B, T]. Returns the mean next-token cross-entropy (scalar). With <paramref name="checkpointing"/>,
+    /// the chosen blocks keep only their inputs for backward and recompute the rest there.
+    /// </summary>
+    public Var Loss(Tensor ids, Tensor targets, AttentionSettings attention, ForwardContext ctx, float labelSmoothing = 0f,
+        CheckpointSettings? checkpointing = null)
     {
-        using var logits = Logits(ids, attention, ctx);
+        using var logits = Logits(ids, attention, ctx, checkpointing);
         int rows = ids.Shape[0] * ids.Shape[1];
         using var flat = Ops.Reshape(logits, new Shape(rows, Config.VocabSize));
         using var flatTargets = targets.View(new Shape(rows));
@@ -58,7 +62,7 @@ public sealed class TransformerLM : IDisposable
     }
 
     /// <summary>ids int32 [B, T] → logits [B, T, V].</summary>
-    public Var Logits(Tensor ids, AttentionSettings attention, ForwardContext ctx)
+    public Var Logits(Tensor ids, AttentionSettings attention, ForwardContext ctx, CheckpointSettings? checkpointing = null)
     {
         if (ids.Shape.Rank != 2) throw new ArgumentException($"model: token ids must be [batch, T], got {ids.Shape}");
         int b = ids.Shape[0], t = ids.Shape[1];
@@ -86,7 +90,7 @@ public sealed class TransformerLM : IDisposable
         }
         foreach (var block in Blocks)
         {
-            var next = block.Forward(x, attention, ctx);
+            var next = block.Forward(x, attention, ctx, checkpointing?.For(block.Layer));
             x.Dispose();
             x = next;
         }

@@ -79,7 +79,7 @@ public sealed class Trainer
                 using var tape = new Tape();
                 Var loss;
                 using (tracker.EnterPhase(Phase.Forward))
-                    loss = _model.Loss(ids, targets, _attention, ctx, _o.LabelSmoothing);
+                    loss = _model.Loss(ids, targets, _attention, ctx, _o.LabelSmoothing, _o.Checkpointing);
                 using (loss)
                 {
                     float value = loss.Value.ToFloatArray()[0];

@@ -1,3 +1,5 @@
+using Memopt.Model;
+
 namespace Memopt.Model.Training;
 
 public enum OptimizerKind { Adam, AdamW }
@@ -27,6 +29,13 @@ public sealed record TrainingOptions
     /// <summary>Cap on validation batches per evaluation (null: the whole split).</summary>
     public int? EvalBatches { get; init; }
     public int? WindowSize { get; init; }
+    /// <summary>Gradient checkpointing: recompute <see cref="CheckpointScope"/> of every <see cref="CheckpointEvery"/>-th block in backward.</summary>
+    public bool GradientCheckpointing { get; init; }
+    public int CheckpointEvery { get; init; } = 1;
+    public CheckpointScope CheckpointScope { get; init; } = CheckpointScope.Block;
+
+    /// <summary>What the model's forward needs to checkpoint, or null when checkpointing is off.</summary>
+    public CheckpointSettings? Checkpointing => GradientCheckpointing ? new CheckpointSettings(CheckpointEvery, CheckpointScope) : null;
     public int TimingWarmupSteps { get; init; } = 3;
     public int TimingSteps { get; init; } = 20;
 
@@ -43,6 +52,8 @@ public sealed record TrainingOptions
         if (EvalEvery < 0) throw new ArgumentException($"--eval-every must be ≥ 0, got {EvalEvery}");
         if (EvalBatches is int e) Positive(e, "--eval-batches");
         if (WindowSize is int w) Positive(w, "--window-size");
+        Positive(CheckpointEvery, "--checkpoint-every");
+        if (!Enum.IsDefined(CheckpointScope)) throw new ArgumentException($"--checkpoint-scope must be block, attention or mlp, got {CheckpointScope}");
         if (WarmupSteps is int ws && ws < 0) throw new ArgumentException($"--warmup-steps must be ≥ 0, got {ws}");
     }
 }

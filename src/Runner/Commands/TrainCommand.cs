@@ -60,7 +60,20 @@ public sealed class TrainOptions : DeviceOptions
     [Option("bf16")] public bool Bf16 { get; set; }
     [Option("flash-attn")] public bool FlashAttn { get; set; }
     [Option("window-size")] public int? WindowSize { get; set; }
-    [Option("gradient-checkpointing")] public bool GradientCheckpointing { get; set; }
+    [Option("gradient-checkpointing", HelpText = "Recompute activations in backward instead of keeping them (see --checkpoint-every, --checkpoint-scope).")]
+    public bool GradientCheckpointing { get; set; }
+    [Option("checkpoint-every", Default = 1, HelpText = "With --gradient-checkpointing: checkpoint every K-th block (index % K == 0).")]
+    public int CheckpointEvery { get; set; } = 1;
+    [Option("checkpoint-scope", Default = "block", HelpText = "With --gradient-checkpointing: recompute the whole block, or only its attention or mlp half.")]
+    public string CheckpointScope { get; set; } = "block";
+
+    public Model.CheckpointScope ParsedCheckpointScope() => CheckpointScope.ToLowerInvariant() switch
+    {
+        "block" => Model.CheckpointScope.Block,
+        "attention" => Model.CheckpointScope.Attention,
+        "mlp" => Model.CheckpointScope.Mlp,
+        _ => throw new ArgumentException($"--checkpoint-scope must be block, attention or mlp, got '{CheckpointScope}'"),
+    };
 
     public ModelConfig ModelConfig()
     {
@@ -86,7 +99,7 @@ public static class TrainCommand
 {
     public static int Run(TrainOptions o)
     {
-        foreach (var (flag, on) in new[] { ("--bf16", o.Bf16), ("--flash-attn", o.FlashAttn), ("--gradient-checkpointing", o.GradientCheckpointing) })
+        foreach (var (flag, on) in new[] { ("--bf16", o.Bf16), ("--flash-attn", o.FlashAttn) })
             if (on) throw new UserError($"{flag} is not supported yet (it arrives with its own issue); run without it");
 
         ModelConfig config;
@@ -102,6 +115,8 @@ public static class TrainCommand
                 Schedule = Enum.Parse<ScheduleKind>(o.Schedule, ignoreCase: true), WarmupSteps = o.WarmupSteps,
                 GradClip = o.GradClip, GradAccumulation = o.GradAccum, LabelSmoothing = o.LabelSmoothing, Seed = (ulong)o.Seed,
                 EvalEvery = o.EvalEvery, EvalBatches = o.EvalBatches, WindowSize = o.WindowSize,
+                GradientCheckpointing = o.GradientCheckpointing, CheckpointEvery = o.CheckpointEvery,
+                CheckpointScope = o.ParsedCheckpointScope(),
             };
             training.Validate();
         }
