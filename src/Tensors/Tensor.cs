@@ -132,7 +132,7 @@ public sealed class Tensor : IDisposable
         switch (DType)
         {
             case DType.F32:
-                F32.CopyFromCPU(data.ToArray());
+                CopyIn(F32, data);
                 break;
             case DType.BF16:
                 var words = new ushort[data.Length];
@@ -147,21 +147,25 @@ public sealed class Tensor : IDisposable
     public void CopyFrom(ReadOnlySpan<int> data)
     {
         CheckLength(data.Length);
-        I32.CopyFromCPU(data.ToArray());
+        CopyIn(I32, data);
     }
 
     /// <summary>Copies raw bfloat16 words into a bf16 tensor.</summary>
     public void CopyFrom(ReadOnlySpan<ushort> words)
     {
         CheckLength(words.Length);
-        BF16.CopyFromCPU(words.ToArray());
+        CopyIn(BF16, words);
     }
 
     public void CopyFromRaw(ReadOnlySpan<byte> bytes)
     {
         if (bytes.Length != Bytes) throw new ArgumentException($"tensor {Shape} {DType.Name()} holds {Bytes} bytes, got {bytes.Length}");
-        Raw.CopyFromCPU(bytes.ToArray());
+        CopyIn(Raw, bytes);
     }
+
+    /// <summary>Host → device straight from the span: batches are copied every step, so no intermediate array.</summary>
+    private void CopyIn<T>(ArrayView<T> view, ReadOnlySpan<T> data) where T : unmanaged =>
+        ((ArrayView1D<T, Stride1D.Dense>)view).CopyFromCPU(Device.Accelerator.DefaultStream, data);
 
     /// <summary>Copies to the host as float32 (bf16 widened exactly; int32 converted).</summary>
     public float[] ToFloatArray()

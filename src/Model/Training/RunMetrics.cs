@@ -1,6 +1,7 @@
 namespace Memopt.Model.Training;
 
-/// <summary>Time of one optimizer step (all micro-batches, clipping and the update), device-synchronized.</summary>
+/// <summary>Time of one optimizer step (all micro-batches, clipping and the update), device-synchronized.
+/// GradNorm is the pre-clip global norm, NaN when clipping is off (it is then not measured).</summary>
 public sealed record StepReport(long Step, long TotalSteps, float Loss, float LearningRate, float GradNorm, double StepMs,
     double TokensPerSecond, long LiveBytes, long PeakBytes);
 

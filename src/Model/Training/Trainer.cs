@@ -100,7 +100,8 @@ public sealed class Trainer
             float lr = schedule.At(step);
             using (tracker.EnterPhase(Phase.Optimizer))
             {
-                norm = _o.GradClip > 0 ? GradClip.ClipGradNorm(_model.Parameters, _o.GradClip) : GradClip.GlobalNorm(_model.Parameters);
+                // Without clipping the norm is not needed: measuring it would add a reduction and a sync to every step.
+                norm = _o.GradClip > 0 ? GradClip.ClipGradNorm(_model.Parameters, _o.GradClip) : float.NaN;
                 optimizer.Step(lr);
                 optimizer.ZeroGrad();
             }
