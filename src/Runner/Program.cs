@@ -1,5 +1,6 @@
 using CommandLine;
 using Memopt.Runner.Commands;
+using Memopt.Runner.Experiments;
 
 namespace Memopt.Runner;
 
@@ -9,7 +10,7 @@ public static class Program
     public static int Main(string[] args)
     {
         var parser = new Parser(s => { s.HelpWriter = Console.Error; s.CaseInsensitiveEnumValues = true; });
-        var parsed = parser.ParseArguments<TrainOptions, PrepareOptions, CheckOptions, InfoOptions>(args);
+        var parsed = parser.ParseArguments<TrainOptions, PrepareOptions, CheckOptions, InfoOptions, ExperimentsOptions, MaxBatchOptions, CompareOptions>(args);
         try
         {
             return parsed.MapResult(
@@ -17,6 +18,9 @@ public static class Program
                 (PrepareOptions o) => PrepareCommand.Run(o),
                 (CheckOptions o) => CheckCommand.Run(o),
                 (InfoOptions o) => InfoCommand.Run(o),
+                (ExperimentsOptions o) => ExperimentsCommand.Run(o),
+                (MaxBatchOptions o) => MaxBatchCommand.Run(o),
+                (CompareOptions o) => CompareCommand.Run(o),
                 _ => 2);
         }
         catch (UserError e)
