@@ -95,6 +95,20 @@ public sealed class AdamW : IDisposable
         }
     }
 
+    /// <summary>
+    /// Every state tensor under a stable name, for checkpoints: "exp_avg.{parameter}" and "exp_avg_sq.{parameter}" in
+    /// <see cref="Parameters"/> order. Export reads them; import copies the saved bytes back into the same tensors and
+    /// sets <see cref="StepCount"/>. A later kind of state adds its tensors here and checkpoints carry it unchanged.
+    /// </summary>
+    public IReadOnlyList<KeyValuePair<string, Tensor>> StateTensors()
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        var state = new List<KeyValuePair<string, Tensor>>(2 * _parameters.Length);
+        for (int i = 0; i < _parameters.Length; i++) state.Add(new("exp_avg." + _parameters[i].Name, _m[i]));
+        for (int i = 0; i < _parameters.Length; i++) state.Add(new("exp_avg_sq." + _parameters[i].Name, _v[i]));
+        return state;
+    }
+
     /// <summary>Bytes of optimizer state (m and v).</summary>
     public long StateBytes => _m.Sum(t => t.Bytes) + _v.Sum(t => t.Bytes);
 

@@ -5,8 +5,10 @@ using Memopt.Model.Checkpoints;
 namespace Memopt.Model.Training;
 
 /// <summary>
-/// Writes results/{dataset}_{technique}_metrics.json and _memory.json atomically. The metrics file carries the full
-/// configuration and flags, so a result can be traced to exactly what produced it.
+/// Writes results/{dataset}_{technique}_metrics.json and _memory.json atomically (temporary file + rename: a reader
+/// sees the previous file or the complete new one). The metrics file carries the full configuration and flags, so a
+/// result can be traced to exactly what produced it, and its status: "completed", or "interrupted" with partial true
+/// when the run stopped early (its figures then cover the completed steps; val_loss is the last evaluation, if any).
 /// </summary>
 public static class ResultsWriter
 {
@@ -28,6 +30,8 @@ public static class ResultsWriter
         {
             technique = metrics.Technique,
             dataset = metrics.Dataset,
+            status = metrics.Status,
+            partial = metrics.Partial,
             config,
             device,
             data,
@@ -35,6 +39,9 @@ public static class ResultsWriter
             {
                 parameters = metrics.Parameters,
                 steps = metrics.Steps,
+                total_steps = metrics.TotalSteps,
+                skipped_steps = metrics.SkippedSteps,
+                resumed_at_steps = metrics.ResumedAt,
                 tokens_seen = metrics.TokensSeen,
                 step_ms_mean = metrics.StepMsMean,
                 step_ms_median = metrics.StepMsMedian,
@@ -54,9 +61,10 @@ public static class ResultsWriter
             },
             evaluations = metrics.Evaluations,
             loss_curve = metrics.LossCurve,
+            checkpoint = metrics.Checkpoint,
         };
         AtomicFile.WriteAllText(metricsPath, JsonSerializer.Serialize(doc, Json));
-        AtomicFile.WriteAllText(memoryPath, JsonSerializer.Serialize(new { technique = metrics.Technique, dataset = metrics.Dataset, memory = metrics.Memory }, Json));
+        AtomicFile.WriteAllText(memoryPath, JsonSerializer.Serialize(new { technique = metrics.Technique, dataset = metrics.Dataset, status = metrics.Status, partial = metrics.Partial, memory = metrics.Memory }, Json));
         return (metricsPath, memoryPath);
     }
 

@@ -1,9 +1,10 @@
 namespace Memopt.Model.Training;
 
 /// <summary>Time of one optimizer step (all micro-batches, clipping and the update), device-synchronized.
-/// GradNorm is the pre-clip global norm, NaN when clipping is off (it is then not measured).</summary>
+/// GradNorm is the pre-clip global norm, NaN when clipping is off (it is then not measured). Skipped: the update was
+/// skipped for a non-finite loss or gradient (--skip-nonfinite).</summary>
 public sealed record StepReport(long Step, long TotalSteps, float Loss, float LearningRate, float GradNorm, double StepMs,
-    double TokensPerSecond, long LiveBytes, long PeakBytes);
+    double TokensPerSecond, long LiveBytes, long PeakBytes, bool Skipped = false);
 
 public sealed record EvalReport(long Step, double Loss, double Perplexity, int Batches);
 
@@ -44,4 +45,16 @@ public sealed record RunMetrics
     public required IReadOnlyList<EvalReport> Evaluations { get; init; }
     public required IReadOnlyList<double> LossCurve { get; init; }
     public required MemoryReport Memory { get; init; }
+
+    /// <summary>Steps the run was set to take; <see cref="Steps"/> is how many it completed.</summary>
+    public long TotalSteps { get; init; }
+    /// <summary>True when the run stopped early (interrupted): the figures cover the completed steps only and there was no final evaluation.</summary>
+    public bool Partial { get; init; }
+    public string Status => Partial ? "interrupted" : "completed";
+    /// <summary>1-based numbers of the steps whose update was skipped (--skip-nonfinite).</summary>
+    public IReadOnlyList<long> SkippedSteps { get; init; } = [];
+    /// <summary>Completed-step counts at which the run was resumed from a checkpoint.</summary>
+    public IReadOnlyList<long> ResumedAt { get; init; } = [];
+    /// <summary>The last training checkpoint written (null: none).</summary>
+    public string? Checkpoint { get; init; }
 }

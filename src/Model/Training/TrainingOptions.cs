@@ -39,6 +39,23 @@ public sealed record TrainingOptions
     public int TimingWarmupSteps { get; init; } = 3;
     public int TimingSteps { get; init; } = 20;
 
+    // Resume and fault handling.
+    /// <summary>Write a training checkpoint every N steps and at the end (0: only when interrupted).</summary>
+    public int SaveEvery { get; init; }
+    /// <summary>Training checkpoints kept in the checkpoint directory (older ones are deleted after each write).</summary>
+    public int KeepCheckpoints { get; init; } = 2;
+    /// <summary>Check every op's output and input gradients for NaN/Inf and stop at the first (slow; a diagnostic).</summary>
+    public bool DetectAnomaly { get; init; }
+    /// <summary>Skip the update of a step whose loss or gradients are not finite, instead of stopping.</summary>
+    public bool SkipNonFinite { get; init; }
+    /// <summary>With <see cref="SkipNonFinite"/>: stop after this many skipped steps in a row.</summary>
+    public int MaxConsecutiveSkips { get; init; } = 10;
+    /// <summary>
+    /// Check the gradients for NaN/Inf after backward, before the update. With clipping on it is the clipping norm
+    /// (free); with clipping off it costs one counting pass over the gradients and a read-back per step.
+    /// </summary>
+    public bool CheckGradients { get; init; } = true;
+
     public void Validate()
     {
         void Positive(long v, string name) { if (v <= 0) throw new ArgumentException($"{name} must be > 0, got {v}"); }
@@ -55,5 +72,8 @@ public sealed record TrainingOptions
         Positive(CheckpointEvery, "--checkpoint-every");
         if (!Enum.IsDefined(CheckpointScope)) throw new ArgumentException($"--checkpoint-scope must be block, attention or mlp, got {CheckpointScope}");
         if (WarmupSteps is int ws && ws < 0) throw new ArgumentException($"--warmup-steps must be ≥ 0, got {ws}");
+        if (SaveEvery < 0) throw new ArgumentException($"--save-every must be ≥ 0 (0: only when interrupted), got {SaveEvery}");
+        Positive(KeepCheckpoints, "--keep-checkpoints");
+        Positive(MaxConsecutiveSkips, "--max-consecutive-skips");
     }
 }

@@ -67,6 +67,29 @@ public sealed class TrainOptions : DeviceOptions
     [Option("checkpoint-scope", Default = "block", HelpText = "With --gradient-checkpointing: recompute the whole block, or only its attention or mlp half.")]
     public string CheckpointScope { get; set; } = "block";
 
+    // Resume and fault handling
+    [Option("save-every", Default = 0, HelpText = "Write a resumable training checkpoint every N steps and at the end (0: only when interrupted).")]
+    public int SaveEvery { get; set; }
+    [Option("checkpoint-dir", HelpText = "Directory of the training checkpoints (default {results-dir}/checkpoints/{dataset}_{technique}).")]
+    public string? CheckpointDir { get; set; }
+    [Option("keep-checkpoints", Default = 2, HelpText = "Training checkpoints to keep (older ones are deleted).")]
+    public int KeepCheckpoints { get; set; } = 2;
+    [Option("resume", HelpText = "Continue a run from a training checkpoint file, or from the newest valid one in a directory; 'latest': this run's checkpoint directory.")]
+    public string? Resume { get; set; }
+    [Option("detect-anomaly", HelpText = "Check every op's output and gradients for NaN/Inf and stop at the first, naming it (slow).")]
+    public bool DetectAnomaly { get; set; }
+    [Option("skip-nonfinite", HelpText = "Skip the update of a step with a NaN/Inf loss or gradient instead of stopping (see --max-consecutive-skips).")]
+    public bool SkipNonFinite { get; set; }
+    [Option("max-consecutive-skips", Default = 10, HelpText = "With --skip-nonfinite: stop after this many skipped steps in a row.")]
+    public int MaxConsecutiveSkips { get; set; } = 10;
+    [Option("no-grad-check", HelpText = "Without clipping, do not count NaN/Inf gradients after backward (saves one pass per step).")]
+    public bool NoGradCheck { get; set; }
+
+    /// <summary>The word that makes --resume use this run's own checkpoint directory.</summary>
+    public const string ResumeLatest = "latest";
+
+    public TrainOptions Clone() => (TrainOptions)MemberwiseClone();
+
     public Model.CheckpointScope ParsedCheckpointScope() => CheckpointScope.ToLowerInvariant() switch
     {
         "block" => Model.CheckpointScope.Block,
@@ -97,7 +120,40 @@ public sealed class TrainOptions : DeviceOptions
 
 public static class TrainCommand
 {
+    /// <summary>The command line: Ctrl-C / SIGTERM stop the run cleanly (see <see cref="InterruptSignals"/>); every end prints its message.</summary>
     public static int Run(TrainOptions o)
+    {
+        using var signals = InterruptSignals.Install(Console.Error);
+        var outcome = Execute(o, signals.Token);
+        if (outcome.Status == RunStatus.Interrupted && signals.Signal != 0)
+        {
+            outcome = outcome with { ExitCode = signals.ExitCode, Message = outcome.Message?.Replace("interrupted", $"interrupted by {signals.SignalName}") };
+        }
+        if (outcome.Status != RunStatus.Completed && outcome.Message is not null)
+            Console.Error.WriteLine($"memopt: {outcome.Message}");
+        return outcome.ExitCode;
+    }
+
+    /// <summary>
+    /// Runs one training and reports how it ended instead of throwing: completed, interrupted (when
+    /// <paramref name="stop"/> is cancelled: the step in progress finishes, a checkpoint and partial metrics are
+    /// written, and the outcome carries the exact command that resumes), non-finite, out of memory, or bad input
+    /// (including a corrupt or mismatched checkpoint). Unexpected exceptions (bugs, device faults) propagate.
+    /// For a parent process, the same ends are the exit codes in <see cref="ExitCodes"/>.
+    /// </summary>
+    public static TrainOutcome Execute(TrainOptions o, CancellationToken stop = default)
+    {
+        try
+        {
+            return Train(o, stop);
+        }
+        catch (UserError e)
+        {
+            return new TrainOutcome(RunStatus.BadInput, ExitCodes.BadInput, e.Message, Error: e);
+        }
+    }
+
+    private static TrainOutcome Train(TrainOptions o, CancellationToken stop)
     {
         foreach (var (flag, on) in new[] { ("--bf16", o.Bf16), ("--flash-attn", o.FlashAttn) })
             if (on) throw new UserError($"{flag} is not supported yet (it arrives with its own issue); run without it");
@@ -117,6 +173,8 @@ public static class TrainCommand
                 EvalEvery = o.EvalEvery, EvalBatches = o.EvalBatches, WindowSize = o.WindowSize,
                 GradientCheckpointing = o.GradientCheckpointing, CheckpointEvery = o.CheckpointEvery,
                 CheckpointScope = o.ParsedCheckpointScope(),
+                SaveEvery = o.SaveEvery, KeepCheckpoints = o.KeepCheckpoints, DetectAnomaly = o.DetectAnomaly,
+                SkipNonFinite = o.SkipNonFinite, MaxConsecutiveSkips = o.MaxConsecutiveSkips, CheckGradients = !o.NoGradCheck,
             };
             training.Validate();
         }
@@ -126,35 +184,55 @@ public static class TrainCommand
         }
 
         var data = PrepareData(o, config);
+        string dataset = DatasetName(o.Data);
+        string checkpointDir = o.CheckpointDir ?? Path.Combine(o.ResultsDir, "checkpoints", $"{ResultsWriter.Sanitize(dataset)}_{ResultsWriter.Sanitize(o.Technique)}");
+        var resume = o.Resume is null ? null : LoadResume(o.Resume, checkpointDir, config, training, data);
         using var device = o.OpenDevice();
         var info = device.Info();
         Console.WriteLine($"device   {info.Kind}: {info.Name}");
         Console.WriteLine($"model    {config}");
-        using var model = new TransformerLM(device, config, (int)o.Seed);
+        TransformerLM model;
+        try { model = new TransformerLM(device, config, (int)o.Seed); }
+        catch (OutOfDeviceMemoryException e) { return new TrainOutcome(RunStatus.OutOfMemory, ExitCodes.OutOfMemory, e.Message, Error: e); }
+        using var ownedModel = model;
         Console.WriteLine($"params   {model.ParameterCount.ToString("N0", CultureInfo.InvariantCulture)}");
-        Console.WriteLine($"data     {data.Stats.Source}: {data.Stats.Train.Tokens:N0} train tokens, {data.Stats.Val.Tokens:N0} val tokens, tokenizer {data.Stats.TokenizerName} ({data.Tokenizer.VocabSize})");
+        Console.WriteLine($"data     {data.Stats.Source}: {data.Stats.Train.Tokens:N0} train tokens, {data.Stats.Val.Tokens:N0} val tokens, tokenizer {data.Stats.TokenizerName} ({data.Tokenizer.VocabSize})" +
+                          (data.Stats.BadJsonlLines > 0 ? $"; {data.Stats.BadJsonlLines:N0} malformed .jsonl lines skipped (first: {data.Stats.BadLineExamples.FirstOrDefault()})" : ""));
         if (data.Stats.Val.OptimalPerplexity is double best)
             Console.WriteLine($"optimum  best achievable val perplexity {best:F3} (entropy rate of the synthetic source); " +
                               $"count-based bigram fitted on train: {data.Stats.Val.BigramBaselinePerplexity:F3}");
+        if (resume is not null)
+            Console.WriteLine($"resume   {resume.Path}: step {resume.Step} of {resume.State.TotalSteps}");
 
-        string dataset = DatasetName(o.Data);
         RunMetrics metrics;
         try
         {
-            metrics = TrainWithProgress(model, data, training, dataset);
+            metrics = TrainWithProgress(model, data, training, dataset, new TrainerHooks(stop, checkpointDir, resume));
         }
         catch (OutOfDeviceMemoryException e)
         {
-            throw new UserError(e.Message, e);
+            return new TrainOutcome(RunStatus.OutOfMemory, ExitCodes.OutOfMemory, e.Message, Error: e);
         }
-        catch (Exception e) when (e is DataException or NonFiniteLossException or ArgumentException)
+        catch (NonFiniteException e)
+        {
+            return new TrainOutcome(RunStatus.NonFinite, ExitCodes.NonFinite, e.Message, Error: e);
+        }
+        catch (Exception e) when (e is DataException or ArgumentException or CheckpointMismatchException or InvalidDataException)
         {
             throw new UserError(e.Message, e);
         }
 
         var (metricsPath, memoryPath) = ResultsWriter.Write(o.ResultsDir, metrics, new { model = config, training, flags = Environment.GetCommandLineArgs().Skip(1) }, info, data.Stats);
-        var ckpt = o.Checkpoint ?? Path.Combine(o.ResultsDir, "checkpoints", $"{ResultsWriter.Sanitize(dataset)}_{ResultsWriter.Sanitize(o.Technique)}.safetensors");
-        ModelCheckpoint.Save(ckpt, model, new Dictionary<string, string> { ["memopt.config"] = System.Text.Json.JsonSerializer.Serialize(config, ResultsWriter.Json) });
+        if (metrics.Partial)
+        {
+            string? command = metrics.Checkpoint is { } c ? ResumeCommand(o, c) : null;
+            string message = $"interrupted after step {metrics.Steps} of {metrics.TotalSteps}; partial metrics in {metricsPath}" +
+                             (command is null ? " (no checkpoint was written)" : $"; checkpoint {metrics.Checkpoint}\nresume with:\n  {command}");
+            return new TrainOutcome(RunStatus.Interrupted, ExitCodes.Interrupted, message, metrics, metricsPath, memoryPath,
+                CheckpointPath: metrics.Checkpoint, ResumeCommand: command);
+        }
+        var weights = o.Checkpoint ?? Path.Combine(o.ResultsDir, "checkpoints", $"{ResultsWriter.Sanitize(dataset)}_{ResultsWriter.Sanitize(o.Technique)}.safetensors");
+        ModelCheckpoint.Save(weights, model, new Dictionary<string, string> { ["memopt.config"] = System.Text.Json.JsonSerializer.Serialize(config, ResultsWriter.Json) });
 
         Console.WriteLine();
         Console.WriteLine($"val loss {metrics.ValLoss:F4}  val ppl {metrics.ValPerplexity:F3}" +
@@ -162,8 +240,82 @@ public static class TrainCommand
         Console.WriteLine($"step     mean {metrics.StepMsMean:F1} ms, median {metrics.StepMsMedian:F1} ms over {metrics.TimedSteps} steps; epoch {metrics.EpochSeconds:F1} s; {metrics.TokensPerSecond:N0} tokens/s");
         Console.WriteLine($"memory   peak {ByteSize.Format(metrics.Memory.PeakBytes)} tracked (forward {ByteSize.Format(metrics.Memory.ForwardPeakBytes)}, backward {ByteSize.Format(metrics.Memory.BackwardPeakBytes)}), reserved {ByteSize.Format(metrics.Memory.PeakReservedBytes)}" +
                           (metrics.Memory.DriverUsedBytes is long d ? $", driver {ByteSize.Format(d)}" : ""));
-        Console.WriteLine($"wrote    {metricsPath}, {memoryPath}, {ckpt}");
-        return 0;
+        if (metrics.SkippedSteps.Count > 0)
+            Console.WriteLine($"skipped  {metrics.SkippedSteps.Count} step(s) with a non-finite loss or gradient: {string.Join(", ", metrics.SkippedSteps.Take(20))}");
+        Console.WriteLine($"wrote    {metricsPath}, {memoryPath}, {weights}" + (metrics.Checkpoint is { } last ? $", {last}" : ""));
+        return new TrainOutcome(RunStatus.Completed, ExitCodes.Completed, null, metrics, metricsPath, memoryPath, weights, metrics.Checkpoint);
+    }
+
+    /// <summary>The checkpoint named by --resume (a file, a directory, or "latest": this run's directory), verified and checked against this run.</summary>
+    private static TrainingCheckpoint LoadResume(string resume, string checkpointDir, ModelConfig config, TrainingOptions training, PreparedData data)
+    {
+        bool latest = resume.Equals(TrainOptions.ResumeLatest, StringComparison.OrdinalIgnoreCase);
+        string path = latest ? checkpointDir : resume;
+        if (latest && !Directory.Exists(path))
+            throw new UserError($"--resume {TrainOptions.ResumeLatest}: no checkpoint directory '{path}' (checkpoints are written with --save-every N and when a run is interrupted; --checkpoint-dir names another place)");
+        try
+        {
+            var checkpoint = TrainingCheckpoint.Resolve(path, m => Console.Error.WriteLine($"resume: {m}"));
+            checkpoint.CheckMatches(config, training, DataIdentity.Of(data));
+            return checkpoint;
+        }
+        catch (Exception e) when (e is InvalidDataException or FileNotFoundException or CheckpointMismatchException or IOException)
+        {
+            throw new UserError(e.Message, e);
+        }
+    }
+
+    /// <summary>
+    /// The command line that continues this run from <paramref name="checkpoint"/>: every option with its value as this
+    /// run had it, defaults included (CommandLineParser's own FormatCommandLine drops values equal to default(T), such
+    /// as --grad-clip 0, which would resume with the wrong options), plus --resume; quoted for a POSIX shell.
+    /// </summary>
+    public static string ResumeCommand(TrainOptions o, string checkpoint)
+    {
+        var copy = o.Clone();
+        copy.Resume = checkpoint;
+        var args = new List<string> { "memopt", "train" };
+        foreach (var property in typeof(TrainOptions).GetProperties())
+        {
+            if (property.GetCustomAttributes(typeof(OptionAttribute), inherit: true).FirstOrDefault() is not OptionAttribute option) continue;
+            switch (property.GetValue(copy))
+            {
+                case null:
+                case false:
+                    break;
+                case true:
+                    args.Add("--" + option.LongName);
+                    break;
+                case IFormattable value:
+                    args.Add("--" + option.LongName);
+                    args.Add(value.ToString(null, CultureInfo.InvariantCulture));
+                    break;
+                case var value:
+                    args.Add("--" + option.LongName);
+                    args.Add(ShellQuote(value.ToString()!));
+                    break;
+            }
+        }
+        return string.Join(' ', args);
+    }
+
+    private static string ShellQuote(string s) =>
+        s.Length > 0 && s.All(c => char.IsAsciiLetterOrDigit(c) || "_-./:=@%+,".Contains(c)) ? s : "'" + s.Replace("'", "'\\''") + "'";
+
+    /// <summary>
+    /// `--resume` with no path means "latest": CommandLineParser has no optional option values, so the argument list is
+    /// completed before parsing (Program.Main calls this).
+    /// </summary>
+    public static string[] NormalizeArguments(string[] args)
+    {
+        var list = new List<string>(args.Length + 1);
+        for (int i = 0; i < args.Length; i++)
+        {
+            list.Add(args[i]);
+            if (args[i] == "--resume" && (i + 1 == args.Length || args[i + 1].StartsWith("--", StringComparison.Ordinal)))
+                list.Add(TrainOptions.ResumeLatest);
+        }
+        return [.. list];
     }
 
     internal static PreparedData PrepareData(TrainOptions o, ModelConfig config)
@@ -192,17 +344,25 @@ public static class TrainCommand
     internal static string DatasetName(string? path) =>
         path is null ? "synthetic" : Path.GetFileNameWithoutExtension(Path.TrimEndingDirectorySeparator(path));
 
-    private static RunMetrics TrainWithProgress(TransformerLM model, PreparedData data, TrainingOptions training, string dataset)
+    private sealed record TrainerHooks(CancellationToken Stop, string CheckpointDirectory, TrainingCheckpoint? Resume);
+
+    private static Trainer MakeTrainer(TransformerLM model, PreparedData data, TrainingOptions training, TrainerHooks hooks,
+        Action<StepReport> onStep, Action<EvalReport> onEval, Action<string> log) =>
+        new(model, data, training)
+        {
+            OnStep = onStep, OnEval = onEval, Log = log,
+            Stop = hooks.Stop, CheckpointDirectory = hooks.CheckpointDirectory, Resume = hooks.Resume,
+        };
+
+    private static RunMetrics TrainWithProgress(TransformerLM model, PreparedData data, TrainingOptions training, string dataset, TrainerHooks hooks)
     {
         if (Console.IsOutputRedirected || !AnsiConsole.Profile.Capabilities.Interactive)
         {
             // Logs and CI: one line every ~5% of the run instead of a redrawn bar.
-            var trainer = new Trainer(model, data, training)
-            {
-                OnStep = s => { if (s.Step == 1 || s.Step == s.TotalSteps || s.Step % Math.Max(1, s.TotalSteps / 20) == 0) Console.WriteLine(StepLine(s)); },
-                OnEval = e => Console.WriteLine($"eval     step {e.Step}: val loss {e.Loss:F4}, ppl {e.Perplexity:F3}"),
-            };
-            return trainer.Run(dataset);
+            return MakeTrainer(model, data, training, hooks,
+                s => { if (s.Step == 1 || s.Step == s.TotalSteps || s.Step % Math.Max(1, s.TotalSteps / 20) == 0) Console.WriteLine(StepLine(s)); },
+                e => Console.WriteLine($"eval     step {e.Step}: val loss {e.Loss:F4}, ppl {e.Perplexity:F3}"),
+                m => Console.WriteLine($"train    {m}")).Run(dataset);
         }
         RunMetrics? result = null;
         AnsiConsole.Progress()
@@ -210,12 +370,10 @@ public static class TrainCommand
             .Start(ctx =>
             {
                 var task = ctx.AddTask("training", maxValue: 1);
-                var trainer = new Trainer(model, data, training)
-                {
-                    OnStep = s => { task.MaxValue = s.TotalSteps; task.Value = s.Step; task.Description = Markup.Escape(StepLine(s)); },
-                    OnEval = e => AnsiConsole.MarkupLine(Markup.Escape($"eval step {e.Step}: val loss {e.Loss:F4}, ppl {e.Perplexity:F3}")),
-                };
-                result = trainer.Run(dataset);
+                result = MakeTrainer(model, data, training, hooks,
+                    s => { task.MaxValue = s.TotalSteps; task.Value = s.Step; task.Description = Markup.Escape(StepLine(s)); },
+                    e => AnsiConsole.MarkupLine(Markup.Escape($"eval step {e.Step}: val loss {e.Loss:F4}, ppl {e.Perplexity:F3}")),
+                    m => AnsiConsole.MarkupLine(Markup.Escape(m))).Run(dataset);
             });
         return result!;
     }
