@@ -85,7 +85,7 @@ public class ResumeCommandTests : IDisposable
         try { outcome = TrainCommand.Execute(Parse(SmallTrain("--grad-clip", "0", "--checkpoint-dir", checkpoints)), stop.Token); }
         finally { Console.SetOut(oldOut); Console.SetError(oldErr); }
 
-        Assert.Equal((RunStatus.Interrupted, ExitCodes.Interrupted), (outcome.Status, outcome.ExitCode));
+        Assert.Equal((TrainStatus.Interrupted, ExitCodes.Interrupted), (outcome.Status, outcome.ExitCode));
         Assert.Equal(Path.Combine(checkpoints, TrainingCheckpoint.FileName(1)), outcome.CheckpointPath);
         Assert.Contains("interrupted after step 1 of 5", outcome.Message);
         Assert.Contains("resume with:", outcome.Message);

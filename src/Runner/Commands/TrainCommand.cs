@@ -125,11 +125,11 @@ public static class TrainCommand
     {
         using var signals = InterruptSignals.Install(Console.Error);
         var outcome = Execute(o, signals.Token);
-        if (outcome.Status == RunStatus.Interrupted && signals.Signal != 0)
+        if (outcome.Status == TrainStatus.Interrupted && signals.Signal != 0)
         {
             outcome = outcome with { ExitCode = signals.ExitCode, Message = outcome.Message?.Replace("interrupted", $"interrupted by {signals.SignalName}") };
         }
-        if (outcome.Status != RunStatus.Completed && outcome.Message is not null)
+        if (outcome.Status != TrainStatus.Completed && outcome.Message is not null)
             Console.Error.WriteLine($"memopt: {outcome.Message}");
         return outcome.ExitCode;
     }
@@ -149,7 +149,7 @@ public static class TrainCommand
         }
         catch (UserError e)
         {
-            return new TrainOutcome(RunStatus.BadInput, ExitCodes.BadInput, e.Message, Error: e);
+            return new TrainOutcome(TrainStatus.BadInput, ExitCodes.BadInput, e.Message, Error: e);
         }
     }
 
@@ -193,7 +193,7 @@ public static class TrainCommand
         Console.WriteLine($"model    {config}");
         TransformerLM model;
         try { model = new TransformerLM(device, config, (int)o.Seed); }
-        catch (OutOfDeviceMemoryException e) { return new TrainOutcome(RunStatus.OutOfMemory, ExitCodes.OutOfMemory, e.Message, Error: e); }
+        catch (OutOfDeviceMemoryException e) { return new TrainOutcome(TrainStatus.OutOfMemory, ExitCodes.OutOfMemory, e.Message, Error: e); }
         using var ownedModel = model;
         Console.WriteLine($"params   {model.ParameterCount.ToString("N0", CultureInfo.InvariantCulture)}");
         Console.WriteLine($"data     {data.Stats.Source}: {data.Stats.Train.Tokens:N0} train tokens, {data.Stats.Val.Tokens:N0} val tokens, tokenizer {data.Stats.TokenizerName} ({data.Tokenizer.VocabSize})" +
@@ -211,11 +211,11 @@ public static class TrainCommand
         }
         catch (OutOfDeviceMemoryException e)
         {
-            return new TrainOutcome(RunStatus.OutOfMemory, ExitCodes.OutOfMemory, e.Message, Error: e);
+            return new TrainOutcome(TrainStatus.OutOfMemory, ExitCodes.OutOfMemory, e.Message, Error: e);
         }
         catch (NonFiniteException e)
         {
-            return new TrainOutcome(RunStatus.NonFinite, ExitCodes.NonFinite, e.Message, Error: e);
+            return new TrainOutcome(TrainStatus.NonFinite, ExitCodes.NonFinite, e.Message, Error: e);
         }
         catch (Exception e) when (e is DataException or ArgumentException or CheckpointMismatchException or InvalidDataException)
         {
@@ -228,7 +228,7 @@ public static class TrainCommand
             string? command = metrics.Checkpoint is { } c ? ResumeCommand(o, c) : null;
             string message = $"interrupted after step {metrics.Steps} of {metrics.TotalSteps}; partial metrics in {metricsPath}" +
                              (command is null ? " (no checkpoint was written)" : $"; checkpoint {metrics.Checkpoint}\nresume with:\n  {command}");
-            return new TrainOutcome(RunStatus.Interrupted, ExitCodes.Interrupted, message, metrics, metricsPath, memoryPath,
+            return new TrainOutcome(TrainStatus.Interrupted, ExitCodes.Interrupted, message, metrics, metricsPath, memoryPath,
                 CheckpointPath: metrics.Checkpoint, ResumeCommand: command);
         }
         var weights = o.Checkpoint ?? Path.Combine(o.ResultsDir, "checkpoints", $"{ResultsWriter.Sanitize(dataset)}_{ResultsWriter.Sanitize(o.Technique)}.safetensors");
@@ -243,7 +243,7 @@ public static class TrainCommand
         if (metrics.SkippedSteps.Count > 0)
             Console.WriteLine($"skipped  {metrics.SkippedSteps.Count} step(s) with a non-finite loss or gradient: {string.Join(", ", metrics.SkippedSteps.Take(20))}");
         Console.WriteLine($"wrote    {metricsPath}, {memoryPath}, {weights}" + (metrics.Checkpoint is { } last ? $", {last}" : ""));
-        return new TrainOutcome(RunStatus.Completed, ExitCodes.Completed, null, metrics, metricsPath, memoryPath, weights, metrics.Checkpoint);
+        return new TrainOutcome(TrainStatus.Completed, ExitCodes.Completed, null, metrics, metricsPath, memoryPath, weights, metrics.Checkpoint);
     }
 
     /// <summary>The checkpoint named by --resume (a file, a directory, or "latest": this run's directory), verified and checked against this run.</summary>

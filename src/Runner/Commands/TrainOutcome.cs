@@ -3,7 +3,7 @@ using Memopt.Model.Training;
 namespace Memopt.Runner.Commands;
 
 /// <summary>How a training run ended.</summary>
-public enum RunStatus
+public enum TrainStatus
 {
     Completed,
     /// <summary>Stopped on request (Ctrl-C, SIGTERM, a cancelled token) after finishing a step; a checkpoint and partial metrics were written.</summary>
@@ -30,13 +30,13 @@ public static class ExitCodes
     public const int Interrupted = 130;   // 128 + SIGINT
     public const int Terminated = 143;    // 128 + SIGTERM
 
-    public static RunStatus StatusOf(int exitCode) => exitCode switch
+    public static TrainStatus StatusOf(int exitCode) => exitCode switch
     {
-        Completed => RunStatus.Completed,
-        BadInput => RunStatus.BadInput,
-        OutOfMemory => RunStatus.OutOfMemory,
-        NonFinite => RunStatus.NonFinite,
-        Interrupted or Terminated => RunStatus.Interrupted,
+        Completed => TrainStatus.Completed,
+        BadInput => TrainStatus.BadInput,
+        OutOfMemory => TrainStatus.OutOfMemory,
+        NonFinite => TrainStatus.NonFinite,
+        Interrupted or Terminated => TrainStatus.Interrupted,
         _ => throw new ArgumentOutOfRangeException(nameof(exitCode), exitCode, "not an exit code memopt train returns (a crash?)"),
     };
 }
@@ -48,7 +48,7 @@ public static class ExitCodes
 /// line that continues an interrupted run.
 /// </summary>
 public sealed record TrainOutcome(
-    RunStatus Status,
+    TrainStatus Status,
     int ExitCode,
     string? Message,
     RunMetrics? Metrics = null,

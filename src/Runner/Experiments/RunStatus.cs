@@ -7,9 +7,8 @@ public enum RunStatus { Ok, Oom, Failed }
 public static class RunOutcome
 {
     /// <summary>
-    /// Every out-of-memory ends with this text: TrainCommand reports the OutOfDeviceMemoryException's message
-    /// ("memopt: out of device memory: ...", exit 2), and one thrown outside training (e.g. while the model is created)
-    /// ends the process with the same message in the unhandled-exception report.
+    /// train exits with <see cref="Commands.ExitCodes.OutOfMemory"/> on an out-of-memory, with the
+    /// OutOfDeviceMemoryException's message ("memopt: out of device memory: ..."); the text is the fallback.
     /// </summary>
     public const string OomMarker = "out of device memory";
 
@@ -18,6 +17,9 @@ public static class RunOutcome
         if (r.TimedOut) return (RunStatus.Failed, Reason(r) is string last ? $"timed out; last output: {last}" : "timed out");
         if (r.ExitCode == 0)
             return wroteMetrics ? (RunStatus.Ok, null) : (RunStatus.Failed, "exited 0 but wrote no metrics file");
+        if (r.ExitCode == Commands.ExitCodes.OutOfMemory)
+            return (RunStatus.Oom, Reason(r) ?? "out of device memory");
+        // A child that died before train's own handler (an older build, an unhandled exception) still says why in text.
         string? oom = r.Tail.LastOrDefault(l => l.Contains(OomMarker, StringComparison.OrdinalIgnoreCase));
         if (oom is not null) return (RunStatus.Oom, Trim(oom));
         return (RunStatus.Failed, Reason(r) ?? $"exit code {r.ExitCode?.ToString() ?? "none"} without output");
