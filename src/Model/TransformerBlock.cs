@@ -4,7 +4,8 @@ namespace Memopt.Model;
 
 /// <summary>
 /// One decoder block. Pre-norm: x + Attn(LN1(x)), then + MLP(LN2(·)). Post-norm: LN1(x + Attn(x)), then LN2(· + MLP(·)).
-/// Attention is the study's baseline: a fused QKV projection and the naive path that materializes the B×H×T×T scores.
+/// Attention: a fused QKV projection, then the study's baseline (the naive path that materializes the B×H×T×T scores)
+/// or, with <see cref="AttentionSettings.Flash"/>, the tiled flash kernels that never do.
 /// Every intermediate is disposed as soon as the forward no longer needs it; what backward needs the tape keeps.
 /// </summary>
 public sealed class TransformerBlock
@@ -92,8 +93,15 @@ public sealed class TransformerBlock
         int b = h.Shape[0], t = h.Shape[1], heads = _c.Heads, hd = _c.HeadDim;
         using var qkv = Ops.Linear(h, QkvW, QkvB, "attn.qkv");
         Var merged;
-        using (var y = NaiveAttention.Forward(qkv, heads, settings.Window, ctx.Training ? _c.Dropout : 0f, ctx, _layer))
-            merged = Ops.MergeHeads(y, "attn.merge");
+        if (settings.Flash)
+        {
+            if (ctx.Training && _c.Dropout > 0)
+                throw new ArgumentException($"--flash-attn does not support attention dropout: run with --dropout 0 (the model has dropout {_c.Dropout})");
+            merged = Ops.FlashAttention(qkv, heads, settings.Window, "attn.flash");
+        }
+        else
+            using (var y = NaiveAttention.Forward(qkv, heads, settings.Window, ctx.Training ? _c.Dropout : 0f, ctx, _layer))
+                merged = Ops.MergeHeads(y, "attn.merge");
         using (merged)
         using (var o = Ops.Linear(merged, ProjW, ProjB, "attn.proj"))
             return DropoutIfTraining(o, ctx, site: 1);
@@ -113,8 +121,11 @@ public sealed class TransformerBlock
             : Ops.Identity(x);
 }
 
-/// <summary>How attention is computed: the mask's window (null = plain causal).</summary>
-public sealed record AttentionSettings(int? Window);
+/// <summary>
+/// How attention is computed: the mask's window (null = plain causal), and whether the tiled flash kernels run
+/// (<see cref="Ops.FlashAttention"/>) instead of the naive path that materializes the B×H×T×T scores.
+/// </summary>
+public sealed record AttentionSettings(int? Window, bool Flash = false);
 
 /// <summary>Which part of a block gradient checkpointing recomputes: all of it, the attention half, or the MLP half.</summary>
 public enum CheckpointScope { Block, Attention, Mlp }

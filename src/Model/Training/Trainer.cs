@@ -31,7 +31,7 @@ public sealed class Trainer
         _model = model;
         _data = data;
         _o = options;
-        _attention = new AttentionSettings(options.WindowSize);
+        _attention = new AttentionSettings(options.WindowSize, options.FlashAttention);
         if (data.Stats.SeqLen > model.Config.SeqLen)
             throw new ArgumentException($"data sequence length {data.Stats.SeqLen} exceeds the model's maximum {model.Config.SeqLen}");
         if (data.Tokenizer.VocabSize > model.Config.VocabSize)

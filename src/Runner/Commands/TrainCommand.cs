@@ -58,8 +58,8 @@ public sealed class TrainOptions : DeviceOptions
 
     // Techniques (their issues bring them)
     [Option("bf16")] public bool Bf16 { get; set; }
-    [Option("flash-attn")] public bool FlashAttn { get; set; }
-    [Option("window-size")] public int? WindowSize { get; set; }
+    [Option("flash-attn", HelpText = "Tiled flash attention: no B×H×T×T scores in memory (no attention dropout).")] public bool FlashAttn { get; set; }
+    [Option("window-size", HelpText = "Sliding-window causal attention: each query sees its W most recent positions.")] public int? WindowSize { get; set; }
     [Option("gradient-checkpointing", HelpText = "Recompute activations in backward instead of keeping them (see --checkpoint-every, --checkpoint-scope).")]
     public bool GradientCheckpointing { get; set; }
     [Option("checkpoint-every", Default = 1, HelpText = "With --gradient-checkpointing: checkpoint every K-th block (index % K == 0).")]
@@ -87,6 +87,19 @@ public sealed class TrainOptions : DeviceOptions
 
     /// <summary>The word that makes --resume use this run's own checkpoint directory.</summary>
     public const string ResumeLatest = "latest";
+
+    /// <summary>
+    /// The run's label: --technique when given, else derived from the attention flags ("flash", "window128",
+    /// "flash+window128"), else "baseline".
+    /// </summary>
+    public string TechniqueLabel()
+    {
+        if (Technique != "baseline") return Technique;
+        var parts = new List<string>();
+        if (FlashAttn) parts.Add("flash");
+        if (WindowSize is int w) parts.Add($"window{w}");
+        return parts.Count == 0 ? Technique : string.Join("+", parts);
+    }
 
     public TrainOptions Clone() => (TrainOptions)MemberwiseClone();
 
@@ -155,8 +168,9 @@ public static class TrainCommand
 
     private static TrainOutcome Train(TrainOptions o, CancellationToken stop)
     {
-        foreach (var (flag, on) in new[] { ("--bf16", o.Bf16), ("--flash-attn", o.FlashAttn) })
+        foreach (var (flag, on) in new[] { ("--bf16", o.Bf16) })
             if (on) throw new UserError($"{flag} is not supported yet (it arrives with its own issue); run without it");
+        string technique = o.TechniqueLabel();
 
         ModelConfig config;
         TrainingOptions training;
@@ -164,13 +178,15 @@ public static class TrainCommand
         {
             config = o.ModelConfig();
             config.Validate();
+            if (o.FlashAttn && config.Dropout > 0)
+                throw new ArgumentException($"--flash-attn does not support attention dropout: run with --dropout 0 (got --dropout {config.Dropout})");
             training = new TrainingOptions
             {
-                Technique = o.Technique, BatchSize = o.BatchSize, Epochs = o.Epochs, Steps = o.Steps, LearningRate = o.Lr,
+                Technique = technique, BatchSize = o.BatchSize, Epochs = o.Epochs, Steps = o.Steps, LearningRate = o.Lr,
                 Optimizer = Enum.Parse<OptimizerKind>(o.Optimizer, ignoreCase: true), WeightDecay = o.WeightDecay,
                 Schedule = Enum.Parse<ScheduleKind>(o.Schedule, ignoreCase: true), WarmupSteps = o.WarmupSteps,
                 GradClip = o.GradClip, GradAccumulation = o.GradAccum, LabelSmoothing = o.LabelSmoothing, Seed = (ulong)o.Seed,
-                EvalEvery = o.EvalEvery, EvalBatches = o.EvalBatches, WindowSize = o.WindowSize,
+                EvalEvery = o.EvalEvery, EvalBatches = o.EvalBatches, WindowSize = o.WindowSize, FlashAttention = o.FlashAttn,
                 GradientCheckpointing = o.GradientCheckpointing, CheckpointEvery = o.CheckpointEvery,
                 CheckpointScope = o.ParsedCheckpointScope(),
                 SaveEvery = o.SaveEvery, KeepCheckpoints = o.KeepCheckpoints, DetectAnomaly = o.DetectAnomaly,
@@ -185,7 +201,7 @@ public static class TrainCommand
 
         var data = PrepareData(o, config);
         string dataset = DatasetName(o.Data);
-        string checkpointDir = o.CheckpointDir ?? Path.Combine(o.ResultsDir, "checkpoints", $"{ResultsWriter.Sanitize(dataset)}_{ResultsWriter.Sanitize(o.Technique)}");
+        string checkpointDir = o.CheckpointDir ?? Path.Combine(o.ResultsDir, "checkpoints", $"{ResultsWriter.Sanitize(dataset)}_{ResultsWriter.Sanitize(technique)}");
         var resume = o.Resume is null ? null : LoadResume(o.Resume, checkpointDir, config, training, data);
         using var device = o.OpenDevice();
         var info = device.Info();
@@ -231,7 +247,7 @@ public static class TrainCommand
             return new TrainOutcome(TrainStatus.Interrupted, ExitCodes.Interrupted, message, metrics, metricsPath, memoryPath,
                 CheckpointPath: metrics.Checkpoint, ResumeCommand: command);
         }
-        var weights = o.Checkpoint ?? Path.Combine(o.ResultsDir, "checkpoints", $"{ResultsWriter.Sanitize(dataset)}_{ResultsWriter.Sanitize(o.Technique)}.safetensors");
+        var weights = o.Checkpoint ?? Path.Combine(o.ResultsDir, "checkpoints", $"{ResultsWriter.Sanitize(dataset)}_{ResultsWriter.Sanitize(technique)}.safetensors");
         ModelCheckpoint.Save(weights, model, new Dictionary<string, string> { ["memopt.config"] = System.Text.Json.JsonSerializer.Serialize(config, ResultsWriter.Json) });
 
         Console.WriteLine();
