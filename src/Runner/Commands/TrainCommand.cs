@@ -57,7 +57,8 @@ public sealed class TrainOptions : DeviceOptions
     [Option("head-bias", HelpText = "Give the LM head a bias.")] public bool HeadBias { get; set; }
 
     // Techniques (their issues bring them)
-    [Option("bf16")] public bool Bf16 { get; set; }
+    [Option("bf16", HelpText = "bf16 mixed precision: bf16 activations, gradients of activations and matmul weight copies; float32 master weights, parameter gradients, Adam state and loss.")]
+    public bool Bf16 { get; set; }
     [Option("flash-attn")] public bool FlashAttn { get; set; }
     [Option("window-size")] public int? WindowSize { get; set; }
     [Option("gradient-checkpointing", HelpText = "Recompute activations in backward instead of keeping them (see --checkpoint-every, --checkpoint-scope).")]
@@ -99,7 +100,7 @@ public static class TrainCommand
 {
     public static int Run(TrainOptions o)
     {
-        foreach (var (flag, on) in new[] { ("--bf16", o.Bf16), ("--flash-attn", o.FlashAttn) })
+        foreach (var (flag, on) in new[] { ("--flash-attn", o.FlashAttn) })
             if (on) throw new UserError($"{flag} is not supported yet (it arrives with its own issue); run without it");
 
         ModelConfig config;
@@ -110,13 +111,14 @@ public static class TrainCommand
             config.Validate();
             training = new TrainingOptions
             {
-                Technique = o.Technique, BatchSize = o.BatchSize, Epochs = o.Epochs, Steps = o.Steps, LearningRate = o.Lr,
+                // --bf16 labels the run "bf16" unless a technique name was given.
+                Technique = o.Bf16 && o.Technique == "baseline" ? "bf16" : o.Technique, BatchSize = o.BatchSize, Epochs = o.Epochs, Steps = o.Steps, LearningRate = o.Lr,
                 Optimizer = Enum.Parse<OptimizerKind>(o.Optimizer, ignoreCase: true), WeightDecay = o.WeightDecay,
                 Schedule = Enum.Parse<ScheduleKind>(o.Schedule, ignoreCase: true), WarmupSteps = o.WarmupSteps,
                 GradClip = o.GradClip, GradAccumulation = o.GradAccum, LabelSmoothing = o.LabelSmoothing, Seed = (ulong)o.Seed,
                 EvalEvery = o.EvalEvery, EvalBatches = o.EvalBatches, WindowSize = o.WindowSize,
                 GradientCheckpointing = o.GradientCheckpointing, CheckpointEvery = o.CheckpointEvery,
-                CheckpointScope = o.ParsedCheckpointScope(),
+                CheckpointScope = o.ParsedCheckpointScope(), Bf16 = o.Bf16,
             };
             training.Validate();
         }
@@ -129,8 +131,8 @@ public static class TrainCommand
         using var device = o.OpenDevice();
         var info = device.Info();
         Console.WriteLine($"device   {info.Kind}: {info.Name}");
-        Console.WriteLine($"model    {config}");
-        using var model = new TransformerLM(device, config, (int)o.Seed);
+        Console.WriteLine($"model    {config}{(o.Bf16 ? "; bf16 mixed precision" : "")}");
+        using var model = new TransformerLM(device, config, (int)o.Seed, o.Bf16 ? Precision.Bf16 : Precision.Fp32);
         Console.WriteLine($"params   {model.ParameterCount.ToString("N0", CultureInfo.InvariantCulture)}");
         Console.WriteLine($"data     {data.Stats.Source}: {data.Stats.Train.Tokens:N0} train tokens, {data.Stats.Val.Tokens:N0} val tokens, tokenizer {data.Stats.TokenizerName} ({data.Tokenizer.VocabSize})");
         if (data.Stats.Val.OptimalPerplexity is double best)
@@ -153,7 +155,7 @@ public static class TrainCommand
         }
 
         var (metricsPath, memoryPath) = ResultsWriter.Write(o.ResultsDir, metrics, new { model = config, training, flags = Environment.GetCommandLineArgs().Skip(1) }, info, data.Stats);
-        var ckpt = o.Checkpoint ?? Path.Combine(o.ResultsDir, "checkpoints", $"{ResultsWriter.Sanitize(dataset)}_{ResultsWriter.Sanitize(o.Technique)}.safetensors");
+        var ckpt = o.Checkpoint ?? Path.Combine(o.ResultsDir, "checkpoints", $"{ResultsWriter.Sanitize(dataset)}_{ResultsWriter.Sanitize(training.Technique)}.safetensors");
         ModelCheckpoint.Save(ckpt, model, new Dictionary<string, string> { ["memopt.config"] = System.Text.Json.JsonSerializer.Serialize(config, ResultsWriter.Json) });
 
         Console.WriteLine();
