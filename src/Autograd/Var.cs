@@ -23,10 +23,16 @@ public class Var : IDisposable
     public Shape Shape => Value.Shape;
     public ComputeDevice Device => Value.Device;
 
-    /// <summary>The gradient buffer backward kernels add into (+=), made and zeroed on first use.</summary>
+    /// <summary>
+    /// The gradient buffer backward kernels add into (+=), made and zeroed on first use. An activation's gradient has
+    /// the activation's dtype (bf16 activations get bf16 gradients, accumulated in float32 inside each kernel and
+    /// rounded once per store): the N×V logits gradient and the per-layer activation gradients are the largest
+    /// transient tensors of a step, so float32 ones would give back most of what bf16 activations save.
+    /// Parameters override this: their gradients are float32 (<see cref="Parameter"/>).
+    /// </summary>
     public Tensor GradBuffer(string op)
     {
-        Grad ??= Tensor.Zeros(Device, Value.Shape, DType.F32, GradCategory, "grad:" + op);
+        Grad ??= Tensor.Zeros(Device, Value.Shape, Value.DType, GradCategory, "grad:" + op);
         return Grad;
     }
 
@@ -36,7 +42,7 @@ public class Var : IDisposable
     /// </summary>
     internal void AdoptOrAddGrad(Tensor g, string op)
     {
-        if (Grad is null && this is not Parameter)
+        if (Grad is null && this is not Parameter && g.DType == Value.DType)
         {
             Grad = g.View(Value.Shape);
             return;
@@ -63,7 +69,11 @@ public class Var : IDisposable
     public override string ToString() => $"Var({Name}) {Value}";
 }
 
-/// <summary>A trainable leaf: its gradient buffer is allocated up front (category gradients) and kept across steps.</summary>
+/// <summary>
+/// A trainable leaf: float32 master weights, and a float32 gradient buffer allocated up front (category gradients) and
+/// kept across steps. Under bf16 mixed precision a parameter used as a GEMM operand also has a bf16 shadow copy
+/// (<see cref="Bf16Copy"/>) that the matmuls read; the optimizer updates the master and rewrites the shadow.
+/// </summary>
 public sealed class Parameter : Var
 {
     public Parameter(Tensor value, string name) : base(value, requiresGrad: true, name)
@@ -73,6 +83,30 @@ public sealed class Parameter : Var
 
     protected override MemoryCategory GradCategory => MemoryCategory.Gradients;
 
+    /// <summary>
+    /// The bf16 copy of the weights that bf16 matmuls read (category parameters, op "bf16:" + name), or null when the
+    /// parameter has none. It equals the master rounded to nearest even once <see cref="RefreshBf16Copy"/> or an
+    /// optimizer step has run after the master last changed.
+    /// </summary>
+    public Tensor? Bf16Copy { get; private set; }
+
+    /// <summary>Allocates the bf16 shadow (once) and fills it from the master weights.</summary>
+    public Tensor EnableBf16Copy()
+    {
+        if (Bf16Copy is null)
+        {
+            Bf16Copy = Tensor.Empty(Device, Value.Shape, DType.BF16, MemoryCategory.Parameters, "bf16:" + Name);
+            RefreshBf16Copy();
+        }
+        return Bf16Copy;
+    }
+
+    /// <summary>Rewrites the shadow from the master (after the master was written other than by the optimizer, e.g. a checkpoint load).</summary>
+    public void RefreshBf16Copy()
+    {
+        if (Bf16Copy is not null) Memopt.Kernels.Convert.ToBf16(Value, Bf16Copy);
+    }
+
     /// <summary>Parameter gradients accumulate across backward passes until <see cref="ZeroGrad"/>.</summary>
     internal override void ReleaseGrad() { }
 
@@ -81,6 +115,7 @@ public sealed class Parameter : Var
     public override void Dispose()
     {
         Grad?.Dispose();
+        Bf16Copy?.Dispose();
         base.Dispose();
     }
 }

@@ -14,6 +14,9 @@ namespace Memopt.Kernels;
 ///   p  = p − (lr / (1−β1^t)) · m / (√v / √(1−β2^t) + eps)
 /// The bias corrections are folded into two scalars on the host (in float64), so the kernel reads p, grad, m, v
 /// once and writes p, m, v once: 28 bytes of traffic per parameter, nothing allocated.
+/// Mixed precision: given a bf16 shadow of the parameter, the same pass also writes round(p) into it (+2 bytes per
+/// parameter), so the matmuls' bf16 weights are refreshed without a second pass over p. Master weights, gradients
+/// and both moments stay float32.
 /// </summary>
 public static class AdamW
 {
@@ -51,8 +54,11 @@ public static class AdamW
         }
     }
 
-    /// <summary>Updates <paramref name="param"/>, <paramref name="m"/> and <paramref name="v"/> in place from <paramref name="grad"/>.</summary>
-    public static void Update(Tensor param, Tensor grad, Tensor m, Tensor v, Coefficients c)
+    /// <summary>
+    /// Updates <paramref name="param"/>, <paramref name="m"/> and <paramref name="v"/> in place from <paramref name="grad"/>,
+    /// and writes the updated parameter rounded to bf16 into <paramref name="bf16Copy"/> when one is given.
+    /// </summary>
+    public static void Update(Tensor param, Tensor grad, Tensor m, Tensor v, Coefficients c, Tensor? bf16Copy = null)
     {
         const string op = "adamw";
         Check.DType(op, param, DType.F32, "parameter");
@@ -65,13 +71,22 @@ public static class AdamW
         Check.SameDevice(op, param, grad);
         Check.SameDevice(op, param, m);
         Check.SameDevice(op, param, v);
+        if (bf16Copy is not null)
+        {
+            Check.DType(op, bf16Copy, DType.BF16, "bf16 copy");
+            Check.SameShape(op, param, bf16Copy);
+            Check.SameDevice(op, param, bf16Copy);
+        }
         var device = param.Device;
         var k = device.Kernel("adamw.update", acc => acc.LoadStreamKernel<
-            ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, Coefficients, long>(UpdateKernel));
-        k(Launch.Elementwise(device, param.Numel), param.F32, grad.F32, m.F32, v.F32, c, param.Numel);
+            ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<ushort>, int, Coefficients, long>(UpdateKernel));
+        // Without a copy the flag is 0 and the kernel never touches the stand-in view (the parameter's own bytes).
+        var copy = bf16Copy?.BF16 ?? param.Raw.Cast<ushort>();
+        k(Launch.Elementwise(device, param.Numel), param.F32, grad.F32, m.F32, v.F32, copy, bf16Copy is null ? 0 : 1, c, param.Numel);
     }
 
-    private static void UpdateKernel(ArrayView<float> param, ArrayView<float> grad, ArrayView<float> m, ArrayView<float> v, Coefficients c, long n)
+    private static void UpdateKernel(ArrayView<float> param, ArrayView<float> grad, ArrayView<float> m, ArrayView<float> v,
+        ArrayView<ushort> bf16Copy, int writeCopy, Coefficients c, long n)
     {
         long stride = (long)Grid.DimX * Group.DimX;
         for (long i = Grid.GlobalIndex.X; i < n; i += stride)
@@ -83,7 +98,9 @@ public static class AdamW
             float vi = c.Beta2 * v[i] + c.OneMinusBeta2 * g * g;
             m[i] = mi;
             v[i] = vi;
-            param[i] = p * c.DecayFactor - c.StepSize * mi / (MathF.Sqrt(vi) * c.InvSqrtBias2 + c.Eps);
+            float updated = p * c.DecayFactor - c.StepSize * mi / (MathF.Sqrt(vi) * c.InvSqrtBias2 + c.Eps);
+            param[i] = updated;
+            if (writeCopy != 0) bf16Copy[i] = BFloat16.FromFloat(updated);
         }
     }
 

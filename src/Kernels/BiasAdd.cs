@@ -16,6 +16,8 @@ namespace Memopt.Kernels;
 /// the CPU accelerator, where a barrier is an OS-level rendezvous) gives each column to one thread, which sums it
 /// down all rows and adds into dbias: one pass, no shared memory, no barrier.
 /// The dx of a bias add is dy itself (the caller adds it).
+/// x, y, dy and the bias may each be float32 or bfloat16 (<see cref="FloatView"/>: a bf16 activation plus a float32
+/// bias under mixed precision); sums are float32 and the bias gradient is float32 in the model (any float dtype works).
 /// </summary>
 public static class BiasAdd
 {
@@ -28,8 +30,8 @@ public static class BiasAdd
     {
         CheckBias("bias_add", x, bias);
         Elementwise.CheckPair("bias_add", x, y);
-        var k = x.Device.Kernel("bias_add.fwd", acc => acc.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, long, int>(ForwardKernel));
-        k(Launch.Elementwise(x.Device, x.Numel), x.F32, bias.F32, y.F32, x.Numel, x.Shape.Last);
+        var k = x.Device.Kernel("bias_add.fwd", acc => acc.LoadStreamKernel<FloatView, FloatView, FloatView, long, int>(ForwardKernel));
+        k(Launch.Elementwise(x.Device, x.Numel), FloatView.Of(x), FloatView.Of(bias), FloatView.Of(y), x.Numel, x.Shape.Last);
     }
 
     /// <summary>
@@ -47,8 +49,8 @@ public static class BiasAdd
         if (!Launch.Cooperative(device))
         {
             var columns = device.Kernel("bias_add.colsum_thread_per_column",
-                acc => acc.LoadStreamKernel<ArrayView<float>, ArrayView<float>, long, int>(ColumnPerThreadKernel));
-            columns(Launch.Elementwise(device, cols), dy.F32, dbias.F32, rows, cols);
+                acc => acc.LoadStreamKernel<FloatView, FloatView, long, int>(ColumnPerThreadKernel));
+            columns(Launch.Elementwise(device, cols), FloatView.Of(dy), FloatView.Of(dbias), rows, cols);
             return;
         }
         int group = Launch.GroupSize(device, 256);
@@ -65,30 +67,30 @@ public static class BiasAdd
         blocks = (rows + rowsPerBlock - 1) / rowsPerBlock;
 
         var pass1 = device.Kernel("bias_add.colsum_partial",
-            acc => acc.LoadStreamKernel<ArrayView<float>, ArrayView<float>, long, int, int, long, int>(ColumnPartialKernel));
+            acc => acc.LoadStreamKernel<FloatView, FloatView, long, int, int, long, int>(ColumnPartialKernel));
         var config = new KernelConfig((int)(blocks * chunks), group);
         if (blocks == 1)
         {
-            pass1(config, dy.F32, dbias.F32, rows, cols, width, rowsPerBlock, 1);
+            pass1(config, FloatView.Of(dy), FloatView.Of(dbias), rows, cols, width, rowsPerBlock, 1);
             return;
         }
         using var partial = Tensor.Empty(device, new Shape((int)blocks, cols), DType.F32, MemoryCategory.Workspace, "bias_add_backward");
-        pass1(config, dy.F32, partial.F32, rows, cols, width, rowsPerBlock, 0);
+        pass1(config, FloatView.Of(dy), FloatView.Of(partial), rows, cols, width, rowsPerBlock, 0);
         var pass2 = device.Kernel("bias_add.colsum_final",
-            acc => acc.LoadStreamKernel<ArrayView<float>, ArrayView<float>, int, int>(ColumnFinalKernel));
-        pass2(Launch.Elementwise(device, cols), partial.F32, dbias.F32, (int)blocks, cols);
+            acc => acc.LoadStreamKernel<ArrayView<float>, FloatView, int, int>(ColumnFinalKernel));
+        pass2(Launch.Elementwise(device, cols), partial.F32, FloatView.Of(dbias), (int)blocks, cols);
     }
 
     private static void CheckBias(string op, Tensor x, Tensor bias)
     {
-        Check.DType(op, x, DType.F32);
-        Check.DType(op, bias, DType.F32, "bias");
+        Check.Float(op, x);
+        Check.Float(op, bias, "bias");
         Check.SameDevice(op, x, bias);
         if (bias.Shape.Rank != 1 || bias.Shape[0] != x.Shape.Last)
             throw new ShapeException(op, $"bias {bias.Shape} must be [{x.Shape.Last}], the last dimension of {x.Shape}");
     }
 
-    private static void ForwardKernel(ArrayView<float> x, ArrayView<float> bias, ArrayView<float> y, long n, int cols)
+    private static void ForwardKernel(FloatView x, FloatView bias, FloatView y, long n, int cols)
     {
         long stride = (long)Grid.DimX * Group.DimX;
         long start = Grid.GlobalIndex.X;
@@ -97,7 +99,7 @@ public static class BiasAdd
         int step = (int)(stride % cols);
         for (long i = start; i < n; i += stride)
         {
-            y[i] = x[i] + bias[column];
+            y.Store(i, x.Load(i) + bias.Load(column));
             column += step;
             if (column >= cols) column -= cols;
         }
@@ -107,7 +109,7 @@ public static class BiasAdd
     /// Group g sums column chunk g % chunks over row block g / chunks. Thread t owns column chunk·width + t % width
     /// and row lane t / width; lanes step through the block's rows by the number of lanes.
     /// </summary>
-    private static void ColumnPartialKernel(ArrayView<float> dy, ArrayView<float> output, long rows, int cols, int width, long rowsPerBlock, int addIntoOutput)
+    private static void ColumnPartialKernel(FloatView dy, FloatView output, long rows, int cols, int width, long rowsPerBlock, int addIntoOutput)
     {
         int tid = Group.IdxX;
         int groupSize = Group.DimX;
@@ -124,38 +126,38 @@ public static class BiasAdd
 
         float s = 0;
         if (column < cols && lane < lanes)
-            for (long r = rowStart + lane; r < rowEnd; r += lanes) s += dy[r * cols + column];
+            for (long r = rowStart + lane; r < rowEnd; r += lanes) s += dy.Load(r * cols + column);
         shared[tid] = s;
         Group.Barrier();
         if (tid < width && column < cols)
         {
             float total = 0;
             for (int l = 0; l < lanes; l++) total += shared[l * width + tid];
-            if (addIntoOutput != 0) output[column] += total;
-            else output[block * cols + column] = total;
+            if (addIntoOutput != 0) output.Add(column, total);
+            else output.Store(block * cols + column, total);
         }
     }
 
     /// <summary>The portable column sum: dbias[c] += Σ_r dy[r, c], one thread per column, grid-stride over columns.</summary>
-    private static void ColumnPerThreadKernel(ArrayView<float> dy, ArrayView<float> dbias, long rows, int cols)
+    private static void ColumnPerThreadKernel(FloatView dy, FloatView dbias, long rows, int cols)
     {
         int stride = Grid.DimX * Group.DimX;
         for (int c = Grid.GlobalIndex.X; c < cols; c += stride)
         {
             float s = 0;
-            for (long r = 0; r < rows; r++) s += dy[r * cols + c];
-            dbias[c] += s;
+            for (long r = 0; r < rows; r++) s += dy.Load(r * cols + c);
+            dbias.Add(c, s);
         }
     }
 
-    private static void ColumnFinalKernel(ArrayView<float> partial, ArrayView<float> dbias, int blocks, int cols)
+    private static void ColumnFinalKernel(ArrayView<float> partial, FloatView dbias, int blocks, int cols)
     {
         int stride = Grid.DimX * Group.DimX;
         for (int c = Grid.GlobalIndex.X; c < cols; c += stride)
         {
             float s = 0;
             for (int b = 0; b < blocks; b++) s += partial[(long)b * cols + c];
-            dbias[c] += s;
+            dbias.Add(c, s);
         }
     }
 

@@ -15,6 +15,20 @@ public static class Check
         if (t.DType != expected) throw new ShapeException(op, $"{role} {t.Shape} is {t.DType.Name()}, expected {expected.Name()}");
     }
 
+    /// <summary>A floating-point tensor: float32 or bfloat16 (what the float kernels take, through <see cref="FloatView"/>).</summary>
+    public static void Float(string op, Tensor t, string role = "input")
+    {
+        if (t.DType is not (Tensors.DType.F32 or Tensors.DType.BF16))
+            throw new ShapeException(op, $"{role} {t.Shape} is {t.DType.Name()}, expected float32 or bfloat16");
+    }
+
+    /// <summary>Two tensors of one dtype (activations that meet in an op: both float32 or both bfloat16).</summary>
+    public static void SameDType(string op, Tensor a, Tensor b, string roleA = "input", string roleB = "output")
+    {
+        if (a.DType != b.DType)
+            throw new ShapeException(op, $"{roleA} {a.Shape} is {a.DType.Name()} but {roleB} {b.Shape} is {b.DType.Name()}; they must match");
+    }
+
     public static void SameDevice(string op, Tensor a, Tensor b)
     {
         if (!ReferenceEquals(a.Device, b.Device)) throw new ShapeException(op, "tensors live on different devices");

@@ -25,6 +25,9 @@ namespace Memopt.Kernels;
 /// status buffer that the host reads once after the kernel (8 bytes and one stream synchronisation per call, about
 /// 10–30 µs of idle GPU on an H100 — the training loop reads the loss back each step anyway). An out-of-range
 /// target throws <see cref="ShapeException"/> naming the first bad row and its value.
+/// Dtypes: the logits and their gradient may be float32 or bfloat16 (<see cref="FloatView"/>); the log-sum-exp, the row
+/// losses, the loss and its gradient are float32, and so is all the math: a bf16 logit is widened on load, a bf16
+/// gradient rounded once when stored.
 /// </summary>
 public static class CrossEntropy
 {
@@ -50,14 +53,14 @@ public static class CrossEntropy
         if (cooperative)
         {
             var forward = device.Kernel("cross_entropy.fwd", acc => acc.LoadStreamKernel<
-                ArrayView<float>, ArrayView<int>, ArrayView<float>, ArrayView<float>, ArrayView<int>, int, int, float>(ForwardKernel));
-            forward(Launch.PerRow(device, rows), logits.F32, targets.I32, rowLse.F32, rowLoss.F32, status.I32, vocab, ignoreIndex, labelSmoothing);
+                FloatView, ArrayView<int>, ArrayView<float>, ArrayView<float>, ArrayView<int>, int, int, float>(ForwardKernel));
+            forward(Launch.PerRow(device, rows), FloatView.Of(logits), targets.I32, rowLse.F32, rowLoss.F32, status.I32, vocab, ignoreIndex, labelSmoothing);
         }
         else
         {
             var forward = device.Kernel("cross_entropy.fwd_thread_per_row", acc => acc.LoadStreamKernel<
-                ArrayView<float>, ArrayView<int>, ArrayView<float>, ArrayView<float>, ArrayView<int>, int, int, int, float>(ForwardRowKernel));
-            forward(Launch.ThreadPerRow(device, rows), logits.F32, targets.I32, rowLse.F32, rowLoss.F32, status.I32, rows, vocab, ignoreIndex, labelSmoothing);
+                FloatView, ArrayView<int>, ArrayView<float>, ArrayView<float>, ArrayView<int>, int, int, int, float>(ForwardRowKernel));
+            forward(Launch.ThreadPerRow(device, rows), FloatView.Of(logits), targets.I32, rowLse.F32, rowLoss.F32, status.I32, rows, vocab, ignoreIndex, labelSmoothing);
         }
 
         var counts = status.ToIntArray(); // the one read-back: [valid rows, out-of-range targets]
@@ -88,7 +91,7 @@ public static class CrossEntropy
         int rows = checked((int)logits.Shape.Rows), vocab = logits.Shape.Last;
         Check.That(rowLse.DType == DType.F32 && rowLse.Numel == rows, Op, $"row log-sum-exp {rowLse.Shape} must be float32 with {rows} elements (logits {logits.Shape})");
         Check.That(dloss.DType == DType.F32 && dloss.Numel == 1, Op, $"loss gradient {dloss.Shape} {dloss.DType.Name()} must be one float32");
-        Check.DType(Op, dlogits, DType.F32, "logits gradient");
+        Check.Float(Op, dlogits, "logits gradient");
         Check.SameShape(Op, logits, dlogits);
         Check.That(count >= 0 && count <= rows, Op, $"count {count} is not in 0..{rows}");
         if (count == 0) return;
@@ -97,20 +100,20 @@ public static class CrossEntropy
         if (Launch.Cooperative(device))
         {
             var backward = device.Kernel("cross_entropy.bwd", acc => acc.LoadStreamKernel<
-                ArrayView<float>, ArrayView<int>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int, float, float, float>(BackwardKernel));
-            backward(Launch.PerRow(device, rows), logits.F32, targets.I32, rowLse.F32, dloss.F32, dlogits.F32,
+                FloatView, ArrayView<int>, ArrayView<float>, ArrayView<float>, FloatView, int, int, float, float, float>(BackwardKernel));
+            backward(Launch.PerRow(device, rows), FloatView.Of(logits), targets.I32, rowLse.F32, dloss.F32, FloatView.Of(dlogits),
                 vocab, ignoreIndex, 1f - labelSmoothing, labelSmoothing / vocab, 1f / count);
             return;
         }
         var serial = device.Kernel("cross_entropy.bwd_thread_per_row", acc => acc.LoadStreamKernel<
-            ArrayView<float>, ArrayView<int>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int, int, float, float, float>(BackwardRowKernel));
-        serial(Launch.ThreadPerRow(device, rows), logits.F32, targets.I32, rowLse.F32, dloss.F32, dlogits.F32,
+            FloatView, ArrayView<int>, ArrayView<float>, ArrayView<float>, FloatView, int, int, int, float, float, float>(BackwardRowKernel));
+        serial(Launch.ThreadPerRow(device, rows), FloatView.Of(logits), targets.I32, rowLse.F32, dloss.F32, FloatView.Of(dlogits),
             rows, vocab, ignoreIndex, 1f - labelSmoothing, labelSmoothing / vocab, 1f / count);
     }
 
     private static void CheckInputs(Tensor logits, Tensor targets, float labelSmoothing)
     {
-        Check.DType(Op, logits, DType.F32, "logits");
+        Check.Float(Op, logits, "logits");
         Check.DType(Op, targets, DType.I32, "targets");
         Check.SameDevice(Op, logits, targets);
         Check.That(logits.Shape.Rank >= 2, Op, $"logits {logits.Shape} need a row axis and a class axis");
@@ -132,7 +135,7 @@ public static class CrossEntropy
             $"{bad} target(s) outside [0, {vocab}) that are not the ignore index {ignoreIndex} ({first}; logits {logits.Shape}, targets {targets.Shape})");
     }
 
-    private static void ForwardKernel(ArrayView<float> logits, ArrayView<int> targets, ArrayView<float> rowLse, ArrayView<float> rowLoss,
+    private static void ForwardKernel(FloatView logits, ArrayView<int> targets, ArrayView<float> rowLse, ArrayView<float> rowLoss,
         ArrayView<int> status, int vocab, int ignoreIndex, float smoothing)
     {
         int row = Grid.IdxX;
@@ -156,7 +159,7 @@ public static class CrossEntropy
         float m = float.NegativeInfinity, s = 0f, sumX = 0f;
         for (int j = tid; j < vocab; j += threads)
         {
-            float x = logits[start + j];
+            float x = logits.Load(start + j);
             if (x > m)
             {
                 s = s * MathF.Exp(m - x) + 1f;
@@ -176,7 +179,7 @@ public static class CrossEntropy
         {
             float lse = rowMax + MathF.Log(sum);
             rowLse[row] = lse;
-            float nll = lse - logits[start + target];
+            float nll = lse - logits.Load(start + target);
             rowLoss[row] = smoothing != 0f ? (1f - smoothing) * nll + smoothing * (lse - totalX / vocab) : nll;
             Atomic.Add(ref status[0], 1);
         }
@@ -193,8 +196,8 @@ public static class CrossEntropy
         if (tid == 0) loss[0] = total * scale;
     }
 
-    private static void BackwardKernel(ArrayView<float> logits, ArrayView<int> targets, ArrayView<float> rowLse, ArrayView<float> dloss,
-        ArrayView<float> dlogits, int vocab, int ignoreIndex, float onTarget, float uniform, float invCount)
+    private static void BackwardKernel(FloatView logits, ArrayView<int> targets, ArrayView<float> rowLse, ArrayView<float> dloss,
+        FloatView dlogits, int vocab, int ignoreIndex, float onTarget, float uniform, float invCount)
     {
         int row = Grid.IdxX;
         int tid = Group.IdxX;
@@ -206,9 +209,9 @@ public static class CrossEntropy
         float g = dloss[0] * invCount;
         for (int j = tid; j < vocab; j += threads)
         {
-            float p = MathF.Exp(logits[start + j] - lse);
+            float p = MathF.Exp(logits.Load(start + j) - lse);
             float want = j == target ? onTarget + uniform : uniform;
-            dlogits[start + j] += g * (p - want);
+            dlogits.Add(start + j, g * (p - want));
         }
     }
 
@@ -222,7 +225,7 @@ public static class CrossEntropy
     /// The portable forward: thread per row, grid-stride over rows. Valid and out-of-range rows are counted per thread
     /// and added to the status once per thread.
     /// </summary>
-    private static void ForwardRowKernel(ArrayView<float> logits, ArrayView<int> targets, ArrayView<float> rowLse, ArrayView<float> rowLoss,
+    private static void ForwardRowKernel(FloatView logits, ArrayView<int> targets, ArrayView<float> rowLse, ArrayView<float> rowLoss,
         ArrayView<int> status, int rows, int vocab, int ignoreIndex, float smoothing)
     {
         int stride = Grid.DimX * Group.DimX;
@@ -239,7 +242,7 @@ public static class CrossEntropy
             }
             long start = (long)row * vocab;
             float max = float.NegativeInfinity;
-            for (int j = 0; j < vocab; j++) max = MathF.Max(max, logits[start + j]);
+            for (int j = 0; j < vocab; j++) max = MathF.Max(max, logits.Load(start + j));
             float sum = 0f, sumX = 0f;
             for (int j0 = 0; j0 < vocab; j0 += SumBlock)
             {
@@ -247,7 +250,7 @@ public static class CrossEntropy
                 float part = 0f, partX = 0f;
                 for (int j = j0; j < end; j++)
                 {
-                    float x = logits[start + j];
+                    float x = logits.Load(start + j);
                     part += MathF.Exp(x - max);
                     partX += x;
                 }
@@ -256,7 +259,7 @@ public static class CrossEntropy
             }
             float lse = max + MathF.Log(sum);
             rowLse[row] = lse;
-            float nll = lse - logits[start + target];
+            float nll = lse - logits.Load(start + target);
             rowLoss[row] = smoothing != 0f ? (1f - smoothing) * nll + smoothing * (lse - sumX / vocab) : nll;
             valid++;
         }
@@ -280,8 +283,8 @@ public static class CrossEntropy
     }
 
     /// <summary>The portable backward: thread per row, grid-stride over rows.</summary>
-    private static void BackwardRowKernel(ArrayView<float> logits, ArrayView<int> targets, ArrayView<float> rowLse, ArrayView<float> dloss,
-        ArrayView<float> dlogits, int rows, int vocab, int ignoreIndex, float onTarget, float uniform, float invCount)
+    private static void BackwardRowKernel(FloatView logits, ArrayView<int> targets, ArrayView<float> rowLse, ArrayView<float> dloss,
+        FloatView dlogits, int rows, int vocab, int ignoreIndex, float onTarget, float uniform, float invCount)
     {
         int stride = Grid.DimX * Group.DimX;
         float g = dloss[0] * invCount;
@@ -293,9 +296,9 @@ public static class CrossEntropy
             float lse = rowLse[row];
             for (int j = 0; j < vocab; j++)
             {
-                float p = MathF.Exp(logits[start + j] - lse);
+                float p = MathF.Exp(logits.Load(start + j) - lse);
                 float want = j == target ? onTarget + uniform : uniform;
-                dlogits[start + j] += g * (p - want);
+                dlogits.Add(start + j, g * (p - want));
             }
         }
     }

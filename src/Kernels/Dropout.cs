@@ -9,7 +9,8 @@ namespace Memopt.Kernels;
 /// The mask is never stored: u comes from <see cref="CounterRng"/> at (seed, offset, element index), so backward
 /// (dx += dy·m/(1−p)) and a gradient-checkpointing recompute regenerate it bit for bit. Memory: one read of x (or dy)
 /// and one write of y (or read-modify-write of dx) per element; each thread draws one Philox block for four
-/// consecutive elements.
+/// consecutive elements. x, y, dy and dx may each be float32 or bfloat16 (<see cref="FloatView"/>): the mask does not
+/// depend on the dtype, the multiply is float32 and a bf16 result is rounded once.
 /// </summary>
 public static class Dropout
 {
@@ -30,8 +31,8 @@ public static class Dropout
     {
         Elementwise.CheckPair("dropout", x, y);
         CheckProbability(p, x.Shape);
-        var k = x.Device.Kernel("dropout.apply", acc => acc.LoadStreamKernel<ArrayView<float>, ArrayView<float>, long, float, float, ulong, ulong>(ApplyKernel));
-        k(Launch.Elementwise(x.Device, (x.Numel + 3) / 4), x.F32, y.F32, x.Numel, p, KeepScale(p), seed, offset);
+        var k = x.Device.Kernel("dropout.apply", acc => acc.LoadStreamKernel<FloatView, FloatView, long, float, float, ulong, ulong>(ApplyKernel));
+        k(Launch.Elementwise(x.Device, (x.Numel + 3) / 4), FloatView.Of(x), FloatView.Of(y), x.Numel, p, KeepScale(p), seed, offset);
     }
 
     /// <summary>dx += dy·m/(1−p), regenerating the forward mask from (seed, offset).</summary>
@@ -39,14 +40,14 @@ public static class Dropout
     {
         Elementwise.CheckPair("dropout_backward", dy, dx);
         CheckProbability(p, dy.Shape);
-        var k = dy.Device.Kernel("dropout.accumulate", acc => acc.LoadStreamKernel<ArrayView<float>, ArrayView<float>, long, float, float, ulong, ulong>(AccumulateKernel));
-        k(Launch.Elementwise(dy.Device, (dy.Numel + 3) / 4), dy.F32, dx.F32, dy.Numel, p, KeepScale(p), seed, offset);
+        var k = dy.Device.Kernel("dropout.accumulate", acc => acc.LoadStreamKernel<FloatView, FloatView, long, float, float, ulong, ulong>(AccumulateKernel));
+        k(Launch.Elementwise(dy.Device, (dy.Numel + 3) / 4), FloatView.Of(dy), FloatView.Of(dx), dy.Numel, p, KeepScale(p), seed, offset);
     }
 
     private static float Factor(uint bits, float p, float scale) => Keeps(bits, p) ? scale : 0f;
 
     /// <summary>y[i] = x[i]·factor(i); one Philox block per four elements.</summary>
-    private static void ApplyKernel(ArrayView<float> x, ArrayView<float> y, long n, float p, float scale, ulong seed, ulong offset)
+    private static void ApplyKernel(FloatView x, FloatView y, long n, float p, float scale, ulong seed, ulong offset)
     {
         long stride = (long)Grid.DimX * Group.DimX;
         long blocks = (n + 3) / 4;
@@ -54,15 +55,15 @@ public static class Dropout
         {
             var r = CounterRng.BlockAt(seed, offset, b);
             long i = b * 4;
-            y[i] = x[i] * Factor(r.X0, p, scale);
-            if (i + 1 < n) y[i + 1] = x[i + 1] * Factor(r.X1, p, scale);
-            if (i + 2 < n) y[i + 2] = x[i + 2] * Factor(r.X2, p, scale);
-            if (i + 3 < n) y[i + 3] = x[i + 3] * Factor(r.X3, p, scale);
+            y.Store(i, x.Load(i) * Factor(r.X0, p, scale));
+            if (i + 1 < n) y.Store(i + 1, x.Load(i + 1) * Factor(r.X1, p, scale));
+            if (i + 2 < n) y.Store(i + 2, x.Load(i + 2) * Factor(r.X2, p, scale));
+            if (i + 3 < n) y.Store(i + 3, x.Load(i + 3) * Factor(r.X3, p, scale));
         }
     }
 
     /// <summary>dx[i] += dy[i]·factor(i).</summary>
-    private static void AccumulateKernel(ArrayView<float> dy, ArrayView<float> dx, long n, float p, float scale, ulong seed, ulong offset)
+    private static void AccumulateKernel(FloatView dy, FloatView dx, long n, float p, float scale, ulong seed, ulong offset)
     {
         long stride = (long)Grid.DimX * Group.DimX;
         long blocks = (n + 3) / 4;
@@ -70,10 +71,10 @@ public static class Dropout
         {
             var r = CounterRng.BlockAt(seed, offset, b);
             long i = b * 4;
-            dx[i] += dy[i] * Factor(r.X0, p, scale);
-            if (i + 1 < n) dx[i + 1] += dy[i + 1] * Factor(r.X1, p, scale);
-            if (i + 2 < n) dx[i + 2] += dy[i + 2] * Factor(r.X2, p, scale);
-            if (i + 3 < n) dx[i + 3] += dy[i + 3] * Factor(r.X3, p, scale);
+            dx.Add(i, dy.Load(i) * Factor(r.X0, p, scale));
+            if (i + 1 < n) dx.Add(i + 1, dy.Load(i + 1) * Factor(r.X1, p, scale));
+            if (i + 2 < n) dx.Add(i + 2, dy.Load(i + 2) * Factor(r.X2, p, scale));
+            if (i + 3 < n) dx.Add(i + 3, dy.Load(i + 3) * Factor(r.X3, p, scale));
         }
     }
 

@@ -5,8 +5,10 @@ using Memopt.Tensors;
 namespace Memopt.Kernels;
 
 /// <summary>
-/// Elementwise float32 kernels: residual add (y = a + b), scale (y = s·x) and accumulate (y += s·x, the
+/// Elementwise kernels: residual add (y = a + b), scale (y = s·x) and accumulate (y += s·x, the
 /// gradient-accumulation primitive every backward uses). One pass, each input read once, output written once.
+/// Every tensor may be float32 or bfloat16 independently (<see cref="FloatView"/>): the arithmetic is float32 and a
+/// bf16 output is rounded once, when stored (so y += s·x into bf16 adds in float32, then rounds).
 /// </summary>
 public static class Elementwise
 {
@@ -14,48 +16,49 @@ public static class Elementwise
     public static void Add(Tensor a, Tensor b, Tensor y)
     {
         CheckTriple("add", a, b, y);
-        var k = a.Device.Kernel("elementwise.add", acc => acc.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, long>(AddKernel));
-        k(Launch.Elementwise(a.Device, a.Numel), a.F32, b.F32, y.F32, a.Numel);
+        var k = a.Device.Kernel("elementwise.add", acc => acc.LoadStreamKernel<FloatView, FloatView, FloatView, long>(AddKernel));
+        k(Launch.Elementwise(a.Device, a.Numel), FloatView.Of(a), FloatView.Of(b), FloatView.Of(y), a.Numel);
     }
 
     /// <summary>y = s·x (y may be x).</summary>
     public static void Scale(Tensor x, float s, Tensor y)
     {
         CheckPair("scale", x, y);
-        var k = x.Device.Kernel("elementwise.scale", acc => acc.LoadStreamKernel<ArrayView<float>, float, ArrayView<float>, long>(ScaleKernel));
-        k(Launch.Elementwise(x.Device, x.Numel), x.F32, s, y.F32, x.Numel);
+        var k = x.Device.Kernel("elementwise.scale", acc => acc.LoadStreamKernel<FloatView, float, FloatView, long>(ScaleKernel));
+        k(Launch.Elementwise(x.Device, x.Numel), FloatView.Of(x), s, FloatView.Of(y), x.Numel);
     }
 
     /// <summary>y += s·x.</summary>
     public static void AddInto(Tensor x, Tensor y, float s)
     {
         CheckPair("add_into", x, y);
-        var k = x.Device.Kernel("elementwise.add_into", acc => acc.LoadStreamKernel<ArrayView<float>, ArrayView<float>, float, long>(AddIntoKernel));
-        k(Launch.Elementwise(x.Device, x.Numel), x.F32, y.F32, s, x.Numel);
+        var k = x.Device.Kernel("elementwise.add_into", acc => acc.LoadStreamKernel<FloatView, FloatView, float, long>(AddIntoKernel));
+        k(Launch.Elementwise(x.Device, x.Numel), FloatView.Of(x), FloatView.Of(y), s, x.Numel);
     }
 
-    private static void AddKernel(ArrayView<float> a, ArrayView<float> b, ArrayView<float> y, long n)
+    private static void AddKernel(FloatView a, FloatView b, FloatView y, long n)
     {
         long stride = (long)Grid.DimX * Group.DimX;
-        for (long i = Grid.GlobalIndex.X; i < n; i += stride) y[i] = a[i] + b[i];
+        for (long i = Grid.GlobalIndex.X; i < n; i += stride) y.Store(i, a.Load(i) + b.Load(i));
     }
 
-    private static void ScaleKernel(ArrayView<float> x, float s, ArrayView<float> y, long n)
+    private static void ScaleKernel(FloatView x, float s, FloatView y, long n)
     {
         long stride = (long)Grid.DimX * Group.DimX;
-        for (long i = Grid.GlobalIndex.X; i < n; i += stride) y[i] = s * x[i];
+        for (long i = Grid.GlobalIndex.X; i < n; i += stride) y.Store(i, s * x.Load(i));
     }
 
-    private static void AddIntoKernel(ArrayView<float> x, ArrayView<float> y, float s, long n)
+    private static void AddIntoKernel(FloatView x, FloatView y, float s, long n)
     {
         long stride = (long)Grid.DimX * Group.DimX;
-        for (long i = Grid.GlobalIndex.X; i < n; i += stride) y[i] += s * x[i];
+        for (long i = Grid.GlobalIndex.X; i < n; i += stride) y.Add(i, s * x.Load(i));
     }
 
+    /// <summary>x and y float32 or bfloat16 (each on its own), same shape.</summary>
     internal static void CheckPair(string op, Tensor x, Tensor y)
     {
-        Check.DType(op, x, DType.F32);
-        Check.DType(op, y, DType.F32, "output");
+        Check.Float(op, x);
+        Check.Float(op, y, "output");
         Check.SameShape(op, x, y);
     }
 

@@ -11,15 +11,18 @@ namespace Memopt.Kernels;
 /// ids therefore varies from run to run on the GPU, within float rounding).
 /// An id outside 0..V−1 never reads or writes out of bounds: the kernels give it a zero row and drop its gradient.
 /// Catching such ids is a host-side check (<see cref="CheckIds"/>) because it needs the ids on the host.
+/// Dtypes: the table and y may each be float32 or bfloat16 (<see cref="FloatView"/>; under mixed precision a float32
+/// table gives bf16 activations, each value rounded once), dy too; the table's gradient is float32, because the
+/// scatter-add is a float atomic.
 /// </summary>
 public static class Embedding
 {
-    /// <summary>Validates ids (int32, any shape) and table [V, C] (float32, V &gt; 0); returns the output shape ids.Shape + [C].</summary>
+    /// <summary>Validates ids (int32, any shape) and table [V, C] (float32 or bf16); returns the output shape ids.Shape + [C].</summary>
     public static Shape OutputShape(Tensor ids, Tensor table)
     {
         const string op = "embedding";
         Check.DType(op, ids, DType.I32, "ids");
-        Check.DType(op, table, DType.F32, "table");
+        Check.Float(op, table, "table");
         Check.SameDevice(op, ids, table);
         Check.That(table.Shape.Rank == 2, op, $"table {table.Shape} must be [vocab, C] (ids {ids.Shape})");
         return new Shape([.. ids.Shape.Dims, table.Shape[1]]);
@@ -39,23 +42,24 @@ public static class Embedding
     public static void Forward(Tensor ids, Tensor table, Tensor y)
     {
         var shape = OutputShape(ids, table);
-        Check.DType("embedding", y, DType.F32, "output");
+        Check.Float("embedding", y, "output");
         Check.That(y.Shape.Equals(shape), "embedding", $"output {y.Shape} must be {shape} for ids {ids.Shape} and table {table.Shape}");
-        var k = table.Device.Kernel("embedding.fwd", acc => acc.LoadStreamKernel<ArrayView<int>, ArrayView<float>, ArrayView<float>, int, int, long>(ForwardKernel));
-        k(Launch.Elementwise(table.Device, y.Numel), ids.I32, table.F32, y.F32, table.Shape[0], table.Shape[1], y.Numel);
+        var k = table.Device.Kernel("embedding.fwd", acc => acc.LoadStreamKernel<ArrayView<int>, FloatView, FloatView, int, int, long>(ForwardKernel));
+        k(Launch.Elementwise(table.Device, y.Numel), ids.I32, FloatView.Of(table), FloatView.Of(y), table.Shape[0], table.Shape[1], y.Numel);
     }
 
-    /// <summary>dtable[ids[i], :] += dy[i, :] (atomic adds).</summary>
+    /// <summary>dtable[ids[i], :] += dy[i, :] (atomic float32 adds; dy float32 or bf16).</summary>
     public static void Backward(Tensor ids, Tensor dy, Tensor dtable)
     {
         var shape = OutputShape(ids, dtable);
-        Check.DType("embedding_backward", dy, DType.F32, "dy");
+        Check.Float("embedding_backward", dy, "dy");
+        Check.DType("embedding_backward", dtable, DType.F32, "table gradient (atomic adds)");
         Check.That(dy.Shape.Equals(shape), "embedding_backward", $"dy {dy.Shape} must be {shape} for ids {ids.Shape} and table {dtable.Shape}");
-        var k = dtable.Device.Kernel("embedding.bwd", acc => acc.LoadStreamKernel<ArrayView<int>, ArrayView<float>, ArrayView<float>, int, int, long>(BackwardKernel));
-        k(Launch.Elementwise(dtable.Device, dy.Numel), ids.I32, dy.F32, dtable.F32, dtable.Shape[0], dtable.Shape[1], dy.Numel);
+        var k = dtable.Device.Kernel("embedding.bwd", acc => acc.LoadStreamKernel<ArrayView<int>, FloatView, ArrayView<float>, int, int, long>(BackwardKernel));
+        k(Launch.Elementwise(dtable.Device, dy.Numel), ids.I32, FloatView.Of(dy), dtable.F32, dtable.Shape[0], dtable.Shape[1], dy.Numel);
     }
 
-    private static void ForwardKernel(ArrayView<int> ids, ArrayView<float> table, ArrayView<float> y, int vocab, int cols, long n)
+    private static void ForwardKernel(ArrayView<int> ids, FloatView table, FloatView y, int vocab, int cols, long n)
     {
         long stride = (long)Grid.DimX * Group.DimX;
         for (long i = Grid.GlobalIndex.X; i < n; i += stride)
@@ -63,11 +67,11 @@ public static class Embedding
             long row = i / cols;
             long c = i - row * cols;
             int id = ids[row];
-            y[i] = (uint)id < (uint)vocab ? table[(long)id * cols + c] : 0f;
+            y.Store(i, (uint)id < (uint)vocab ? table.Load((long)id * cols + c) : 0f);
         }
     }
 
-    private static void BackwardKernel(ArrayView<int> ids, ArrayView<float> dy, ArrayView<float> dtable, int vocab, int cols, long n)
+    private static void BackwardKernel(ArrayView<int> ids, FloatView dy, ArrayView<float> dtable, int vocab, int cols, long n)
     {
         long stride = (long)Grid.DimX * Group.DimX;
         for (long i = Grid.GlobalIndex.X; i < n; i += stride)
@@ -75,7 +79,7 @@ public static class Embedding
             long row = i / cols;
             long c = i - row * cols;
             int id = ids[row];
-            if ((uint)id < (uint)vocab) Atomic.Add(ref dtable[(long)id * cols + c], dy[i]);
+            if ((uint)id < (uint)vocab) Atomic.Add(ref dtable[(long)id * cols + c], dy.Load(i));
         }
     }
 

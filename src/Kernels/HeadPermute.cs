@@ -11,6 +11,8 @@ namespace Memopt.Kernels;
 ///   Merge:  y[b, t, h·hd + d] = x[b, h, t, d]                  (the inverse layout); backward gathers back (+=).
 /// Pure copies: each launch walks its destination in order (coalesced writes) and reads hd-long contiguous runs of the
 /// source. Every destination element has exactly one source, so the backward scatters need no atomics.
+/// Source and destination may each be float32 or bfloat16 (<see cref="FloatView"/>): a bf16 → bf16 copy is exact, and
+/// a backward scatter adds in float32 and rounds once.
 /// </summary>
 public static class HeadPermute
 {
@@ -18,7 +20,7 @@ public static class HeadPermute
     public static Shape SelectShape(Tensor qkv, int heads, int which)
     {
         const string op = "select_heads";
-        Check.DType(op, qkv, DType.F32);
+        Check.Float(op, qkv);
         var s = qkv.Shape;
         Check.That(s.Rank == 3, op, $"qkv {s} must be [B, T, 3·C]");
         Check.That(heads >= 1, op, $"heads = {heads} must be ≥ 1 (qkv {s})");
@@ -31,7 +33,7 @@ public static class HeadPermute
     public static Shape MergeShape(Tensor x)
     {
         const string op = "merge_heads";
-        Check.DType(op, x, DType.F32);
+        Check.Float(op, x);
         var s = x.Shape;
         Check.That(s.Rank == 4, op, $"input {s} must be [B, H, T, head_dim]");
         Check.That((long)s[1] * s[3] <= int.MaxValue, op, $"input {s}: H·head_dim overflows");
@@ -43,8 +45,8 @@ public static class HeadPermute
     {
         var shape = SelectShape(qkv, heads, which);
         CheckOutput("select_heads", output, shape, qkv.Shape);
-        var k = qkv.Device.Kernel("head_permute.select", acc => acc.LoadStreamKernel<ArrayView<float>, ArrayView<float>, int, int, int, int, long>(SelectKernel));
-        k(Launch.Elementwise(qkv.Device, output.Numel), qkv.F32, output.F32, shape[1], shape[2], shape[3], which, output.Numel);
+        var k = qkv.Device.Kernel("head_permute.select", acc => acc.LoadStreamKernel<FloatView, FloatView, int, int, int, int, long>(SelectKernel));
+        k(Launch.Elementwise(qkv.Device, output.Numel), FloatView.Of(qkv), FloatView.Of(output), shape[1], shape[2], shape[3], which, output.Numel);
     }
 
     /// <summary>dqkv[part which] += doutput (the inverse of <see cref="Select"/>).</summary>
@@ -52,8 +54,8 @@ public static class HeadPermute
     {
         var shape = SelectShape(dqkv, heads, which);
         CheckOutput("select_heads_backward", doutput, shape, dqkv.Shape);
-        var k = dqkv.Device.Kernel("head_permute.select_bwd", acc => acc.LoadStreamKernel<ArrayView<float>, ArrayView<float>, int, int, int, int, long>(SelectBackwardKernel));
-        k(Launch.Elementwise(dqkv.Device, doutput.Numel), doutput.F32, dqkv.F32, shape[1], shape[2], shape[3], which, doutput.Numel);
+        var k = dqkv.Device.Kernel("head_permute.select_bwd", acc => acc.LoadStreamKernel<FloatView, FloatView, int, int, int, int, long>(SelectBackwardKernel));
+        k(Launch.Elementwise(dqkv.Device, doutput.Numel), FloatView.Of(doutput), FloatView.Of(dqkv), shape[1], shape[2], shape[3], which, doutput.Numel);
     }
 
     /// <summary>y [B, T, H·hd] = x [B, H, T, hd] with heads side by side.</summary>
@@ -61,8 +63,8 @@ public static class HeadPermute
     {
         var shape = MergeShape(x);
         CheckOutput("merge_heads", y, shape, x.Shape);
-        var k = x.Device.Kernel("head_permute.merge", acc => acc.LoadStreamKernel<ArrayView<float>, ArrayView<float>, int, int, int, long>(MergeKernel));
-        k(Launch.Elementwise(x.Device, y.Numel), x.F32, y.F32, x.Shape[1], x.Shape[2], x.Shape[3], y.Numel);
+        var k = x.Device.Kernel("head_permute.merge", acc => acc.LoadStreamKernel<FloatView, FloatView, int, int, int, long>(MergeKernel));
+        k(Launch.Elementwise(x.Device, y.Numel), FloatView.Of(x), FloatView.Of(y), x.Shape[1], x.Shape[2], x.Shape[3], y.Numel);
     }
 
     /// <summary>dx [B, H, T, hd] += dy [B, T, H·hd] rearranged (the inverse of <see cref="Merge"/>).</summary>
@@ -70,13 +72,13 @@ public static class HeadPermute
     {
         var shape = MergeShape(dx);
         CheckOutput("merge_heads_backward", dy, shape, dx.Shape);
-        var k = dx.Device.Kernel("head_permute.merge_bwd", acc => acc.LoadStreamKernel<ArrayView<float>, ArrayView<float>, int, int, int, long>(MergeBackwardKernel));
-        k(Launch.Elementwise(dx.Device, dx.Numel), dy.F32, dx.F32, dx.Shape[1], dx.Shape[2], dx.Shape[3], dx.Numel);
+        var k = dx.Device.Kernel("head_permute.merge_bwd", acc => acc.LoadStreamKernel<FloatView, FloatView, int, int, int, long>(MergeBackwardKernel));
+        k(Launch.Elementwise(dx.Device, dx.Numel), FloatView.Of(dy), FloatView.Of(dx), dx.Shape[1], dx.Shape[2], dx.Shape[3], dx.Numel);
     }
 
     private static void CheckOutput(string op, Tensor t, Shape want, Shape source)
     {
-        Check.DType(op, t, DType.F32, "output");
+        Check.Float(op, t, "output");
         Check.That(t.Shape.Equals(want), op, $"tensor {t.Shape} must be {want} for {source}");
     }
 
@@ -106,26 +108,26 @@ public static class HeadPermute
         return ((b * heads + h) * t + tt) * hd + d;
     }
 
-    private static void SelectKernel(ArrayView<float> qkv, ArrayView<float> output, int heads, int t, int hd, int which, long n)
+    private static void SelectKernel(FloatView qkv, FloatView output, int heads, int t, int hd, int which, long n)
     {
         long stride = (long)Grid.DimX * Group.DimX;
-        for (long i = Grid.GlobalIndex.X; i < n; i += stride) output[i] = qkv[QkvIndex(i, heads, t, hd, which)];
+        for (long i = Grid.GlobalIndex.X; i < n; i += stride) output.Store(i, qkv.Load(QkvIndex(i, heads, t, hd, which)));
     }
 
-    private static void SelectBackwardKernel(ArrayView<float> doutput, ArrayView<float> dqkv, int heads, int t, int hd, int which, long n)
+    private static void SelectBackwardKernel(FloatView doutput, FloatView dqkv, int heads, int t, int hd, int which, long n)
     {
         long stride = (long)Grid.DimX * Group.DimX;
-        for (long i = Grid.GlobalIndex.X; i < n; i += stride) dqkv[QkvIndex(i, heads, t, hd, which)] += doutput[i];
+        for (long i = Grid.GlobalIndex.X; i < n; i += stride) dqkv.Add(QkvIndex(i, heads, t, hd, which), doutput.Load(i));
     }
 
-    private static void MergeKernel(ArrayView<float> x, ArrayView<float> y, int heads, int t, int hd, long n)
+    private static void MergeKernel(FloatView x, FloatView y, int heads, int t, int hd, long n)
     {
         long stride = (long)Grid.DimX * Group.DimX;
-        for (long i = Grid.GlobalIndex.X; i < n; i += stride) y[i] = x[HeadIndex(i, heads, t, hd)];
+        for (long i = Grid.GlobalIndex.X; i < n; i += stride) y.Store(i, x.Load(HeadIndex(i, heads, t, hd)));
     }
 
     /// <summary>Walks dx in order (its writes coalesced); reads dy in hd-long runs.</summary>
-    private static void MergeBackwardKernel(ArrayView<float> dy, ArrayView<float> dx, int heads, int t, int hd, long n)
+    private static void MergeBackwardKernel(FloatView dy, FloatView dx, int heads, int t, int hd, long n)
     {
         long stride = (long)Grid.DimX * Group.DimX;
         for (long i = Grid.GlobalIndex.X; i < n; i += stride)
@@ -137,7 +139,7 @@ public static class HeadPermute
             rest /= t;
             long h = rest % heads;
             long b = rest / heads;
-            dx[i] += dy[(b * t + tt) * heads * hd + h * hd + d];
+            dx.Add(i, dy.Load((b * t + tt) * heads * hd + h * hd + d));
         }
     }
 

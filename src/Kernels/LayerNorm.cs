@@ -21,18 +21,21 @@ namespace Memopt.Kernels;
 /// The row kernels (forward, dx) come in two forms (<see cref="KernelPath"/>): cooperative, one group per row with
 /// group reductions (CUDA), and portable, one thread per row that walks its row serially with the same math, no
 /// barriers (the CPU accelerator, where each group and each group reduction costs an OS-level rendezvous).
+/// Dtypes: x, y, dy, dx, the weight, the bias and their gradients may each be float32 or bfloat16 (<see cref="FloatView"/>);
+/// the statistics μ and r are always float32, and so is every sum: under mixed precision a bf16 x is widened on load,
+/// normalized in float32 and y rounded once when stored.
 /// </summary>
 public static class LayerNorm
 {
     public const float DefaultEps = 1e-5f;
 
-    /// <summary>Checks x [..., C], weight [C], bias [C] (float32, same device) and eps &gt; 0; names the op and shapes on failure.</summary>
+    /// <summary>Checks x [..., C], weight [C], bias [C] (float32 or bf16, same device) and eps &gt; 0; names the op and shapes on failure.</summary>
     public static void CheckArguments(Tensor x, Tensor weight, Tensor bias, float eps = DefaultEps)
     {
         const string op = "layernorm";
-        Check.DType(op, x, DType.F32);
-        Check.DType(op, weight, DType.F32, "weight");
-        Check.DType(op, bias, DType.F32, "bias");
+        Check.Float(op, x);
+        Check.Float(op, weight, "weight");
+        Check.Float(op, bias, "bias");
         Check.SameDevice(op, x, weight);
         Check.SameDevice(op, x, bias);
         int c = x.Shape.Last;
@@ -56,12 +59,12 @@ public static class LayerNorm
         int rows = (int)x.Shape.Rows, cols = x.Shape.Last;
         if (Launch.Cooperative(device))
         {
-            var k = device.Kernel("layernorm.fwd", acc => acc.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, float>(ForwardKernel));
-            k(Launch.Row(device, rows, cols), x.F32, weight.F32, bias.F32, y.F32, mean.F32, rstd.F32, cols, eps);
+            var k = device.Kernel("layernorm.fwd", acc => acc.LoadStreamKernel<FloatView, FloatView, FloatView, FloatView, ArrayView<float>, ArrayView<float>, int, float>(ForwardKernel));
+            k(Launch.Row(device, rows, cols), FloatView.Of(x), FloatView.Of(weight), FloatView.Of(bias), FloatView.Of(y), mean.F32, rstd.F32, cols, eps);
             return;
         }
-        var serial = device.Kernel("layernorm.fwd_thread_per_row", acc => acc.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int, float>(ForwardRowKernel));
-        serial(Launch.ThreadPerRow(device, rows), x.F32, weight.F32, bias.F32, y.F32, mean.F32, rstd.F32, rows, cols, eps);
+        var serial = device.Kernel("layernorm.fwd_thread_per_row", acc => acc.LoadStreamKernel<FloatView, FloatView, FloatView, FloatView, ArrayView<float>, ArrayView<float>, int, int, float>(ForwardRowKernel));
+        serial(Launch.ThreadPerRow(device, rows), FloatView.Of(x), FloatView.Of(weight), FloatView.Of(bias), FloatView.Of(y), mean.F32, rstd.F32, rows, cols, eps);
     }
 
     /// <summary>
@@ -71,8 +74,8 @@ public static class LayerNorm
     public static void Backward(Tensor x, Tensor weight, Tensor mean, Tensor rstd, Tensor dy, Tensor? dx, Tensor? dweight, Tensor? dbias)
     {
         const string op = "layernorm_backward";
-        Check.DType(op, x, DType.F32);
-        Check.DType(op, weight, DType.F32, "weight");
+        Check.Float(op, x);
+        Check.Float(op, weight, "weight");
         Check.That(weight.Shape.Rank == 1 && weight.Shape[0] == x.Shape.Last, op, $"weight {weight.Shape} must be [{x.Shape.Last}] for input {x.Shape}");
         Elementwise.CheckPair(op, x, dy);
         CheckStats(op, x, mean, rstd);
@@ -84,13 +87,13 @@ public static class LayerNorm
         int rows = (int)x.Shape.Rows, cols = x.Shape.Last;
         if (dx is not null && Launch.Cooperative(device))
         {
-            var k = device.Kernel("layernorm.bwd_input", acc => acc.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int>(BackwardInputKernel));
-            k(Launch.Row(device, rows, cols), x.F32, weight.F32, mean.F32, rstd.F32, dy.F32, dx.F32, cols);
+            var k = device.Kernel("layernorm.bwd_input", acc => acc.LoadStreamKernel<FloatView, FloatView, ArrayView<float>, ArrayView<float>, FloatView, FloatView, int>(BackwardInputKernel));
+            k(Launch.Row(device, rows, cols), FloatView.Of(x), FloatView.Of(weight), mean.F32, rstd.F32, FloatView.Of(dy), FloatView.Of(dx), cols);
         }
         else if (dx is not null)
         {
-            var k = device.Kernel("layernorm.bwd_input_thread_per_row", acc => acc.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int>(BackwardInputRowKernel));
-            k(Launch.ThreadPerRow(device, rows), x.F32, weight.F32, mean.F32, rstd.F32, dy.F32, dx.F32, rows, cols);
+            var k = device.Kernel("layernorm.bwd_input_thread_per_row", acc => acc.LoadStreamKernel<FloatView, FloatView, ArrayView<float>, ArrayView<float>, FloatView, FloatView, int, int>(BackwardInputRowKernel));
+            k(Launch.ThreadPerRow(device, rows), FloatView.Of(x), FloatView.Of(weight), mean.F32, rstd.F32, FloatView.Of(dy), FloatView.Of(dx), rows, cols);
         }
         if (dweight is null && dbias is null) return;
 
@@ -98,19 +101,19 @@ public static class LayerNorm
         if (!Launch.Cooperative(device))
         {
             // A gradient that is not wanted gets the other one as a stand-in view and a 0 flag: the kernel never writes it.
-            var columns = device.Kernel("layernorm.bwd_param_thread_per_column", acc => acc.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int, int, int, int>(ParamColumnKernel));
+            var columns = device.Kernel("layernorm.bwd_param_thread_per_column", acc => acc.LoadStreamKernel<FloatView, ArrayView<float>, ArrayView<float>, FloatView, FloatView, FloatView, int, int, int, int, int>(ParamColumnKernel));
             var standIn = (dweight ?? dbias)!;
-            columns(Launch.Elementwise(device, cols), x.F32, mean.F32, rstd.F32, dy.F32, (dweight ?? standIn).F32, (dbias ?? standIn).F32,
+            columns(Launch.Elementwise(device, cols), FloatView.Of(x), mean.F32, rstd.F32, FloatView.Of(dy), FloatView.Of(dweight ?? standIn), FloatView.Of(dbias ?? standIn),
                 rows, cols, rowsPerChunk, dweight is null ? 0 : 1, dbias is null ? 0 : 1);
             return;
         }
         int chunks = (rows + rowsPerChunk - 1) / rowsPerChunk;
         using var partials = Tensor.Empty(device, new Shape(2, chunks, cols), DType.F32, MemoryCategory.Workspace, op);
-        var partial = device.Kernel("layernorm.bwd_param_partials", acc => acc.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int, int>(ParamPartialsKernel));
-        partial(Launch.Elementwise(device, (long)chunks * cols), x.F32, mean.F32, rstd.F32, dy.F32, partials.F32, rows, cols, rowsPerChunk);
-        var sum = device.Kernel("layernorm.bwd_param_sum", acc => acc.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int, int, int>(ParamSumKernel));
+        var partial = device.Kernel("layernorm.bwd_param_partials", acc => acc.LoadStreamKernel<FloatView, ArrayView<float>, ArrayView<float>, FloatView, ArrayView<float>, int, int, int>(ParamPartialsKernel));
+        partial(Launch.Elementwise(device, (long)chunks * cols), FloatView.Of(x), mean.F32, rstd.F32, FloatView.Of(dy), partials.F32, rows, cols, rowsPerChunk);
+        var sum = device.Kernel("layernorm.bwd_param_sum", acc => acc.LoadStreamKernel<ArrayView<float>, FloatView, FloatView, int, int, int, int>(ParamSumKernel));
         // A gradient that is not wanted gets the workspace as a stand-in view and a 0 flag: the kernel never writes it.
-        sum(Launch.Elementwise(device, cols), partials.F32, (dweight ?? partials).F32, (dbias ?? partials).F32,
+        sum(Launch.Elementwise(device, cols), partials.F32, FloatView.Of(dweight ?? partials), FloatView.Of(dbias ?? partials),
             chunks, cols, dweight is null ? 0 : 1, dbias is null ? 0 : 1);
     }
 
@@ -129,7 +132,7 @@ public static class LayerNorm
             $"mean {mean.Shape} and rstd {rstd.Shape} must be {want} for input {x.Shape}");
     }
 
-    private static void ForwardKernel(ArrayView<float> x, ArrayView<float> w, ArrayView<float> b, ArrayView<float> y,
+    private static void ForwardKernel(FloatView x, FloatView w, FloatView b, FloatView y,
         ArrayView<float> mean, ArrayView<float> rstd, int cols, float eps)
     {
         int row = Grid.IdxX;
@@ -139,21 +142,21 @@ public static class LayerNorm
 
         // Sum x − x[0] rather than x: a row's common offset then costs no precision in the mean (the differences
         // of nearby floats are exact), which matters because r amplifies any error in μ.
-        float shift = x[start];
+        float shift = x.Load(start);
         float sum = 0f;
-        for (int c = tid; c < cols; c += threads) sum += x[start + c] - shift;
+        for (int c = tid; c < cols; c += threads) sum += x.Load(start + c) - shift;
         float mu = shift + GroupExtensions.AllReduce<float, AddFloat>(sum) / cols;
 
         float squares = 0f;
         for (int c = tid; c < cols; c += threads)
         {
-            float d = x[start + c] - mu;
+            float d = x.Load(start + c) - mu;
             squares += d * d;
         }
         float variance = GroupExtensions.AllReduce<float, AddFloat>(squares) / cols;
         float r = 1f / MathF.Sqrt(variance + eps);
 
-        for (int c = tid; c < cols; c += threads) y[start + c] = (x[start + c] - mu) * r * w[c] + b[c];
+        for (int c = tid; c < cols; c += threads) y.Store(start + c, (x.Load(start + c) - mu) * r * w.Load(c) + b.Load(c));
         if (tid == 0)
         {
             mean[row] = mu;
@@ -161,8 +164,8 @@ public static class LayerNorm
         }
     }
 
-    private static void BackwardInputKernel(ArrayView<float> x, ArrayView<float> w, ArrayView<float> mean, ArrayView<float> rstd,
-        ArrayView<float> dy, ArrayView<float> dx, int cols)
+    private static void BackwardInputKernel(FloatView x, FloatView w, ArrayView<float> mean, ArrayView<float> rstd,
+        FloatView dy, FloatView dx, int cols)
     {
         int row = Grid.IdxX;
         int tid = Group.IdxX;
@@ -174,18 +177,18 @@ public static class LayerNorm
         float sumG = 0f, sumGx = 0f;
         for (int c = tid; c < cols; c += threads)
         {
-            float g = dy[start + c] * w[c];
+            float g = dy.Load(start + c) * w.Load(c);
             sumG += g;
-            sumGx += g * (x[start + c] - mu) * r;
+            sumGx += g * (x.Load(start + c) - mu) * r;
         }
         float meanG = GroupExtensions.AllReduce<float, AddFloat>(sumG) / cols;
         float meanGx = GroupExtensions.AllReduce<float, AddFloat>(sumGx) / cols;
 
         for (int c = tid; c < cols; c += threads)
         {
-            float g = dy[start + c] * w[c];
-            float xhat = (x[start + c] - mu) * r;
-            dx[start + c] += r * (g - meanG - xhat * meanGx);
+            float g = dy.Load(start + c) * w.Load(c);
+            float xhat = (x.Load(start + c) - mu) * r;
+            dx.Add(start + c, r * (g - meanG - xhat * meanGx));
         }
     }
 
@@ -197,20 +200,20 @@ public static class LayerNorm
     private const int SumBlock = 32;
 
     /// <summary>The portable forward: thread per row, grid-stride over rows; the same shifted two-pass statistics.</summary>
-    private static void ForwardRowKernel(ArrayView<float> x, ArrayView<float> w, ArrayView<float> b, ArrayView<float> y,
+    private static void ForwardRowKernel(FloatView x, FloatView w, FloatView b, FloatView y,
         ArrayView<float> mean, ArrayView<float> rstd, int rows, int cols, float eps)
     {
         int stride = Grid.DimX * Group.DimX;
         for (int row = Grid.GlobalIndex.X; row < rows; row += stride)
         {
             long start = (long)row * cols;
-            float shift = x[start];
+            float shift = x.Load(start);
             float sum = 0f;
             for (int c0 = 0; c0 < cols; c0 += SumBlock)
             {
                 int end = Math.Min(cols, c0 + SumBlock);
                 float part = 0f;
-                for (int c = c0; c < end; c++) part += x[start + c] - shift;
+                for (int c = c0; c < end; c++) part += x.Load(start + c) - shift;
                 sum += part;
             }
             float mu = shift + sum / cols;
@@ -222,22 +225,22 @@ public static class LayerNorm
                 float part = 0f;
                 for (int c = c0; c < end; c++)
                 {
-                    float d = x[start + c] - mu;
+                    float d = x.Load(start + c) - mu;
                     part += d * d;
                 }
                 squares += part;
             }
             float r = 1f / MathF.Sqrt(squares / cols + eps);
 
-            for (int c = 0; c < cols; c++) y[start + c] = (x[start + c] - mu) * r * w[c] + b[c];
+            for (int c = 0; c < cols; c++) y.Store(start + c, (x.Load(start + c) - mu) * r * w.Load(c) + b.Load(c));
             mean[row] = mu;
             rstd[row] = r;
         }
     }
 
     /// <summary>The portable dx: thread per row, both row sums in one serial pass, then the write pass.</summary>
-    private static void BackwardInputRowKernel(ArrayView<float> x, ArrayView<float> w, ArrayView<float> mean, ArrayView<float> rstd,
-        ArrayView<float> dy, ArrayView<float> dx, int rows, int cols)
+    private static void BackwardInputRowKernel(FloatView x, FloatView w, ArrayView<float> mean, ArrayView<float> rstd,
+        FloatView dy, FloatView dx, int rows, int cols)
     {
         int stride = Grid.DimX * Group.DimX;
         for (int row = Grid.GlobalIndex.X; row < rows; row += stride)
@@ -252,9 +255,9 @@ public static class LayerNorm
                 float partG = 0f, partGx = 0f;
                 for (int c = c0; c < end; c++)
                 {
-                    float g = dy[start + c] * w[c];
+                    float g = dy.Load(start + c) * w.Load(c);
                     partG += g;
-                    partGx += g * (x[start + c] - mu) * r;
+                    partGx += g * (x.Load(start + c) - mu) * r;
                 }
                 sumG += partG;
                 sumGx += partGx;
@@ -263,9 +266,9 @@ public static class LayerNorm
             float meanGx = sumGx / cols;
             for (int c = 0; c < cols; c++)
             {
-                float g = dy[start + c] * w[c];
-                float xhat = (x[start + c] - mu) * r;
-                dx[start + c] += r * (g - meanG - xhat * meanGx);
+                float g = dy.Load(start + c) * w.Load(c);
+                float xhat = (x.Load(start + c) - mu) * r;
+                dx.Add(start + c, r * (g - meanG - xhat * meanGx));
             }
         }
     }
@@ -274,8 +277,8 @@ public static class LayerNorm
     /// The portable dweight/dbias: one thread per column walks all rows in the same chunks as the two cooperative
     /// passes and adds the chunk sums in the same order, so both paths give bitwise the same sums; one launch, no workspace.
     /// </summary>
-    private static void ParamColumnKernel(ArrayView<float> x, ArrayView<float> mean, ArrayView<float> rstd, ArrayView<float> dy,
-        ArrayView<float> dweight, ArrayView<float> dbias, int rows, int cols, int rowsPerChunk, int wantWeight, int wantBias)
+    private static void ParamColumnKernel(FloatView x, ArrayView<float> mean, ArrayView<float> rstd, FloatView dy,
+        FloatView dweight, FloatView dbias, int rows, int cols, int rowsPerChunk, int wantWeight, int wantBias)
     {
         int stride = Grid.DimX * Group.DimX;
         for (int c = Grid.GlobalIndex.X; c < cols; c += stride)
@@ -288,20 +291,20 @@ public static class LayerNorm
                 for (int r = r0; r < r1; r++)
                 {
                     long at = (long)r * cols + c;
-                    float g = dy[at];
-                    cw += g * (x[at] - mean[r]) * rstd[r];
+                    float g = dy.Load(at);
+                    cw += g * (x.Load(at) - mean[r]) * rstd[r];
                     cb += g;
                 }
                 sw += cw;
                 sb += cb;
             }
-            if (wantWeight != 0) dweight[c] += sw;
-            if (wantBias != 0) dbias[c] += sb;
+            if (wantWeight != 0) dweight.Add(c, sw);
+            if (wantBias != 0) dbias.Add(c, sb);
         }
     }
 
     /// <summary>partials[0, chunk, c] = Σ_{rows in chunk} dy·x̂, partials[1, chunk, c] = Σ dy.</summary>
-    private static void ParamPartialsKernel(ArrayView<float> x, ArrayView<float> mean, ArrayView<float> rstd, ArrayView<float> dy,
+    private static void ParamPartialsKernel(FloatView x, ArrayView<float> mean, ArrayView<float> rstd, FloatView dy,
         ArrayView<float> partials, int rows, int cols, int rowsPerChunk)
     {
         long stride = (long)Grid.DimX * Group.DimX;
@@ -317,8 +320,8 @@ public static class LayerNorm
             for (int r = r0; r < r1; r++)
             {
                 long at = (long)r * cols + c;
-                float g = dy[at];
-                sw += g * (x[at] - mean[r]) * rstd[r];
+                float g = dy.Load(at);
+                sw += g * (x.Load(at) - mean[r]) * rstd[r];
                 sb += g;
             }
             partials[i] = sw;
@@ -327,7 +330,7 @@ public static class LayerNorm
     }
 
     /// <summary>dweight[c] += Σ_chunk partials[0, chunk, c]; dbias[c] += Σ_chunk partials[1, chunk, c] (flags select which).</summary>
-    private static void ParamSumKernel(ArrayView<float> partials, ArrayView<float> dweight, ArrayView<float> dbias,
+    private static void ParamSumKernel(ArrayView<float> partials, FloatView dweight, FloatView dbias,
         int chunks, int cols, int wantWeight, int wantBias)
     {
         long stride = (long)Grid.DimX * Group.DimX;
@@ -340,8 +343,8 @@ public static class LayerNorm
                 sw += partials[(long)k * cols + c];
                 sb += partials[items + (long)k * cols + c];
             }
-            if (wantWeight != 0) dweight[c] += sw;
-            if (wantBias != 0) dbias[c] += sb;
+            if (wantWeight != 0) dweight.Add(c, sw);
+            if (wantBias != 0) dbias.Add(c, sb);
         }
     }
 

@@ -5,7 +5,7 @@ using Memopt.Tensors;
 namespace Memopt.Kernels;
 
 /// <summary>
-/// One matrix operand of a GEMM, addressed inside a (possibly bigger) float32 tensor: matrix b of the batch starts at
+/// One matrix operand of a GEMM, addressed inside a (possibly bigger) float32 or bfloat16 tensor: matrix b of the batch starts at
 /// element <see cref="Offset"/> + b·<see cref="BatchStride"/> of the tensor, its stored rows are <see cref="Ld"/>
 /// elements apart and its elements within a row are adjacent. BatchStride 0 broadcasts one matrix to every batch
 /// (a weight shared by all sequences). <see cref="Transposed"/> means the stored matrix is op(X)ᵀ, so for op(A) of
@@ -35,9 +35,14 @@ public readonly record struct MatrixOperand(Tensor Tensor, long Offset, int Ld, 
 }
 
 /// <summary>
-/// Batched float32 GEMM: C[b] = alpha·op(A[b])·op(B[b]) (+ C[b] when accumulating), op(X) = X or Xᵀ, with
-/// op(A) M×K, op(B) K×N, C M×N. When C's batch stride is 0 and batch &gt; 1 the batch products are summed into the one
-/// C (the gradient of an operand that was broadcast over the batch), inside the kernel, without atomics.
+/// Batched GEMM with float32 arithmetic: C[b] = alpha·op(A[b])·op(B[b]) (+ C[b] when accumulating), op(X) = X or Xᵀ,
+/// with op(A) M×K, op(B) K×N, C M×N. When C's batch stride is 0 and batch &gt; 1 the batch products are summed into the
+/// one C (the gradient of an operand that was broadcast over the batch), inside the kernel, without atomics.
+/// Dtypes: A, B and C may each be float32 or bfloat16 (<see cref="FloatView"/>). Products and sums are float32 whatever
+/// the storage: bf16 elements are widened exactly on load, and a bf16 C is rounded once, after the whole dot product
+/// (and, when accumulating, after adding the old C in float32) — the mixed-precision contract "read bf16, accumulate
+/// in float32". Under mixed precision: activations × bf16 weight copies → bf16 activations, and dyᵀ·x (both bf16)
+/// accumulated into a float32 weight gradient.
 ///
 /// Memory flow (cooperative path, the CUDA default): each group owns one T×T output tile (T = 4·√groupSize: 64 for
 /// 256-thread CUDA groups, 16 for the 16-thread CPU groups) and keeps it in registers, 4×4 per thread (thread (tx,ty)
@@ -72,6 +77,11 @@ public static class MatMul
     {
         CheckGemm(a, b, c, m, n, k, batch);
         var device = a.Tensor.Device;
+        if (a.Tensor.DType == DType.BF16 && b.Tensor.DType == DType.BF16)
+        {
+            // tensor-core path: TensorCoreGemm.TryGemm(a, b, c, m, n, k, batch, alpha, accumulate)
+            // (bf16 operands, C float32 or bf16; when it declines a shape or device, the SIMT kernels below run.)
+        }
         bool sumBatches = c.BatchStride == 0 && batch > 1;
         int outBatches = sumBatches ? 1 : batch;
         var p = new GemmParams
@@ -91,8 +101,8 @@ public static class MatMul
             p.TilesM = (m + MicroTile - 1) / MicroTile;
             p.TilesN = (n + MicroTile - 1) / MicroTile;
             var blocked = device.Kernel("matmul.gemm_f32_blocked",
-                acc => acc.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, GemmParams>(BlockedKernel));
-            blocked(Launch.Elementwise(device, (long)p.TilesM * p.TilesN * outBatches), a.Tensor.F32, b.Tensor.F32, c.Tensor.F32, p);
+                acc => acc.LoadStreamKernel<FloatView, FloatView, FloatView, GemmParams>(BlockedKernel));
+            blocked(Launch.Elementwise(device, (long)p.TilesM * p.TilesN * outBatches), FloatView.Of(a.Tensor), FloatView.Of(b.Tensor), FloatView.Of(c.Tensor), p);
             return;
         }
 
@@ -108,8 +118,8 @@ public static class MatMul
         long maxGroups = device.IsCuda ? device.Multiprocessors * 16L : Math.Max(1, device.Multiprocessors);
         var config = new KernelConfig((int)Math.Min(tiles, maxGroups), threadsX * threadsX);
         var kernel = device.Kernel("matmul.gemm_f32",
-            acc => acc.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, GemmParams>(GemmKernel));
-        kernel(config, a.Tensor.F32, b.Tensor.F32, c.Tensor.F32, p);
+            acc => acc.LoadStreamKernel<FloatView, FloatView, FloatView, GemmParams>(GemmKernel));
+        kernel(config, FloatView.Of(a.Tensor), FloatView.Of(b.Tensor), FloatView.Of(c.Tensor), p);
     }
 
     /// <summary>
@@ -144,7 +154,7 @@ public static class MatMul
     private static void CheckOperand(string role, MatrixOperand x, int rows, int cols, int batch, string dims)
     {
         x.Tensor.ThrowIfDisposed();
-        Check.DType("matmul", x.Tensor, DType.F32, role);
+        Check.Float("matmul", x.Tensor, role);
         int storedRows = x.Transposed ? cols : rows, storedCols = x.Transposed ? rows : cols;
         if (x.Offset < 0 || x.BatchStride < 0 || x.Ld < storedCols)
             throw new ShapeException("matmul", $"{role} {x}: needs offset ≥ 0, batch stride ≥ 0 and ld ≥ {storedCols} stored columns ({dims})");
@@ -172,7 +182,7 @@ public static class MatMul
         public float Alpha;
     }
 
-    private static void GemmKernel(ArrayView<float> a, ArrayView<float> b, ArrayView<float> c, GemmParams p)
+    private static void GemmKernel(FloatView a, FloatView b, FloatView c, GemmParams p)
     {
         int tid = Group.IdxX;
         int groupSize = Group.DimX;
@@ -212,7 +222,7 @@ public static class MatMul
                         int gm = m0 + mm, gk = k0 + kk;
                         bool inside = gm < p.M && gk < p.K;
                         // Read a valid element either way (no speculative out-of-range load), then zero-fill.
-                        float v = a[inside ? aBase + gm * p.AStrideM + gk * p.AStrideK : aBase];
+                        float v = a.Load(inside ? aBase + gm * p.AStrideM + gk * p.AStrideK : aBase);
                         sa[kk * SharedPitch + mm] = inside ? v : 0f;
                     }
                     for (int e = tid; e < slice; e += groupSize)
@@ -221,7 +231,7 @@ public static class MatMul
                         int nn = p.BKContiguous != 0 ? e >> KTileShift : e & (tile - 1);
                         int gn = n0 + nn, gk = k0 + kk;
                         bool inside = gn < p.N && gk < p.K;
-                        float v = b[inside ? bBase + gk * p.BStrideK + gn * p.BStrideN : bBase];
+                        float v = b.Load(inside ? bBase + gk * p.BStrideK + gn * p.BStrideN : bBase);
                         sb[kk * SharedPitch + nn] = inside ? v : 0f;
                     }
                     Group.Barrier();
@@ -253,7 +263,7 @@ public static class MatMul
     /// The portable twin: thread-private 4×4 blocks of C (TilesM × TilesN blocks per output matrix, block side
     /// <see cref="MicroTile"/>), read from global memory, no shared memory, no barriers.
     /// </summary>
-    private static void BlockedKernel(ArrayView<float> a, ArrayView<float> b, ArrayView<float> c, GemmParams p)
+    private static void BlockedKernel(FloatView a, FloatView b, FloatView c, GemmParams p)
     {
         long first = Grid.GlobalIndex.X;
         long stride = (long)Grid.DimX * Group.DimX;
@@ -289,8 +299,8 @@ public static class MatMul
                 long bk = p.BOffset + bi * p.BBatch;
                 for (int kk = 0; kk < k; kk++)
                 {
-                    float a0 = a[ak + ar0], a1 = a[ak + ar1], a2 = a[ak + ar2], a3 = a[ak + ar3];
-                    float b0 = b[bk + bc0], b1 = b[bk + bc1], b2 = b[bk + bc2], b3 = b[bk + bc3];
+                    float a0 = a.Load(ak + ar0), a1 = a.Load(ak + ar1), a2 = a.Load(ak + ar2), a3 = a.Load(ak + ar3);
+                    float b0 = b.Load(bk + bc0), b1 = b.Load(bk + bc1), b2 = b.Load(bk + bc2), b3 = b.Load(bk + bc3);
                     c00 += a0 * b0; c01 += a0 * b1; c02 += a0 * b2; c03 += a0 * b3;
                     c10 += a1 * b0; c11 += a1 * b1; c12 += a1 * b2; c13 += a1 * b3;
                     c20 += a2 * b0; c21 += a2 * b1; c22 += a2 * b2; c23 += a2 * b3;
@@ -309,7 +319,7 @@ public static class MatMul
     }
 
     /// <summary>Writes one micro-tile row: C[r, q + j·step] for j &lt; 4, skipping what lies past M or N.</summary>
-    private static void Store(ArrayView<float> c, long cBase, GemmParams p, int r, int q, int step, float v0, float v1, float v2, float v3)
+    private static void Store(FloatView c, long cBase, GemmParams p, int r, int q, int step, float v0, float v1, float v2, float v3)
     {
         if (r >= p.M) return;
         long rowBase = cBase + r * p.CLd;
@@ -319,11 +329,12 @@ public static class MatMul
         StoreOne(c, rowBase, q + 3 * step, p.N, p.Alpha, p.Accumulate, v3);
     }
 
-    private static void StoreOne(ArrayView<float> c, long rowBase, int q, int n, float alpha, int accumulate, float v)
+    /// <summary>C[i] = alpha·v (+ C[i]): the old C is added in float32 and the sum rounded once if C is bf16.</summary>
+    private static void StoreOne(FloatView c, long rowBase, int q, int n, float alpha, int accumulate, float v)
     {
         if (q >= n) return;
         long i = rowBase + q;
-        c[i] = accumulate != 0 ? c[i] + alpha * v : alpha * v;
+        c.Store(i, accumulate != 0 ? c.Load(i) + alpha * v : alpha * v);
     }
 
     /// <summary>Float64 CPU references.</summary>

@@ -16,6 +16,7 @@ namespace Memopt.Kernels;
 /// accelerator, where a group reduction is an OS-level rendezvous) have no reduction: stage 1 gives every thread its
 /// own partial slot and stage 2 adds the slots on one thread; row sums give each row to one thread. (Forced onto
 /// CUDA they stay correct but not fast: one thread would add a slot per GPU thread of stage 1.)
+/// Inputs and outputs may be float32 or bfloat16 (<see cref="FloatView"/>); every sum is float32, partials too.
 /// </summary>
 public static class Reduce
 {
@@ -28,11 +29,11 @@ public static class Reduce
     /// <summary>dx += scale·dy[0] for every element (the backward of Sum with scale 1 and of Mean with scale 1/n).</summary>
     public static void BroadcastAdd(Tensor dy, Tensor dx, float scale)
     {
-        Check.DType("reduce_backward", dy, DType.F32);
-        Check.DType("reduce_backward", dx, DType.F32, "gradient");
+        Check.Float("reduce_backward", dy);
+        Check.Float("reduce_backward", dx, "gradient");
         Check.That(dy.Numel == 1, "reduce_backward", $"the gradient of a total must have one element, got {dy.Shape} for {dx.Shape}");
-        var k = dx.Device.Kernel("reduce.broadcast_add", acc => acc.LoadStreamKernel<ArrayView<float>, ArrayView<float>, float, long>(BroadcastAddKernel));
-        k(Launch.Elementwise(dx.Device, dx.Numel), dy.F32, dx.F32, scale, dx.Numel);
+        var k = dx.Device.Kernel("reduce.broadcast_add", acc => acc.LoadStreamKernel<FloatView, FloatView, float, long>(BroadcastAddKernel));
+        k(Launch.Elementwise(dx.Device, dx.Numel), FloatView.Of(dy), FloatView.Of(dx), scale, dx.Numel);
     }
 
     /// <summary>y[r] = Σ_c x[r, c] over the last dimension; y holds one element per row (any shape).</summary>
@@ -42,26 +43,26 @@ public static class Reduce
         var device = x.Device;
         if (Launch.Cooperative(device))
         {
-            var k = device.Kernel("reduce.row_sum", acc => acc.LoadStreamKernel<ArrayView<float>, ArrayView<float>, int>(RowSumKernel));
-            k(Launch.PerRow(device, x.Shape.Rows), x.F32, y.F32, x.Shape.Last);
+            var k = device.Kernel("reduce.row_sum", acc => acc.LoadStreamKernel<FloatView, FloatView, int>(RowSumKernel));
+            k(Launch.PerRow(device, x.Shape.Rows), FloatView.Of(x), FloatView.Of(y), x.Shape.Last);
             return;
         }
-        var serial = device.Kernel("reduce.row_sum_thread_per_row", acc => acc.LoadStreamKernel<ArrayView<float>, ArrayView<float>, int, int>(RowSumRowKernel));
-        serial(Launch.ThreadPerRow(device, x.Shape.Rows), x.F32, y.F32, (int)x.Shape.Rows, x.Shape.Last);
+        var serial = device.Kernel("reduce.row_sum_thread_per_row", acc => acc.LoadStreamKernel<FloatView, FloatView, int, int>(RowSumRowKernel));
+        serial(Launch.ThreadPerRow(device, x.Shape.Rows), FloatView.Of(x), FloatView.Of(y), (int)x.Shape.Rows, x.Shape.Last);
     }
 
     /// <summary>dx[r, c] += dy[r]: the backward of <see cref="RowSum"/>.</summary>
     public static void RowSumBackward(Tensor dy, Tensor dx)
     {
         CheckRows("row_sum_backward", dx, dy);
-        var k = dx.Device.Kernel("reduce.row_broadcast_add", acc => acc.LoadStreamKernel<ArrayView<float>, ArrayView<float>, long, int>(RowBroadcastAddKernel));
-        k(Launch.Elementwise(dx.Device, dx.Numel), dy.F32, dx.F32, dx.Numel, dx.Shape.Last);
+        var k = dx.Device.Kernel("reduce.row_broadcast_add", acc => acc.LoadStreamKernel<FloatView, FloatView, long, int>(RowBroadcastAddKernel));
+        k(Launch.Elementwise(dx.Device, dx.Numel), FloatView.Of(dy), FloatView.Of(dx), dx.Numel, dx.Shape.Last);
     }
 
     private static void Total(string op, Tensor x, Tensor y, float scale, int? partialGroups)
     {
-        Check.DType(op, x, DType.F32);
-        Check.DType(op, y, DType.F32, "output");
+        Check.Float(op, x);
+        Check.Float(op, y, "output");
         Check.SameDevice(op, x, y);
         Check.That(y.Numel == 1, op, $"output {y.Shape} must have one element (input {x.Shape})");
         var device = x.Device;
@@ -72,83 +73,83 @@ public static class Reduce
         {
             var config = new KernelConfig(groups, group);
             using var slots = Tensor.Empty(device, new Shape(groups * group), DType.F32, MemoryCategory.Workspace, op);
-            var partials = device.Kernel("reduce.total_per_thread", acc => acc.LoadStreamKernel<ArrayView<float>, ArrayView<float>, long>(ThreadPartialKernel));
-            partials(config, x.F32, slots.F32, x.Numel);
-            var finish = device.Kernel("reduce.total_single_thread", acc => acc.LoadStreamKernel<ArrayView<float>, ArrayView<float>, int, float>(SingleThreadSumKernel));
-            finish(Launch.SingleThread(device), slots.F32, y.F32, groups * group, scale);
+            var partials = device.Kernel("reduce.total_per_thread", acc => acc.LoadStreamKernel<FloatView, ArrayView<float>, long>(ThreadPartialKernel));
+            partials(config, FloatView.Of(x), slots.F32, x.Numel);
+            var finish = device.Kernel("reduce.total_single_thread", acc => acc.LoadStreamKernel<ArrayView<float>, FloatView, int, float>(SingleThreadSumKernel));
+            finish(Launch.SingleThread(device), slots.F32, FloatView.Of(y), groups * group, scale);
             return;
         }
-        var stage = device.Kernel("reduce.total", acc => acc.LoadStreamKernel<ArrayView<float>, ArrayView<float>, long, float>(TotalKernel));
+        var stage = device.Kernel("reduce.total", acc => acc.LoadStreamKernel<FloatView, FloatView, long, float>(TotalKernel));
         if (groups == 1)
         {
-            stage(new KernelConfig(1, group), x.F32, y.F32, x.Numel, scale);
+            stage(new KernelConfig(1, group), FloatView.Of(x), FloatView.Of(y), x.Numel, scale);
             return;
         }
         using var partial = Tensor.Empty(device, new Shape(groups), DType.F32, MemoryCategory.Workspace, op);
-        stage(new KernelConfig(groups, group), x.F32, partial.F32, x.Numel, 1f);
-        stage(new KernelConfig(1, group), partial.F32, y.F32, groups, scale);
+        stage(new KernelConfig(groups, group), FloatView.Of(x), FloatView.Of(partial), x.Numel, 1f);
+        stage(new KernelConfig(1, group), FloatView.Of(partial), FloatView.Of(y), groups, scale);
     }
 
     private static void CheckRows(string op, Tensor x, Tensor perRow)
     {
-        Check.DType(op, x, DType.F32);
-        Check.DType(op, perRow, DType.F32, "row values");
+        Check.Float(op, x);
+        Check.Float(op, perRow, "row values");
         Check.SameDevice(op, x, perRow);
         Check.That(perRow.Numel == x.Shape.Rows, op, $"{x.Shape} has {x.Shape.Rows} rows, the per-row tensor {perRow.Shape} has {perRow.Numel} elements");
     }
 
     /// <summary>output[group] = scale · Σ over this group's grid-stride share of x[0..n).</summary>
-    private static void TotalKernel(ArrayView<float> x, ArrayView<float> output, long n, float scale)
+    private static void TotalKernel(FloatView x, FloatView output, long n, float scale)
     {
         long stride = (long)Grid.DimX * Group.DimX;
         int group = Grid.IdxX;
         bool first = Group.IsFirstThread;
         float s = 0;
-        for (long i = Grid.GlobalIndex.X; i < n; i += stride) s += x[i];
+        for (long i = Grid.GlobalIndex.X; i < n; i += stride) s += x.Load(i);
         float total = GroupExtensions.Reduce<float, AddFloat>(s);
-        if (first) output[group] = scale * total;
+        if (first) output.Store(group, scale * total);
     }
 
     /// <summary>The portable stage 1: slots[thread] = Σ over this thread's grid-stride share of x[0..n).</summary>
-    private static void ThreadPartialKernel(ArrayView<float> x, ArrayView<float> slots, long n)
+    private static void ThreadPartialKernel(FloatView x, ArrayView<float> slots, long n)
     {
         long stride = (long)Grid.DimX * Group.DimX;
         int thread = Grid.GlobalIndex.X;
         float s = 0;
-        for (long i = thread; i < n; i += stride) s += x[i];
+        for (long i = thread; i < n; i += stride) s += x.Load(i);
         slots[thread] = s;
     }
 
     /// <summary>The portable stage 2: global thread 0 writes scale·Σ slots, added in order; every other thread returns.</summary>
-    private static void SingleThreadSumKernel(ArrayView<float> slots, ArrayView<float> output, int count, float scale)
+    private static void SingleThreadSumKernel(ArrayView<float> slots, FloatView output, int count, float scale)
     {
         if (Grid.GlobalIndex.X != 0) return;
         float s = 0;
         for (int i = 0; i < count; i++) s += slots[i];
-        output[0] = scale * s;
+        output.Store(0, scale * s);
     }
 
-    private static void BroadcastAddKernel(ArrayView<float> dy, ArrayView<float> dx, float scale, long n)
+    private static void BroadcastAddKernel(FloatView dy, FloatView dx, float scale, long n)
     {
         long stride = (long)Grid.DimX * Group.DimX;
-        float g = scale * dy[0];
-        for (long i = Grid.GlobalIndex.X; i < n; i += stride) dx[i] += g;
+        float g = scale * dy.Load(0);
+        for (long i = Grid.GlobalIndex.X; i < n; i += stride) dx.Add(i, g);
     }
 
-    private static void RowSumKernel(ArrayView<float> x, ArrayView<float> y, int cols)
+    private static void RowSumKernel(FloatView x, FloatView y, int cols)
     {
         int tid = Group.IdxX;
         int groupSize = Group.DimX;
         long row = Grid.IdxX;
         long rowBase = row * cols;
         float s = 0;
-        for (int c = tid; c < cols; c += groupSize) s += x[rowBase + c];
+        for (int c = tid; c < cols; c += groupSize) s += x.Load(rowBase + c);
         float total = GroupExtensions.Reduce<float, AddFloat>(s);
-        if (tid == 0) y[row] = total;
+        if (tid == 0) y.Store(row, total);
     }
 
     /// <summary>The portable row sum: thread per row, grid-stride over rows, summed in blocks of 32 (error ~(32 + C/32)·u).</summary>
-    private static void RowSumRowKernel(ArrayView<float> x, ArrayView<float> y, int rows, int cols)
+    private static void RowSumRowKernel(FloatView x, FloatView y, int rows, int cols)
     {
         int stride = Grid.DimX * Group.DimX;
         for (int row = Grid.GlobalIndex.X; row < rows; row += stride)
@@ -159,14 +160,14 @@ public static class Reduce
             {
                 int end = Math.Min(cols, c0 + 32);
                 float part = 0;
-                for (int c = c0; c < end; c++) part += x[rowBase + c];
+                for (int c = c0; c < end; c++) part += x.Load(rowBase + c);
                 s += part;
             }
-            y[row] = s;
+            y.Store(row, s);
         }
     }
 
-    private static void RowBroadcastAddKernel(ArrayView<float> dy, ArrayView<float> dx, long n, int cols)
+    private static void RowBroadcastAddKernel(FloatView dy, FloatView dx, long n, int cols)
     {
         long stride = (long)Grid.DimX * Group.DimX;
         long start = Grid.GlobalIndex.X;
@@ -175,7 +176,7 @@ public static class Reduce
         int column = (int)(start % cols), columnStep = (int)(stride % cols);
         for (long i = start; i < n; i += stride)
         {
-            dx[i] += dy[row];
+            dx.Add(i, dy.Load(row));
             row += rowStep;
             column += columnStep;
             if (column >= cols) { column -= cols; row++; }

@@ -19,13 +19,15 @@ namespace Memopt.Kernels;
 /// entries of dx are left untouched (their gradient is 0).
 /// Two forms of each (<see cref="KernelPath"/>): cooperative, one group per row with group reductions (CUDA), and
 /// portable, one thread per row walking it serially with the same math and no barriers (the CPU accelerator).
+/// x, y, dy and dx may each be float32 or bfloat16 (<see cref="FloatView"/>): max, exp and sums are float32, a bf16
+/// probability is rounded once when stored (and backward then uses those stored probabilities, as PyTorch's bf16 does).
 /// </summary>
 public static class Softmax
 {
-    /// <summary>Checks scores [..., T, T] (float32), the scale and the window; names the op and the shapes on failure.</summary>
+    /// <summary>Checks scores [..., T, T] (float32 or bf16), the scale and the window; names the op and the shapes on failure.</summary>
     public static void CheckArguments(string op, Tensor x, float scale, int? window)
     {
-        Check.DType(op, x, DType.F32);
+        Check.Float(op, x);
         var s = x.Shape;
         Check.That(s.Rank >= 2 && s[-1] == s[-2], op, $"scores {s} must be [..., T, T] (square in the last two dimensions)");
         Check.That(scale > 0f && float.IsFinite(scale), op, $"scale = {scale} must be positive and finite (scores {s})");
@@ -46,12 +48,12 @@ public static class Softmax
         int t = x.Shape.Last, rows = (int)x.Shape.Rows, w = EffectiveWindow(x.Shape, window);
         if (Launch.Cooperative(device))
         {
-            var k = device.Kernel("softmax.causal_fwd", acc => acc.LoadStreamKernel<ArrayView<float>, ArrayView<float>, int, int, float>(ForwardKernel));
-            k(Launch.Row(device, rows, t), x.F32, y.F32, t, w, scale);
+            var k = device.Kernel("softmax.causal_fwd", acc => acc.LoadStreamKernel<FloatView, FloatView, int, int, float>(ForwardKernel));
+            k(Launch.Row(device, rows, t), FloatView.Of(x), FloatView.Of(y), t, w, scale);
             return;
         }
-        var serial = device.Kernel("softmax.causal_fwd_thread_per_row", acc => acc.LoadStreamKernel<ArrayView<float>, ArrayView<float>, int, int, int, float>(ForwardRowKernel));
-        serial(Launch.ThreadPerRow(device, rows), x.F32, y.F32, rows, t, w, scale);
+        var serial = device.Kernel("softmax.causal_fwd_thread_per_row", acc => acc.LoadStreamKernel<FloatView, FloatView, int, int, int, float>(ForwardRowKernel));
+        serial(Launch.ThreadPerRow(device, rows), FloatView.Of(x), FloatView.Of(y), rows, t, w, scale);
     }
 
     /// <summary>dx += scale·y ⊙ (dy − Σ_j dy·y) on the visible entries; y is the forward's output.</summary>
@@ -64,15 +66,15 @@ public static class Softmax
         int t = y.Shape.Last, rows = (int)y.Shape.Rows, w = EffectiveWindow(y.Shape, window);
         if (Launch.Cooperative(device))
         {
-            var k = device.Kernel("softmax.causal_bwd", acc => acc.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int, float>(BackwardKernel));
-            k(Launch.Row(device, rows, t), y.F32, dy.F32, dx.F32, t, w, scale);
+            var k = device.Kernel("softmax.causal_bwd", acc => acc.LoadStreamKernel<FloatView, FloatView, FloatView, int, int, float>(BackwardKernel));
+            k(Launch.Row(device, rows, t), FloatView.Of(y), FloatView.Of(dy), FloatView.Of(dx), t, w, scale);
             return;
         }
-        var serial = device.Kernel("softmax.causal_bwd_thread_per_row", acc => acc.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int, int, float>(BackwardRowKernel));
-        serial(Launch.ThreadPerRow(device, rows), y.F32, dy.F32, dx.F32, rows, t, w, scale);
+        var serial = device.Kernel("softmax.causal_bwd_thread_per_row", acc => acc.LoadStreamKernel<FloatView, FloatView, FloatView, int, int, int, float>(BackwardRowKernel));
+        serial(Launch.ThreadPerRow(device, rows), FloatView.Of(y), FloatView.Of(dy), FloatView.Of(dx), rows, t, w, scale);
     }
 
-    private static void ForwardKernel(ArrayView<float> x, ArrayView<float> y, int t, int window, float scale)
+    private static void ForwardKernel(FloatView x, FloatView y, int t, int window, float scale)
     {
         int row = Grid.IdxX;
         int tid = Group.IdxX;
@@ -82,11 +84,11 @@ public static class Softmax
         int first = Math.Max(0, query - window + 1); // visible keys: first..query
 
         float max = float.MinValue;
-        for (int j = first + tid; j <= query; j += threads) max = MathF.Max(max, x[start + j]);
+        for (int j = first + tid; j <= query; j += threads) max = MathF.Max(max, x.Load(start + j));
         max = GroupExtensions.AllReduce<float, MaxFloat>(max);
 
         float sum = 0f;
-        for (int j = first + tid; j <= query; j += threads) sum += MathF.Exp(scale * (x[start + j] - max));
+        for (int j = first + tid; j <= query; j += threads) sum += MathF.Exp(scale * (x.Load(start + j) - max));
         float inv = 1f / GroupExtensions.AllReduce<float, AddFloat>(sum);
 
         // Every thread has finished reading x for the reductions (the sum's result needs all of them), and in this
@@ -94,12 +96,12 @@ public static class Softmax
         for (int j = tid; j < t; j += threads)
         {
             float v = 0f;
-            if (j >= first && j <= query) v = MathF.Exp(scale * (x[start + j] - max)) * inv;
-            y[start + j] = v;
+            if (j >= first && j <= query) v = MathF.Exp(scale * (x.Load(start + j) - max)) * inv;
+            y.Store(start + j, v);
         }
     }
 
-    private static void BackwardKernel(ArrayView<float> y, ArrayView<float> dy, ArrayView<float> dx, int t, int window, float scale)
+    private static void BackwardKernel(FloatView y, FloatView dy, FloatView dx, int t, int window, float scale)
     {
         int row = Grid.IdxX;
         int tid = Group.IdxX;
@@ -109,11 +111,11 @@ public static class Softmax
         int first = Math.Max(0, query - window + 1);
 
         float dot = 0f;
-        for (int j = first + tid; j <= query; j += threads) dot += dy[start + j] * y[start + j];
+        for (int j = first + tid; j <= query; j += threads) dot += dy.Load(start + j) * y.Load(start + j);
         dot = GroupExtensions.AllReduce<float, AddFloat>(dot);
 
         for (int j = first + tid; j <= query; j += threads)
-            dx[start + j] += scale * y[start + j] * (dy[start + j] - dot);
+            dx.Add(start + j, scale * y.Load(start + j) * (dy.Load(start + j) - dot));
     }
 
     /// <summary>
@@ -124,7 +126,7 @@ public static class Softmax
     private const int SumBlock = 32;
 
     /// <summary>The portable forward: thread per row, grid-stride over rows; max, sum, write, as the cooperative one.</summary>
-    private static void ForwardRowKernel(ArrayView<float> x, ArrayView<float> y, int rows, int t, int window, float scale)
+    private static void ForwardRowKernel(FloatView x, FloatView y, int rows, int t, int window, float scale)
     {
         int stride = Grid.DimX * Group.DimX;
         for (int row = Grid.GlobalIndex.X; row < rows; row += stride)
@@ -134,25 +136,25 @@ public static class Softmax
             int first = Math.Max(0, query - window + 1);
 
             float max = float.MinValue;
-            for (int j = first; j <= query; j++) max = MathF.Max(max, x[start + j]);
+            for (int j = first; j <= query; j++) max = MathF.Max(max, x.Load(start + j));
             float sum = 0f;
             for (int j0 = first; j0 <= query; j0 += SumBlock)
             {
                 int end = Math.Min(query + 1, j0 + SumBlock);
                 float part = 0f;
-                for (int j = j0; j < end; j++) part += MathF.Exp(scale * (x[start + j] - max));
+                for (int j = j0; j < end; j++) part += MathF.Exp(scale * (x.Load(start + j) - max));
                 sum += part;
             }
             float inv = 1f / sum;
 
-            for (int j = 0; j < first; j++) y[start + j] = 0f;
-            for (int j = first; j <= query; j++) y[start + j] = MathF.Exp(scale * (x[start + j] - max)) * inv;
-            for (int j = query + 1; j < t; j++) y[start + j] = 0f;
+            for (int j = 0; j < first; j++) y.Store(start + j, 0f);
+            for (int j = first; j <= query; j++) y.Store(start + j, MathF.Exp(scale * (x.Load(start + j) - max)) * inv);
+            for (int j = query + 1; j < t; j++) y.Store(start + j, 0f);
         }
     }
 
     /// <summary>The portable backward: thread per row, the dot product then the visible entries' update.</summary>
-    private static void BackwardRowKernel(ArrayView<float> y, ArrayView<float> dy, ArrayView<float> dx, int rows, int t, int window, float scale)
+    private static void BackwardRowKernel(FloatView y, FloatView dy, FloatView dx, int rows, int t, int window, float scale)
     {
         int stride = Grid.DimX * Group.DimX;
         for (int row = Grid.GlobalIndex.X; row < rows; row += stride)
@@ -165,10 +167,10 @@ public static class Softmax
             {
                 int end = Math.Min(query + 1, j0 + SumBlock);
                 float part = 0f;
-                for (int j = j0; j < end; j++) part += dy[start + j] * y[start + j];
+                for (int j = j0; j < end; j++) part += dy.Load(start + j) * y.Load(start + j);
                 dot += part;
             }
-            for (int j = first; j <= query; j++) dx[start + j] += scale * y[start + j] * (dy[start + j] - dot);
+            for (int j = first; j <= query; j++) dx.Add(start + j, scale * y.Load(start + j) * (dy.Load(start + j) - dot));
         }
     }
 

@@ -8,16 +8,20 @@ namespace Memopt.Model;
 /// embedding or its own weight, bias optional), cross-entropy over the next token. All parameters and their gradient
 /// buffers are allocated here, up front, so parameter memory is known before the first step.
 /// Parameter names follow a GPT-2-like scheme and go unchanged into safetensors checkpoints.
+/// <see cref="Precision"/> is fixed at construction: under <see cref="Precision.Bf16"/> the embedding lookup writes bf16
+/// activations, which every op downstream keeps (outputs take their input's dtype), and each matmul weight gets its
+/// bf16 shadow copy here, in setup (category parameters, op "bf16:" + name), refreshed by every optimizer step.
 /// </summary>
 public sealed class TransformerLM : IDisposable
 {
     private readonly Tensor? _sinusoid;
 
-    public TransformerLM(ComputeDevice device, ModelConfig config, int seed)
+    public TransformerLM(ComputeDevice device, ModelConfig config, int seed, Precision precision = Precision.Fp32)
     {
         config.Validate();
         Device = device;
         Config = config;
+        Precision = precision;
         using var setup = device.Tracker.EnterPhase(Phase.Setup);
         var init = new ParameterInit(device, seed);
         TokenEmbedding = init.Normal("wte.weight", 0.02f, config.VocabSize, config.DModel);
@@ -32,6 +36,8 @@ public sealed class TransformerLM : IDisposable
         if (!config.TiedHead) HeadW = init.Normal("lm_head.weight", 0.02f, config.VocabSize, config.DModel);
         if (config.HeadBias) HeadB = init.Constant("lm_head.bias", 0f, config.VocabSize);
         Parameters = init.Created;
+        if (precision == Precision.Bf16)
+            foreach (var w in GemmWeights) w.EnableBf16Copy();
     }
 
     public ComputeDevice Device { get; }
@@ -46,6 +52,20 @@ public sealed class TransformerLM : IDisposable
     public Parameter? HeadB { get; }
 
     public long ParameterCount => Parameters.Sum(p => p.Value.Numel);
+
+    public Precision Precision { get; }
+    /// <summary>The dtype of activations and activation gradients: float32, or bf16 under mixed precision.</summary>
+    public DType ActivationDType => Precision.ActivationDType();
+
+    /// <summary>The weights the matmuls read (QKV, attention output, MLP up and down, the LM head): those that get bf16 shadows.</summary>
+    public IEnumerable<Parameter> GemmWeights =>
+        Blocks.SelectMany(b => new[] { b.QkvW, b.ProjW, b.FcW, b.Fc2W }).Append(HeadW ?? TokenEmbedding);
+
+    /// <summary>Rewrites every bf16 shadow from its master (after the masters were written directly, e.g. loaded from a checkpoint).</summary>
+    public void RefreshBf16Copies()
+    {
+        foreach (var p in Parameters) p.RefreshBf16Copy();
+    }
 
     /// <summary>
     /// ids, targets: int32 [B, T]. Returns the mean next-token cross-entropy (scalar). With <paramref name="checkpointing"/>,
@@ -69,7 +89,7 @@ public sealed class TransformerLM : IDisposable
         if (t > Config.SeqLen) throw new ArgumentException($"model: sequence length {t} exceeds the model's maximum {Config.SeqLen}");
         using var idsVar = new Var(ids.Share());
         Var x;
-        using (var tok = Ops.Embedding(idsVar, TokenEmbedding, op: "wte"))
+        using (var tok = Ops.Embedding(idsVar, TokenEmbedding, op: "wte", dtype: ActivationDType))
         {
             if (PositionEmbedding is not null)
                 x = Ops.AddPositions(tok, PositionEmbedding, "wpe");

@@ -82,11 +82,25 @@ public class CommandLineTests : IDisposable
     }
 
     [Fact]
-    public void Techniques_whose_issues_have_not_landed_say_so()
+    public void All_techniques_combined_train_under_one_label()
     {
-        var (code, _, err) = Run(SmallTrain("--bf16"));
-        Assert.Equal(2, code);
-        Assert.Contains("--bf16 is not supported yet", err);
+        var (code, output, err) = Run(SmallTrain("--bf16", "--flash-attn", "--window-size", "4", "--gradient-checkpointing"));
+        Assert.True(code == 0, err + output);
+        var metrics = JsonDocument.Parse(File.ReadAllText(Path.Combine(_dir, "results", "synthetic_bf16_flash_window4_checkpointing_metrics.json"))).RootElement;
+        Assert.Equal("bf16+flash+window4+checkpointing", metrics.GetProperty("technique").GetString());
+        Assert.True(double.IsFinite(metrics.GetProperty("metrics").GetProperty("val_loss").GetDouble()));
+    }
+
+    [Fact]
+    public void Bf16_trains_and_writes_its_results_under_the_bf16_label()
+    {
+        var (code, output, err) = Run(SmallTrain("--bf16"));
+        Assert.True(code == 0, err + output);
+        Assert.Contains("bf16 mixed precision", output);
+        var metrics = JsonDocument.Parse(File.ReadAllText(Path.Combine(_dir, "results", "synthetic_bf16_metrics.json"))).RootElement;
+        Assert.Equal("bf16", metrics.GetProperty("technique").GetString());
+        Assert.True(double.IsFinite(metrics.GetProperty("metrics").GetProperty("val_loss").GetDouble()));
+        Assert.True(File.Exists(Path.Combine(_dir, "results", "checkpoints", "synthetic_bf16.safetensors")));
     }
 
     [Fact]

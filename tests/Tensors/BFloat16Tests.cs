@@ -74,6 +74,65 @@ public class BFloat16Tests
         }
     }
 
+    /// <summary>
+    /// Every float32 around every bf16 value that rounding can see: for each of the 65,536 upper halves, the low halves
+    /// 0x0001 (just above the value), 0x7FFF (just below the tie), 0x8000 (the tie) and 0x8001 (just above it) —
+    /// 262,144 floats covering round-down, ties to even both ways, round-up, carries into the exponent, overflow to Inf
+    /// and NaN payloads. Converted by the Convert kernel and by the bf16 store every float kernel uses (<see cref="Memopt.Kernels.FloatView"/>,
+    /// here through a scale by 1, which is exact in float32), bit for bit against the arithmetic reference.
+    /// </summary>
+    [Fact]
+    public void Device_conversions_round_every_neighbourhood_like_the_reference()
+    {
+        var dev = TestDevice.Get();
+        ushort[] lows = [0x0001, 0x7FFF, 0x8000, 0x8001];
+        var x = new float[65536 * lows.Length];
+        for (int hi = 0; hi < 65536; hi++)
+            for (int j = 0; j < lows.Length; j++)
+                x[hi * lows.Length + j] = BitConverter.UInt32BitsToSingle(((uint)hi << 16) | lows[j]);
+        var shape = new Shape(x.Length);
+        using var src = Tensor.FromHost(dev, x, shape, MemoryCategory.Data, "neighbourhoods");
+        using var converted = Tensor.Empty(dev, shape, DType.BF16, MemoryCategory.Data, "converted");
+        using var stored = Tensor.Empty(dev, shape, DType.BF16, MemoryCategory.Data, "stored");
+        Conv.ToBf16(src, converted);
+        Memopt.Kernels.Elementwise.Scale(src, 1f, stored);
+        var byKernel = converted.ToBf16Array();
+        var byStore = stored.ToBf16Array();
+        for (int i = 0; i < x.Length; i++)
+        {
+            uint bits = BitConverter.SingleToUInt32Bits(x[i]);
+            if (float.IsNaN(x[i]))
+            {
+                foreach (var got in new[] { byKernel[i], byStore[i] })
+                    if (!(float.IsNaN(BFloat16.ToFloat(got)) && got >> 15 == bits >> 31)) Assert.Fail($"NaN 0x{bits:X8} became 0x{got:X4}");
+                continue;
+            }
+            ushort want = Conv.Reference.ToBf16(x[i]);
+            if (want != byKernel[i]) Assert.Fail($"Convert.ToBf16(0x{bits:X8}) = 0x{byKernel[i]:X4}, reference 0x{want:X4}");
+            if (want != byStore[i]) Assert.Fail($"bf16 store of 0x{bits:X8} = 0x{byStore[i]:X4}, reference 0x{want:X4}");
+        }
+    }
+
+    [Fact]
+    public void Float_kernels_widen_every_bf16_value_exactly()
+    {
+        // The load side of FloatView: each of the 65,536 words read by a kernel (a scale by 1 into float32) is the
+        // word in the top half of a float32, NaNs staying NaN with their sign.
+        var dev = TestDevice.Get();
+        var all = Enumerable.Range(0, 65536).Select(i => (ushort)i).ToArray();
+        using var words = Tensor.Empty(dev, new Shape(65536), DType.BF16, MemoryCategory.Data, "words");
+        words.CopyFrom(all);
+        using var widened = Tensor.Empty(dev, new Shape(65536), DType.F32, MemoryCategory.Data, "widened");
+        Memopt.Kernels.Elementwise.Scale(words, 1f, widened);
+        var f = widened.ToFloatArray();
+        for (int i = 0; i < 65536; i++)
+        {
+            bool nan = (i & 0x7F80) == 0x7F80 && (i & 0x7F) != 0;
+            if (nan) { if (!(float.IsNaN(f[i]) && BitConverter.SingleToUInt32Bits(f[i]) >> 31 == (uint)i >> 15)) Assert.Fail($"0x{i:X4} widened to {f[i]}"); }
+            else Assert.Equal((uint)i << 16, BitConverter.SingleToUInt32Bits(f[i]));
+        }
+    }
+
     [Fact]
     public void Random_floats_round_like_the_arithmetic_reference()
     {

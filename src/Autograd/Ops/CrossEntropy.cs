@@ -6,7 +6,7 @@ public static partial class Ops
 {
     /// <summary>
     /// Mean cross-entropy of softmax(logits) against integer targets (PyTorch's F.cross_entropy with reduction
-    /// "mean", ignore_index and label_smoothing). logits [..., V] float32, targets [...] int32 (the logits' shape
+    /// "mean", ignore_index and label_smoothing). logits [..., V] float32 or bf16 (the loss is float32 either way), targets [...] int32 (the logits' shape
     /// without the class axis). Returns a scalar [1]. Rows whose target is <paramref name="ignoreIndex"/> do not
     /// count; when every row is ignored the loss is 0 and the logits' gradient is 0 (PyTorch returns NaN there).
     /// A target outside [0, V) that is not the ignore index throws <see cref="Kernels.ShapeException"/> here, at the op.
@@ -21,7 +21,7 @@ public static partial class Ops
     {
         const string op = Kernels.CrossEntropy.Op;
         var rows = checked((int)logits.Shape.Rows);
-        var loss = NewOutput(logits, new Shape(1), op);
+        var loss = NewOutput(logits, new Shape(1), op, dtype: DType.F32);
         using var lse = Tensor.Empty(logits.Device, new Shape(rows), DType.F32, MemoryCategory.Activations, op + ":lse");
         int n;
         try

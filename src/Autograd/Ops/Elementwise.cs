@@ -5,9 +5,10 @@ namespace Memopt.Autograd;
 
 public static partial class Ops
 {
-    /// <summary>Residual add: y = a + b; both gradients are dy.</summary>
+    /// <summary>Residual add: y = a + b (a and b of one dtype, float32 or bf16; y too); both gradients are dy.</summary>
     public static Var Add(Var a, Var b, string op = "add")
     {
+        Check.SameDType(op, a.Value, b.Value, "a", "b");
         var y = NewOutput(a, a.Shape, op);
         Elementwise.Add(a.Value, b.Value, y.Value);
         Tape.Record(op, y, [a, b], [], (dy, _) =>
@@ -36,7 +37,16 @@ public static partial class Ops
         return y;
     }
 
-    /// <summary>A fresh float32 activation on the same device as <paramref name="like"/>.</summary>
-    internal static Var NewOutput(Var like, Shape shape, string op, MemoryCategory category = MemoryCategory.Activations) =>
-        new(Tensor.Empty(like.Device, shape, DType.F32, category, op), name: op);
+    /// <summary>
+    /// A fresh activation on the same device as <paramref name="like"/>, in <paramref name="like"/>'s dtype (so a
+    /// bf16 activation gives bf16 outputs down the graph) unless <paramref name="dtype"/> says otherwise (a float32
+    /// loss, a bf16 embedding read from a float32 table). Float dtypes only: an int32 <paramref name="like"/> is an error naming the op.
+    /// </summary>
+    internal static Var NewOutput(Var like, Shape shape, string op, MemoryCategory category = MemoryCategory.Activations, DType? dtype = null)
+    {
+        var t = dtype ?? like.Value.DType;
+        if (t is not (DType.F32 or DType.BF16))
+            throw new ShapeException(op, $"input {like.Shape} is {like.Value.DType.Name()}, expected float32 or bfloat16");
+        return new(Tensor.Empty(like.Device, shape, t, category, op), name: op);
+    }
 }

@@ -10,6 +10,9 @@ public static partial class Ops
     /// W [out, in], b [out], x [..., in] → y [..., out]; every leading dimension of x is a row of one 2-D GEMM.
     /// Backward: dx += dy·W, dW += dyᵀ·x (summed over all rows), db += Σ_rows dy.
     /// Keeps W only if x needs a gradient and x only if W does.
+    /// Mixed precision: with a bf16 x and a parameter that has a bf16 shadow (<see cref="Parameter.Bf16Copy"/>), the
+    /// GEMMs read the shadow (so both operands are bf16) and y is bf16; dW still accumulates, in float32, into the
+    /// parameter's float32 gradient, and the bias (float32) is added in float32 before y is rounded.
     /// </summary>
     public static Var Linear(Var x, Var weight, Var? bias = null, string op = "linear")
     {
@@ -20,17 +23,18 @@ public static partial class Ops
             Check.That(bias.Shape.Rank == 1 && bias.Shape[0] == outFeatures, op, $"bias {bias.Shape} must be [{outFeatures}] for weight {weight.Shape}");
         Check.That(x.Shape.Rows <= int.MaxValue, op, $"input {x.Shape} has more than 2^31-1 rows");
         int rows = (int)x.Shape.Rows;
+        var w = x.Value.DType == DType.BF16 && weight is Parameter { Bf16Copy: { } shadow } ? shadow : weight.Value;
 
         var y = NewOutput(x, x.Shape.WithLast(outFeatures), op);
-        Kernels.MatMul.Gemm(MatrixOperand.Rows(x.Value), MatrixOperand.Dense(weight.Value, transposed: true), MatrixOperand.Rows(y.Value),
+        Kernels.MatMul.Gemm(MatrixOperand.Rows(x.Value), MatrixOperand.Dense(w, transposed: true), MatrixOperand.Rows(y.Value),
             rows, outFeatures, inFeatures);
         if (bias is not null) BiasAdd.Forward(y.Value, bias.Value, y.Value);
 
         bool needX = x.RequiresGrad, needW = weight.RequiresGrad;
         Tensor[] saved = (needX, needW) switch
         {
-            (true, true) => [weight.Value, x.Value],
-            (true, false) => [weight.Value],
+            (true, true) => [w, x.Value],
+            (true, false) => [w],
             (false, true) => [x.Value],
             _ => [],
         };

@@ -10,11 +10,12 @@ public static partial class Ops
     /// operand is broadcast over the other's batch (see <see cref="MatMulShape"/>).
     /// Backward: d op(A) = dC·op(B)ᵀ and d op(B) = op(A)ᵀ·dC, laid out for the stored (possibly transposed) operand;
     /// for a broadcast operand the per-batch gradients are summed into its one matrix by the GEMM itself.
-    /// Keeps B only if A needs a gradient and A only if B does.
+    /// Keeps B only if A needs a gradient and A only if B does. A and B share a dtype (float32 or bf16), and so does C.
     /// </summary>
     public static Var MatMul(Var a, Var b, bool transA = false, bool transB = false, string op = "matmul",
         MemoryCategory category = MemoryCategory.Activations)
     {
+        Check.SameDType(op, a.Value, b.Value, "a", "b");
         var s = MatMulShape.Of(a.Shape, b.Shape, transA, transB);
         var c = NewOutput(a, s.Output, op, category);
         Kernels.MatMul.Forward(a.Value, b.Value, c.Value, transA, transB);

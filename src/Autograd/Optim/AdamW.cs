@@ -32,7 +32,7 @@ public sealed record AdamWOptions(
 /// <summary>
 /// Adam / AdamW over a fixed list of parameters. The moment buffers m and v (float32, category optimizer state,
 /// zeroed) are allocated in the constructor, so a step allocates nothing; each step is one fused kernel pass per
-/// parameter, run in the optimizer phase. The state (<see cref="ExpAvg"/>, <see cref="ExpAvgSq"/>,
+/// parameter, run in the optimizer phase (which also refreshes the parameter's bf16 shadow, if it has one). The state (<see cref="ExpAvg"/>, <see cref="ExpAvgSq"/>,
 /// <see cref="StepCount"/>) is exposed for checkpointing: copy into the tensors and set the step count to restore.
 /// </summary>
 public sealed class AdamW : IDisposable
@@ -129,7 +129,8 @@ public sealed class AdamW : IDisposable
         for (int i = 0; i < _parameters.Length; i++)
         {
             var p = _parameters[i];
-            Kernels.AdamW.Update(p.Value, p.Grad!, _m[i], _v[i], _decays[i] ? withDecay : withoutDecay);
+            // A parameter with a bf16 shadow (mixed precision) gets it rewritten in the same pass.
+            Kernels.AdamW.Update(p.Value, p.Grad!, _m[i], _v[i], _decays[i] ? withDecay : withoutDecay, p.Bf16Copy);
         }
     }
 

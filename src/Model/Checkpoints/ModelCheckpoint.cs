@@ -30,5 +30,6 @@ public static class ModelCheckpoint
         }
         if (byName.Count > 0)
             throw new InvalidDataException($"checkpoint '{path}' has tensors this model lacks: {string.Join(", ", byName.Keys.Take(5))} (another architecture?)");
+        model.RefreshBf16Copies(); // a bf16 model's matmul weights follow the loaded masters
     }
 }

@@ -32,6 +32,8 @@ public sealed class Trainer
         _data = data;
         _o = options;
         _attention = new AttentionSettings(options.WindowSize, options.FlashAttention);
+        if (options.Bf16 != (model.Precision == Precision.Bf16))
+            throw new ArgumentException($"--bf16 is {(options.Bf16 ? "on" : "off")} but the model was built in {model.Precision.Label()}");
         if (data.Stats.SeqLen > model.Config.SeqLen)
             throw new ArgumentException($"data sequence length {data.Stats.SeqLen} exceeds the model's maximum {model.Config.SeqLen}");
         if (data.Tokenizer.VocabSize > model.Config.VocabSize)

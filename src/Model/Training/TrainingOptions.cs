@@ -31,6 +31,8 @@ public sealed record TrainingOptions
     public int? WindowSize { get; init; }
     /// <summary>Tiled flash attention (--flash-attn) instead of the naive path.</summary>
     public bool FlashAttention { get; init; }
+    /// <summary>bf16 mixed precision (<c>--bf16</c>); the model must be built with <see cref="Precision.Bf16"/>.</summary>
+    public bool Bf16 { get; init; }
     /// <summary>Gradient checkpointing: recompute <see cref="CheckpointScope"/> of every <see cref="CheckpointEvery"/>-th block in backward.</summary>
     public bool GradientCheckpointing { get; init; }
     public int CheckpointEvery { get; init; } = 1;

@@ -56,8 +56,9 @@ public sealed class TrainOptions : DeviceOptions
     [Option("untied-head", HelpText = "Give the LM head its own weight.")] public bool UntiedHead { get; set; }
     [Option("head-bias", HelpText = "Give the LM head a bias.")] public bool HeadBias { get; set; }
 
-    // Techniques (their issues bring them)
-    [Option("bf16")] public bool Bf16 { get; set; }
+    // Techniques
+    [Option("bf16", HelpText = "bf16 mixed precision: bf16 activations, gradients of activations and matmul weight copies; float32 master weights, parameter gradients, Adam state and loss.")]
+    public bool Bf16 { get; set; }
     [Option("flash-attn", HelpText = "Tiled flash attention: no B×H×T×T scores in memory (no attention dropout).")] public bool FlashAttn { get; set; }
     [Option("window-size", HelpText = "Sliding-window causal attention: each query sees its W most recent positions.")] public int? WindowSize { get; set; }
     [Option("gradient-checkpointing", HelpText = "Recompute activations in backward instead of keeping them (see --checkpoint-every, --checkpoint-scope).")]
@@ -89,15 +90,17 @@ public sealed class TrainOptions : DeviceOptions
     public const string ResumeLatest = "latest";
 
     /// <summary>
-    /// The run's label: --technique when given, else derived from the attention flags ("flash", "window128",
-    /// "flash+window128"), else "baseline".
+    /// The run's label: --technique when given, else derived from the precision and attention flags ("bf16", "flash",
+    /// "window128", "bf16+flash+window128+checkpointing"), else "baseline".
     /// </summary>
     public string TechniqueLabel()
     {
         if (Technique != "baseline") return Technique;
         var parts = new List<string>();
+        if (Bf16) parts.Add("bf16");
         if (FlashAttn) parts.Add("flash");
         if (WindowSize is int w) parts.Add($"window{w}");
+        if (GradientCheckpointing) parts.Add("checkpointing");
         return parts.Count == 0 ? Technique : string.Join("+", parts);
     }
 
@@ -168,8 +171,6 @@ public static class TrainCommand
 
     private static TrainOutcome Train(TrainOptions o, CancellationToken stop)
     {
-        foreach (var (flag, on) in new[] { ("--bf16", o.Bf16) })
-            if (on) throw new UserError($"{flag} is not supported yet (it arrives with its own issue); run without it");
         string technique = o.TechniqueLabel();
 
         ModelConfig config;
@@ -188,7 +189,7 @@ public static class TrainCommand
                 GradClip = o.GradClip, GradAccumulation = o.GradAccum, LabelSmoothing = o.LabelSmoothing, Seed = (ulong)o.Seed,
                 EvalEvery = o.EvalEvery, EvalBatches = o.EvalBatches, WindowSize = o.WindowSize, FlashAttention = o.FlashAttn,
                 GradientCheckpointing = o.GradientCheckpointing, CheckpointEvery = o.CheckpointEvery,
-                CheckpointScope = o.ParsedCheckpointScope(),
+                CheckpointScope = o.ParsedCheckpointScope(), Bf16 = o.Bf16,
                 SaveEvery = o.SaveEvery, KeepCheckpoints = o.KeepCheckpoints, DetectAnomaly = o.DetectAnomaly,
                 SkipNonFinite = o.SkipNonFinite, MaxConsecutiveSkips = o.MaxConsecutiveSkips, CheckGradients = !o.NoGradCheck,
             };
@@ -206,9 +207,9 @@ public static class TrainCommand
         using var device = o.OpenDevice();
         var info = device.Info();
         Console.WriteLine($"device   {info.Kind}: {info.Name}");
-        Console.WriteLine($"model    {config}");
+        Console.WriteLine($"model    {config}{(o.Bf16 ? "; bf16 mixed precision" : "")}");
         TransformerLM model;
-        try { model = new TransformerLM(device, config, (int)o.Seed); }
+        try { model = new TransformerLM(device, config, (int)o.Seed, o.Bf16 ? Precision.Bf16 : Precision.Fp32); }
         catch (OutOfDeviceMemoryException e) { return new TrainOutcome(TrainStatus.OutOfMemory, ExitCodes.OutOfMemory, e.Message, Error: e); }
         using var ownedModel = model;
         Console.WriteLine($"params   {model.ParameterCount.ToString("N0", CultureInfo.InvariantCulture)}");

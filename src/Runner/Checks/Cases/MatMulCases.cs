@@ -15,6 +15,10 @@ public static class MatMulCases
         yield return Gemm("matmul", "qkv_x_wT", d => d.IsCuda ? (8192, 768, 256) : (64, 48, 32), false, true);
         yield return Gemm("matmul", "mlp_x_wT", d => d.IsCuda ? (8192, 1024, 256) : (64, 64, 32), false, true);
         yield return Gemm("matmul", "dw_dyT_x", d => d.IsCuda ? (768, 256, 8192) : (48, 32, 64), true, false);
+        // The same model shapes under --bf16: bf16 operands, bf16 activations out, the weight gradient into float32.
+        yield return Gemm("matmul", "qkv_x_wT_bf16", d => d.IsCuda ? (8192, 768, 256) : (64, 48, 32), false, true, DType.BF16, DType.BF16);
+        yield return Gemm("matmul", "mlp_x_wT_bf16", d => d.IsCuda ? (8192, 1024, 256) : (64, 64, 32), false, true, DType.BF16, DType.BF16);
+        yield return Gemm("matmul", "dw_dyT_x_bf16", d => d.IsCuda ? (768, 256, 8192) : (48, 32, 64), true, false, DType.BF16, DType.F32);
 
         yield return new KernelCase("bias_add", "forward", 1e-7, (d, rng) =>
         {
@@ -53,18 +57,29 @@ public static class MatMulCases
         });
     }
 
-    private static KernelCase Gemm(string family, string name, Func<ComputeDevice, (int M, int N, int K)> size, bool transA, bool transB) =>
-        new(family, name, 1e-5, (d, rng) =>
+    /// <summary>
+    /// A GEMM case. With bf16 operands the inputs are drawn bf16-representable, so the float64 reference sees the same
+    /// values; a bf16 C adds one rounding (≤ 2^-8 of each element), hence its tolerance of 4e-3.
+    /// </summary>
+    private static KernelCase Gemm(string family, string name, Func<ComputeDevice, (int M, int N, int K)> size, bool transA, bool transB,
+        DType operands = DType.F32, DType output = DType.F32) =>
+        new(family, name, output == DType.BF16 ? 4e-3 : 1e-5, (d, rng) =>
         {
             var (m, n, k) = size(d);
             var set = new TensorSet();
             float[] ha = Random(rng, m * k), hb = Random(rng, k * n);
-            var a = set.Add(Tensor.FromHost(d, ha, transA ? new Shape(k, m) : new Shape(m, k), MemoryCategory.Data, "a"));
-            var b = set.Add(Tensor.FromHost(d, hb, transB ? new Shape(n, k) : new Shape(k, n), MemoryCategory.Data, "b"));
-            var c = set.Add(Tensor.Empty(d, new Shape(m, n), DType.F32, MemoryCategory.Activations, "c"));
+            if (operands == DType.BF16)
+            {
+                ha = Array.ConvertAll(ha, BFloat16.Round);
+                hb = Array.ConvertAll(hb, BFloat16.Round);
+            }
+            var a = set.Add(Tensor.FromHost(d, ha, transA ? new Shape(k, m) : new Shape(m, k), MemoryCategory.Data, "a", operands));
+            var b = set.Add(Tensor.FromHost(d, hb, transB ? new Shape(n, k) : new Shape(k, n), MemoryCategory.Data, "b", operands));
+            var c = set.Add(Tensor.Empty(d, new Shape(m, n), output, MemoryCategory.Activations, "c"));
             return new PreparedCase(() => MatMul.Forward(a, b, c, transA, transB),
                 () => SampledGemmError(c.ToFloatArray(), ha, hb, m, n, k, transA, transB, rng),
-                4L * (m * k + k * n + m * n), 2.0 * m * n * k, set, $"{m}x{n}x{k}{(transA ? " Aᵀ" : "")}{(transB ? " Bᵀ" : "")}");
+                (long)operands.SizeOf() * (m * k + k * n) + (long)output.SizeOf() * m * n, 2.0 * m * n * k, set,
+                $"{m}x{n}x{k}{(transA ? " Aᵀ" : "")}{(transB ? " Bᵀ" : "")}{(operands == DType.BF16 ? $" bf16→{output.Name()}" : "")}");
         });
 
     /// <summary>Compares 4096 random entries against float64 dot products: a full float64 reference of 4096³ would take minutes.</summary>
