@@ -71,7 +71,7 @@ public class ExperimentsTests(SharedDataCache cache) : IClassFixture<SharedDataC
             var oom = Run(summary, technique, 4);
             Assert.Equal("oom", oom.GetProperty("status").GetString());
             Assert.Contains("out of device memory", oom.GetProperty("message").GetString());
-            Assert.Equal(2, oom.GetProperty("exit_code").GetInt32());
+            Assert.Equal(Memopt.Runner.Commands.ExitCodes.OutOfMemory, oom.GetProperty("exit_code").GetInt32());
             Assert.Equal(JsonValueKind.Null, oom.GetProperty("metrics").ValueKind);
             Assert.Contains("out of device memory", File.ReadAllText(Path.Combine(Results, oom.GetProperty("log").GetString()!)));
         }
