@@ -103,8 +103,10 @@ public class BFloat16Tests
             uint bits = BitConverter.SingleToUInt32Bits(x[i]);
             if (float.IsNaN(x[i]))
             {
+                // NaN stays NaN; its sign and payload are not kept: GPU arithmetic returns the canonical NaN 0x7FFFFFFF
+                // (seen on the H100 for the scale by 1), and IEEE 754 leaves a NaN result's sign unspecified.
                 foreach (var got in new[] { byKernel[i], byStore[i] })
-                    if (!(float.IsNaN(BFloat16.ToFloat(got)) && got >> 15 == bits >> 31)) Assert.Fail($"NaN 0x{bits:X8} became 0x{got:X4}");
+                    if (!float.IsNaN(BFloat16.ToFloat(got))) Assert.Fail($"NaN 0x{bits:X8} became 0x{got:X4}");
                 continue;
             }
             ushort want = Conv.Reference.ToBf16(x[i]);
@@ -117,7 +119,8 @@ public class BFloat16Tests
     public void Float_kernels_widen_every_bf16_value_exactly()
     {
         // The load side of FloatView: each of the 65,536 words read by a kernel (a scale by 1 into float32) is the
-        // word in the top half of a float32, NaNs staying NaN with their sign.
+        // word in the top half of a float32, NaNs staying NaN (not their sign or payload: GPU arithmetic returns the
+        // canonical NaN, as seen on the H100).
         var dev = TestDevice.Get();
         var all = Enumerable.Range(0, 65536).Select(i => (ushort)i).ToArray();
         using var words = Tensor.Empty(dev, new Shape(65536), DType.BF16, MemoryCategory.Data, "words");
@@ -128,7 +131,7 @@ public class BFloat16Tests
         for (int i = 0; i < 65536; i++)
         {
             bool nan = (i & 0x7F80) == 0x7F80 && (i & 0x7F) != 0;
-            if (nan) { if (!(float.IsNaN(f[i]) && BitConverter.SingleToUInt32Bits(f[i]) >> 31 == (uint)i >> 15)) Assert.Fail($"0x{i:X4} widened to {f[i]}"); }
+            if (nan) { if (!float.IsNaN(f[i])) Assert.Fail($"0x{i:X4} widened to {f[i]}"); }
             else Assert.Equal((uint)i << 16, BitConverter.SingleToUInt32Bits(f[i]));
         }
     }
