@@ -77,6 +77,8 @@ public sealed class Tape : IDisposable
     /// </summary>
     public static void Record(string op, Var output, Var[] inputs, Tensor[] saved, Action<Tensor, Tensor[]> backward, bool always = false)
     {
+        var tracker = output.Device.Tracker;
+        tracker.Listener?.OnOpForward(tracker, op);
         if (!IsRecording || !(always || inputs.Any(v => v.RequiresGrad))) return;
         var tape = _current!;
         if (tape._backwardDone) throw new InvalidOperationException($"{op}: the tape already ran backward; start a new tape for a new step");
@@ -91,7 +93,7 @@ public sealed class Tape : IDisposable
                 handles[i].Device.Tracker.Retag(allocation, MemoryCategory.SavedForBackward);
         }
         output.RequiresGrad = true;
-        tape._nodes.Add(new Node(op, output, inputs, handles, backward, output.Device.Tracker.Layer));
+        tape._nodes.Add(new Node(op, output, inputs, handles, backward, tracker.Layer));
     }
 
     /// <summary>Backpropagates from a scalar loss (seed 1), or from any output with an explicit seed gradient.</summary>
@@ -119,7 +121,9 @@ public sealed class Tape : IDisposable
             if (node.Output.Grad is { } g)
             {
                 using var layer = tracker.InLayer(node.Layer);
+                tracker.Listener?.OnBackwardBegin(tracker, node.Op);
                 node.Backward(g, node.Saved);
+                tracker.Listener?.OnBackwardEnd(tracker, node.Op);
             }
             node.Release();
             node.Output.ReleaseGrad();

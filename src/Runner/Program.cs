@@ -9,10 +9,11 @@ public static class Program
     public static int Main(string[] args)
     {
         var parser = new Parser(s => { s.HelpWriter = Console.Error; s.CaseInsensitiveEnumValues = true; });
-        var parsed = parser.ParseArguments<TrainOptions, PrepareOptions, CheckOptions, InfoOptions>(args);
+        var parsed = parser.ParseArguments<MemoryOptions, TrainOptions, PrepareOptions, CheckOptions, InfoOptions>(args);
         try
         {
             return parsed.MapResult(
+                (MemoryOptions o) => MemoryCommand.Run(o),
                 (TrainOptions o) => TrainCommand.Run(o),
                 (PrepareOptions o) => PrepareCommand.Run(o),
                 (CheckOptions o) => CheckCommand.Run(o),

@@ -10,7 +10,7 @@ using Spectre.Console;
 namespace Memopt.Runner.Commands;
 
 [Verb("train", HelpText = "Train a language model and write results/{dataset}_{technique}_metrics.json and _memory.json.")]
-public sealed class TrainOptions : DeviceOptions
+public class TrainOptions : DeviceOptions
 {
     [Option("technique", Default = "baseline", HelpText = "Label of this run in the results.")]
     public string Technique { get; set; } = "baseline";
@@ -35,6 +35,8 @@ public sealed class TrainOptions : DeviceOptions
     [Option("eval-batches", HelpText = "At most this many validation batches per evaluation (default: all).")] public int? EvalBatches { get; set; }
     [Option("results-dir", Default = "results")] public string ResultsDir { get; set; } = "results";
     [Option("checkpoint", HelpText = "Checkpoint path (default {results-dir}/checkpoints/{dataset}_{technique}.safetensors).")] public string? Checkpoint { get; set; }
+    [Option("trace", HelpText = "Write a Chrome trace (Perfetto, chrome://tracing) of memory and ops to this path; synchronizes the device at every op.")] public string? Trace { get; set; }
+    [Option("trace-steps", Default = 3, HelpText = "With --trace: trace setup and the first N optimizer steps.")] public int TraceSteps { get; set; } = 3;
 
     // Data
     [Option("data", HelpText = "A .txt/.jsonl file or a directory of them. Default: the embedded synthetic corpus.")] public string? Data { get; set; }
@@ -102,31 +104,12 @@ public static class TrainCommand
         foreach (var (flag, on) in new[] { ("--bf16", o.Bf16), ("--flash-attn", o.FlashAttn) })
             if (on) throw new UserError($"{flag} is not supported yet (it arrives with its own issue); run without it");
 
-        ModelConfig config;
-        TrainingOptions training;
-        try
-        {
-            config = o.ModelConfig();
-            config.Validate();
-            training = new TrainingOptions
-            {
-                Technique = o.Technique, BatchSize = o.BatchSize, Epochs = o.Epochs, Steps = o.Steps, LearningRate = o.Lr,
-                Optimizer = Enum.Parse<OptimizerKind>(o.Optimizer, ignoreCase: true), WeightDecay = o.WeightDecay,
-                Schedule = Enum.Parse<ScheduleKind>(o.Schedule, ignoreCase: true), WarmupSteps = o.WarmupSteps,
-                GradClip = o.GradClip, GradAccumulation = o.GradAccum, LabelSmoothing = o.LabelSmoothing, Seed = (ulong)o.Seed,
-                EvalEvery = o.EvalEvery, EvalBatches = o.EvalBatches, WindowSize = o.WindowSize,
-                GradientCheckpointing = o.GradientCheckpointing, CheckpointEvery = o.CheckpointEvery,
-                CheckpointScope = o.ParsedCheckpointScope(),
-            };
-            training.Validate();
-        }
-        catch (ArgumentException e)
-        {
-            throw new UserError(e.Message, e);
-        }
+        var (config, training) = Settings(o);
+        TraceOption.Validate(o);
 
         var data = PrepareData(o, config);
         using var device = o.OpenDevice();
+        using var trace = TraceOption.Start(o, device);
         var info = device.Info();
         Console.WriteLine($"device   {info.Kind}: {info.Name}");
         Console.WriteLine($"model    {config}");
@@ -163,7 +146,36 @@ public static class TrainCommand
         Console.WriteLine($"memory   peak {ByteSize.Format(metrics.Memory.PeakBytes)} tracked (forward {ByteSize.Format(metrics.Memory.ForwardPeakBytes)}, backward {ByteSize.Format(metrics.Memory.BackwardPeakBytes)}), reserved {ByteSize.Format(metrics.Memory.PeakReservedBytes)}" +
                           (metrics.Memory.DriverUsedBytes is long d ? $", driver {ByteSize.Format(d)}" : ""));
         Console.WriteLine($"wrote    {metricsPath}, {memoryPath}, {ckpt}");
+        TraceOption.Finish(trace);
         return 0;
+    }
+
+    /// <summary>The model shape and training options the flags describe (shared with `memopt memory`).</summary>
+    internal static (ModelConfig Config, TrainingOptions Training) Settings(TrainOptions o)
+    {
+        ModelConfig config;
+        TrainingOptions training;
+        try
+        {
+            config = o.ModelConfig();
+            config.Validate();
+            training = new TrainingOptions
+            {
+                Technique = o.Technique, BatchSize = o.BatchSize, Epochs = o.Epochs, Steps = o.Steps, LearningRate = o.Lr,
+                Optimizer = Enum.Parse<OptimizerKind>(o.Optimizer, ignoreCase: true), WeightDecay = o.WeightDecay,
+                Schedule = Enum.Parse<ScheduleKind>(o.Schedule, ignoreCase: true), WarmupSteps = o.WarmupSteps,
+                GradClip = o.GradClip, GradAccumulation = o.GradAccum, LabelSmoothing = o.LabelSmoothing, Seed = (ulong)o.Seed,
+                EvalEvery = o.EvalEvery, EvalBatches = o.EvalBatches, WindowSize = o.WindowSize,
+                GradientCheckpointing = o.GradientCheckpointing, CheckpointEvery = o.CheckpointEvery,
+                CheckpointScope = o.ParsedCheckpointScope(),
+            };
+            training.Validate();
+        }
+        catch (ArgumentException e)
+        {
+            throw new UserError(e.Message, e);
+        }
+        return (config, training);
     }
 
     internal static PreparedData PrepareData(TrainOptions o, ModelConfig config)
