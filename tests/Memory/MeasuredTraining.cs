@@ -14,6 +14,12 @@ namespace Memopt.Tests.Memory;
 /// most of a small run's time), and the private tracker sees only this class's runs. Between runs every cached pool
 /// block is given back and the peaks restart, so each run is measured as if on a fresh device.
 /// </summary>
+[CollectionDefinition(Name)]
+public sealed class MeasuredTrainingCollection : ICollectionFixture<MeasuredTraining>
+{
+    public const string Name = "memory: one CPU device for the measured runs";
+}
+
 public sealed class MeasuredTraining : IDisposable
 {
     private readonly string _cache = Directory.CreateTempSubdirectory("memopt-memory").FullName;

@@ -13,7 +13,8 @@ namespace Memopt.Tests.Memory;
 /// category's own peak, the pool's reserved bytes and the list of tensors alive at the peak. A failure here means an
 /// op or the model changed what it allocates: repeat the change in src/Model/Memory (VirtualOps, VirtualTraining).
 /// </summary>
-public class MemoryModelTests(MeasuredTraining run) : IClassFixture<MeasuredTraining>
+[Collection(MeasuredTrainingCollection.Name)]
+public class MemoryModelTests(MeasuredTraining run)
 {
     /// <summary>The issue's bound on |predicted − measured| / measured for the peak and each category at the peak.</summary>
     private const double IssueTolerance = 0.05;
