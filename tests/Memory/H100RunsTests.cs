@@ -13,7 +13,7 @@ namespace Memopt.Tests.Memory;
 public class H100RunsTests
 {
     /// <summary>
-    /// Driver used minus pool reserved over these runs: 552.58–554.51 MB (the default is the lab4 b32 run's), so a
+    /// Driver used minus pool reserved over these runs: 552.54–554.51 MB (the default is the lab4 b32 run's), so a
     /// prediction of the driver figure is good to 2 MB; 0.2% of the smallest run's 1.99 GB.
     /// </summary>
     private const double DriverTolerance = 0.002;

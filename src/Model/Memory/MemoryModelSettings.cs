@@ -11,7 +11,7 @@ public sealed record MemoryModelSettings
     /// <summary>
     /// CUDA context and driver overhead outside the pool, measured on the H100 as driver-used minus the pool's reserved
     /// bytes: 554,514,432 B for lab4 at batch 32 (driver 1,986,854,912 B, reserved 1,432,340,480 B); the untied lab4
-    /// run, rtx5090 and medium gave 552.97–554.50 MB, so it is a constant of the device and driver, not of the model.
+    /// run, rtx5090 and medium gave 552.54–554.50 MB, so it is a constant of the device and driver, not of the model.
     /// </summary>
     public const long H100ContextBytes = 554_514_432;
 

@@ -47,6 +47,7 @@ public static class MemoryPlot
             var line = plot.Add.ScatterLine(s.X, ys);
             line.Color = color;
             line.LineWidth = 1.5f;
+            line.ConnectStyle = ConnectStyle.StepHorizontal; // live bytes hold until the next event
             line.LegendText = s.Label;
             int peak = Array.IndexOf(s.Y, s.Y.Max());
             var marker = plot.Add.Marker(s.X[peak], ys[peak]);
