@@ -40,8 +40,8 @@ public class MemoryCommandTests : IDisposable
         string json = Path.Combine(_dir, "memory.json"), plot = Path.Combine(_dir, "memory.png");
         var (code, output, err) = Run(Small("memory", "--gpu-memory", "2MiB", "--json", json, "--plot", plot));
         Assert.True(code == 0, err + output);
-        foreach (var text in new[] { "saved_for_backward", "attention_scores", "activation_gradients", "optimizer_state", "kept for backward by blocks 0–1",
-                                     "q", "probs", "gelu out", "logits", "peak       backward", "largest batch in 2.00 MiB", "bf16+flash", "checkpointing",
+        foreach (var text in new[] { "saved_for_backward", "attention_scores", "activation_gradients", "optimizer_state", "forward of blocks 0–1",
+                                     "qkv", "scores", "probs", "gelu out", "freed in the forward", "logits", "peak       backward", "largest batch in 2.00 MiB", "bf16+flash", "checkpointing",
                                      "tensors alive at the predicted peak" })
             Assert.Contains(text, output);
         var predicted = MemoryModel.Predict(SmallConfig, new MemoryModelSettings { BatchSize = 4, Device = WorkspaceShape.CpuAccelerator, ContextBytes = 0 });
@@ -49,6 +49,9 @@ public class MemoryCommandTests : IDisposable
         Assert.Equal(predicted.PeakBytes, root.GetProperty("prediction").GetProperty("peak_bytes").GetInt64());
         Assert.Equal(7, root.GetProperty("max_batch").GetProperty("techniques").GetArrayLength());
         Assert.Equal(2, root.GetProperty("prediction").GetProperty("saved_per_layer").GetArrayLength());
+        var block0 = root.GetProperty("prediction").GetProperty("forward_per_layer")[0].GetProperty("tensors").EnumerateArray().ToArray();
+        Assert.Contains(block0, t => t.GetProperty("name").GetString() == "scores" && !t.GetProperty("kept_for_backward").GetBoolean());
+        Assert.Contains(block0, t => t.GetProperty("name").GetString() == "probs" && t.GetProperty("kept_for_backward").GetBoolean());
         Assert.True(root.GetProperty("prediction").GetProperty("live_at_peak").GetArrayLength() > 10);
         Assert.True(new FileInfo(plot).Length > 1000);
         Assert.Empty(Directory.GetFiles(_dir, "*.tmp*"));

@@ -33,6 +33,7 @@ public static class MemoryModel
             AfterForward = training.EndOfForward
                 .Where(t => t.Category is not (MemoryCategory.Parameters or MemoryCategory.Gradients or MemoryCategory.OptimizerState or MemoryCategory.Data))
                 .OrderBy(t => t.Id).ToList(),
+            ForwardAllocations = memory.Allocated.Where(t => t.Phase == Phase.Forward).ToList(),
             ForwardPeakBytes = memory.PeakDuring(Phase.Forward),
             BackwardPeakBytes = memory.PeakDuring(Phase.Backward),
             RecomputePeakBytes = memory.PeakDuring(Phase.Recompute),

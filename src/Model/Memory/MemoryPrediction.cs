@@ -26,6 +26,8 @@ public sealed class MemoryPrediction
     public required IReadOnlyList<PredictedTensor> LiveAtPeak { get; init; }
     /// <summary>Tensors alive when the forward ends (before backward starts), excluding parameters, gradients, optimizer state and data.</summary>
     public required IReadOnlyList<PredictedTensor> AfterForward { get; init; }
+    /// <summary>Every tensor the forward allocates (in order), kept for backward or freed before the forward ends.</summary>
+    public required IReadOnlyList<PredictedTensor> ForwardAllocations { get; init; }
     public required long ForwardPeakBytes { get; init; }
     public required long BackwardPeakBytes { get; init; }
     public required long RecomputePeakBytes { get; init; }
@@ -44,6 +46,13 @@ public sealed class MemoryPrediction
 
     /// <summary>Saved tensors of one block after the forward (every block's list is the same unless checkpointing differs per block).</summary>
     public IReadOnlyList<PredictedTensor> SavedInLayer(int layer) => AfterForward.Where(t => t.Layer == layer).ToList();
+
+    /// <summary>What the forward of one block allocates, in order, and whether it is still alive when the forward ends.</summary>
+    public IReadOnlyList<(PredictedTensor Tensor, bool Kept)> ForwardInLayer(int layer)
+    {
+        var kept = AfterForward.Select(t => t.Id).ToHashSet();
+        return ForwardAllocations.Where(t => t.Layer == layer).Select(t => (t, kept.Contains(t.Id))).ToList();
+    }
 
     /// <summary>Saved tensors outside the blocks: embedding side (before block 0) and head side (ln_f, logits, loss).</summary>
     public IReadOnlyList<PredictedTensor> SavedOutsideBlocks => AfterForward.Where(t => t.Layer < 0).ToList();

@@ -41,6 +41,7 @@ public sealed class VirtualMemory
     private readonly Dictionary<long, PredictedTensor> _liveTensors = new();
     private readonly Dictionary<long, (int Live, int Created)> _blocks = new();
     private readonly List<MemoryEvent> _timeline = new();
+    private readonly List<PredictedTensor> _allocated = new();
     private List<PredictedTensor> _peakTensors = new();
     private long _nextId = 1;
     private long _events;
@@ -70,6 +71,8 @@ public sealed class VirtualMemory
     public IReadOnlyList<MemoryEvent> Timeline => _timeline;
     public IReadOnlyList<PredictedTensor> PeakTensors => _peakTensors;
     public IReadOnlyCollection<PredictedTensor> LiveTensors => _liveTensors.Values;
+    /// <summary>Every allocation so far, in order.</summary>
+    public IReadOnlyList<PredictedTensor> Allocated => _allocated;
     public long LiveOf(MemoryCategory c) => _live[(int)c];
     public long PeakOf(MemoryCategory c) => _peak[(int)c];
     public long AtPeakOf(MemoryCategory c) => _atPeak[(int)c];
@@ -79,6 +82,7 @@ public sealed class VirtualMemory
     {
         var t = new PredictedTensor(_nextId++, op, name, category, Layer, Phase, shape, dtype);
         _liveTensors.Add(t.Id, t);
+        _allocated.Add(t);
         _live[(int)category] += t.Bytes;
         Live += t.Bytes;
         long size = RoundUp(t.Bytes);

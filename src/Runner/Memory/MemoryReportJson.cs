@@ -92,6 +92,11 @@ public static class MemoryReportJson
             peak_at_cross_entropy_backward = MemoryFormulas.PeakAtCrossEntropyBackward(p.Config, p.Settings),
         },
         saved_per_layer = Enumerable.Range(0, p.Config.Layers).Select(l => new { layer = l, tensors = p.SavedInLayer(l).Select(Tensor) }),
+        forward_per_layer = Enumerable.Range(0, p.Config.Layers).Select(l => new
+        {
+            layer = l,
+            tensors = p.ForwardInLayer(l).Select(x => new { name = x.Tensor.Name, op = x.Tensor.Op, shape = x.Tensor.Shape.Dims, dtype = x.Tensor.DType.Name(), bytes = x.Tensor.Bytes, kept_for_backward = x.Kept }),
+        }),
         saved_outside_blocks = p.SavedOutsideBlocks.Select(Tensor),
         live_at_peak = p.LiveAtPeak.Select(Tensor),
     };

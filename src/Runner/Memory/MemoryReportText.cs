@@ -69,13 +69,15 @@ public static class MemoryReportText
         foreach (var g in groups)
         {
             var layers = g.Select(x => x.Layer).ToList();
-            var tensors = g.First().Tensors;
-            long total = tensors.Sum(tt => tt.Bytes);
+            long total = g.First().Tensors.Sum(tt => tt.Bytes);
             var scope = p.Settings.Checkpointing?.For(layers[0]);
             long formula = MemoryFormulas.SavedPerBlock(p.Config, p.Settings, scope);
-            sb.AppendLine($"kept for backward by block{(layers.Count > 1 ? "s" : "")} {Ranges(layers)}{(scope is { } sc ? $" (checkpointed, {sc.ToString().ToLowerInvariant()} scope)" : "")}: {B(total)} each " +
-                          $"(closed form {B(formula)}{(formula == total ? ", exact" : $", differs by {N(total - formula)} B")})");
-            sb.AppendLine(Tensors(tensors, withLayer: false));
+            sb.AppendLine($"forward of block{(layers.Count > 1 ? "s" : "")} {Ranges(layers)}{(scope is { } sc ? $" (checkpointed, {sc.ToString().ToLowerInvariant()} scope)" : "")}: " +
+                          $"kept for backward {B(total)} each (closed form {B(formula)}{(formula == total ? ", exact" : $", differs by {N(total - formula)} B")})");
+            var t = new TextTable("tensor", "op", "category", "shape", "dtype", "bytes", "kept for backward");
+            foreach (var (x, kept) in p.ForwardInLayer(layers[0]))
+                t.Row(x.Name, x.Op, kept ? x.Category.Label() : "", x.Shape, x.DType.Name(), B(x.Bytes), kept ? "kept" : "freed in the forward");
+            sb.AppendLine(t.ToString());
         }
         var outside = p.SavedOutsideBlocks;
         sb.AppendLine($"kept outside the blocks (embedding output, ln_f, logits, cross-entropy): {B(outside.Sum(tt => tt.Bytes))}");
