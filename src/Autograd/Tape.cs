@@ -95,6 +95,8 @@ public sealed class Tape : IDisposable
     /// </summary>
     public static void Record(string op, Var output, Var[] inputs, Tensor[] saved, Action<Tensor, Tensor[]> backward, bool always = false)
     {
+        var tracker = output.Device.Tracker;
+        tracker.Listener?.OnOpForward(tracker, op);
         if (!IsRecording || !(always || inputs.Any(v => v.RequiresGrad))) return;
         var tape = _current!;
         if (tape._backwardDone) throw new InvalidOperationException($"{op}: the tape already ran backward; start a new tape for a new step");
@@ -109,7 +111,7 @@ public sealed class Tape : IDisposable
                 handles[i].Device.Tracker.Retag(allocation, MemoryCategory.SavedForBackward);
         }
         output.RequiresGrad = true;
-        var node = new Node(op, output, inputs, handles, backward, output.Device.Tracker.Layer);
+        var node = new Node(op, output, inputs, handles, backward, tracker.Layer);
         tape._nodes.Add(node);
         _observer?.AfterForward(node);
     }
@@ -139,7 +141,9 @@ public sealed class Tape : IDisposable
             if (node.Output.Grad is { } g)
             {
                 using var layer = tracker.InLayer(node.Layer);
+                tracker.Listener?.OnBackwardBegin(tracker, node.Op);
                 node.Backward(g, node.Saved);
+                tracker.Listener?.OnBackwardEnd(tracker, node.Op);
                 _observer?.AfterBackward(node);
             }
             node.Release();

@@ -16,7 +16,7 @@ namespace Memopt.Kernels;
 /// </summary>
 public static class NonFinite
 {
-    private const string Op = "non_finite";
+    public const string Op = "non_finite";
 
     /// <summary>Non-finite elements of one tensor (one device read-back).</summary>
     public static long Count(Tensor x) => Count([x]);

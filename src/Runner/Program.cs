@@ -10,11 +10,12 @@ public static class Program
     public static int Main(string[] args)
     {
         var parser = new Parser(s => { s.HelpWriter = Console.Error; s.CaseInsensitiveEnumValues = true; });
-        var parsed = parser.ParseArguments<TrainOptions, PrepareOptions, CheckOptions, InfoOptions, ExperimentsOptions, MaxBatchOptions, CompareOptions>(
+        var parsed = parser.ParseArguments<TrainOptions, MemoryOptions, PrepareOptions, CheckOptions, InfoOptions, ExperimentsOptions, MaxBatchOptions, CompareOptions>(
             TrainCommand.NormalizeArguments(args));
         try
         {
             return parsed.MapResult(
+                (MemoryOptions o) => MemoryCommand.Run(o),
                 (TrainOptions o) => TrainCommand.Run(o),
                 (PrepareOptions o) => PrepareCommand.Run(o),
                 (CheckOptions o) => CheckCommand.Run(o),

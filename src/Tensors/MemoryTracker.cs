@@ -59,8 +59,24 @@ public sealed class MemoryTracker
     public long Peak { get; private set; }
     public long Reserved { get; private set; }
     public long PeakReserved { get; private set; }
-    public Phase Phase { get; set; } = Phase.Setup;
+    private Phase _phase = Phase.Setup;
+
+    public Phase Phase
+    {
+        get => _phase;
+        set
+        {
+            if (value == _phase) return;
+            var previous = _phase;
+            _phase = value;
+            Listener?.OnPhaseChanged(this, previous, value);
+        }
+    }
+
     public int Layer { get; set; } = -1;
+
+    /// <summary>Observer of every event (the Chrome trace); null when nothing listens.</summary>
+    public IMemoryListener? Listener { get; set; }
 
     /// <summary>Timeline recording; off by default so long runs do not grow without bound. At most <see cref="TimelineCapacity"/> events are kept.</summary>
     public bool RecordTimeline { get; set; }
@@ -101,6 +117,7 @@ public sealed class MemoryTracker
             if (RecordPeakAllocations) _peakAllocations = _liveAllocations.Values.ToList();
         }
         Record(a, MemoryEventKind.Allocate, category);
+        Listener?.OnAllocate(this, a);
         return a;
     }
 
@@ -111,6 +128,7 @@ public sealed class MemoryTracker
         _live[(int)a.Category] -= a.Bytes;
         Live -= a.Bytes;
         Record(a, MemoryEventKind.Free, a.Category);
+        Listener?.OnFree(this, a);
     }
 
     /// <summary>Moves a live allocation to another category (an activation the tape keeps becomes saved-for-backward).</summary>
@@ -122,8 +140,10 @@ public sealed class MemoryTracker
         _live[(int)a.Category] -= a.Bytes;
         _live[(int)category] += a.Bytes;
         if (_live[(int)category] > _peak[(int)category]) _peak[(int)category] = _live[(int)category];
+        var previous = a.Category;
         a.Category = category;
         Record(a, MemoryEventKind.Retag, category);
+        Listener?.OnRetag(this, a, previous);
     }
 
     internal void OnReserved(long reserved)

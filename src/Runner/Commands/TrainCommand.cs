@@ -10,7 +10,7 @@ using Spectre.Console;
 namespace Memopt.Runner.Commands;
 
 [Verb("train", HelpText = "Train a language model and write results/{dataset}_{technique}_metrics.json and _memory.json.")]
-public sealed class TrainOptions : DeviceOptions
+public class TrainOptions : DeviceOptions
 {
     [Option("technique", Default = "baseline", HelpText = "Label of this run in the results.")]
     public string Technique { get; set; } = "baseline";
@@ -35,6 +35,8 @@ public sealed class TrainOptions : DeviceOptions
     [Option("eval-batches", HelpText = "At most this many validation batches per evaluation (default: all).")] public int? EvalBatches { get; set; }
     [Option("results-dir", Default = "results")] public string ResultsDir { get; set; } = "results";
     [Option("checkpoint", HelpText = "Checkpoint path (default {results-dir}/checkpoints/{dataset}_{technique}.safetensors).")] public string? Checkpoint { get; set; }
+    [Option("trace", HelpText = "Write a Chrome trace (Perfetto, chrome://tracing) of memory and ops to this path; synchronizes the device at every op.")] public string? Trace { get; set; }
+    [Option("trace-steps", Default = 3, HelpText = "With --trace: trace setup and the first N optimizer steps.")] public int TraceSteps { get; set; } = 3;
 
     // Data
     [Option("data", HelpText = "A .txt/.jsonl file or a directory of them. Default: the embedded synthetic corpus.")] public string? Data { get; set; }
@@ -173,38 +175,15 @@ public static class TrainCommand
     {
         string technique = o.TechniqueLabel();
 
-        ModelConfig config;
-        TrainingOptions training;
-        try
-        {
-            config = o.ModelConfig();
-            config.Validate();
-            if (o.FlashAttn && config.Dropout > 0)
-                throw new ArgumentException($"--flash-attn does not support attention dropout: run with --dropout 0 (got --dropout {config.Dropout})");
-            training = new TrainingOptions
-            {
-                Technique = technique, BatchSize = o.BatchSize, Epochs = o.Epochs, Steps = o.Steps, LearningRate = o.Lr,
-                Optimizer = Enum.Parse<OptimizerKind>(o.Optimizer, ignoreCase: true), WeightDecay = o.WeightDecay,
-                Schedule = Enum.Parse<ScheduleKind>(o.Schedule, ignoreCase: true), WarmupSteps = o.WarmupSteps,
-                GradClip = o.GradClip, GradAccumulation = o.GradAccum, LabelSmoothing = o.LabelSmoothing, Seed = (ulong)o.Seed,
-                EvalEvery = o.EvalEvery, EvalBatches = o.EvalBatches, WindowSize = o.WindowSize, FlashAttention = o.FlashAttn,
-                GradientCheckpointing = o.GradientCheckpointing, CheckpointEvery = o.CheckpointEvery,
-                CheckpointScope = o.ParsedCheckpointScope(), Bf16 = o.Bf16,
-                SaveEvery = o.SaveEvery, KeepCheckpoints = o.KeepCheckpoints, DetectAnomaly = o.DetectAnomaly,
-                SkipNonFinite = o.SkipNonFinite, MaxConsecutiveSkips = o.MaxConsecutiveSkips, CheckGradients = !o.NoGradCheck,
-            };
-            training.Validate();
-        }
-        catch (ArgumentException e)
-        {
-            throw new UserError(e.Message, e);
-        }
+        var (config, training) = Settings(o);
+        TraceOption.Validate(o);
 
         var data = PrepareData(o, config);
         string dataset = DatasetName(o.Data);
         string checkpointDir = o.CheckpointDir ?? Path.Combine(o.ResultsDir, "checkpoints", $"{ResultsWriter.Sanitize(dataset)}_{ResultsWriter.Sanitize(technique)}");
         var resume = o.Resume is null ? null : LoadResume(o.Resume, checkpointDir, config, training, data);
         using var device = o.OpenDevice();
+        using var trace = TraceOption.Start(o, device);
         var info = device.Info();
         Console.WriteLine($"device   {info.Kind}: {info.Name}");
         Console.WriteLine($"model    {config}{(o.Bf16 ? "; bf16 mixed precision" : "")}");
@@ -260,6 +239,7 @@ public static class TrainCommand
         if (metrics.SkippedSteps.Count > 0)
             Console.WriteLine($"skipped  {metrics.SkippedSteps.Count} step(s) with a non-finite loss or gradient: {string.Join(", ", metrics.SkippedSteps.Take(20))}");
         Console.WriteLine($"wrote    {metricsPath}, {memoryPath}, {weights}" + (metrics.Checkpoint is { } last ? $", {last}" : ""));
+        TraceOption.Finish(trace);
         return new TrainOutcome(TrainStatus.Completed, ExitCodes.Completed, null, metrics, metricsPath, memoryPath, weights, metrics.Checkpoint);
     }
 
@@ -333,6 +313,38 @@ public static class TrainCommand
                 list.Add(TrainOptions.ResumeLatest);
         }
         return [.. list];
+    }
+
+    /// <summary>The model shape and training options the flags describe (shared with `memopt memory`).</summary>
+    internal static (ModelConfig Config, TrainingOptions Training) Settings(TrainOptions o)
+    {
+        ModelConfig config;
+        TrainingOptions training;
+        try
+        {
+            config = o.ModelConfig();
+            config.Validate();
+            if (o.FlashAttn && config.Dropout > 0)
+                throw new ArgumentException($"--flash-attn does not support attention dropout: run with --dropout 0 (got --dropout {config.Dropout})");
+            training = new TrainingOptions
+            {
+                Technique = o.TechniqueLabel(), BatchSize = o.BatchSize, Epochs = o.Epochs, Steps = o.Steps, LearningRate = o.Lr,
+                Optimizer = Enum.Parse<OptimizerKind>(o.Optimizer, ignoreCase: true), WeightDecay = o.WeightDecay,
+                Schedule = Enum.Parse<ScheduleKind>(o.Schedule, ignoreCase: true), WarmupSteps = o.WarmupSteps,
+                GradClip = o.GradClip, GradAccumulation = o.GradAccum, LabelSmoothing = o.LabelSmoothing, Seed = (ulong)o.Seed,
+                EvalEvery = o.EvalEvery, EvalBatches = o.EvalBatches, WindowSize = o.WindowSize, FlashAttention = o.FlashAttn,
+                GradientCheckpointing = o.GradientCheckpointing, CheckpointEvery = o.CheckpointEvery,
+                CheckpointScope = o.ParsedCheckpointScope(), Bf16 = o.Bf16,
+                SaveEvery = o.SaveEvery, KeepCheckpoints = o.KeepCheckpoints, DetectAnomaly = o.DetectAnomaly,
+                SkipNonFinite = o.SkipNonFinite, MaxConsecutiveSkips = o.MaxConsecutiveSkips, CheckGradients = !o.NoGradCheck,
+            };
+            training.Validate();
+        }
+        catch (ArgumentException e)
+        {
+            throw new UserError(e.Message, e);
+        }
+        return (config, training);
     }
 
     internal static PreparedData PrepareData(TrainOptions o, ModelConfig config)

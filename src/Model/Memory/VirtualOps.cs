@@ -1,0 +1,250 @@
+using Memopt.Tensors;
+
+namespace Memopt.Model.Memory;
+
+/// <summary>
+/// What each autograd op allocates, saves and frees, op by op as src/Autograd/Ops does it, with shapes and no data:
+/// outputs (activations, or attention scores for the T×T matrices), the tensors recorded for backward (retagged
+/// saved-for-backward), the scratch a kernel rents for one call (workspace), and in backward the input gradients
+/// (activation gradients). The op strings are the tracker's, so predicted and measured allocations can be matched.
+/// Every method notes the real op it mirrors; a change there must be repeated here (the tests compare them exactly).
+/// </summary>
+internal sealed class VirtualOps(VAutograd autograd, DType activations, WorkspaceShape device)
+{
+    private VirtualMemory Memory => autograd.Memory;
+    public VAutograd Autograd => autograd;
+    public DType Activations => activations;
+
+    public VVar NewOutput(Shape shape, string op, string name, MemoryCategory category = MemoryCategory.Activations, DType? dtype = null) =>
+        new(Tensor(shape, dtype ?? activations, category, op, name), name: op);
+
+    public VTensor Tensor(Shape shape, DType dtype, MemoryCategory category, string op, string name) =>
+        new(Memory, Memory.Allocate(shape, dtype, category, op, name), shape);
+
+    /// <summary>A kernel's scratch: rented and returned within the call.</summary>
+    private void Scratch(Shape? shape, string op, string name)
+    {
+        if (shape is null) return;
+        using var t = Tensor(shape, DType.F32, MemoryCategory.Workspace, op, name);
+    }
+
+    /// <summary>Ops.Embedding: y [ids.., C]; saves the ids (data, not retagged); backward scatters into the table's gradient.</summary>
+    public VVar Embedding(VVar ids, VVar table, string op, string name)
+    {
+        var shape = new Shape([.. ids.Shape.Dims, table.Shape[1]]);
+        var y = NewOutput(shape, op, name);
+        autograd.Record(op, y, [ids, table], [ids.Value], (dy, saved) => { if (table.RequiresGrad) table.GradBuffer(op); });
+        return y;
+    }
+
+    /// <summary>Ops.Scale: y = s·x; nothing saved.</summary>
+    public VVar Scale(VVar x, string op, string name)
+    {
+        var y = NewOutput(x.Shape, op, name, dtype: x.Value.DType);
+        autograd.Record(op, y, [x], [], (dy, _) => x.GradBuffer(op));
+        return y;
+    }
+
+    /// <summary>Ops.AddPositions: y = x + table; nothing saved; the table's gradient is a column sum (BiasAdd.Backward over [B, T·C]).</summary>
+    public VVar AddPositions(VVar x, VVar table, string op, string name)
+    {
+        var y = NewOutput(x.Shape, op, name);
+        autograd.Record(op, y, [x, table], [], (dy, _) =>
+        {
+            if (x.RequiresGrad) x.GradBuffer(op);
+            if (table.RequiresGrad)
+            {
+                table.GradBuffer(op);
+                Scratch(device.BiasBackwardPartials(x.Shape[0], x.Shape[1] * x.Shape[2]), "bias_add_backward", "position column-sum partials");
+            }
+        });
+        return y;
+    }
+
+    /// <summary>Ops.Dropout with p &gt; 0: a new output, no mask stored (the counter RNG regenerates it).</summary>
+    public VVar Dropout(VVar x, string op, string name)
+    {
+        var y = NewOutput(x.Shape, op, name, dtype: x.Value.DType);
+        autograd.Record(op, y, [x], [], (dy, _) => x.GradBuffer(op));
+        return y;
+    }
+
+    /// <summary>Ops.LayerNorm: y, and float32 row mean and rstd; saves x, the weight, mean and rstd.</summary>
+    public VVar LayerNorm(VVar x, VVar weight, VVar bias, string op, string name)
+    {
+        var stats = new Shape(checked((int)x.Shape.Rows));
+        var y = NewOutput(x.Shape, op, name);
+        using var mean = Tensor(stats, DType.F32, MemoryCategory.Activations, op + ".mean", op + " mean");
+        using var rstd = Tensor(stats, DType.F32, MemoryCategory.Activations, op + ".rstd", op + " rstd");
+        autograd.Record(op, y, [x, weight, bias], [x.Value, weight.Value, mean, rstd], (dy, saved) =>
+        {
+            if (x.RequiresGrad) x.GradBuffer(op);
+            Scratch(device.LayerNormBackwardPartials(x.Shape.Rows, x.Shape.Last), "layernorm_backward", op + " parameter partials");
+        });
+        return y;
+    }
+
+    /// <summary>Ops.Linear: y = x·Wᵀ + b; saves W if x needs a gradient and x if W does; backward rents the bias column sums.</summary>
+    public VVar Linear(VVar x, VVar weight, VVar? bias, string op, string name)
+    {
+        int outFeatures = weight.Shape[0];
+        var y = NewOutput(x.Shape.WithLast(outFeatures), op, name);
+        bool needX = x.RequiresGrad, needW = weight.RequiresGrad;
+        VTensor[] saved = (needX, needW) switch
+        {
+            (true, true) => [weight.Value, x.Value],
+            (true, false) => [weight.Value],
+            (false, true) => [x.Value],
+            _ => [],
+        };
+        VVar[] inputs = bias is null ? [x, weight] : [x, weight, bias];
+        autograd.Record(op, y, inputs, saved, (dy, kept) =>
+        {
+            if (needX) x.GradBuffer(op);
+            if (bias is { RequiresGrad: true })
+                Scratch(device.BiasBackwardPartials(dy.Shape.Rows, dy.Shape.Last), "bias_add_backward", op + " bias partials");
+        });
+        return y;
+    }
+
+    /// <summary>Ops.MatMul: C = op(A)·op(B); saves B if A needs a gradient and A if B does.</summary>
+    public VVar MatMul(VVar a, VVar b, Shape output, string op, string name, MemoryCategory category = MemoryCategory.Activations)
+    {
+        var c = NewOutput(output, op, name, category);
+        bool needA = a.RequiresGrad, needB = b.RequiresGrad;
+        VTensor[] saved = (needA, needB) switch
+        {
+            (true, true) => [a.Value, b.Value],
+            (true, false) => [b.Value],
+            _ => [a.Value],
+        };
+        autograd.Record(op, c, [a, b], saved, (dc, kept) =>
+        {
+            if (needA) a.GradBuffer(op);
+            if (needB) b.GradBuffer(op);
+        });
+        return c;
+    }
+
+    /// <summary>Ops.CausalSoftmax: probabilities [.., T, T] (attention scores); saves only its output.</summary>
+    public VVar CausalSoftmax(VVar scores, string op, string name)
+    {
+        var y = NewOutput(scores.Shape, op, name, MemoryCategory.AttentionScores);
+        autograd.Record(op, y, [scores], [y.Value], (dy, saved) => scores.GradBuffer(op));
+        return y;
+    }
+
+    /// <summary>Ops.SelectHeads: a copy of q, k or v as [B, H, T, hd]; nothing saved.</summary>
+    public VVar SelectHeads(VVar qkv, int heads, int which, string name)
+    {
+        string op = "select_heads." + "qkv"[which];
+        int b = qkv.Shape[0], t = qkv.Shape[1], c = qkv.Shape[2] / 3;
+        var y = NewOutput(new Shape(b, heads, t, c / heads), op, name);
+        autograd.Record(op, y, [qkv], [], (dy, _) => qkv.GradBuffer(op));
+        return y;
+    }
+
+    /// <summary>Ops.MergeHeads: [B, H, T, hd] → [B, T, H·hd], a copy; nothing saved.</summary>
+    public VVar MergeHeads(VVar x, string op, string name)
+    {
+        var s = x.Shape;
+        var y = NewOutput(new Shape(s[0], s[2], s[1] * s[3]), op, name);
+        autograd.Record(op, y, [x], [], (dy, _) => x.GradBuffer(op));
+        return y;
+    }
+
+    /// <summary>Ops.Reshape: a view (no memory); the gradient is adopted without a copy.</summary>
+    public VVar Reshape(VVar x, Shape shape, string op = "reshape")
+    {
+        var y = new VVar(x.Value.View(shape), name: op);
+        autograd.Record(op, y, [x], [], (dy, _) => x.AdoptOrAddGrad(dy, op));
+        return y;
+    }
+
+    public VVar Identity(VVar x, string op = "identity") => Reshape(x, x.Shape, op);
+
+    /// <summary>Ops.Add: y = a + b; nothing saved; both inputs get dy (each its own buffer).</summary>
+    public VVar Add(VVar a, VVar b, string op, string name)
+    {
+        var y = NewOutput(a.Shape, op, name);
+        autograd.Record(op, y, [a, b], [], (dy, _) =>
+        {
+            if (a.RequiresGrad) a.GradBuffer(op);
+            if (b.RequiresGrad) b.GradBuffer(op);
+        });
+        return y;
+    }
+
+    /// <summary>Ops.Gelu: saves its input.</summary>
+    public VVar Gelu(VVar x, string op, string name)
+    {
+        var y = NewOutput(x.Shape, op, name);
+        autograd.Record(op, y, [x], [x.Value], (dy, saved) => x.GradBuffer(op));
+        return y;
+    }
+
+    /// <summary>
+    /// Ops.CrossEntropy: loss [1] (float32), a float32 log-sum-exp per row; the kernel rents per-row losses and a status
+    /// pair for the call; saves the logits, the targets and the log-sum-exp; backward writes the logits' gradient.
+    /// </summary>
+    public VVar CrossEntropy(VVar logits, VTensor targets)
+    {
+        const string op = "cross_entropy";
+        int rows = checked((int)logits.Shape.Rows);
+        var loss = NewOutput(new Shape(1), op, "loss", dtype: DType.F32);
+        using var lse = Tensor(new Shape(rows), DType.F32, MemoryCategory.Activations, op + ":lse", "CE log-sum-exp");
+        using (Tensor(new Shape(rows), DType.F32, MemoryCategory.Workspace, op + ":row_loss", "CE row losses"))
+        using (Tensor(new Shape(2), DType.I32, MemoryCategory.Workspace, op + ":status", "CE status")) { }
+        autograd.Record(op, loss, [logits], [logits.Value, targets, lse], (dy, saved) => logits.GradBuffer(op));
+        return loss;
+    }
+
+    /// <summary>
+    /// Ops.Checkpoint: the forward runs f without recording, keeping only x; backward re-runs f under a nested tape
+    /// (phase recompute), backpropagates through it from a copy of dy, and frees everything it made.
+    /// </summary>
+    public VVar Checkpoint(Func<VVar, VVar> f, VVar x, string op, bool record)
+    {
+        if (!autograd.IsRecording || !(x.RequiresGrad || record)) return f(x);
+        VVar y;
+        using (autograd.NoGrad()) y = f(x);
+        autograd.Record(op, y, [x], [x.Value], (dy, saved) =>
+        {
+            using var tape = new VTape(autograd);
+            using var input = new VVar(saved[0].Share(), requiresGrad: true, name: op + ".input");
+            VVar recomputed;
+            using (Memory.EnterPhase(Phase.Recompute)) recomputed = f(input);
+            using (recomputed)
+                if (recomputed.RequiresGrad) tape.Backward(recomputed, dy);
+            if (input.Grad is { } g)
+            {
+                if (x.RequiresGrad) x.AdoptOrAddGrad(g, op);
+                input.ReleaseGrad();
+            }
+        }, always: true);
+        return y;
+    }
+
+    /// <summary>
+    /// Flash attention (Ops.FlashAttention): qkv [B,T,3C] → y [B,T,C] with no T×T matrix; saves qkv, y and a float32
+    /// log-sum-exp [B,H,T]; backward writes d(qkv) and rents D = rowsum(dO∘O) [B,H,T] float32 for the call (plus a
+    /// float32 dQ on the tiled path when d(qkv) is bf16).
+    /// </summary>
+    public VVar FlashAttention(VVar qkv, int heads, bool backwardWorkspace)
+    {
+        const string op = "attn.flash";
+        int b = qkv.Shape[0], t = qkv.Shape[1], c = qkv.Shape[2] / 3;
+        var y = NewOutput(new Shape(b, t, c), op, "attn out (flash)");
+        using var lse = Tensor(new Shape(b, heads, t), DType.F32, MemoryCategory.Activations, op + ".lse", "attention log-sum-exp");
+        autograd.Record(op, y, [qkv], [qkv.Value, y.Value, lse], (dy, saved) =>
+        {
+            qkv.GradBuffer(op);
+            if (!backwardWorkspace) return;
+            using (Tensor(new Shape(b, heads, t), DType.F32, MemoryCategory.Workspace, "flash_attention_backward.delta", "rowsum(dO∘O)"))
+                // The tiled kernel adds dQ with float atomics: into a bf16 d(qkv) it gathers dQ in a float32 scratch first.
+                if (device.Cooperative && activations == DType.BF16)
+                    using (Tensor(new Shape(b, t, c), DType.F32, MemoryCategory.Workspace, "flash_attention_backward.dq", "dQ (float32 for the atomics)")) { }
+        });
+        return y;
+    }
+}
