@@ -9,7 +9,7 @@ public static class Program
     public static int Main(string[] args)
     {
         var parser = new Parser(s => { s.HelpWriter = Console.Error; s.CaseInsensitiveEnumValues = true; });
-        var parsed = parser.ParseArguments<TrainOptions, PrepareOptions, CheckOptions, InfoOptions>(args);
+        var parsed = parser.ParseArguments<TrainOptions, PrepareOptions, CheckOptions, InfoOptions, BenchOptions>(args);
         try
         {
             return parsed.MapResult(
@@ -17,6 +17,7 @@ public static class Program
                 (PrepareOptions o) => PrepareCommand.Run(o),
                 (CheckOptions o) => CheckCommand.Run(o),
                 (InfoOptions o) => InfoCommand.Run(o),
+                (BenchOptions o) => BenchCommand.Run(o),
                 _ => 2);
         }
         catch (UserError e)
