@@ -1,3 +1,4 @@
+using System.Runtime.InteropServices;
 using ILGPU;
 using ILGPU.Runtime;
 using ILGPU.Runtime.Cuda;
@@ -11,20 +12,21 @@ namespace Memopt.Kernels;
 /// stride of 0 broadcasting, a C batch stride of 0 with batch &gt; 1 summing the batch products). A and B are bf16;
 /// C is fp32 or bf16 (a bf16 C is rounded once, after alpha and after adding the old C).
 ///
-/// Memory flow (CUDA): one 256-thread group owns one 128×128 output tile (8 warps, 2 along M × 4 along N, each warp
-/// a 64×32 tile = 4×4 m16n8 accumulator tiles, 64 fp32 registers per thread). It walks K in slices of 32 through a
-/// 3-stage shared-memory ring (48 KB, declared in PTX): each thread copies two 16-byte chunks of A's and of B's slice
-/// with cp.async (or, for operands whose addresses are not 16-byte aligned, with plain loads and one 16-byte shared
-/// store), chunks past M, N or K zero-filled, so the copy of slice q+2 overlaps the math on slice q; one barrier per
-/// slice. Each slice is stored in the operand's own orientation ("K-contiguous" [row][k], 64-byte rows, or
-/// "MN-contiguous" [k][row], 256-byte rows) with an XOR swizzle of the 16-byte chunks that keeps every ldmatrix
-/// phase free of bank conflicts; ldmatrix (.trans for MN-contiguous slices) turns them into mma fragments, so every
-/// transpose combination runs on the same path. Per k16 step a warp issues 6 ldmatrix.x4 and 16
-/// mma.sync.m16n8k16.row.col.f32.bf16.bf16.f32. The fragments and accumulators live in PTX registers named in the
-/// inline assembly (tca*, tcb*, tcc*): ILGPU routes CudaAsm outputs through local memory, named registers never
-/// leave the register file. Epilogue: alpha, accumulate, fp32 or bf16 store straight from the registers.
-/// When the output has too few tiles to fill the GPU (weight gradients: M, N ≤ 1024, K = B·T), K is split across
-/// groups that write fp32 partial tiles to a workspace, summed in a fixed order by a second kernel (deterministic).
+/// Memory flow (CUDA): one 256-thread group owns one 128×BN output tile, BN = 128 ("narrow") or 256 ("wide"): 8 warps,
+/// 2 along M × 4 along N, each warp a 64×(BN/4) tile of m16n8 accumulators (64 or 128 fp32 registers per thread).
+/// The group walks K in slices of 32 through a ring of shared-memory stages (48 KB declared in the PTX, or 64/96 KB of
+/// dynamic shared memory for the "deep" tiles): each thread copies its 16-byte chunks of A's and B's slice with
+/// cp.async (or, for operands whose chunk addresses are not 16-byte aligned, with plain loads and one 16-byte shared
+/// store), chunks past M, N or K zero-filled, so the copy of slice q+stages-1 overlaps the math on slice q; one barrier
+/// per slice. Each slice is stored in the operand's own orientation ("K-contiguous" [row][k], 64-byte rows, or
+/// "MN-contiguous" [k][row]) with an XOR swizzle of the 16-byte chunks that keeps every ldmatrix phase free of bank
+/// conflicts; ldmatrix (.trans for MN-contiguous slices) turns them into mma fragments, so every transpose combination
+/// runs on the same path. Per k16 step a warp issues 4 + BN/64 ldmatrix.x4 and BN/8 mma.sync.m16n8k16.row.col.f32.bf16
+/// (16 or 32). Fragments and accumulators live in PTX registers named in the inline assembly (tca*, tcb*, tcc*):
+/// ILGPU routes CudaAsm outputs through local memory, named registers never leave the register file. Epilogue: alpha,
+/// accumulate, fp32 or bf16 store straight from the registers. When the output has too few tiles to fill the GPU
+/// (weight gradients: M, N ≤ 1024, K = B·T), K is split across groups that write fp32 partial tiles to a workspace,
+/// summed in a fixed order by a second kernel (deterministic).
 ///
 /// The CPU accelerator cannot run PTX: <see cref="GemmEmulated"/> runs the same tile schedule with one thread per
 /// group, emulating cp.async, ldmatrix and mma lane by lane from the PTX ISA's fragment layouts, through the same
@@ -33,12 +35,46 @@ namespace Memopt.Kernels;
 /// </summary>
 public static class TensorCoreGemm
 {
-    public const int BlockM = 128, BlockN = 128, BlockK = 32, Stages = 3, Threads = 256;
-    public const int WarpM = 64, WarpN = 32;
-    /// <summary>Bytes of one operand's slice in shared memory (128 rows × 32 k × 2 bytes) and of one stage (A then B).</summary>
-    public const int OperandBytes = 8192, StageBytes = 2 * OperandBytes;
+    public const int BlockM = 128, BlockK = 32, Threads = 256, WarpM = 64;
+    /// <summary>Bytes of A's slice in a stage (128 rows × 32 k × 2 bytes); B's slice (BN rows) follows it.</summary>
+    public const int ASliceBytes = 8192;
 
-    // Kernel variants (ILGPU specializes the kernel on this value, so the branches fold away).
+    /// <summary>The group tile and pipeline depth.</summary>
+    public enum Tile
+    {
+        /// <summary>The fastest measured tile (narrow).</summary>
+        Auto,
+        /// <summary>128×128, 3 stages, 48 KB of static shared memory.</summary>
+        Narrow,
+        /// <summary>128×256, 2 stages, 48 KB of static shared memory.</summary>
+        Wide,
+        /// <summary>128×128, 4 stages, 64 KB of dynamic shared memory.</summary>
+        NarrowDeep,
+        /// <summary>128×256, 4 stages, 96 KB of dynamic shared memory.</summary>
+        WideDeep,
+    }
+
+    public static int BlockNOf(Tile tile) => tile is Tile.Wide or Tile.WideDeep ? 256 : 128;
+    public static int StagesOf(Tile tile) => tile switch { Tile.Narrow => 3, Tile.Wide => 2, _ => 4 };
+    public static int StageBytesOf(int blockN) => ASliceBytes + blockN * BlockK * 2;
+    private static bool IsDeep(Tile tile) => tile is Tile.NarrowDeep or Tile.WideDeep;
+
+    private static readonly AsyncLocal<Tile> TileOverride = new();
+
+    /// <summary>Forces <paramref name="tile"/> for the GEMMs of this logical thread until disposed (benchmarks, tests).</summary>
+    public static IDisposable UseTile(Tile tile)
+    {
+        var previous = TileOverride.Value;
+        TileOverride.Value = tile;
+        return new TileScope(previous);
+    }
+
+    private sealed class TileScope(Tile previous) : IDisposable
+    {
+        public void Dispose() => TileOverride.Value = previous;
+    }
+
+    // Kernel variants: layout bits (the four instantiations of the generic kernel per tile).
     public const int ATransposedBit = 1, BTransposedBit = 2, AVectorBit = 4, BVectorBit = 8;
 
     /// <summary>Why the tensor-core path cannot take this GEMM (the caller then uses the SIMT GEMM), or null if it can.</summary>
@@ -69,7 +105,7 @@ public static class TensorCoreGemm
     /// <summary>
     /// The emulated twin on any device (the CPU accelerator in tests): the same tiles, swizzle, lane addressing and
     /// fragment layouts as the CUDA kernel, with cp.async/ldmatrix/mma emulated lane by lane. <paramref name="splits"/>
-    /// &gt; 0 forces that many K splits (0 chooses as on CUDA).
+    /// &gt; 0 forces that many K splits (0 chooses as on CUDA); the tile comes from <see cref="UseTile"/> (narrow by default).
     /// </summary>
     public static void GemmEmulated(MatrixOperand a, MatrixOperand b, MatrixOperand c, int m, int n, int k, int batch = 1,
         float alpha = 1f, bool accumulate = false, int splits = 0)
@@ -85,13 +121,22 @@ public static class TensorCoreGemm
         return why is null ? "cp.async 16 B" : $"scalar loads ({why})";
     }
 
-    /// <summary>
-    /// The PTX ILGPU generates for the kernel (all variants in one, the layout read at run time), for inspection with
-    /// ptxas -v or cuobjdump; the device's own backend on CUDA, an sm_90 one elsewhere.
-    /// </summary>
-    public static string CompilePtx(ComputeDevice device)
+    /// <summary>The tile <see cref="TryGemm"/> uses for this shape on this device.</summary>
+    public static Tile ChooseTile(ComputeDevice device, int m, int n, int outBatches)
     {
-        var method = typeof(TensorCoreGemm).GetMethod(nameof(TensorCoreKernel), System.Reflection.BindingFlags.NonPublic | System.Reflection.BindingFlags.Static)!;
+        if (TileOverride.Value != Tile.Auto) return TileOverride.Value;
+        // Measured on the H100 (docs/performance.md): the narrow tile fits two groups per SM (126 registers) and beat
+        // the wide one (231 registers, one group) at 4096³ in every transpose; four stages gained nothing over three.
+        return Tile.Narrow;
+    }
+
+    /// <summary>
+    /// The PTX ILGPU generates for one kernel variant (the non-transposed, cp.async form of <paramref name="tile"/>),
+    /// for inspection with ptxas -v or cuobjdump; the device's own backend on CUDA, an sm_90 one elsewhere.
+    /// </summary>
+    public static string CompilePtx(ComputeDevice device, Tile tile)
+    {
+        var method = KernelMethod(tile == Tile.Auto ? Tile.Narrow : tile, AVectorBit | BVectorBit);
         var entry = ILGPU.Backends.EntryPoints.EntryPointDescription.FromExplicitlyGroupedKernel(method);
         if (device.Accelerator is CudaAccelerator cuda)
             return ((ILGPU.Backends.PTX.PTXCompiledKernel)cuda.Backend.Compile(entry, default)).PTXAssembly;
@@ -125,10 +170,12 @@ public static class TensorCoreGemm
         var device = a.Tensor.Device;
         bool sumBatches = c.BatchStride == 0 && batch > 1;
         int outBatches = sumBatches ? 1 : batch;
-        int tilesM = (m + BlockM - 1) / BlockM, tilesN = (n + BlockN - 1) / BlockN, kTiles = (k + BlockK - 1) / BlockK;
+        var tile = ChooseTile(device, m, n, outBatches);
+        int blockN = BlockNOf(tile);
+        int tilesM = (m + BlockM - 1) / BlockM, tilesN = (n + blockN - 1) / blockN, kTiles = (k + BlockK - 1) / BlockK;
         int totalSlices = sumBatches ? batch * kTiles : kTiles;
         long tiles = (long)tilesM * tilesN * outBatches;
-        if (splits <= 0) splits = ChooseSplits(tiles, totalSlices, device);
+        if (splits <= 0) splits = ChooseSplits(tiles, totalSlices, (long)outBatches * m * n, tile, device);
         int slicesPerSplit = (totalSlices + splits - 1) / splits;
         splits = (totalSlices + slicesPerSplit - 1) / slicesPerSplit; // no empty split
         long blocks = tiles * splits;
@@ -143,54 +190,55 @@ public static class TensorCoreGemm
             BOffset = b.Offset, BBatch = b.BatchStride, Ldb = b.Ld,
             COffset = c.Offset, CBatch = c.BatchStride, Ldc = c.Ld,
             M = m, N = n, K = k, Batch = batch, OutBatches = outBatches, SumBatches = sumBatches ? 1 : 0,
+            BlockN = blockN, Stages = StagesOf(tile),
             TilesM = tilesM, TilesN = tilesN, KTiles = kTiles, Splits = splits, SlicesPerSplit = slicesPerSplit,
             CBf16 = c.Tensor.DType == DType.BF16 ? 1 : 0, Accumulate = accumulate ? 1 : 0, Alpha = alpha,
         };
 
+        // The kernels take C as both an fp32 and a bf16 view; the unused one is C's own memory seen as the other type
+        // (never accessed), or for a one-element bf16 C, a small stand-in.
+        Tensor? standIn = c.Tensor.DType == DType.BF16 && c.Tensor.Bytes < 4
+            ? Tensor.Empty(device, new Shape(1), DType.F32, MemoryCategory.Workspace, "tc_gemm.unused_view") : null;
         Tensor? partials = null;
-        // The kernel takes C as both an fp32 and a bf16 view; the unused one is a small stand-in.
-        using var dummy = Tensor.Empty(device, new Shape(2), DType.F32, MemoryCategory.Workspace, "tc_gemm.unused_view");
         try
         {
-            ArrayView<float> cF = c.Tensor.DType == DType.F32 ? c.Tensor.F32 : dummy.F32;
-            ArrayView<ushort> cH = c.Tensor.DType == DType.BF16 ? c.Tensor.BF16 : dummy.Raw.Cast<ushort>();
+            var cF = c.Tensor.DType == DType.F32 ? c.Tensor.F32 : standIn?.F32 ?? c.Tensor.Raw.SubView(0, c.Tensor.Bytes / 4 * 4).Cast<float>();
+            var cH = c.Tensor.DType == DType.BF16 ? c.Tensor.BF16 : c.Tensor.Raw.Cast<ushort>();
+            var kernelC = cF;
             if (splits > 1)
             {
                 // fp32 partial tiles [split][outBatch][M][N]; the reduction applies alpha, accumulate and the dtype.
                 partials = Tensor.Empty(device, new Shape(splits, outBatches, m, n), DType.F32, MemoryCategory.Workspace, "tc_gemm.split_k");
-                cF = partials.F32;
+                kernelC = partials.F32;
                 p.Partial = 1;
                 p.COffset = 0; p.CBatch = (long)m * n; p.Ldc = n; p.SplitStride = (long)outBatches * m * n;
             }
 
-            if (emulate) LaunchEmulated(device, a.Tensor.BF16, b.Tensor.BF16, cF, cH, p, layout, blocks);
-            else
-            {
-                var kernel = device.Kernel("tc_gemm.bf16_mma",
-                    acc => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, ArrayView<float>, ArrayView<ushort>, TcParams, SpecializedValue<int>>(TensorCoreKernel));
-                kernel(new KernelConfig((int)blocks, Threads), a.Tensor.BF16, b.Tensor.BF16, cF, cH, p, SpecializedValue.New(layout));
-            }
+            if (emulate) LaunchEmulated(device, a.Tensor.BF16, b.Tensor.BF16, kernelC, cH, p, layout, blocks);
+            else LaunchCuda(device, tile, layout, (int)blocks, a.Tensor.BF16, b.Tensor.BF16, kernelC, cH, p);
 
-            if (partials is not null)
-                ReduceSplits(device, partials, p, c,
-                    c.Tensor.DType == DType.F32 ? c.Tensor.F32 : dummy.F32, c.Tensor.DType == DType.BF16 ? c.Tensor.BF16 : dummy.Raw.Cast<ushort>());
+            if (partials is not null) ReduceSplits(device, partials, p, c, cF, cH);
         }
         finally
         {
             partials?.Dispose();
+            standIn?.Dispose();
         }
     }
 
     /// <summary>
-    /// Enough K splits that the launch has about two groups per multiprocessor (two 256-thread groups fit one SM with
-    /// this kernel's 48 KB of shared memory), each split keeping at least 4 K slices so the pipeline stays full.
+    /// K splits only when the tiles leave multiprocessors idle and K is long (the weight gradients: M, N ≤ 1024,
+    /// K = B·T): enough splits to give every multiprocessor its resident groups (two narrow or one wide), each split
+    /// keeping at least 8 K slices (256) so its pipeline fills. Split partial tiles stay under 2^31 elements.
     /// </summary>
-    private static int ChooseSplits(long tiles, int totalSlices, ComputeDevice device)
+    private static int ChooseSplits(long tiles, int totalSlices, long outputElements, Tile tile, ComputeDevice device)
     {
-        long target = 2L * Math.Max(1, device.Multiprocessors);
-        if (tiles >= target) return 1;
+        int sms = Math.Max(1, device.Multiprocessors);
+        if (tiles >= sms || totalSlices < 16) return 1;
+        long target = (long)sms * (BlockNOf(tile) == 128 ? 2 : 1);
         long wanted = (target + tiles - 1) / tiles;
-        return (int)Math.Clamp(Math.Min(wanted, totalSlices / 4), 1, 64);
+        long splits = Math.Clamp(Math.Min(wanted, totalSlices / 8), 1, 64);
+        return splits * outputElements > int.MaxValue ? 1 : (int)splits;
     }
 
     private static ulong DevicePointer(Tensor t)
@@ -228,14 +276,14 @@ public static class TensorCoreGemm
     /// a[AOffset + b·ABatch + m·Lda + k] (or + k·Lda + m when A is transposed), likewise B; C[m,n] of output batch ob
     /// and K split s is c[COffset + ob·CBatch + s·SplitStride + m·Ldc + n]. APtr/BPtr are the device addresses of the
     /// tensors' element 0 (for cp.async). A group's K slices are q ∈ [s·SlicesPerSplit, …) of the Batch·KTiles
-    /// (summing) or KTiles slices.
+    /// (summing) or KTiles slices. BlockN and Stages describe the tile (the CUDA kernel has them as constants).
     /// </summary>
     public struct TcParams
     {
         public ulong APtr, BPtr;
         public long AOffset, ABatch, BOffset, BBatch, COffset, CBatch, SplitStride;
         public int Lda, Ldb, Ldc;
-        public int M, N, K, Batch, OutBatches, SumBatches, TilesM, TilesN, KTiles, Splits, SlicesPerSplit;
+        public int M, N, K, Batch, OutBatches, SumBatches, BlockN, Stages, TilesM, TilesN, KTiles, Splits, SlicesPerSplit;
         public int CBf16, Accumulate, Partial;
         public float Alpha;
     }
@@ -246,19 +294,19 @@ public static class TensorCoreGemm
 
     /// <summary>
     /// Byte offset of 16-byte chunk <paramref name="chunk"/> (k/8) of row <paramref name="row"/> in a K-contiguous
-    /// slice ([128 rows][32 k], 64-byte rows). The chunk index is XORed with bits 1–2 of the row: the 8 rows an
-    /// ldmatrix phase reads (same logical chunk, rows 8i..8i+7) then hit 8 distinct 16-byte bank groups.
+    /// slice ([rows][32 k], 64-byte rows). The chunk index is XORed with bits 1–2 of the row: the 8 rows an ldmatrix
+    /// phase reads (same logical chunk, rows 8i..8i+7) then hit 8 distinct 16-byte bank groups.
     /// </summary>
     public static int KContiguousOffset(int row, int chunk) => row * 64 + ((chunk ^ ((row >> 1) & 3)) << 4);
 
     /// <summary>
     /// Byte offset of chunk <paramref name="chunk"/> (row/8) of k-row <paramref name="krow"/> in an MN-contiguous
-    /// slice ([32 k][128 rows], 256-byte rows); the chunk is XORed with k mod 8 for the same reason.
+    /// slice ([32 k][sliceRows], rows of sliceRows·2 bytes); the chunk is XORed with k mod 8 for the same reason.
     /// </summary>
-    public static int MnContiguousOffset(int krow, int chunk) => krow * 256 + ((chunk ^ (krow & 7)) << 4);
+    public static int MnContiguousOffset(int krow, int chunk, int sliceRows) => krow * sliceRows * 2 + ((chunk ^ (krow & 7)) << 4);
 
     /// <summary>
-    /// The 16-byte chunk a thread copies for one operand slice: chunk id = thread + 256·i, i ∈ {0, 1} (512 chunks per
+    /// The 16-byte chunk a thread copies for one operand slice: chunk id = thread + 256·i (sliceRows·4 chunks per
     /// slice). Smem is its byte offset in the slice; Elem the tensor element of its first value for slice 0 of batch 0;
     /// Fixed the values valid whatever the K slice (8 or 0 for a K-contiguous chunk's row; the count left in the row
     /// range for an MN-contiguous chunk); KIndex its k inside the slice (first k of the chunk, or its k-row).
@@ -272,7 +320,8 @@ public static class TensorCoreGemm
     /// <param name="kContiguous">The stored operand has k as its contiguous index (A not transposed, B transposed).</param>
     /// <param name="x0">First row (M for A, N for B) of the group's tile.</param>
     /// <param name="rows">M for A, N for B.</param>
-    public static ChunkLoad Chunk(bool kContiguous, int id, int x0, int rows, long offset, int ld)
+    /// <param name="sliceRows">Rows of the slice: 128 for A, BN for B.</param>
+    public static ChunkLoad Chunk(bool kContiguous, int id, int x0, int rows, long offset, int ld, int sliceRows)
     {
         var c = new ChunkLoad();
         if (kContiguous)
@@ -285,8 +334,9 @@ public static class TensorCoreGemm
         }
         else
         {
-            int krow = id >> 4, chunk = id & 15;
-            c.Smem = MnContiguousOffset(krow, chunk);
+            int perRow = sliceRows >> 3;
+            int krow = id / perRow, chunk = id - krow * perRow;
+            c.Smem = MnContiguousOffset(krow, chunk, sliceRows);
             c.Elem = offset + (long)krow * ld + x0 + chunk * 8;
             c.Fixed = Math.Min(Math.Max(rows - (x0 + chunk * 8), 0), 8);
             c.KIndex = krow;
@@ -312,20 +362,21 @@ public static class TensorCoreGemm
     public static int LdmatrixOffsetA(bool kContiguous, int lane, int wm, int ks, int mi)
     {
         if (kContiguous) return KContiguousOffset(wm * WarpM + mi * 16 + (lane & 15), ks * 2 + (lane >> 4));
-        return MnContiguousOffset(ks * 16 + (lane & 7) + (lane >> 4) * 8, wm * (WarpM / 8) + mi * 2 + ((lane >> 3) & 1));
+        return MnContiguousOffset(ks * 16 + (lane & 7) + (lane >> 4) * 8, wm * (WarpM / 8) + mi * 2 + ((lane >> 3) & 1), BlockM);
     }
 
     /// <summary>
-    /// Byte offset, inside B's slice, of the row this lane hands to ldmatrix.x4 number <paramref name="pair"/> (B
-    /// fragments ni = 2·pair and 2·pair + 1, columns wn·32 + pair·16 …+15) at k16 step <paramref name="ks"/>. Matrices
-    /// 0–3 are (n 0–7, k 0–7), (n 0–7, k 8–15), (n 8–15, k 0–7), (n 8–15, k 8–15): b0, b1 of fragment 2·pair, then
-    /// of 2·pair + 1. K-contiguous ([n][k], B transposed): plain ldmatrix. MN-contiguous ([k][n]): ldmatrix.trans.
-    /// K-contiguous offsets grow by 1024 per pair; MN-contiguous ones by 4096 per ks.
+    /// Byte offset, inside B's slice (BN = <paramref name="blockN"/> rows), of the row this lane hands to ldmatrix.x4
+    /// number <paramref name="pair"/> (B fragments ni = 2·pair and 2·pair + 1, columns wn·BN/4 + pair·16 …+15) at k16
+    /// step <paramref name="ks"/>. Matrices 0–3 are (n 0–7, k 0–7), (n 0–7, k 8–15), (n 8–15, k 0–7), (n 8–15, k 8–15):
+    /// b0, b1 of fragment 2·pair, then of 2·pair + 1. K-contiguous ([n][k], B transposed): plain ldmatrix; offsets grow
+    /// by 1024 per pair. MN-contiguous ([k][n]): ldmatrix.trans; offsets grow by 32·BN per ks.
     /// </summary>
-    public static int LdmatrixOffsetB(bool kContiguous, int lane, int wn, int ks, int pair)
+    public static int LdmatrixOffsetB(bool kContiguous, int lane, int wn, int ks, int pair, int blockN)
     {
-        if (kContiguous) return KContiguousOffset(wn * WarpN + pair * 16 + (lane & 7) + (lane >> 4) * 8, ks * 2 + ((lane >> 3) & 1));
-        return MnContiguousOffset(ks * 16 + (lane & 7) + ((lane >> 3) & 1) * 8, wn * (WarpN / 8) + pair * 2 + (lane >> 4));
+        int warpN = blockN / 4;
+        if (kContiguous) return KContiguousOffset(wn * warpN + pair * 16 + (lane & 7) + (lane >> 4) * 8, ks * 2 + ((lane >> 3) & 1));
+        return MnContiguousOffset(ks * 16 + (lane & 7) + ((lane >> 3) & 1) * 8, wn * (warpN / 8) + pair * 2 + (lane >> 4), blockN);
     }
 
     /// <summary>The group's output tile, K split and output batch from its index (N tiles fastest, then M, split, batch).</summary>
@@ -338,7 +389,7 @@ public static class TensorCoreGemm
         split = rest % p.Splits;
         outBatch = rest / p.Splits;
         m0 = tm * BlockM;
-        n0 = tn * BlockN;
+        n0 = tn * p.BlockN;
     }
 
     /// <summary>Stores accumulators (row, col) and (row, col + 1), packed low/high in <paramref name="pair"/>, through the epilogue.</summary>
@@ -371,21 +422,156 @@ public static class TensorCoreGemm
     }
 
     // ---------------------------------------------------------------------------------------------------------------
-    // The CUDA kernel.
+    // The CUDA kernel: one generic method, instantiated per tile shape and layout (the branches on them fold away).
     // ---------------------------------------------------------------------------------------------------------------
 
-    /// <summary>
-    /// The shared-memory ring and the named registers, declared once at the top of the kernel: tcc0..63 the warp
-    /// tile's accumulators ((mi·4 + ni)·4 + r), tca0..15 its A fragments (mi·4 + r), tcb0..7 its B fragments (ni·2 + r).
-    /// </summary>
-    private const string Declarations =
-        ".shared .align 128 .b8 memopt_tc_smem[49152];\n\t" +
-        ".reg .f32 tcc<64>;\n\t" +
-        ".reg .b32 tca<16>;\n\t" +
-        ".reg .b32 tcb<8>;\n\t" +
-        "mov.u32 %0, memopt_tc_smem;";
+    public interface IFlag { bool On { get; } }
+    public struct Yes : IFlag { public readonly bool On => true; }
+    public struct No : IFlag { public readonly bool On => false; }
 
-    private const string ZeroAccumulators =
+    public interface ITileShape { bool Wide { get; } int Stages { get; } bool Deep { get; } }
+    public struct NarrowShape : ITileShape { public readonly bool Wide => false; public readonly int Stages => 3; public readonly bool Deep => false; }
+    public struct WideShape : ITileShape { public readonly bool Wide => true; public readonly int Stages => 2; public readonly bool Deep => false; }
+    public struct NarrowDeepShape : ITileShape { public readonly bool Wide => false; public readonly int Stages => 4; public readonly bool Deep => true; }
+    public struct WideDeepShape : ITileShape { public readonly bool Wide => true; public readonly int Stages => 4; public readonly bool Deep => true; }
+
+    private static readonly string[] KernelKeys = Enumerable.Range(0, 5 * 16).Select(i => $"tc_gemm.{(Tile)(i / 16)}.{i % 16}").ToArray();
+
+    /// <summary>Bytes of dynamic shared memory a deep tile asks for: its stages plus 128 for aligning the base.</summary>
+    private static int DynamicBytes(Tile tile) => StagesOf(tile) * StageBytesOf(BlockNOf(tile)) + 128;
+
+    private static System.Reflection.MethodInfo KernelMethod(Tile tile, int layout)
+    {
+        Type shape = tile switch
+        {
+            Tile.Narrow => typeof(NarrowShape), Tile.Wide => typeof(WideShape),
+            Tile.NarrowDeep => typeof(NarrowDeepShape), _ => typeof(WideDeepShape),
+        };
+        Type Flag(int bit) => (layout & bit) != 0 ? typeof(Yes) : typeof(No);
+        return typeof(TensorCoreGemm).GetMethod(nameof(TensorCoreKernel), System.Reflection.BindingFlags.NonPublic | System.Reflection.BindingFlags.Static)!
+            .MakeGenericMethod(shape, Flag(ATransposedBit), Flag(BTransposedBit), Flag(AVectorBit), Flag(BVectorBit));
+    }
+
+    private static void LaunchCuda(ComputeDevice device, Tile tile, int layout, int blocks,
+        ArrayView<ushort> a, ArrayView<ushort> b, ArrayView<float> cF, ArrayView<ushort> cH, TcParams p)
+    {
+        var launch = device.Kernel(KernelKeys[(int)tile * 16 + layout], acc =>
+        {
+            var kernel = (Action<ArrayView<ushort>, ArrayView<ushort>, ArrayView<float>, ArrayView<ushort>, TcParams>)Delegate.CreateDelegate(
+                typeof(Action<ArrayView<ushort>, ArrayView<ushort>, ArrayView<float>, ArrayView<ushort>, TcParams>), KernelMethod(tile, layout));
+            var loaded = acc.LoadStreamKernel(kernel);
+            if (IsDeep(tile)) AllowDynamicSharedMemory(loaded, DynamicBytes(tile));
+            return loaded;
+        });
+        var config = IsDeep(tile)
+            ? new KernelConfig(new Index1D(blocks), new Index1D(Threads), SharedMemoryConfig.RequestDynamic<byte>(DynamicBytes(tile)))
+            : new KernelConfig(blocks, Threads);
+        launch(config, a, b, cF, cH, p);
+    }
+
+    private static readonly System.Runtime.CompilerServices.ConditionalWeakTable<ComputeDevice, object> DeepProbe = new();
+
+    /// <summary>
+    /// Whether this device runs the deep tiles (more than 48 KB of dynamic shared memory per group): probed once per
+    /// device by raising the kernel's limit with cuFuncSetAttribute and launching the deep narrow kernel on a tiny GEMM.
+    /// </summary>
+    public static bool DeepAvailable(ComputeDevice device)
+    {
+        if (!device.IsCuda) return false;
+        var result = DeepProbe.GetValue(device, d =>
+        {
+            try
+            {
+                using var scope = UseTile(Tile.NarrowDeep);
+                using var x = Tensor.Zeros(d, new Shape(8, 8), DType.BF16, MemoryCategory.Workspace, "tc_gemm.probe");
+                using var y = Tensor.Zeros(d, new Shape(8, 8), DType.F32, MemoryCategory.Workspace, "tc_gemm.probe");
+                Run(MatrixOperand.Dense(x), MatrixOperand.Dense(x), MatrixOperand.Dense(y), 8, 8, 8, 1, 1f, false, emulate: false, splits: 1);
+                d.Synchronize();
+                return (object)true;
+            }
+            catch (Exception e) when (e is not OutOfMemoryException)
+            {
+                return e.Message;
+            }
+        });
+        return result is true;
+    }
+
+    /// <summary>Why the deep tiles are unavailable (null when they work or were not probed).</summary>
+    public static string? DeepUnavailableBecause(ComputeDevice device) => DeepProbe.TryGetValue(device, out var r) ? r as string : null;
+
+    [DllImport("libcuda.so.1", EntryPoint = "cuFuncSetAttribute")]
+    private static extern int CuFuncSetAttribute(IntPtr function, int attribute, int value);
+
+    private const int CuFuncAttributeMaxDynamicSharedSizeBytes = 8;
+
+    private static void AllowDynamicSharedMemory(Delegate loaded, int bytes)
+    {
+        var kernel = KernelUtil.GetKernel(loaded);
+        if (kernel is not CudaKernel cuda) throw new InvalidOperationException($"deep tensor-core tile: {kernel.GetType().Name} is not a CUDA kernel");
+        int status = CuFuncSetAttribute(cuda.FunctionPtr, CuFuncAttributeMaxDynamicSharedSizeBytes, bytes);
+        if (status != 0) throw new InvalidOperationException($"cuFuncSetAttribute(max dynamic shared memory = {bytes}) failed with CUDA error {status}");
+    }
+
+    /// <summary>
+    /// The named registers, declared once at the top of the kernel: tcc0..127 the warp tile's accumulators
+    /// ((mi·NI + ni)·4 + r, NI = BN/32 fragments along N), tca0..15 its A fragments (mi·4 + r), tcb0..15 its B fragments
+    /// (ni·2 + r), tcsb the ring's shared-window address, tcla0..3 / tclb0..3 this lane's ldmatrix addresses in stage 0
+    /// (%0..%7: ring base + LdmatrixOffsetA/B). Addresses kept in named registers cost one add per ldmatrix group and
+    /// nothing else per slice: ILGPU would otherwise recompute them (and reload the base from local memory) in the loop.
+    /// </summary>
+    private const string DeclareRegisters =
+        ".reg .f32 tcc<128>;\n\t.reg .b32 tca<16>;\n\t.reg .b32 tcb<16>;\n\t.reg .u32 tcsb;\n\t.reg .u32 tcla<4>;\n\t.reg .u32 tclb<4>;\n\t";
+
+    private const string SetAddresses =
+        "add.u32 tcla0, tcsb, %0;\n\tadd.u32 tcla1, tcsb, %1;\n\tadd.u32 tcla2, tcsb, %2;\n\tadd.u32 tcla3, tcsb, %3;\n\t" +
+        "add.u32 tclb0, tcsb, %4;\n\tadd.u32 tclb1, tcsb, %5;\n\tadd.u32 tclb2, tcsb, %6;\n\tadd.u32 tclb3, tcsb, %7;";
+
+    /// <summary>The static tiles' 48 KB ring, declared in the kernel body.</summary>
+    private const string DeclareStatic = ".shared .align 128 .b8 memopt_tc_smem[49152];\n\t" + DeclareRegisters +
+        "mov.u32 tcsb, memopt_tc_smem;\n\t" + SetAddresses;
+
+    /// <summary>The deep tiles' ring is ILGPU's dynamic shared memory (declared by it at module scope), base rounded up to 128.</summary>
+    private const string DeclareDynamic = DeclareRegisters +
+        "mov.u32 tcsb, __dyn_shared_alloca;\n\tadd.u32 tcsb, tcsb, 127;\n\tand.b32 tcsb, tcsb, -128;\n\t" + SetAddresses;
+
+    private const string LdsmA = "ldmatrix.sync.aligned.m8n8.x4.shared.b16 ";
+    private const string LdsmT = "ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 ";
+
+    /// <summary>A fragments 0..3 from a K-contiguous slice (%0: stage offset): one lane address, fragments 16 rows (1024 bytes) apart; k16 step 0 uses tcla0, step 1 tcla1.</summary>
+    private const string LoadAKContiguous0 = "{ .reg .u32 t; add.u32 t, tcla0, %0;\n\t" +
+        LdsmA + "{tca0,tca1,tca2,tca3}, [t];\n\t" + LdsmA + "{tca4,tca5,tca6,tca7}, [t+1024];\n\t" +
+        LdsmA + "{tca8,tca9,tca10,tca11}, [t+2048];\n\t" + LdsmA + "{tca12,tca13,tca14,tca15}, [t+3072]; }";
+    private const string LoadAKContiguous1 = "{ .reg .u32 t; add.u32 t, tcla1, %0;\n\t" +
+        LdsmA + "{tca0,tca1,tca2,tca3}, [t];\n\t" + LdsmA + "{tca4,tca5,tca6,tca7}, [t+1024];\n\t" +
+        LdsmA + "{tca8,tca9,tca10,tca11}, [t+2048];\n\t" + LdsmA + "{tca12,tca13,tca14,tca15}, [t+3072]; }";
+
+    /// <summary>A fragments 0..3 from an MN-contiguous slice: transposing loads, one lane address per fragment (%0: stage offset, + 4096 for k16 step 1).</summary>
+    private const string LoadAMnContiguous = "{ .reg .u32 t0, t1, t2, t3; add.u32 t0, tcla0, %0; add.u32 t1, tcla1, %0; add.u32 t2, tcla2, %0; add.u32 t3, tcla3, %0;\n\t" +
+        LdsmT + "{tca0,tca1,tca2,tca3}, [t0];\n\t" + LdsmT + "{tca4,tca5,tca6,tca7}, [t1];\n\t" +
+        LdsmT + "{tca8,tca9,tca10,tca11}, [t2];\n\t" + LdsmT + "{tca12,tca13,tca14,tca15}, [t3]; }";
+
+    private const string LoadBKContiguousNarrow0 = "{ .reg .u32 t; add.u32 t, tclb0, %0;\n\t" +
+        LdsmA + "{tcb0,tcb1,tcb2,tcb3}, [t];\n\t" + LdsmA + "{tcb4,tcb5,tcb6,tcb7}, [t+1024]; }";
+    private const string LoadBKContiguousNarrow1 = "{ .reg .u32 t; add.u32 t, tclb1, %0;\n\t" +
+        LdsmA + "{tcb0,tcb1,tcb2,tcb3}, [t];\n\t" + LdsmA + "{tcb4,tcb5,tcb6,tcb7}, [t+1024]; }";
+    private const string LoadBKContiguousWide0 = "{ .reg .u32 t; add.u32 t, tclb0, %0;\n\t" +
+        LdsmA + "{tcb0,tcb1,tcb2,tcb3}, [t];\n\t" + LdsmA + "{tcb4,tcb5,tcb6,tcb7}, [t+1024];\n\t" +
+        LdsmA + "{tcb8,tcb9,tcb10,tcb11}, [t+2048];\n\t" + LdsmA + "{tcb12,tcb13,tcb14,tcb15}, [t+3072]; }";
+    private const string LoadBKContiguousWide1 = "{ .reg .u32 t; add.u32 t, tclb1, %0;\n\t" +
+        LdsmA + "{tcb0,tcb1,tcb2,tcb3}, [t];\n\t" + LdsmA + "{tcb4,tcb5,tcb6,tcb7}, [t+1024];\n\t" +
+        LdsmA + "{tcb8,tcb9,tcb10,tcb11}, [t+2048];\n\t" + LdsmA + "{tcb12,tcb13,tcb14,tcb15}, [t+3072]; }";
+
+    /// <summary>B fragments from an MN-contiguous slice (%0: stage offset, + 32·BN for k16 step 1).</summary>
+    private const string LoadBMnContiguousNarrow = "{ .reg .u32 t0, t1; add.u32 t0, tclb0, %0; add.u32 t1, tclb1, %0;\n\t" +
+        LdsmT + "{tcb0,tcb1,tcb2,tcb3}, [t0];\n\t" + LdsmT + "{tcb4,tcb5,tcb6,tcb7}, [t1]; }";
+    private const string LoadBMnContiguousWide = "{ .reg .u32 t0, t1, t2, t3; add.u32 t0, tclb0, %0; add.u32 t1, tclb1, %0; add.u32 t2, tclb2, %0; add.u32 t3, tclb3, %0;\n\t" +
+        LdsmT + "{tcb0,tcb1,tcb2,tcb3}, [t0];\n\t" + LdsmT + "{tcb4,tcb5,tcb6,tcb7}, [t1];\n\t" +
+        LdsmT + "{tcb8,tcb9,tcb10,tcb11}, [t2];\n\t" + LdsmT + "{tcb12,tcb13,tcb14,tcb15}, [t3]; }";
+
+    private const string Mma = "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 ";
+
+    private const string ZeroNarrow =
         "mov.f32 tcc0, 0f00000000; mov.f32 tcc1, 0f00000000; mov.f32 tcc2, 0f00000000; mov.f32 tcc3, 0f00000000; mov.f32 tcc4, 0f00000000; mov.f32 tcc5, 0f00000000; mov.f32 tcc6, 0f00000000; mov.f32 tcc7, 0f00000000;\n\t" +
         "mov.f32 tcc8, 0f00000000; mov.f32 tcc9, 0f00000000; mov.f32 tcc10, 0f00000000; mov.f32 tcc11, 0f00000000; mov.f32 tcc12, 0f00000000; mov.f32 tcc13, 0f00000000; mov.f32 tcc14, 0f00000000; mov.f32 tcc15, 0f00000000;\n\t" +
         "mov.f32 tcc16, 0f00000000; mov.f32 tcc17, 0f00000000; mov.f32 tcc18, 0f00000000; mov.f32 tcc19, 0f00000000; mov.f32 tcc20, 0f00000000; mov.f32 tcc21, 0f00000000; mov.f32 tcc22, 0f00000000; mov.f32 tcc23, 0f00000000;\n\t" +
@@ -395,32 +581,25 @@ public static class TensorCoreGemm
         "mov.f32 tcc48, 0f00000000; mov.f32 tcc49, 0f00000000; mov.f32 tcc50, 0f00000000; mov.f32 tcc51, 0f00000000; mov.f32 tcc52, 0f00000000; mov.f32 tcc53, 0f00000000; mov.f32 tcc54, 0f00000000; mov.f32 tcc55, 0f00000000;\n\t" +
         "mov.f32 tcc56, 0f00000000; mov.f32 tcc57, 0f00000000; mov.f32 tcc58, 0f00000000; mov.f32 tcc59, 0f00000000; mov.f32 tcc60, 0f00000000; mov.f32 tcc61, 0f00000000; mov.f32 tcc62, 0f00000000; mov.f32 tcc63, 0f00000000;";
 
-    /// <summary>A fragments 0..3 from a K-contiguous slice: one lane address, the 4 fragments 16 rows (1024 bytes) apart.</summary>
-    private const string LoadAKContiguous =
-        "ldmatrix.sync.aligned.m8n8.x4.shared.b16 {tca0,tca1,tca2,tca3}, [%0];\n\t" +
-        "ldmatrix.sync.aligned.m8n8.x4.shared.b16 {tca4,tca5,tca6,tca7}, [%0+1024];\n\t" +
-        "ldmatrix.sync.aligned.m8n8.x4.shared.b16 {tca8,tca9,tca10,tca11}, [%0+2048];\n\t" +
-        "ldmatrix.sync.aligned.m8n8.x4.shared.b16 {tca12,tca13,tca14,tca15}, [%0+3072];";
+    private const string ZeroWide =
+        "mov.f32 tcc0, 0f00000000; mov.f32 tcc1, 0f00000000; mov.f32 tcc2, 0f00000000; mov.f32 tcc3, 0f00000000; mov.f32 tcc4, 0f00000000; mov.f32 tcc5, 0f00000000; mov.f32 tcc6, 0f00000000; mov.f32 tcc7, 0f00000000;\n\t" +
+        "mov.f32 tcc8, 0f00000000; mov.f32 tcc9, 0f00000000; mov.f32 tcc10, 0f00000000; mov.f32 tcc11, 0f00000000; mov.f32 tcc12, 0f00000000; mov.f32 tcc13, 0f00000000; mov.f32 tcc14, 0f00000000; mov.f32 tcc15, 0f00000000;\n\t" +
+        "mov.f32 tcc16, 0f00000000; mov.f32 tcc17, 0f00000000; mov.f32 tcc18, 0f00000000; mov.f32 tcc19, 0f00000000; mov.f32 tcc20, 0f00000000; mov.f32 tcc21, 0f00000000; mov.f32 tcc22, 0f00000000; mov.f32 tcc23, 0f00000000;\n\t" +
+        "mov.f32 tcc24, 0f00000000; mov.f32 tcc25, 0f00000000; mov.f32 tcc26, 0f00000000; mov.f32 tcc27, 0f00000000; mov.f32 tcc28, 0f00000000; mov.f32 tcc29, 0f00000000; mov.f32 tcc30, 0f00000000; mov.f32 tcc31, 0f00000000;\n\t" +
+        "mov.f32 tcc32, 0f00000000; mov.f32 tcc33, 0f00000000; mov.f32 tcc34, 0f00000000; mov.f32 tcc35, 0f00000000; mov.f32 tcc36, 0f00000000; mov.f32 tcc37, 0f00000000; mov.f32 tcc38, 0f00000000; mov.f32 tcc39, 0f00000000;\n\t" +
+        "mov.f32 tcc40, 0f00000000; mov.f32 tcc41, 0f00000000; mov.f32 tcc42, 0f00000000; mov.f32 tcc43, 0f00000000; mov.f32 tcc44, 0f00000000; mov.f32 tcc45, 0f00000000; mov.f32 tcc46, 0f00000000; mov.f32 tcc47, 0f00000000;\n\t" +
+        "mov.f32 tcc48, 0f00000000; mov.f32 tcc49, 0f00000000; mov.f32 tcc50, 0f00000000; mov.f32 tcc51, 0f00000000; mov.f32 tcc52, 0f00000000; mov.f32 tcc53, 0f00000000; mov.f32 tcc54, 0f00000000; mov.f32 tcc55, 0f00000000;\n\t" +
+        "mov.f32 tcc56, 0f00000000; mov.f32 tcc57, 0f00000000; mov.f32 tcc58, 0f00000000; mov.f32 tcc59, 0f00000000; mov.f32 tcc60, 0f00000000; mov.f32 tcc61, 0f00000000; mov.f32 tcc62, 0f00000000; mov.f32 tcc63, 0f00000000;\n\t" +
+        "mov.f32 tcc64, 0f00000000; mov.f32 tcc65, 0f00000000; mov.f32 tcc66, 0f00000000; mov.f32 tcc67, 0f00000000; mov.f32 tcc68, 0f00000000; mov.f32 tcc69, 0f00000000; mov.f32 tcc70, 0f00000000; mov.f32 tcc71, 0f00000000;\n\t" +
+        "mov.f32 tcc72, 0f00000000; mov.f32 tcc73, 0f00000000; mov.f32 tcc74, 0f00000000; mov.f32 tcc75, 0f00000000; mov.f32 tcc76, 0f00000000; mov.f32 tcc77, 0f00000000; mov.f32 tcc78, 0f00000000; mov.f32 tcc79, 0f00000000;\n\t" +
+        "mov.f32 tcc80, 0f00000000; mov.f32 tcc81, 0f00000000; mov.f32 tcc82, 0f00000000; mov.f32 tcc83, 0f00000000; mov.f32 tcc84, 0f00000000; mov.f32 tcc85, 0f00000000; mov.f32 tcc86, 0f00000000; mov.f32 tcc87, 0f00000000;\n\t" +
+        "mov.f32 tcc88, 0f00000000; mov.f32 tcc89, 0f00000000; mov.f32 tcc90, 0f00000000; mov.f32 tcc91, 0f00000000; mov.f32 tcc92, 0f00000000; mov.f32 tcc93, 0f00000000; mov.f32 tcc94, 0f00000000; mov.f32 tcc95, 0f00000000;\n\t" +
+        "mov.f32 tcc96, 0f00000000; mov.f32 tcc97, 0f00000000; mov.f32 tcc98, 0f00000000; mov.f32 tcc99, 0f00000000; mov.f32 tcc100, 0f00000000; mov.f32 tcc101, 0f00000000; mov.f32 tcc102, 0f00000000; mov.f32 tcc103, 0f00000000;\n\t" +
+        "mov.f32 tcc104, 0f00000000; mov.f32 tcc105, 0f00000000; mov.f32 tcc106, 0f00000000; mov.f32 tcc107, 0f00000000; mov.f32 tcc108, 0f00000000; mov.f32 tcc109, 0f00000000; mov.f32 tcc110, 0f00000000; mov.f32 tcc111, 0f00000000;\n\t" +
+        "mov.f32 tcc112, 0f00000000; mov.f32 tcc113, 0f00000000; mov.f32 tcc114, 0f00000000; mov.f32 tcc115, 0f00000000; mov.f32 tcc116, 0f00000000; mov.f32 tcc117, 0f00000000; mov.f32 tcc118, 0f00000000; mov.f32 tcc119, 0f00000000;\n\t" +
+        "mov.f32 tcc120, 0f00000000; mov.f32 tcc121, 0f00000000; mov.f32 tcc122, 0f00000000; mov.f32 tcc123, 0f00000000; mov.f32 tcc124, 0f00000000; mov.f32 tcc125, 0f00000000; mov.f32 tcc126, 0f00000000; mov.f32 tcc127, 0f00000000;";
 
-    /// <summary>A fragments 0..3 from an MN-contiguous slice: transposing loads, one lane address per fragment (the swizzle differs per mi).</summary>
-    private const string LoadAMnContiguous =
-        "ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {tca0,tca1,tca2,tca3}, [%0];\n\t" +
-        "ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {tca4,tca5,tca6,tca7}, [%1];\n\t" +
-        "ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {tca8,tca9,tca10,tca11}, [%2];\n\t" +
-        "ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {tca12,tca13,tca14,tca15}, [%3];";
-
-    private const string LoadBKContiguous =
-        "ldmatrix.sync.aligned.m8n8.x4.shared.b16 {tcb0,tcb1,tcb2,tcb3}, [%0];\n\t" +
-        "ldmatrix.sync.aligned.m8n8.x4.shared.b16 {tcb4,tcb5,tcb6,tcb7}, [%0+1024];";
-
-    private const string LoadBMnContiguous =
-        "ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {tcb0,tcb1,tcb2,tcb3}, [%0];\n\t" +
-        "ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {tcb4,tcb5,tcb6,tcb7}, [%1];";
-
-    private const string Mma = "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 ";
-
-    /// <summary>The warp tile's 16 products for one k16 step: accumulator tile (mi, ni) += A fragment mi · B fragment ni.</summary>
-    private const string MmaWarpTile =
+    private const string MmaNarrow =
         Mma + "{tcc0,tcc1,tcc2,tcc3}, {tca0,tca1,tca2,tca3}, {tcb0,tcb1}, {tcc0,tcc1,tcc2,tcc3};\n\t" +
         Mma + "{tcc4,tcc5,tcc6,tcc7}, {tca0,tca1,tca2,tca3}, {tcb2,tcb3}, {tcc4,tcc5,tcc6,tcc7};\n\t" +
         Mma + "{tcc8,tcc9,tcc10,tcc11}, {tca0,tca1,tca2,tca3}, {tcb4,tcb5}, {tcc8,tcc9,tcc10,tcc11};\n\t" +
@@ -438,50 +617,117 @@ public static class TensorCoreGemm
         Mma + "{tcc56,tcc57,tcc58,tcc59}, {tca12,tca13,tca14,tca15}, {tcb4,tcb5}, {tcc56,tcc57,tcc58,tcc59};\n\t" +
         Mma + "{tcc60,tcc61,tcc62,tcc63}, {tca12,tca13,tca14,tca15}, {tcb6,tcb7}, {tcc60,tcc61,tcc62,tcc63};";
 
-    private static void TensorCoreKernel(ArrayView<ushort> a, ArrayView<ushort> b, ArrayView<float> cF, ArrayView<ushort> cH,
-        TcParams p, SpecializedValue<int> variant)
+    private const string MmaWide =
+        Mma + "{tcc0,tcc1,tcc2,tcc3}, {tca0,tca1,tca2,tca3}, {tcb0,tcb1}, {tcc0,tcc1,tcc2,tcc3};\n\t" +
+        Mma + "{tcc4,tcc5,tcc6,tcc7}, {tca0,tca1,tca2,tca3}, {tcb2,tcb3}, {tcc4,tcc5,tcc6,tcc7};\n\t" +
+        Mma + "{tcc8,tcc9,tcc10,tcc11}, {tca0,tca1,tca2,tca3}, {tcb4,tcb5}, {tcc8,tcc9,tcc10,tcc11};\n\t" +
+        Mma + "{tcc12,tcc13,tcc14,tcc15}, {tca0,tca1,tca2,tca3}, {tcb6,tcb7}, {tcc12,tcc13,tcc14,tcc15};\n\t" +
+        Mma + "{tcc16,tcc17,tcc18,tcc19}, {tca0,tca1,tca2,tca3}, {tcb8,tcb9}, {tcc16,tcc17,tcc18,tcc19};\n\t" +
+        Mma + "{tcc20,tcc21,tcc22,tcc23}, {tca0,tca1,tca2,tca3}, {tcb10,tcb11}, {tcc20,tcc21,tcc22,tcc23};\n\t" +
+        Mma + "{tcc24,tcc25,tcc26,tcc27}, {tca0,tca1,tca2,tca3}, {tcb12,tcb13}, {tcc24,tcc25,tcc26,tcc27};\n\t" +
+        Mma + "{tcc28,tcc29,tcc30,tcc31}, {tca0,tca1,tca2,tca3}, {tcb14,tcb15}, {tcc28,tcc29,tcc30,tcc31};\n\t" +
+        Mma + "{tcc32,tcc33,tcc34,tcc35}, {tca4,tca5,tca6,tca7}, {tcb0,tcb1}, {tcc32,tcc33,tcc34,tcc35};\n\t" +
+        Mma + "{tcc36,tcc37,tcc38,tcc39}, {tca4,tca5,tca6,tca7}, {tcb2,tcb3}, {tcc36,tcc37,tcc38,tcc39};\n\t" +
+        Mma + "{tcc40,tcc41,tcc42,tcc43}, {tca4,tca5,tca6,tca7}, {tcb4,tcb5}, {tcc40,tcc41,tcc42,tcc43};\n\t" +
+        Mma + "{tcc44,tcc45,tcc46,tcc47}, {tca4,tca5,tca6,tca7}, {tcb6,tcb7}, {tcc44,tcc45,tcc46,tcc47};\n\t" +
+        Mma + "{tcc48,tcc49,tcc50,tcc51}, {tca4,tca5,tca6,tca7}, {tcb8,tcb9}, {tcc48,tcc49,tcc50,tcc51};\n\t" +
+        Mma + "{tcc52,tcc53,tcc54,tcc55}, {tca4,tca5,tca6,tca7}, {tcb10,tcb11}, {tcc52,tcc53,tcc54,tcc55};\n\t" +
+        Mma + "{tcc56,tcc57,tcc58,tcc59}, {tca4,tca5,tca6,tca7}, {tcb12,tcb13}, {tcc56,tcc57,tcc58,tcc59};\n\t" +
+        Mma + "{tcc60,tcc61,tcc62,tcc63}, {tca4,tca5,tca6,tca7}, {tcb14,tcb15}, {tcc60,tcc61,tcc62,tcc63};\n\t" +
+        Mma + "{tcc64,tcc65,tcc66,tcc67}, {tca8,tca9,tca10,tca11}, {tcb0,tcb1}, {tcc64,tcc65,tcc66,tcc67};\n\t" +
+        Mma + "{tcc68,tcc69,tcc70,tcc71}, {tca8,tca9,tca10,tca11}, {tcb2,tcb3}, {tcc68,tcc69,tcc70,tcc71};\n\t" +
+        Mma + "{tcc72,tcc73,tcc74,tcc75}, {tca8,tca9,tca10,tca11}, {tcb4,tcb5}, {tcc72,tcc73,tcc74,tcc75};\n\t" +
+        Mma + "{tcc76,tcc77,tcc78,tcc79}, {tca8,tca9,tca10,tca11}, {tcb6,tcb7}, {tcc76,tcc77,tcc78,tcc79};\n\t" +
+        Mma + "{tcc80,tcc81,tcc82,tcc83}, {tca8,tca9,tca10,tca11}, {tcb8,tcb9}, {tcc80,tcc81,tcc82,tcc83};\n\t" +
+        Mma + "{tcc84,tcc85,tcc86,tcc87}, {tca8,tca9,tca10,tca11}, {tcb10,tcb11}, {tcc84,tcc85,tcc86,tcc87};\n\t" +
+        Mma + "{tcc88,tcc89,tcc90,tcc91}, {tca8,tca9,tca10,tca11}, {tcb12,tcb13}, {tcc88,tcc89,tcc90,tcc91};\n\t" +
+        Mma + "{tcc92,tcc93,tcc94,tcc95}, {tca8,tca9,tca10,tca11}, {tcb14,tcb15}, {tcc92,tcc93,tcc94,tcc95};\n\t" +
+        Mma + "{tcc96,tcc97,tcc98,tcc99}, {tca12,tca13,tca14,tca15}, {tcb0,tcb1}, {tcc96,tcc97,tcc98,tcc99};\n\t" +
+        Mma + "{tcc100,tcc101,tcc102,tcc103}, {tca12,tca13,tca14,tca15}, {tcb2,tcb3}, {tcc100,tcc101,tcc102,tcc103};\n\t" +
+        Mma + "{tcc104,tcc105,tcc106,tcc107}, {tca12,tca13,tca14,tca15}, {tcb4,tcb5}, {tcc104,tcc105,tcc106,tcc107};\n\t" +
+        Mma + "{tcc108,tcc109,tcc110,tcc111}, {tca12,tca13,tca14,tca15}, {tcb6,tcb7}, {tcc108,tcc109,tcc110,tcc111};\n\t" +
+        Mma + "{tcc112,tcc113,tcc114,tcc115}, {tca12,tca13,tca14,tca15}, {tcb8,tcb9}, {tcc112,tcc113,tcc114,tcc115};\n\t" +
+        Mma + "{tcc116,tcc117,tcc118,tcc119}, {tca12,tca13,tca14,tca15}, {tcb10,tcb11}, {tcc116,tcc117,tcc118,tcc119};\n\t" +
+        Mma + "{tcc120,tcc121,tcc122,tcc123}, {tca12,tca13,tca14,tca15}, {tcb12,tcb13}, {tcc120,tcc121,tcc122,tcc123};\n\t" +
+        Mma + "{tcc124,tcc125,tcc126,tcc127}, {tca12,tca13,tca14,tca15}, {tcb14,tcb15}, {tcc124,tcc125,tcc126,tcc127};";
+
+
+    private static void TensorCoreKernel<TShape, TATransposed, TBTransposed, TAVector, TBVector>(
+        ArrayView<ushort> a, ArrayView<ushort> b, ArrayView<float> cF, ArrayView<ushort> cH, TcParams p)
+        where TShape : struct, ITileShape
+        where TATransposed : struct, IFlag
+        where TBTransposed : struct, IFlag
+        where TAVector : struct, IFlag
+        where TBVector : struct, IFlag
     {
         int tid = Group.IdxX;
         int block = Grid.IdxX;
-        int layout = variant.Value;
-        bool aKc = (layout & ATransposedBit) == 0, bKc = (layout & BTransposedBit) != 0;
-        bool aVec = (layout & AVectorBit) != 0, bVec = (layout & BVectorBit) != 0;
-
-        CudaAsm.Emit(Declarations, out uint smem);
-        CudaAsm.Emit(ZeroAccumulators);
+        bool wide = default(TShape).Wide, deep = default(TShape).Deep;
+        int stages = default(TShape).Stages;
+        bool aKc = !default(TATransposed).On, bKc = default(TBTransposed).On;
+        bool aVec = default(TAVector).On, bVec = default(TBVector).On;
+        int blockN = wide ? 256 : 128;
+        int stageBytes = ASliceBytes + blockN * BlockK * 2;
 
         TileOf(block, p, out int m0, out int n0, out int split, out int outBatch);
         int lane = tid & 31, warp = tid >> 5;
         int wm = warp >> 2, wn = warp & 3;
 
-        var a0 = Chunk(aKc, tid, m0, p.M, p.AOffset, p.Lda);
-        var a1 = Chunk(aKc, tid + Threads, m0, p.M, p.AOffset, p.Lda);
-        var b0 = Chunk(bKc, tid, n0, p.N, p.BOffset, p.Ldb);
-        var b1 = Chunk(bKc, tid + Threads, n0, p.N, p.BOffset, p.Ldb);
-        long aStep = SliceStep(aKc, p.Lda), bStep = SliceStep(bKc, p.Ldb);
-
-        // Lane addresses for ldmatrix, relative to the stage (see LdmatrixOffsetA/B for the constant strides used).
+        // This lane's ldmatrix addresses in stage 0 (the constant strides between fragments are immediates in the PTX
+        // for K-contiguous slices; MN-contiguous ones move 4096 bytes (A) or 32·BN (B) per k16 step).
         int la0 = LdmatrixOffsetA(aKc, lane, wm, 0, 0);
         int la1 = aKc ? LdmatrixOffsetA(aKc, lane, wm, 1, 0) : LdmatrixOffsetA(aKc, lane, wm, 0, 1);
         int la2 = LdmatrixOffsetA(aKc, lane, wm, 0, 2), la3 = LdmatrixOffsetA(aKc, lane, wm, 0, 3);
-        int lb0 = LdmatrixOffsetB(bKc, lane, wn, 0, 0);
-        int lb1 = bKc ? LdmatrixOffsetB(bKc, lane, wn, 1, 0) : LdmatrixOffsetB(bKc, lane, wn, 0, 1);
+        int lb0 = ASliceBytes + LdmatrixOffsetB(bKc, lane, wn, 0, 0, blockN);
+        int lb1 = ASliceBytes + (bKc ? LdmatrixOffsetB(bKc, lane, wn, 1, 0, blockN) : LdmatrixOffsetB(bKc, lane, wn, 0, 1, blockN));
+        int lb2 = ASliceBytes + LdmatrixOffsetB(bKc, lane, wn, 0, 2, blockN), lb3 = ASliceBytes + LdmatrixOffsetB(bKc, lane, wn, 0, 3, blockN);
+        if (deep)
+        {
+            // Referencing the dynamic view keeps ILGPU's declaration of it (never runs: M > 0).
+            var dynamicShared = SharedMemory.GetDynamic<byte>();
+            if (p.M < 0) dynamicShared[0] = 0;
+            CudaAsm.Emit(DeclareDynamic, la0, la1, la2, la3, lb0, lb1, lb2, lb3);
+        }
+        else CudaAsm.Emit(DeclareStatic, la0, la1, la2, la3, lb0, lb1, lb2, lb3);
+        if (wide) CudaAsm.Emit(ZeroWide);
+        else CudaAsm.Emit(ZeroNarrow);
+        int bKsStep = BlockK * blockN;
+
+        // This thread's chunks (two of A, two or four of B): element index of the next slice to load, advanced per slice.
+        var a0 = Chunk(aKc, tid, m0, p.M, p.AOffset, p.Lda, BlockM);
+        var a1 = Chunk(aKc, tid + Threads, m0, p.M, p.AOffset, p.Lda, BlockM);
+        var b0 = Chunk(bKc, tid, n0, p.N, p.BOffset, p.Ldb, blockN);
+        var b1 = Chunk(bKc, tid + Threads, n0, p.N, p.BOffset, p.Ldb, blockN);
+        var b2 = wide ? Chunk(bKc, tid + 2 * Threads, n0, p.N, p.BOffset, p.Ldb, blockN) : b1;
+        var b3 = wide ? Chunk(bKc, tid + 3 * Threads, n0, p.N, p.BOffset, p.Ldb, blockN) : b1;
+        long aStep = SliceStep(aKc, p.Lda), bStep = SliceStep(bKc, p.Ldb);
+        // Whole tile inside M and N: only K can cut a chunk short (and only in a last, partial slice).
+        bool interior = m0 + BlockM <= p.M && n0 + blockN <= p.N;
 
         int total = p.SumBatches != 0 ? p.Batch * p.KTiles : p.KTiles;
         int first = split * p.SlicesPerSplit;
         int count = Math.Min(p.SlicesPerSplit, total - first);
-        // The next slice to load as (batch, k tile), advanced incrementally.
+        // The next slice to load as (batch, k tile), advanced incrementally; the chunks' element indices follow it.
         int loadBatch = p.SumBatches != 0 ? first / p.KTiles : outBatch;
         int loadKt = first - (p.SumBatches != 0 ? loadBatch * p.KTiles : 0);
+        long aShift = loadBatch * p.ABatch + loadKt * aStep, bShift = loadBatch * p.BBatch + loadKt * bStep;
 
         int loadStage = 0;
-        for (int s = 0; s < Stages - 1; s++)
+        for (int s = 0; s < stages - 1; s++)
         {
             if (s < count)
             {
-                LoadSlice(a, b, p, smem + (uint)(loadStage * StageBytes), aKc, bKc, aVec, bVec, a0, a1, b0, b1, aStep, bStep, loadBatch, loadKt);
+                LoadSlice(a, b, p, loadStage * stageBytes, aKc, bKc, aVec, bVec, wide, interior, a0, a1, b0, b1, b2, b3, aShift, bShift, loadKt * BlockK);
+                aShift += aStep;
+                bShift += bStep;
                 loadKt++;
-                if (loadKt == p.KTiles) { loadKt = 0; loadBatch++; }
+                if (loadKt == p.KTiles)
+                {
+                    loadKt = 0;
+                    loadBatch++;
+                    aShift = loadBatch * p.ABatch;
+                    bShift = loadBatch * p.BBatch;
+                }
             }
             CudaAsm.Emit("cp.async.commit_group;");
             loadStage++;
@@ -490,39 +736,73 @@ public static class TensorCoreGemm
         int computeStage = 0;
         for (int i = 0; i < count; i++)
         {
-            // Slice i has landed for this thread's copies; the barrier makes every thread's copies visible and
-            // guarantees everyone finished slice i-1, whose stage the next copy overwrites.
-            CudaAsm.Emit("cp.async.wait_group 1;");
+            // Slice i has landed for this thread's copies (at most stages-2 newer groups pending); the barrier makes
+            // every thread's copies visible and guarantees everyone finished slice i-1, whose stage the next copy reuses.
+            if (stages == 2) CudaAsm.Emit("cp.async.wait_group 0;");
+            else if (stages == 3) CudaAsm.Emit("cp.async.wait_group 1;");
+            else CudaAsm.Emit("cp.async.wait_group 2;");
             Group.Barrier();
-            if (i + Stages - 1 < count)
+            if (i + stages - 1 < count)
             {
-                LoadSlice(a, b, p, smem + (uint)(loadStage * StageBytes), aKc, bKc, aVec, bVec, a0, a1, b0, b1, aStep, bStep, loadBatch, loadKt);
+                LoadSlice(a, b, p, loadStage * stageBytes, aKc, bKc, aVec, bVec, wide, interior, a0, a1, b0, b1, b2, b3, aShift, bShift, loadKt * BlockK);
+                aShift += aStep;
+                bShift += bStep;
                 loadKt++;
-                if (loadKt == p.KTiles) { loadKt = 0; loadBatch++; }
+                if (loadKt == p.KTiles)
+                {
+                    loadKt = 0;
+                    loadBatch++;
+                    aShift = loadBatch * p.ABatch;
+                    bShift = loadBatch * p.BBatch;
+                }
             }
             CudaAsm.Emit("cp.async.commit_group;");
-            loadStage = loadStage == Stages - 1 ? 0 : loadStage + 1;
+            loadStage = loadStage == stages - 1 ? 0 : loadStage + 1;
 
-            uint aStage = smem + (uint)(computeStage * StageBytes);
-            uint bStage = aStage + OperandBytes;
+            int st = computeStage * stageBytes;
             // k16 step 0
-            if (aKc) CudaAsm.Emit(LoadAKContiguous, aStage + (uint)la0);
-            else CudaAsm.Emit(LoadAMnContiguous, aStage + (uint)la0, aStage + (uint)la1, aStage + (uint)la2, aStage + (uint)la3);
-            if (bKc) CudaAsm.Emit(LoadBKContiguous, bStage + (uint)lb0);
-            else CudaAsm.Emit(LoadBMnContiguous, bStage + (uint)lb0, bStage + (uint)lb1);
-            CudaAsm.Emit(MmaWarpTile);
-            // k16 step 1: K-contiguous lanes use their ks = 1 address; MN-contiguous ones move 16 k-rows (4096 bytes).
-            if (aKc) CudaAsm.Emit(LoadAKContiguous, aStage + (uint)la1);
-            else CudaAsm.Emit(LoadAMnContiguous, aStage + (uint)(la0 + 4096), aStage + (uint)(la1 + 4096), aStage + (uint)(la2 + 4096), aStage + (uint)(la3 + 4096));
-            if (bKc) CudaAsm.Emit(LoadBKContiguous, bStage + (uint)lb1);
-            else CudaAsm.Emit(LoadBMnContiguous, bStage + (uint)(lb0 + 4096), bStage + (uint)(lb1 + 4096));
-            CudaAsm.Emit(MmaWarpTile);
-            computeStage = computeStage == Stages - 1 ? 0 : computeStage + 1;
+            if (aKc) CudaAsm.Emit(LoadAKContiguous0, st);
+            else CudaAsm.Emit(LoadAMnContiguous, st);
+            if (wide)
+            {
+                if (bKc) CudaAsm.Emit(LoadBKContiguousWide0, st);
+                else CudaAsm.Emit(LoadBMnContiguousWide, st);
+                CudaAsm.Emit(MmaWide);
+            }
+            else
+            {
+                if (bKc) CudaAsm.Emit(LoadBKContiguousNarrow0, st);
+                else CudaAsm.Emit(LoadBMnContiguousNarrow, st);
+                CudaAsm.Emit(MmaNarrow);
+            }
+            // k16 step 1: K-contiguous lanes use their ks = 1 address; MN-contiguous ones move 16 k-rows.
+            if (aKc) CudaAsm.Emit(LoadAKContiguous1, st);
+            else CudaAsm.Emit(LoadAMnContiguous, st + 4096);
+            if (wide)
+            {
+                if (bKc) CudaAsm.Emit(LoadBKContiguousWide1, st);
+                else CudaAsm.Emit(LoadBMnContiguousWide, st + bKsStep);
+                CudaAsm.Emit(MmaWide);
+            }
+            else
+            {
+                if (bKc) CudaAsm.Emit(LoadBKContiguousNarrow1, st);
+                else CudaAsm.Emit(LoadBMnContiguousNarrow, st + bKsStep);
+                CudaAsm.Emit(MmaNarrow);
+            }
+            computeStage = computeStage == stages - 1 ? 0 : computeStage + 1;
         }
 
         long cBase = p.COffset + outBatch * p.CBatch + split * p.SplitStride;
         int row = m0 + wm * WarpM + (lane >> 2);
-        int col = n0 + wn * WarpN + 2 * (lane & 3);
+        int col = n0 + wn * (blockN / 4) + 2 * (lane & 3);
+        if (wide) StoreWide(cF, cH, p, cBase, row, col);
+        else StoreNarrow(cF, cH, p, cBase, row, col);
+    }
+
+    /// <summary>The narrow warp tile's epilogue: accumulator pairs (tcc 2j, 2j+1) to rows row + 16·mi (+8), columns col + 8·ni.</summary>
+    private static void StoreNarrow(ArrayView<float> cF, ArrayView<ushort> cH, TcParams p, long cBase, int row, int col)
+    {
         ulong v;
         CudaAsm.Emit("mov.b64 %0, {tcc0,tcc1};", out v); StorePair(cF, cH, p, cBase, row + 0, col + 0, v);
         CudaAsm.Emit("mov.b64 %0, {tcc2,tcc3};", out v); StorePair(cF, cH, p, cBase, row + 8, col + 0, v);
@@ -558,35 +838,132 @@ public static class TensorCoreGemm
         CudaAsm.Emit("mov.b64 %0, {tcc62,tcc63};", out v); StorePair(cF, cH, p, cBase, row + 56, col + 24, v);
     }
 
-    /// <summary>Starts the copies of this thread's four chunks (two of A, two of B) of slice (batch, kt) into the stage at <paramref name="stage"/>.</summary>
-    private static void LoadSlice(ArrayView<ushort> a, ArrayView<ushort> b, TcParams p, uint stage, bool aKc, bool bKc, bool aVec, bool bVec,
-        ChunkLoad a0, ChunkLoad a1, ChunkLoad b0, ChunkLoad b1, long aStep, long bStep, int batchIndex, int kt)
+    /// <summary>The wide warp tile's epilogue (8 fragments along N).</summary>
+    private static void StoreWide(ArrayView<float> cF, ArrayView<ushort> cH, TcParams p, long cBase, int row, int col)
     {
-        int k0 = kt * BlockK;
-        long aShift = batchIndex * p.ABatch + kt * aStep, bShift = batchIndex * p.BBatch + kt * bStep;
-        CopyChunk(a, p.APtr, aVec, stage + (uint)a0.Smem, a0.Elem + aShift, ChunkValid(aKc, a0, k0, p.K));
-        CopyChunk(a, p.APtr, aVec, stage + (uint)a1.Smem, a1.Elem + aShift, ChunkValid(aKc, a1, k0, p.K));
-        CopyChunk(b, p.BPtr, bVec, stage + OperandBytes + (uint)b0.Smem, b0.Elem + bShift, ChunkValid(bKc, b0, k0, p.K));
-        CopyChunk(b, p.BPtr, bVec, stage + OperandBytes + (uint)b1.Smem, b1.Elem + bShift, ChunkValid(bKc, b1, k0, p.K));
+        ulong v;
+        CudaAsm.Emit("mov.b64 %0, {tcc0,tcc1};", out v); StorePair(cF, cH, p, cBase, row + 0, col + 0, v);
+        CudaAsm.Emit("mov.b64 %0, {tcc2,tcc3};", out v); StorePair(cF, cH, p, cBase, row + 8, col + 0, v);
+        CudaAsm.Emit("mov.b64 %0, {tcc4,tcc5};", out v); StorePair(cF, cH, p, cBase, row + 0, col + 8, v);
+        CudaAsm.Emit("mov.b64 %0, {tcc6,tcc7};", out v); StorePair(cF, cH, p, cBase, row + 8, col + 8, v);
+        CudaAsm.Emit("mov.b64 %0, {tcc8,tcc9};", out v); StorePair(cF, cH, p, cBase, row + 0, col + 16, v);
+        CudaAsm.Emit("mov.b64 %0, {tcc10,tcc11};", out v); StorePair(cF, cH, p, cBase, row + 8, col + 16, v);
+        CudaAsm.Emit("mov.b64 %0, {tcc12,tcc13};", out v); StorePair(cF, cH, p, cBase, row + 0, col + 24, v);
+        CudaAsm.Emit("mov.b64 %0, {tcc14,tcc15};", out v); StorePair(cF, cH, p, cBase, row + 8, col + 24, v);
+        CudaAsm.Emit("mov.b64 %0, {tcc16,tcc17};", out v); StorePair(cF, cH, p, cBase, row + 0, col + 32, v);
+        CudaAsm.Emit("mov.b64 %0, {tcc18,tcc19};", out v); StorePair(cF, cH, p, cBase, row + 8, col + 32, v);
+        CudaAsm.Emit("mov.b64 %0, {tcc20,tcc21};", out v); StorePair(cF, cH, p, cBase, row + 0, col + 40, v);
+        CudaAsm.Emit("mov.b64 %0, {tcc22,tcc23};", out v); StorePair(cF, cH, p, cBase, row + 8, col + 40, v);
+        CudaAsm.Emit("mov.b64 %0, {tcc24,tcc25};", out v); StorePair(cF, cH, p, cBase, row + 0, col + 48, v);
+        CudaAsm.Emit("mov.b64 %0, {tcc26,tcc27};", out v); StorePair(cF, cH, p, cBase, row + 8, col + 48, v);
+        CudaAsm.Emit("mov.b64 %0, {tcc28,tcc29};", out v); StorePair(cF, cH, p, cBase, row + 0, col + 56, v);
+        CudaAsm.Emit("mov.b64 %0, {tcc30,tcc31};", out v); StorePair(cF, cH, p, cBase, row + 8, col + 56, v);
+        CudaAsm.Emit("mov.b64 %0, {tcc32,tcc33};", out v); StorePair(cF, cH, p, cBase, row + 16, col + 0, v);
+        CudaAsm.Emit("mov.b64 %0, {tcc34,tcc35};", out v); StorePair(cF, cH, p, cBase, row + 24, col + 0, v);
+        CudaAsm.Emit("mov.b64 %0, {tcc36,tcc37};", out v); StorePair(cF, cH, p, cBase, row + 16, col + 8, v);
+        CudaAsm.Emit("mov.b64 %0, {tcc38,tcc39};", out v); StorePair(cF, cH, p, cBase, row + 24, col + 8, v);
+        CudaAsm.Emit("mov.b64 %0, {tcc40,tcc41};", out v); StorePair(cF, cH, p, cBase, row + 16, col + 16, v);
+        CudaAsm.Emit("mov.b64 %0, {tcc42,tcc43};", out v); StorePair(cF, cH, p, cBase, row + 24, col + 16, v);
+        CudaAsm.Emit("mov.b64 %0, {tcc44,tcc45};", out v); StorePair(cF, cH, p, cBase, row + 16, col + 24, v);
+        CudaAsm.Emit("mov.b64 %0, {tcc46,tcc47};", out v); StorePair(cF, cH, p, cBase, row + 24, col + 24, v);
+        CudaAsm.Emit("mov.b64 %0, {tcc48,tcc49};", out v); StorePair(cF, cH, p, cBase, row + 16, col + 32, v);
+        CudaAsm.Emit("mov.b64 %0, {tcc50,tcc51};", out v); StorePair(cF, cH, p, cBase, row + 24, col + 32, v);
+        CudaAsm.Emit("mov.b64 %0, {tcc52,tcc53};", out v); StorePair(cF, cH, p, cBase, row + 16, col + 40, v);
+        CudaAsm.Emit("mov.b64 %0, {tcc54,tcc55};", out v); StorePair(cF, cH, p, cBase, row + 24, col + 40, v);
+        CudaAsm.Emit("mov.b64 %0, {tcc56,tcc57};", out v); StorePair(cF, cH, p, cBase, row + 16, col + 48, v);
+        CudaAsm.Emit("mov.b64 %0, {tcc58,tcc59};", out v); StorePair(cF, cH, p, cBase, row + 24, col + 48, v);
+        CudaAsm.Emit("mov.b64 %0, {tcc60,tcc61};", out v); StorePair(cF, cH, p, cBase, row + 16, col + 56, v);
+        CudaAsm.Emit("mov.b64 %0, {tcc62,tcc63};", out v); StorePair(cF, cH, p, cBase, row + 24, col + 56, v);
+        CudaAsm.Emit("mov.b64 %0, {tcc64,tcc65};", out v); StorePair(cF, cH, p, cBase, row + 32, col + 0, v);
+        CudaAsm.Emit("mov.b64 %0, {tcc66,tcc67};", out v); StorePair(cF, cH, p, cBase, row + 40, col + 0, v);
+        CudaAsm.Emit("mov.b64 %0, {tcc68,tcc69};", out v); StorePair(cF, cH, p, cBase, row + 32, col + 8, v);
+        CudaAsm.Emit("mov.b64 %0, {tcc70,tcc71};", out v); StorePair(cF, cH, p, cBase, row + 40, col + 8, v);
+        CudaAsm.Emit("mov.b64 %0, {tcc72,tcc73};", out v); StorePair(cF, cH, p, cBase, row + 32, col + 16, v);
+        CudaAsm.Emit("mov.b64 %0, {tcc74,tcc75};", out v); StorePair(cF, cH, p, cBase, row + 40, col + 16, v);
+        CudaAsm.Emit("mov.b64 %0, {tcc76,tcc77};", out v); StorePair(cF, cH, p, cBase, row + 32, col + 24, v);
+        CudaAsm.Emit("mov.b64 %0, {tcc78,tcc79};", out v); StorePair(cF, cH, p, cBase, row + 40, col + 24, v);
+        CudaAsm.Emit("mov.b64 %0, {tcc80,tcc81};", out v); StorePair(cF, cH, p, cBase, row + 32, col + 32, v);
+        CudaAsm.Emit("mov.b64 %0, {tcc82,tcc83};", out v); StorePair(cF, cH, p, cBase, row + 40, col + 32, v);
+        CudaAsm.Emit("mov.b64 %0, {tcc84,tcc85};", out v); StorePair(cF, cH, p, cBase, row + 32, col + 40, v);
+        CudaAsm.Emit("mov.b64 %0, {tcc86,tcc87};", out v); StorePair(cF, cH, p, cBase, row + 40, col + 40, v);
+        CudaAsm.Emit("mov.b64 %0, {tcc88,tcc89};", out v); StorePair(cF, cH, p, cBase, row + 32, col + 48, v);
+        CudaAsm.Emit("mov.b64 %0, {tcc90,tcc91};", out v); StorePair(cF, cH, p, cBase, row + 40, col + 48, v);
+        CudaAsm.Emit("mov.b64 %0, {tcc92,tcc93};", out v); StorePair(cF, cH, p, cBase, row + 32, col + 56, v);
+        CudaAsm.Emit("mov.b64 %0, {tcc94,tcc95};", out v); StorePair(cF, cH, p, cBase, row + 40, col + 56, v);
+        CudaAsm.Emit("mov.b64 %0, {tcc96,tcc97};", out v); StorePair(cF, cH, p, cBase, row + 48, col + 0, v);
+        CudaAsm.Emit("mov.b64 %0, {tcc98,tcc99};", out v); StorePair(cF, cH, p, cBase, row + 56, col + 0, v);
+        CudaAsm.Emit("mov.b64 %0, {tcc100,tcc101};", out v); StorePair(cF, cH, p, cBase, row + 48, col + 8, v);
+        CudaAsm.Emit("mov.b64 %0, {tcc102,tcc103};", out v); StorePair(cF, cH, p, cBase, row + 56, col + 8, v);
+        CudaAsm.Emit("mov.b64 %0, {tcc104,tcc105};", out v); StorePair(cF, cH, p, cBase, row + 48, col + 16, v);
+        CudaAsm.Emit("mov.b64 %0, {tcc106,tcc107};", out v); StorePair(cF, cH, p, cBase, row + 56, col + 16, v);
+        CudaAsm.Emit("mov.b64 %0, {tcc108,tcc109};", out v); StorePair(cF, cH, p, cBase, row + 48, col + 24, v);
+        CudaAsm.Emit("mov.b64 %0, {tcc110,tcc111};", out v); StorePair(cF, cH, p, cBase, row + 56, col + 24, v);
+        CudaAsm.Emit("mov.b64 %0, {tcc112,tcc113};", out v); StorePair(cF, cH, p, cBase, row + 48, col + 32, v);
+        CudaAsm.Emit("mov.b64 %0, {tcc114,tcc115};", out v); StorePair(cF, cH, p, cBase, row + 56, col + 32, v);
+        CudaAsm.Emit("mov.b64 %0, {tcc116,tcc117};", out v); StorePair(cF, cH, p, cBase, row + 48, col + 40, v);
+        CudaAsm.Emit("mov.b64 %0, {tcc118,tcc119};", out v); StorePair(cF, cH, p, cBase, row + 56, col + 40, v);
+        CudaAsm.Emit("mov.b64 %0, {tcc120,tcc121};", out v); StorePair(cF, cH, p, cBase, row + 48, col + 48, v);
+        CudaAsm.Emit("mov.b64 %0, {tcc122,tcc123};", out v); StorePair(cF, cH, p, cBase, row + 56, col + 48, v);
+        CudaAsm.Emit("mov.b64 %0, {tcc124,tcc125};", out v); StorePair(cF, cH, p, cBase, row + 48, col + 56, v);
+        CudaAsm.Emit("mov.b64 %0, {tcc126,tcc127};", out v); StorePair(cF, cH, p, cBase, row + 56, col + 56, v);
     }
 
     /// <summary>
-    /// One 16-byte chunk, its first <paramref name="valid"/> values from element <paramref name="elem"/>, the rest zero.
-    /// cp.async with a source size reads only the valid bytes (a zero size reads nothing; the address then is the
-    /// tensor's start, always valid); the scalar form reads each valid value and writes the chunk with one store.
+    /// Starts the copies of this thread's chunks (two of A, two or four of B) of the slice whose first k is
+    /// <paramref name="k0"/> into the stage at byte offset <paramref name="stage"/>; <paramref name="aShift"/> and
+    /// <paramref name="bShift"/> move the chunks' slice-0 elements to this slice (batch and k tile).
     /// </summary>
-    private static void CopyChunk(ArrayView<ushort> x, ulong pointer, bool vector, uint smemAddress, long elem, int valid)
+    private static void LoadSlice(ArrayView<ushort> a, ArrayView<ushort> b, TcParams p, int stage, bool aKc, bool bKc, bool aVec, bool bVec,
+        bool wide, bool interior, ChunkLoad a0, ChunkLoad a1, ChunkLoad b0, ChunkLoad b1, ChunkLoad b2, ChunkLoad b3,
+        long aShift, long bShift, int k0)
+    {
+        int bStage = stage + ASliceBytes;
+        if (interior && k0 + BlockK <= p.K && aVec && bVec)
+        {
+            // Every chunk whole: plain 16-byte copies, no validity arithmetic.
+            CopyWhole(p.APtr, stage + a0.Smem, a0.Elem + aShift);
+            CopyWhole(p.APtr, stage + a1.Smem, a1.Elem + aShift);
+            CopyWhole(p.BPtr, bStage + b0.Smem, b0.Elem + bShift);
+            CopyWhole(p.BPtr, bStage + b1.Smem, b1.Elem + bShift);
+            if (wide)
+            {
+                CopyWhole(p.BPtr, bStage + b2.Smem, b2.Elem + bShift);
+                CopyWhole(p.BPtr, bStage + b3.Smem, b3.Elem + bShift);
+            }
+            return;
+        }
+        CopyChunk(a, p.APtr, aVec, stage + a0.Smem, a0.Elem + aShift, ChunkValid(aKc, a0, k0, p.K));
+        CopyChunk(a, p.APtr, aVec, stage + a1.Smem, a1.Elem + aShift, ChunkValid(aKc, a1, k0, p.K));
+        CopyChunk(b, p.BPtr, bVec, bStage + b0.Smem, b0.Elem + bShift, ChunkValid(bKc, b0, k0, p.K));
+        CopyChunk(b, p.BPtr, bVec, bStage + b1.Smem, b1.Elem + bShift, ChunkValid(bKc, b1, k0, p.K));
+        if (wide)
+        {
+            CopyChunk(b, p.BPtr, bVec, bStage + b2.Smem, b2.Elem + bShift, ChunkValid(bKc, b2, k0, p.K));
+            CopyChunk(b, p.BPtr, bVec, bStage + b3.Smem, b3.Elem + bShift, ChunkValid(bKc, b3, k0, p.K));
+        }
+    }
+
+    private static void CopyWhole(ulong pointer, int smemOffset, long elem) =>
+        CudaAsm.Emit("{ .reg .u32 t; add.u32 t, tcsb, %0; cp.async.cg.shared.global [t], [%1], 16; }", smemOffset, pointer + (ulong)elem * 2);
+
+    /// <summary>
+    /// One 16-byte chunk at ring offset <paramref name="smemOffset"/>, its first <paramref name="valid"/> values from
+    /// element <paramref name="elem"/>, the rest zero. cp.async with a source size reads only the valid bytes (a zero
+    /// size reads nothing; the address then is the tensor's start, always valid); the scalar form reads each valid value
+    /// and writes the chunk with one 16-byte store.
+    /// </summary>
+    private static void CopyChunk(ArrayView<ushort> x, ulong pointer, bool vector, int smemOffset, long elem, int valid)
     {
         if (vector)
         {
             ulong source = valid > 0 ? pointer + (ulong)elem * 2 : pointer;
-            CudaAsm.Emit("cp.async.cg.shared.global [%0], [%1], 16, %2;", smemAddress, source, (uint)(valid * 2));
+            CudaAsm.Emit("{ .reg .u32 t; add.u32 t, tcsb, %0; cp.async.cg.shared.global [t], [%1], 16, %2; }", smemOffset, source, (uint)(valid * 2));
         }
         else
         {
             uint w0 = PackPair(x, elem, valid, 0), w1 = PackPair(x, elem, valid, 2);
             uint w2 = PackPair(x, elem, valid, 4), w3 = PackPair(x, elem, valid, 6);
-            CudaAsm.Emit("st.shared.v4.b32 [%0], {%1,%2,%3,%4};", smemAddress, w0, w1, w2, w3);
+            CudaAsm.Emit("{ .reg .u32 t; add.u32 t, tcsb, %0; st.shared.v4.b32 [t], {%1,%2,%3,%4}; }", smemOffset, w0, w1, w2, w3);
         }
     }
 
@@ -626,17 +1003,18 @@ public static class TensorCoreGemm
     /// <summary>C = alpha·Σ_s partial[s] (+ C), the splits summed in order (deterministic), one element per thread, grid-stride.</summary>
     private static void ReduceKernel(ArrayView<float> partials, ArrayView<float> cF, ArrayView<ushort> cH, ReduceParams p)
     {
-        long stride = (long)Grid.DimX * Group.DimX;
-        long mn = (long)p.M * p.N;
-        for (long e = Grid.GlobalIndex.X; e < p.SplitStride; e += stride)
+        // Splits·SplitStride < 2^31 (ChooseSplits): 32-bit index math.
+        int stride = Grid.DimX * Group.DimX;
+        int mn = p.M * p.N, total = (int)p.SplitStride, step = (int)p.SplitStride;
+        for (int e = Grid.GlobalIndex.X; e < total; e += stride)
         {
             float sum = 0f;
-            for (int s = 0; s < p.Splits; s++) sum += partials[s * p.SplitStride + e];
-            long ob = e / mn;
-            long rest = e - ob * mn;
-            long row = rest / p.N;
-            long col = rest - row * p.N;
-            long i = p.COffset + ob * p.CBatch + row * p.Ldc + col;
+            for (int s = 0; s < p.Splits; s++) sum += partials[s * step + e];
+            int ob = e / mn;
+            int rest = e - ob * mn;
+            int row = rest / p.N;
+            int col = rest - row * p.N;
+            long i = p.COffset + ob * p.CBatch + (long)row * p.Ldc + col;
             float v = p.Alpha * sum;
             if (p.CBf16 != 0)
             {
@@ -655,19 +1033,19 @@ public static class TensorCoreGemm
     // The emulation (any device): one thread plays a whole 256-thread group.
     // ---------------------------------------------------------------------------------------------------------------
 
-    private const int SmemWords = Stages * StageBytes / 2;      // the 48 KB ring as bf16 words
-    private const int RegsPerLane = 24;                          // tca0..15, tcb0..7
-    private const int AccPerLane = 64;                           // tcc0..63
+    private const int SmemWordsMax = 4 * (ASliceBytes + 256 * BlockK * 2) / 2; // the deepest ring (96 KB) as bf16 words
+    private const int RegsPerLane = 32;                                         // tca0..15, tcb0..15
+    private const int AccPerLane = 128;                                         // tcc0..127
 
     private static void LaunchEmulated(ComputeDevice device, ArrayView<ushort> a, ArrayView<ushort> b, ArrayView<float> cF, ArrayView<ushort> cH,
         TcParams p, int layout, long blocks)
     {
-        // A few threads, each with its own emulated shared memory (48 KB) and register file (88 KB).
+        // A few threads, each with its own emulated shared memory (96 KB) and register file (160 KB).
         int group = Launch.GroupSize(device, 16);
         long groups = Math.Clamp((blocks + group - 1) / group, 1, device.IsCuda ? 64 : Math.Max(1, device.Multiprocessors));
         var config = new KernelConfig((int)groups, group);
         int workers = config.GridDim.X * config.GroupDim.X;
-        using var smem = Tensor.Empty(device, new Shape(workers, SmemWords), DType.BF16, MemoryCategory.Workspace, "tc_gemm.emulated_smem");
+        using var smem = Tensor.Empty(device, new Shape(workers, SmemWordsMax), DType.BF16, MemoryCategory.Workspace, "tc_gemm.emulated_smem");
         using var regs = Tensor.Empty(device, new Shape(workers, Threads * RegsPerLane), DType.I32, MemoryCategory.Workspace, "tc_gemm.emulated_regs");
         using var acc = Tensor.Empty(device, new Shape(workers, Threads * AccPerLane), DType.F32, MemoryCategory.Workspace, "tc_gemm.emulated_acc");
         var kernel = device.Kernel("tc_gemm.emulated",
@@ -682,7 +1060,7 @@ public static class TensorCoreGemm
     {
         long worker = Grid.GlobalIndex.X;
         long stride = (long)Grid.DimX * Group.DimX;
-        var smem = smemAll.SubView(worker * SmemWords, SmemWords);
+        var smem = smemAll.SubView(worker * SmemWordsMax, SmemWordsMax);
         var regs = regsAll.SubView(worker * Threads * RegsPerLane, Threads * RegsPerLane);
         var acc = accAll.SubView(worker * Threads * AccPerLane, Threads * AccPerLane);
         for (long block = worker; block < blocks; block += stride)
@@ -693,6 +1071,8 @@ public static class TensorCoreGemm
         TcParams p, int layout, int block, ArrayView<ushort> smem, ArrayView<uint> regs, ArrayView<float> acc)
     {
         bool aKc = (layout & ATransposedBit) == 0, bKc = (layout & BTransposedBit) != 0;
+        int blockN = p.BlockN, stages = p.Stages, stageBytes = StageBytesOf(blockN);
+        int pairs = blockN / 64, fragmentsN = blockN / 32;
         TileOf(block, p, out int m0, out int n0, out int split, out int outBatch);
         for (int i = 0; i < Threads * AccPerLane; i++) acc[i] = 0f;
 
@@ -704,11 +1084,11 @@ public static class TensorCoreGemm
 
         // Same ring schedule as the kernel; a copy completes at once.
         int loadStage = 0;
-        for (int s = 0; s < Stages - 1; s++)
+        for (int s = 0; s < stages - 1; s++)
         {
             if (s < count)
             {
-                EmulateLoadSlice(a, b, p, smem, loadStage * StageBytes, aKc, bKc, m0, n0, loadBatch, loadKt);
+                EmulateLoadSlice(a, b, p, smem, loadStage * stageBytes, aKc, bKc, m0, n0, loadBatch, loadKt);
                 loadKt++;
                 if (loadKt == p.KTiles) { loadKt = 0; loadBatch++; }
             }
@@ -717,26 +1097,26 @@ public static class TensorCoreGemm
         int computeStage = 0;
         for (int i = 0; i < count; i++)
         {
-            if (i + Stages - 1 < count)
+            if (i + stages - 1 < count)
             {
-                EmulateLoadSlice(a, b, p, smem, loadStage * StageBytes, aKc, bKc, m0, n0, loadBatch, loadKt);
+                EmulateLoadSlice(a, b, p, smem, loadStage * stageBytes, aKc, bKc, m0, n0, loadBatch, loadKt);
                 loadKt++;
                 if (loadKt == p.KTiles) { loadKt = 0; loadBatch++; }
             }
-            loadStage = loadStage == Stages - 1 ? 0 : loadStage + 1;
-            int aStage = computeStage * StageBytes, bStage = aStage + OperandBytes;
+            loadStage = loadStage == stages - 1 ? 0 : loadStage + 1;
+            int aStage = computeStage * stageBytes, bStage = aStage + ASliceBytes;
             for (int warp = 0; warp < Threads / 32; warp++)
             {
                 int wm = warp >> 2, wn = warp & 3;
                 for (int ks = 0; ks < 2; ks++)
                 {
-                    for (int mi = 0; mi < 4; mi++) EmulateLdmatrix(smem, regs, warp, mi * 4, !aKc, aStage, true, aKc, wm, ks, mi);
-                    for (int pair = 0; pair < 2; pair++) EmulateLdmatrix(smem, regs, warp, 16 + pair * 4, !bKc, bStage, false, bKc, wn, ks, pair);
+                    for (int mi = 0; mi < 4; mi++) EmulateLdmatrix(smem, regs, warp, mi * 4, !aKc, aStage, true, aKc, wm, ks, mi, blockN);
+                    for (int pair = 0; pair < pairs; pair++) EmulateLdmatrix(smem, regs, warp, 16 + pair * 4, !bKc, bStage, false, bKc, wn, ks, pair, blockN);
                     for (int mi = 0; mi < 4; mi++)
-                        for (int ni = 0; ni < 4; ni++) EmulateMma(regs, acc, warp, mi, ni);
+                        for (int ni = 0; ni < fragmentsN; ni++) EmulateMma(regs, acc, warp, mi, ni, fragmentsN);
                 }
             }
-            computeStage = computeStage == Stages - 1 ? 0 : computeStage + 1;
+            computeStage = computeStage == stages - 1 ? 0 : computeStage + 1;
         }
 
         long cBase = p.COffset + outBatch * p.CBatch + split * p.SplitStride;
@@ -744,11 +1124,11 @@ public static class TensorCoreGemm
         {
             int lane = t & 31, warp = t >> 5;
             int row = m0 + (warp >> 2) * WarpM + (lane >> 2);
-            int col = n0 + (warp & 3) * WarpN + 2 * (lane & 3);
+            int col = n0 + (warp & 3) * (blockN / 4) + 2 * (lane & 3);
             for (int mi = 0; mi < 4; mi++)
-                for (int ni = 0; ni < 4; ni++)
+                for (int ni = 0; ni < fragmentsN; ni++)
                 {
-                    int q = t * AccPerLane + (mi * 4 + ni) * 4;
+                    int q = t * AccPerLane + (mi * fragmentsN + ni) * 4;
                     StorePair(cF, cH, p, cBase, row + mi * 16, col + ni * 8, Pack(acc[q], acc[q + 1]));
                     StorePair(cF, cH, p, cBase, row + mi * 16 + 8, col + ni * 8, Pack(acc[q + 2], acc[q + 3]));
                 }
@@ -757,18 +1137,21 @@ public static class TensorCoreGemm
 
     private static ulong Pack(float lo, float hi) => Interop.FloatAsInt(lo) | ((ulong)Interop.FloatAsInt(hi) << 32);
 
-    /// <summary>Every thread's four chunks of one slice, as the kernel's LoadSlice, copied at once with zero fill.</summary>
+    /// <summary>Every thread's chunks of one slice, as the kernel's LoadSlice, copied at once with zero fill.</summary>
     private static void EmulateLoadSlice(ArrayView<ushort> a, ArrayView<ushort> b, TcParams p, ArrayView<ushort> smem, int stage,
         bool aKc, bool bKc, int m0, int n0, int batchIndex, int kt)
     {
         int k0 = kt * BlockK;
         long aShift = batchIndex * p.ABatch + kt * SliceStep(aKc, p.Lda), bShift = batchIndex * p.BBatch + kt * SliceStep(bKc, p.Ldb);
-        for (int id = 0; id < 2 * Threads; id++)
+        for (int id = 0; id < BlockM * 4; id++)
         {
-            var ca = Chunk(aKc, id, m0, p.M, p.AOffset, p.Lda);
+            var ca = Chunk(aKc, id, m0, p.M, p.AOffset, p.Lda, BlockM);
             EmulateCopy(a, smem, stage + ca.Smem, ca.Elem + aShift, ChunkValid(aKc, ca, k0, p.K));
-            var cb = Chunk(bKc, id, n0, p.N, p.BOffset, p.Ldb);
-            EmulateCopy(b, smem, stage + OperandBytes + cb.Smem, cb.Elem + bShift, ChunkValid(bKc, cb, k0, p.K));
+        }
+        for (int id = 0; id < p.BlockN * 4; id++)
+        {
+            var cb = Chunk(bKc, id, n0, p.N, p.BOffset, p.Ldb, p.BlockN);
+            EmulateCopy(b, smem, stage + ASliceBytes + cb.Smem, cb.Elem + bShift, ChunkValid(bKc, cb, k0, p.K));
         }
     }
 
@@ -789,7 +1172,7 @@ public static class TensorCoreGemm
     /// .trans the elements (rows 2(i mod 4), +1, column i/4). Writes registers slot..slot+3 of each lane.
     /// </summary>
     private static void EmulateLdmatrix(ArrayView<ushort> smem, ArrayView<uint> regs, int warp, int slot, bool trans, int stage,
-        bool isA, bool kContiguous, int warpPos, int ks, int sub)
+        bool isA, bool kContiguous, int warpPos, int ks, int sub, int blockN)
     {
         for (int i = 0; i < 32; i++)
         {
@@ -799,30 +1182,30 @@ public static class TensorCoreGemm
                 if (!trans)
                 {
                     int src = 8 * j + (i >> 2);
-                    int w = (stage + LaneOffset(isA, kContiguous, src, warpPos, ks, sub)) / 2 + 2 * (i & 3);
+                    int w = (stage + LaneOffset(isA, kContiguous, src, warpPos, ks, sub, blockN)) / 2 + 2 * (i & 3);
                     lo = smem[w];
                     hi = smem[w + 1];
                 }
                 else
                 {
                     int src = 8 * j + 2 * (i & 3);
-                    lo = smem[(stage + LaneOffset(isA, kContiguous, src, warpPos, ks, sub)) / 2 + (i >> 2)];
-                    hi = smem[(stage + LaneOffset(isA, kContiguous, src + 1, warpPos, ks, sub)) / 2 + (i >> 2)];
+                    lo = smem[(stage + LaneOffset(isA, kContiguous, src, warpPos, ks, sub, blockN)) / 2 + (i >> 2)];
+                    hi = smem[(stage + LaneOffset(isA, kContiguous, src + 1, warpPos, ks, sub, blockN)) / 2 + (i >> 2)];
                 }
                 regs[(warp * 32 + i) * RegsPerLane + slot + j] = lo | (hi << 16);
             }
         }
     }
 
-    private static int LaneOffset(bool isA, bool kContiguous, int lane, int warpPos, int ks, int sub) =>
-        isA ? LdmatrixOffsetA(kContiguous, lane, warpPos, ks, sub) : LdmatrixOffsetB(kContiguous, lane, warpPos, ks, sub);
+    private static int LaneOffset(bool isA, bool kContiguous, int lane, int warpPos, int ks, int sub, int blockN) =>
+        isA ? LdmatrixOffsetA(kContiguous, lane, warpPos, ks, sub) : LdmatrixOffsetB(kContiguous, lane, warpPos, ks, sub, blockN);
 
     /// <summary>
     /// mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 for one warp, from the PTX ISA fragment layouts
     /// (g = lane/4, t = lane mod 4): A register r holds A[g + 8(r mod 2)][2t + 8(r/2) + h], B register r holds
     /// B[2t + 8r + h][g], accumulator r holds D[g + 8(r/2)][2t + (r mod 2)] (h the bf16 half, low first).
     /// </summary>
-    private static void EmulateMma(ArrayView<uint> regs, ArrayView<float> acc, int warp, int mi, int ni)
+    private static void EmulateMma(ArrayView<uint> regs, ArrayView<float> acc, int warp, int mi, int ni, int fragmentsN)
     {
         int lane0 = warp * 32;
         for (int i = 0; i < 32; i++)
@@ -841,7 +1224,7 @@ public static class TensorCoreGemm
                     float bv = BFloat16.ToFloat((ushort)((kk & 1) == 0 ? bw : bw >> 16));
                     sum += av * bv;
                 }
-                acc[(lane0 + i) * AccPerLane + (mi * 4 + ni) * 4 + r] += sum;
+                acc[(lane0 + i) * AccPerLane + (mi * fragmentsN + ni) * 4 + r] += sum;
             }
         }
     }

@@ -25,15 +25,20 @@ public class TensorCoreGemmTests
     private static readonly int[] MnSizes = [1, 2, 7, 8, 9, 16, 17, 31, 33, 64, 70, 127, 129];
     private static readonly int[] KSizes = [1, 3, 8, 9, 15, 16, 17, 31, 32, 33, 48, 70, 97];
 
+    private static readonly TensorCoreGemm.Tile[] Tiles =
+        [TensorCoreGemm.Tile.Narrow, TensorCoreGemm.Tile.Wide, TensorCoreGemm.Tile.NarrowDeep, TensorCoreGemm.Tile.WideDeep];
+
     private static int Pick(int[] sizes, PositiveInt i) => sizes[i.Get % sizes.Length];
 
     [Property(MaxTest = 40)]
     public void Emulated_kernel_matches_float64_for_every_transpose_batch_mode_and_awkward_shape(
         PositiveInt m, PositiveInt n, PositiveInt k, PositiveInt batch, bool transA, bool transB, PositiveInt mode,
-        bool cBf16, bool accumulate, PositiveInt splits, int seed)
+        bool cBf16, bool accumulate, PositiveInt splits, PositiveInt tile, int seed)
     {
-        var g = new Case(Pick(MnSizes, m), Pick(MnSizes, n), Pick(KSizes, k), batch.Get % 3 + 1, transA, transB,
+        // Sizes up to 2 tiles of the wide shape along N.
+        var g = new Case(Pick(MnSizes, m), Pick(MnSizes, n) + n.Get % 2 * 200, Pick(KSizes, k), batch.Get % 3 + 1, transA, transB,
             (BatchMode)(mode.Get % 4), cBf16, accumulate, Alpha: accumulate ? -0.75f : 1f, Splits: splits.Get % 4, Pad: 0, seed);
+        using var scope = TensorCoreGemm.UseTile(Tiles[tile.Get % Tiles.Length]);
         g.Check(emulate: true);
     }
 
@@ -44,10 +49,11 @@ public class TensorCoreGemmTests
     /// </summary>
     [Property(MaxTest = 15)]
     public void Emulated_kernel_addresses_submatrices_at_odd_offsets_and_padded_strides(
-        PositiveInt m, PositiveInt n, PositiveInt k, PositiveInt batch, bool transA, bool transB, PositiveInt pad, bool cBf16, int seed)
+        PositiveInt m, PositiveInt n, PositiveInt k, PositiveInt batch, bool transA, bool transB, PositiveInt pad, bool cBf16, PositiveInt tile, int seed)
     {
         var g = new Case(Pick(MnSizes, m), Pick(MnSizes, n), Pick(KSizes, k), batch.Get % 3 + 1, transA, transB,
             BatchMode.BothBatched, cBf16, Accumulate: true, Alpha: 0.125f, Splits: 0, Pad: pad.Get % 5 + 1, seed);
+        using var scope = TensorCoreGemm.UseTile(Tiles[tile.Get % Tiles.Length]);
         g.Check(emulate: true);
     }
 
@@ -62,6 +68,11 @@ public class TensorCoreGemmTests
         var g = new Case(Pick(MnSizes, m) + m.Get % 3 * 64, Pick(MnSizes, n) + n.Get % 3 * 64, Pick(KSizes, k) + k.Get % 3 * 96,
             batch.Get % 3 + 1, transA, transB, (BatchMode)(mode.Get % 4), cBf16, Accumulate: mode.Get % 2 == 0, Alpha: 0.5f, Splits: 0,
             Pad: pad.Get % 3 == 0 ? 1 : 0, seed);
+        // Auto on every other case; a forced tile on the rest (on CUDA, the deep ones only where the device runs them).
+        var tile = mode.Get % 2 == 0 ? TensorCoreGemm.Tile.Auto : Tiles[pad.Get % Tiles.Length];
+        var dev = TestDevice.Get();
+        if (tile is TensorCoreGemm.Tile.NarrowDeep or TensorCoreGemm.Tile.WideDeep && !TensorCoreGemm.DeepAvailable(dev)) tile = TensorCoreGemm.Tile.Auto;
+        using var scope = TensorCoreGemm.UseTile(tile);
         g.Check(emulate: false);
     }
 
@@ -78,11 +89,12 @@ public class TensorCoreGemmTests
                         Assert.Equal(TensorCoreGemm.LdmatrixOffsetA(true, lane, wm, ks, 0) + 1024 * mi, TensorCoreGemm.LdmatrixOffsetA(true, lane, wm, ks, mi));
                         Assert.Equal(TensorCoreGemm.LdmatrixOffsetA(false, lane, wm, 0, mi) + 4096 * ks, TensorCoreGemm.LdmatrixOffsetA(false, lane, wm, ks, mi));
                     }
-                    for (int pair = 0; pair < 2; pair++)
-                    {
-                        Assert.Equal(TensorCoreGemm.LdmatrixOffsetB(true, lane, w, ks, 0) + 1024 * pair, TensorCoreGemm.LdmatrixOffsetB(true, lane, w, ks, pair));
-                        Assert.Equal(TensorCoreGemm.LdmatrixOffsetB(false, lane, w, 0, pair) + 4096 * ks, TensorCoreGemm.LdmatrixOffsetB(false, lane, w, ks, pair));
-                    }
+                    foreach (int bn in new[] { 128, 256 })
+                        for (int pair = 0; pair < bn / 64; pair++)
+                        {
+                            Assert.Equal(TensorCoreGemm.LdmatrixOffsetB(true, lane, w, ks, 0, bn) + 1024 * pair, TensorCoreGemm.LdmatrixOffsetB(true, lane, w, ks, pair, bn));
+                            Assert.Equal(TensorCoreGemm.LdmatrixOffsetB(false, lane, w, 0, pair, bn) + 32 * bn * ks, TensorCoreGemm.LdmatrixOffsetB(false, lane, w, ks, pair, bn));
+                        }
                 }
     }
 
@@ -90,46 +102,49 @@ public class TensorCoreGemmTests
     public void Every_ldmatrix_phase_reads_eight_distinct_bank_groups_inside_the_slice()
     {
         foreach (bool kc in new[] { true, false })
-            for (int w = 0; w < 4; w++)
-                for (int ks = 0; ks < 2; ks++)
-                    for (int sub = 0; sub < 4; sub++)
-                        for (int matrix = 0; matrix < 4; matrix++)
-                        {
-                            var aGroups = new HashSet<int>();
-                            var bGroups = new HashSet<int>();
-                            for (int i = 0; i < 8; i++)
+            foreach (int bn in new[] { 128, 256 })
+                for (int w = 0; w < 4; w++)
+                    for (int ks = 0; ks < 2; ks++)
+                        for (int sub = 0; sub < 4; sub++)
+                            for (int matrix = 0; matrix < 4; matrix++)
                             {
-                                int a = TensorCoreGemm.LdmatrixOffsetA(kc, 8 * matrix + i, w & 1, ks, sub);
-                                Assert.InRange(a, 0, TensorCoreGemm.OperandBytes - 16);
-                                Assert.Equal(0, a % 16);
-                                aGroups.Add(a / 16 % 8);
-                                if (sub < 2)
+                                var aGroups = new HashSet<int>();
+                                var bGroups = new HashSet<int>();
+                                for (int i = 0; i < 8; i++)
                                 {
-                                    int b = TensorCoreGemm.LdmatrixOffsetB(kc, 8 * matrix + i, w, ks, sub);
-                                    Assert.InRange(b, 0, TensorCoreGemm.OperandBytes - 16);
-                                    bGroups.Add(b / 16 % 8);
+                                    int a = TensorCoreGemm.LdmatrixOffsetA(kc, 8 * matrix + i, w & 1, ks, sub);
+                                    Assert.InRange(a, 0, TensorCoreGemm.ASliceBytes - 16);
+                                    Assert.Equal(0, a % 16);
+                                    aGroups.Add(a / 16 % 8);
+                                    if (sub < bn / 64)
+                                    {
+                                        int b = TensorCoreGemm.LdmatrixOffsetB(kc, 8 * matrix + i, w, ks, sub, bn);
+                                        Assert.InRange(b, 0, bn * 64 - 16);
+                                        Assert.Equal(0, b % 16);
+                                        bGroups.Add(b / 16 % 8);
+                                    }
                                 }
+                                Assert.Equal(8, aGroups.Count);
+                                if (sub < bn / 64) Assert.Equal(8, bGroups.Count);
                             }
-                            Assert.Equal(8, aGroups.Count);
-                            if (sub < 2) Assert.Equal(8, bGroups.Count);
-                        }
     }
 
     [Fact]
-    public void The_512_chunks_of_a_slice_land_in_distinct_slots_for_both_orientations()
+    public void The_chunks_of_a_slice_land_in_distinct_slots_for_both_orientations_and_slice_heights()
     {
         foreach (bool kc in new[] { true, false })
-        {
-            var slots = new HashSet<int>();
-            for (int id = 0; id < 2 * TensorCoreGemm.Threads; id++)
+            foreach (int rows in new[] { 128, 256 })
             {
-                var c = TensorCoreGemm.Chunk(kc, id, 0, 1000, 0, 1000);
-                Assert.Equal(0, c.Smem % 16);
-                slots.Add(c.Smem / 16);
+                var slots = new HashSet<int>();
+                for (int id = 0; id < rows * 4; id++)
+                {
+                    var c = TensorCoreGemm.Chunk(kc, id, 0, 1000, 0, 1000, rows);
+                    Assert.Equal(0, c.Smem % 16);
+                    slots.Add(c.Smem / 16);
+                }
+                Assert.Equal(rows * 4, slots.Count);
+                Assert.True(slots.All(s => s < rows * 4));
             }
-            Assert.Equal(TensorCoreGemm.OperandBytes / 16, slots.Count);
-            Assert.True(slots.All(s => s < TensorCoreGemm.OperandBytes / 16));
-        }
     }
 
     [Fact]

@@ -35,7 +35,10 @@ public sealed class BenchOptions : DeviceOptions
     [Option("seed", Default = 1, HelpText = "Seed of the random inputs.")]
     public int Seed { get; set; } = 1;
 
-    [Option("ptx", HelpText = "gemm: also write the tensor-core kernel's PTX to this file (for ptxas -v / cuobjdump).")]
+    [Option("tiles", Default = "auto", HelpText = "gemm: tensor-core tiles to time, comma list of auto, narrow, wide, narrowdeep, widedeep.")]
+    public string Tiles { get; set; } = "auto";
+
+    [Option("ptx", HelpText = "gemm: also write the tensor-core kernel's PTX to PREFIX.TILE.ptx for each tile of --tiles (for ptxas -v / cuobjdump).")]
     public string? Ptx { get; set; }
 
     [Option("out", HelpText = "Write the results as JSON to this file.")]
@@ -46,7 +49,8 @@ public sealed class BenchOptions : DeviceOptions
 public sealed record BenchRecord(
     string Suite, string Name, string Impl, string InputType, string OutputType,
     int M, int N, int K, int Batch, bool TransA, bool TransB,
-    double Ms, double MsMin, int Samples, double Tflops, double? MaxError, string? Note);
+    double Ms, double MsMin, int Samples, double Tflops, double? MaxError, string? Note,
+    string? Variant = null, double? HostUs = null);
 
 /// <summary>
 /// `memopt bench SUITE`: each suite turns the options into records; this class opens the device, prints the table and
@@ -101,7 +105,8 @@ public static class BenchCommand
 public static class BenchTimer
 {
     /// <param name="minSampleMs">Each sample runs enough back-to-back calls to last about this long (launch gaps amortized).</param>
-    public static (double Median, double Min, int Samples) Time(ComputeDevice device, Action run, int samples, double minSampleMs = 2)
+    /// <returns>Median and minimum ms per call, the samples taken, and the host's µs per call spent issuing (launch overhead).</returns>
+    public static (double Median, double Min, int Samples, double HostUs) Time(ComputeDevice device, Action run, int samples, double minSampleMs = 2)
     {
         run();
         device.Synchronize();
@@ -112,16 +117,19 @@ public static class BenchTimer
         int inner = Math.Max(1, (int)Math.Ceiling(minSampleMs / Math.Max(once, 1e-3)));
         if (once > 100) samples = Math.Min(samples, 5); // a slow baseline: five samples are enough for its median
         var times = new double[samples];
+        var issue = new double[samples];
         for (int s = 0; s < samples; s++)
         {
             device.Synchronize();
             sw.Restart();
             for (int i = 0; i < inner; i++) run();
+            issue[s] = sw.Elapsed.TotalMilliseconds * 1000 / inner;
             device.Synchronize();
             times[s] = sw.Elapsed.TotalMilliseconds / inner;
         }
         Array.Sort(times);
-        return (times[samples / 2], times[0], samples);
+        Array.Sort(issue);
+        return (times[samples / 2], times[0], samples, issue[samples / 2]);
     }
 }
 
@@ -195,17 +203,23 @@ public static class GemmBench
         };
         if (o.Ptx is not null)
         {
-            File.WriteAllText(o.Ptx, TensorCoreGemm.CompilePtx(device));
-            Console.WriteLine($"wrote the tensor-core kernel's PTX to {o.Ptx}");
+            foreach (var tile in ParseTiles(o).Select(t => t == TensorCoreGemm.Tile.Auto ? TensorCoreGemm.Tile.Narrow : t).Distinct())
+            {
+                File.WriteAllText($"{o.Ptx}.{tile}.ptx", TensorCoreGemm.CompilePtx(device, tile));
+                Console.WriteLine($"wrote the tensor-core kernel's PTX to {o.Ptx}.{tile}.ptx");
+            }
         }
         var cases = Cases(o).ToList();
+        var tiles = ParseTiles(o);
         var records = new List<BenchRecord>();
-        Console.WriteLine($"{"case",-28} {"M",6} {"N",6} {"K",6} | {"tc ms",9} {"TFLOP/s",8} {"err",8} | {"simt ms",9} {"TFLOP/s",8} {"err",8} | {"tc/simt",7}");
+        if (device.IsCuda)
+            Console.WriteLine($"deep tiles (>48 KB dynamic shared memory): {(TensorCoreGemm.DeepAvailable(device) ? "available" : "unavailable: " + TensorCoreGemm.DeepUnavailableBecause(device))}");
+        Console.WriteLine($"{"case",-28} {"M",6} {"N",6} {"K",6} | {"tile",-10} {"tc ms",8} {"TFLOP/s",7} {"host µs",7} {"err",7} | {"simt ms",9} {"TFLOP/s",7} {"err",7} | {"tc/simt",7}");
         foreach (var c in cases)
         {
             try
             {
-                records.AddRange(RunCase(device, o, c, cDType));
+                records.AddRange(RunCase(device, o, c, cDType, tiles));
             }
             catch (Exception e) when (e is not OutOfMemoryException)
             {
@@ -217,7 +231,11 @@ public static class GemmBench
         return records;
     }
 
-    private static IEnumerable<BenchRecord> RunCase(ComputeDevice device, BenchOptions o, GemmCase c, DType cDType)
+    private static List<TensorCoreGemm.Tile> ParseTiles(BenchOptions o) =>
+        o.Tiles.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).Select(t =>
+            Enum.TryParse<TensorCoreGemm.Tile>(t, ignoreCase: true, out var tile) ? tile : throw new UserError($"--tiles: '{t}' is not auto, narrow, wide, narrowdeep or widedeep")).ToList();
+
+    private static IEnumerable<BenchRecord> RunCase(ComputeDevice device, BenchOptions o, GemmCase c, DType cDType, List<TensorCoreGemm.Tile> tiles)
     {
         double flop = 2.0 * c.M * c.N * c.K;
         ulong seedA = (ulong)o.Seed * 0x9E3779B97F4A7C15UL + 1, seedB = seedA + 0x5851F42D4C957F2DUL;
@@ -231,25 +249,40 @@ public static class GemmBench
         var cOp = MatrixOperand.Dense(cTc);
         var results = new List<BenchRecord>();
 
-        string line = $"{c.Name,-28} {c.M,6} {c.N,6} {c.K,6} | ";
+        string head = $"{c.Name,-28} {c.M,6} {c.N,6} {c.K,6} | ";
+        var lines = new List<string>();
         double tcMs = double.NaN;
         string? why = TensorCoreGemm.WhyNot(aOp, bOp, cOp);
-        if (why is null)
+        foreach (var requested in why is null ? tiles : [])
         {
-            cTc.Raw.MemSet(0xFF); // NaN everywhere: an element the kernel does not write fails the check
-            TensorCoreGemm.TryGemm(aOp, bOp, cOp, c.M, c.N, c.K);
-            device.Synchronize();
-            double err = SampledError(cTc, c, seedA, seedB);
-            var (median, min, samples) = BenchTimer.Time(device, () => TensorCoreGemm.TryGemm(aOp, bOp, cOp, c.M, c.N, c.K), o.Repeats);
-            tcMs = median;
-            double tol = 4 * (c.K + 3) * UnitRoundoff + (cDType == DType.BF16 ? 1.0 / 256 : 0);
-            string? note = err <= tol ? null : $"FAIL: sampled error {err:E2} > {tol:E2}";
-            string paths = $"A {TensorCoreGemm.LoadPath(aOp, 1)}, B {TensorCoreGemm.LoadPath(bOp, 1)}";
-            results.Add(new BenchRecord("gemm", c.Name, "tc_bf16", "bf16", cDType.Name(), c.M, c.N, c.K, 1, c.TransA, c.TransB,
-                median, min, samples, flop / (median * 1e-3) / 1e12, err, note ?? paths));
-            line += string.Create(CultureInfo.InvariantCulture, $"{median,9:F3} {flop / (median * 1e-3) / 1e12,8:F1} {err,8:E1}{(note is null ? " " : "!")}| ");
+            using var scope = TensorCoreGemm.UseTile(requested);
+            var tile = TensorCoreGemm.ChooseTile(device, c.M, c.N, 1);
+            string variant = requested == TensorCoreGemm.Tile.Auto ? $"auto:{tile}" : tile.ToString();
+            try
+            {
+                cTc.Raw.MemSet(0xFF); // NaN everywhere: an element the kernel does not write fails the check
+                TensorCoreGemm.TryGemm(aOp, bOp, cOp, c.M, c.N, c.K);
+                device.Synchronize();
+                double err = SampledError(cTc, c, seedA, seedB);
+                var (median, min, samples, hostUs) = BenchTimer.Time(device, () => TensorCoreGemm.TryGemm(aOp, bOp, cOp, c.M, c.N, c.K), o.Repeats);
+                tcMs = double.IsNaN(tcMs) ? median : Math.Min(tcMs, median);
+                double tol = 4 * (c.K + 3) * UnitRoundoff + (cDType == DType.BF16 ? 1.0 / 256 : 0);
+                string? note = err <= tol ? null : $"FAIL: sampled error {err:E2} > {tol:E2}";
+                string paths = $"A {TensorCoreGemm.LoadPath(aOp, 1)}, B {TensorCoreGemm.LoadPath(bOp, 1)}";
+                results.Add(new BenchRecord("gemm", c.Name, "tc_bf16", "bf16", cDType.Name(), c.M, c.N, c.K, 1, c.TransA, c.TransB,
+                    median, min, samples, flop / (median * 1e-3) / 1e12, err, note ?? paths, variant, hostUs));
+                lines.Add(string.Create(CultureInfo.InvariantCulture,
+                    $"{variant,-10} {median,8:F3} {flop / (median * 1e-3) / 1e12,7:F1} {hostUs,7:F1} {err,7:E0}{(note is null ? " " : "!")}| "));
+            }
+            catch (Exception e) when (e is not OutOfMemoryException)
+            {
+                results.Add(new BenchRecord("gemm", c.Name, "tc_bf16", "bf16", cDType.Name(), c.M, c.N, c.K, 1, c.TransA, c.TransB,
+                    double.NaN, double.NaN, 0, double.NaN, null, $"FAIL: {e.GetType().Name}: {e.Message}", variant));
+                lines.Add($"{variant,-10} FAILED {e.GetType().Name}: {e.Message} | ");
+            }
         }
-        else line += $"{"tc: " + why,-28}| ";
+        if (why is not null) lines.Add($"{"tc: " + why,-45}| ");
+        string line = head + string.Join("\n" + new string(' ', head.Length), lines);
 
         if (flop <= o.SimtMaxGflop * 1e9)
         {
@@ -265,13 +298,13 @@ public static class GemmBench
             MatMul.Gemm(a32Op, b32Op, c32Op, c.M, c.N, c.K);
             device.Synchronize();
             double err = SampledError(c32, c, seedA, seedB);
-            var (median, min, samples) = BenchTimer.Time(device, () => MatMul.Gemm(a32Op, b32Op, c32Op, c.M, c.N, c.K), o.Repeats);
+            var (median, min, samples, hostUs) = BenchTimer.Time(device, () => MatMul.Gemm(a32Op, b32Op, c32Op, c.M, c.N, c.K), o.Repeats);
             double tol = 4 * (c.K + 3) * UnitRoundoff;
             string? note = err <= tol ? null : $"FAIL: sampled error {err:E2} > {tol:E2}";
             results.Add(new BenchRecord("gemm", c.Name, "simt_f32", "f32", "f32", c.M, c.N, c.K, 1, c.TransA, c.TransB,
-                median, min, samples, flop / (median * 1e-3) / 1e12, err, note));
+                median, min, samples, flop / (median * 1e-3) / 1e12, err, note, "simt", hostUs));
             line += string.Create(CultureInfo.InvariantCulture,
-                $"{median,9:F3} {flop / (median * 1e-3) / 1e12,8:F2} {err,8:E1}{(note is null ? " " : "!")}| {median / tcMs,7:F1}x");
+                $"{median,9:F3} {flop / (median * 1e-3) / 1e12,7:F2} {err,7:E0}{(note is null ? " " : "!")}| {median / tcMs,7:F1}x");
         }
         else line += $"{"(skipped: > --simt-max-gflop)",-28}|";
         Console.WriteLine(line);
