@@ -6,7 +6,7 @@
 set -uo pipefail
 out=${1:?OUTDIR}; mode=${2:?mode}
 pack=${PACK:-.gpu}
-m="$pack/Runner/memopt.dll"
+m=${MEMOPT_DLL:-$pack/Runner/memopt.dll}
 mkdir -p "$out"
 
 run() { # name, then train arguments

@@ -77,11 +77,9 @@ public static class MatMul
     {
         CheckGemm(a, b, c, m, n, k, batch);
         var device = a.Tensor.Device;
-        if (a.Tensor.DType == DType.BF16 && b.Tensor.DType == DType.BF16)
-        {
-            // tensor-core path: TensorCoreGemm.TryGemm(a, b, c, m, n, k, batch, alpha, accumulate)
-            // (bf16 operands, C float32 or bf16; when it declines a shape or device, the SIMT kernels below run.)
-        }
+        // bf16 operands on CUDA go to the tensor cores (C float32 or bf16); where it declines (not CUDA), the SIMT kernels below run.
+        if (a.Tensor.DType == DType.BF16 && b.Tensor.DType == DType.BF16 && TensorCoreGemm.TryGemm(a, b, c, m, n, k, batch, alpha, accumulate))
+            return;
         bool sumBatches = c.BatchStride == 0 && batch > 1;
         int outBatches = sumBatches ? 1 : batch;
         var p = new GemmParams

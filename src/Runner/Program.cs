@@ -10,7 +10,7 @@ public static class Program
     public static int Main(string[] args)
     {
         var parser = new Parser(s => { s.HelpWriter = Console.Error; s.CaseInsensitiveEnumValues = true; });
-        var parsed = parser.ParseArguments<TrainOptions, MemoryOptions, PrepareOptions, CheckOptions, InfoOptions, ExperimentsOptions, MaxBatchOptions, CompareOptions>(
+        var parsed = parser.ParseArguments<TrainOptions, MemoryOptions, PrepareOptions, CheckOptions, InfoOptions, ExperimentsOptions, MaxBatchOptions, CompareOptions, BenchOptions>(
             TrainCommand.NormalizeArguments(args));
         try
         {
@@ -23,6 +23,7 @@ public static class Program
                 (ExperimentsOptions o) => ExperimentsCommand.Run(o),
                 (MaxBatchOptions o) => MaxBatchCommand.Run(o),
                 (CompareOptions o) => CompareCommand.Run(o),
+                (BenchOptions o) => BenchCommand.Run(o),
                 _ => 2);
         }
         catch (UserError e)

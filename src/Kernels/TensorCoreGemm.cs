@@ -1,0 +1,1250 @@
+using System.Runtime.InteropServices;
+using ILGPU;
+using ILGPU.Runtime;
+using ILGPU.Runtime.Cuda;
+using Memopt.Tensors;
+
+namespace Memopt.Kernels;
+
+/// <summary>
+/// Batched bf16 GEMM on tensor cores, fp32 accumulation: C[b] = alpha·op(A[b])·op(B[b]) (+ C[b] when accumulating),
+/// with the addressing and semantics of <see cref="MatMul.Gemm"/> (offsets, leading dimensions, batch strides, a batch
+/// stride of 0 broadcasting, a C batch stride of 0 with batch &gt; 1 summing the batch products). A and B are bf16;
+/// C is fp32 or bf16 (a bf16 C is rounded once, after alpha and after adding the old C).
+///
+/// Memory flow (CUDA): one 256-thread group owns one 128×BN output tile, BN = 128 ("narrow") or 256 ("wide"): 8 warps,
+/// 2 along M × 4 along N, each warp a 64×(BN/4) tile of m16n8 accumulators (64 or 128 fp32 registers per thread).
+/// The group walks K in slices of 32 through a ring of shared-memory stages (48 KB declared in the PTX, or 64/96 KB of
+/// dynamic shared memory for the "deep" tiles): each thread copies its 16-byte chunks of A's and B's slice with
+/// cp.async (or, for operands whose chunk addresses are not 16-byte aligned, with plain loads and one 16-byte shared
+/// store), chunks past M, N or K zero-filled, so the copy of slice q+stages-1 overlaps the math on slice q; one barrier
+/// per slice. Each slice is stored in the operand's own orientation ("K-contiguous" [row][k], 64-byte rows, or
+/// "MN-contiguous" [k][row]) with an XOR swizzle of the 16-byte chunks that keeps every ldmatrix phase free of bank
+/// conflicts; ldmatrix (.trans for MN-contiguous slices) turns them into mma fragments, so every transpose combination
+/// runs on the same path. Per k16 step a warp issues 4 + BN/64 ldmatrix.x4 and BN/8 mma.sync.m16n8k16.row.col.f32.bf16
+/// (16 or 32). Fragments and accumulators live in PTX registers named in the inline assembly (tca*, tcb*, tcc*):
+/// ILGPU routes CudaAsm outputs through local memory, named registers never leave the register file. Epilogue: alpha,
+/// accumulate, fp32 or bf16 store straight from the registers. When the output has too few tiles to fill the GPU
+/// (weight gradients: M, N ≤ 1024, K = B·T), K is split across groups that write fp32 partial tiles to a workspace,
+/// summed in a fixed order by a second kernel (deterministic).
+///
+/// The CPU accelerator cannot run PTX: <see cref="GemmEmulated"/> runs the same tile schedule with one thread per
+/// group, emulating cp.async, ldmatrix and mma lane by lane from the PTX ISA's fragment layouts, through the same
+/// index helpers as the CUDA kernel (swizzle, chunk assignment, ldmatrix lane addresses, accumulator coordinates);
+/// the tests check it against float64. <see cref="TryGemm"/> itself returns false off CUDA.
+/// </summary>
+public static class TensorCoreGemm
+{
+    public const int BlockM = 128, BlockK = 32, Threads = 256, WarpM = 64;
+    /// <summary>Bytes of A's slice in a stage (128 rows × 32 k × 2 bytes); B's slice (BN rows) follows it.</summary>
+    public const int ASliceBytes = 8192;
+
+    /// <summary>The group tile and pipeline depth.</summary>
+    public enum Tile
+    {
+        /// <summary>The fastest measured tile (narrow).</summary>
+        Auto,
+        /// <summary>128×128, 3 stages, 48 KB of static shared memory.</summary>
+        Narrow,
+        /// <summary>128×256, 2 stages, 48 KB of static shared memory.</summary>
+        Wide,
+        /// <summary>128×128, 4 stages, 64 KB of dynamic shared memory.</summary>
+        NarrowDeep,
+        /// <summary>128×256, 4 stages, 96 KB of dynamic shared memory.</summary>
+        WideDeep,
+    }
+
+    public static int BlockNOf(Tile tile) => tile is Tile.Wide or Tile.WideDeep ? 256 : 128;
+    public static int StagesOf(Tile tile) => tile switch { Tile.Narrow => 3, Tile.Wide => 2, _ => 4 };
+    public static int StageBytesOf(int blockN) => ASliceBytes + blockN * BlockK * 2;
+    private static bool IsDeep(Tile tile) => tile is Tile.NarrowDeep or Tile.WideDeep;
+
+    private static readonly AsyncLocal<Tile> TileOverride = new();
+
+    /// <summary>Forces <paramref name="tile"/> for the GEMMs of this logical thread until disposed (benchmarks, tests).</summary>
+    public static IDisposable UseTile(Tile tile)
+    {
+        var previous = TileOverride.Value;
+        TileOverride.Value = tile;
+        return new TileScope(previous);
+    }
+
+    private sealed class TileScope(Tile previous) : IDisposable
+    {
+        public void Dispose() => TileOverride.Value = previous;
+    }
+
+    // Kernel variants: layout bits (the four instantiations of the generic kernel per tile).
+    public const int ATransposedBit = 1, BTransposedBit = 2, AVectorBit = 4, BVectorBit = 8;
+
+    /// <summary>Why the tensor-core path cannot take this GEMM (the caller then uses the SIMT GEMM), or null if it can.</summary>
+    public static string? WhyNot(MatrixOperand a, MatrixOperand b, MatrixOperand c)
+    {
+        if (WhyNotDTypes(a, b, c) is string dtypes) return dtypes;
+        var device = a.Tensor.Device;
+        if (!device.IsCuda) return "not a CUDA device (inline PTX runs only there)";
+        if (device.Accelerator is not CudaAccelerator { Architecture.Major: >= 8 }) return "the GPU has no bf16 tensor cores (compute capability < 8.0)";
+        return null;
+    }
+
+    public static bool Supports(MatrixOperand a, MatrixOperand b, MatrixOperand c) => WhyNot(a, b, c) is null;
+
+    /// <summary>
+    /// C[b] = alpha·op(A[b])·op(B[b]) (+ C[b]) on tensor cores; false (nothing launched) when <see cref="WhyNot"/>
+    /// gives a reason. Every transpose combination and any alignment is taken: operands whose offset, leading dimension
+    /// or batch stride is not a multiple of 8 elements load with plain loads instead of cp.async (<see cref="LoadPath"/>).
+    /// </summary>
+    public static bool TryGemm(MatrixOperand a, MatrixOperand b, MatrixOperand c, int m, int n, int k, int batch = 1,
+        float alpha = 1f, bool accumulate = false)
+    {
+        if (WhyNot(a, b, c) is not null) return false;
+        Run(a, b, c, m, n, k, batch, alpha, accumulate, emulate: false, splits: 0);
+        return true;
+    }
+
+    /// <summary>
+    /// The emulated twin on any device (the CPU accelerator in tests): the same tiles, swizzle, lane addressing and
+    /// fragment layouts as the CUDA kernel, with cp.async/ldmatrix/mma emulated lane by lane. <paramref name="splits"/>
+    /// &gt; 0 forces that many K splits (0 chooses as on CUDA); the tile comes from <see cref="UseTile"/> (narrow by default).
+    /// </summary>
+    public static void GemmEmulated(MatrixOperand a, MatrixOperand b, MatrixOperand c, int m, int n, int k, int batch = 1,
+        float alpha = 1f, bool accumulate = false, int splits = 0)
+    {
+        if (WhyNotDTypes(a, b, c) is string reason) throw new ShapeException("tc_gemm", reason);
+        Run(a, b, c, m, n, k, batch, alpha, accumulate, emulate: true, splits);
+    }
+
+    /// <summary>How an operand's slices reach shared memory: "cp.async" when every chunk address is 16-byte aligned, else "scalar" with the reason.</summary>
+    public static string LoadPath(MatrixOperand x, int batch)
+    {
+        string? why = MisalignedBecause(x, batch);
+        return why is null ? "cp.async 16 B" : $"scalar loads ({why})";
+    }
+
+    /// <summary>The tile <see cref="TryGemm"/> uses for this shape on this device.</summary>
+    public static Tile ChooseTile(ComputeDevice device, int m, int n, int outBatches)
+    {
+        if (TileOverride.Value != Tile.Auto) return TileOverride.Value;
+        // Measured on the H100 (docs/performance.md): the narrow tile fits two groups per SM (126 registers) and beat
+        // the wide one (231 registers, one group) at 4096³ in every transpose; four stages gained nothing over three.
+        return Tile.Narrow;
+    }
+
+    /// <summary>
+    /// The PTX ILGPU generates for one kernel variant (the non-transposed, cp.async form of <paramref name="tile"/>),
+    /// for inspection with ptxas -v or cuobjdump; the device's own backend on CUDA, an sm_90 one elsewhere.
+    /// </summary>
+    public static string CompilePtx(ComputeDevice device, Tile tile)
+    {
+        var method = KernelMethod(tile == Tile.Auto ? Tile.Narrow : tile, AVectorBit | BVectorBit);
+        var entry = ILGPU.Backends.EntryPoints.EntryPointDescription.FromExplicitlyGroupedKernel(method);
+        if (device.Accelerator is CudaAccelerator cuda)
+            return ((ILGPU.Backends.PTX.PTXCompiledKernel)cuda.Backend.Compile(entry, default)).PTXAssembly;
+        using var backend = new ILGPU.Backends.PTX.PTXBackend(device.Context, CudaArchitecture.SM_90, CudaInstructionSet.ISA_88, null!);
+        return ((ILGPU.Backends.PTX.PTXCompiledKernel)backend.Compile(entry, default)).PTXAssembly;
+    }
+
+    private static string? WhyNotDTypes(MatrixOperand a, MatrixOperand b, MatrixOperand c)
+    {
+        if (a.Tensor.DType != DType.BF16) return $"A is {a.Tensor.DType.Name()}, not bf16";
+        if (b.Tensor.DType != DType.BF16) return $"B is {b.Tensor.DType.Name()}, not bf16";
+        if (c.Tensor.DType is not (DType.F32 or DType.BF16)) return $"C is {c.Tensor.DType.Name()}, not f32 or bf16";
+        return null;
+    }
+
+    /// <summary>Null when every 8-element chunk of the operand starts on a 16-byte boundary, else the first reason it does not.</summary>
+    private static string? MisalignedBecause(MatrixOperand x, int batch)
+    {
+        var view = (IContiguousArrayView)x.Tensor.Raw;
+        long start = view.Buffer.NativePtr.ToInt64() + view.IndexInBytes + x.Offset * 2;
+        if (start % 16 != 0) return $"start address {start % 16} bytes past a 16-byte boundary (offset {x.Offset})";
+        if (x.Ld % 8 != 0) return $"leading dimension {x.Ld} not a multiple of 8";
+        if (batch > 1 && x.BatchStride % 8 != 0) return $"batch stride {x.BatchStride} not a multiple of 8";
+        return null;
+    }
+
+    private static void Run(MatrixOperand a, MatrixOperand b, MatrixOperand c, int m, int n, int k, int batch,
+        float alpha, bool accumulate, bool emulate, int splits)
+    {
+        CheckGemm(a, b, c, m, n, k, batch);
+        var device = a.Tensor.Device;
+        bool sumBatches = c.BatchStride == 0 && batch > 1;
+        int outBatches = sumBatches ? 1 : batch;
+        var tile = ChooseTile(device, m, n, outBatches);
+        int blockN = BlockNOf(tile);
+        int tilesM = (m + BlockM - 1) / BlockM, tilesN = (n + blockN - 1) / blockN, kTiles = (k + BlockK - 1) / BlockK;
+        int totalSlices = sumBatches ? batch * kTiles : kTiles;
+        long tiles = (long)tilesM * tilesN * outBatches;
+        if (splits <= 0) splits = ChooseSplits(tiles, totalSlices, (long)outBatches * m * n, tile, device);
+        int slicesPerSplit = (totalSlices + splits - 1) / splits;
+        splits = (totalSlices + slicesPerSplit - 1) / slicesPerSplit; // no empty split
+        long blocks = tiles * splits;
+        if (blocks > int.MaxValue) throw new ShapeException("tc_gemm", $"{blocks} output tiles is more than one launch can take (M={m}, N={n}, batch={batch})");
+
+        int layout = (a.Transposed ? ATransposedBit : 0) | (b.Transposed ? BTransposedBit : 0)
+                   | (MisalignedBecause(a, batch) is null ? AVectorBit : 0) | (MisalignedBecause(b, batch) is null ? BVectorBit : 0);
+        var p = new TcParams
+        {
+            APtr = DevicePointer(a.Tensor), BPtr = DevicePointer(b.Tensor),
+            AOffset = a.Offset, ABatch = a.BatchStride, Lda = a.Ld,
+            BOffset = b.Offset, BBatch = b.BatchStride, Ldb = b.Ld,
+            COffset = c.Offset, CBatch = c.BatchStride, Ldc = c.Ld,
+            M = m, N = n, K = k, Batch = batch, OutBatches = outBatches, SumBatches = sumBatches ? 1 : 0,
+            BlockN = blockN, Stages = StagesOf(tile),
+            TilesM = tilesM, TilesN = tilesN, KTiles = kTiles, Splits = splits, SlicesPerSplit = slicesPerSplit,
+            CBf16 = c.Tensor.DType == DType.BF16 ? 1 : 0, Accumulate = accumulate ? 1 : 0, Alpha = alpha,
+        };
+
+        // The kernels take C as both an fp32 and a bf16 view; the unused one is C's own memory seen as the other type
+        // (never accessed), or for a one-element bf16 C, a small stand-in.
+        Tensor? standIn = c.Tensor.DType == DType.BF16 && c.Tensor.Bytes < 4
+            ? Tensor.Empty(device, new Shape(1), DType.F32, MemoryCategory.Workspace, "tc_gemm.unused_view") : null;
+        Tensor? partials = null;
+        try
+        {
+            var cF = c.Tensor.DType == DType.F32 ? c.Tensor.F32 : standIn?.F32 ?? c.Tensor.Raw.SubView(0, c.Tensor.Bytes / 4 * 4).Cast<float>();
+            var cH = c.Tensor.DType == DType.BF16 ? c.Tensor.BF16 : c.Tensor.Raw.Cast<ushort>();
+            var kernelC = cF;
+            if (splits > 1)
+            {
+                // fp32 partial tiles [split][outBatch][M][N]; the reduction applies alpha, accumulate and the dtype.
+                partials = Tensor.Empty(device, new Shape(splits, outBatches, m, n), DType.F32, MemoryCategory.Workspace, "tc_gemm.split_k");
+                kernelC = partials.F32;
+                p.Partial = 1;
+                p.COffset = 0; p.CBatch = (long)m * n; p.Ldc = n; p.SplitStride = (long)outBatches * m * n;
+            }
+
+            if (emulate) LaunchEmulated(device, a.Tensor.BF16, b.Tensor.BF16, kernelC, cH, p, layout, blocks);
+            else LaunchCuda(device, tile, layout, (int)blocks, a.Tensor.BF16, b.Tensor.BF16, kernelC, cH, p);
+
+            if (partials is not null) ReduceSplits(device, partials, p, c, cF, cH);
+        }
+        finally
+        {
+            partials?.Dispose();
+            standIn?.Dispose();
+        }
+    }
+
+    /// <summary>
+    /// K splits only when the tiles leave multiprocessors idle and K is long (the weight gradients: M, N ≤ 1024,
+    /// K = B·T): enough splits to give every multiprocessor its resident groups (two narrow or one wide), each split
+    /// keeping at least 8 K slices (256) so its pipeline fills. Split partial tiles stay under 2^31 elements.
+    /// </summary>
+    private static int ChooseSplits(long tiles, int totalSlices, long outputElements, Tile tile, ComputeDevice device)
+    {
+        int sms = Math.Max(1, device.Multiprocessors);
+        if (tiles >= sms || totalSlices < 16) return 1;
+        long target = (long)sms * (BlockNOf(tile) == 128 ? 2 : 1);
+        long wanted = (target + tiles - 1) / tiles;
+        long splits = Math.Clamp(Math.Min(wanted, totalSlices / 8), 1, 64);
+        return splits * outputElements > int.MaxValue ? 1 : (int)splits;
+    }
+
+    private static ulong DevicePointer(Tensor t)
+    {
+        var view = (IContiguousArrayView)t.Raw;
+        return (ulong)(view.Buffer.NativePtr.ToInt64() + view.IndexInBytes);
+    }
+
+    private static void CheckGemm(MatrixOperand a, MatrixOperand b, MatrixOperand c, int m, int n, int k, int batch)
+    {
+        string dims = $"M={m}, N={n}, K={k}, batch={batch}";
+        if (m <= 0 || n <= 0 || k <= 0 || batch <= 0)
+            throw new ShapeException("tc_gemm", $"every dimension must be > 0, got {dims} (A {a.Tensor.Shape}, B {b.Tensor.Shape}, C {c.Tensor.Shape})");
+        CheckOperand("A", a, m, k, batch, dims);
+        CheckOperand("B", b, k, n, batch, dims);
+        if (c.Transposed) throw new ShapeException("tc_gemm", $"output C {c} cannot be transposed; swap and transpose A and B instead (Cᵀ = op(B)ᵀ·op(A)ᵀ)");
+        CheckOperand("C", c, m, n, batch, dims);
+        Check.SameDevice("tc_gemm", a.Tensor, b.Tensor);
+        Check.SameDevice("tc_gemm", a.Tensor, c.Tensor);
+    }
+
+    private static void CheckOperand(string role, MatrixOperand x, int rows, int cols, int batch, string dims)
+    {
+        x.Tensor.ThrowIfDisposed();
+        int storedRows = x.Transposed ? cols : rows, storedCols = x.Transposed ? rows : cols;
+        if (x.Offset < 0 || x.BatchStride < 0 || x.Ld < storedCols)
+            throw new ShapeException("tc_gemm", $"{role} {x}: needs offset ≥ 0, batch stride ≥ 0 and ld ≥ {storedCols} stored columns ({dims})");
+        long last = x.Offset + (batch - 1) * x.BatchStride + (storedRows - 1) * (long)x.Ld + storedCols - 1;
+        if (last >= x.Tensor.Numel)
+            throw new ShapeException("tc_gemm", $"{role} {x} as {storedRows}×{storedCols} stored matrices addresses element {last}, past the tensor's {x.Tensor.Numel} ({dims})");
+    }
+
+    /// <summary>
+    /// Kernel arguments (public because ILGPU's CPU backend must see the type). op(A)[m,k] of batch b is
+    /// a[AOffset + b·ABatch + m·Lda + k] (or + k·Lda + m when A is transposed), likewise B; C[m,n] of output batch ob
+    /// and K split s is c[COffset + ob·CBatch + s·SplitStride + m·Ldc + n]. APtr/BPtr are the device addresses of the
+    /// tensors' element 0 (for cp.async). A group's K slices are q ∈ [s·SlicesPerSplit, …) of the Batch·KTiles
+    /// (summing) or KTiles slices. BlockN and Stages describe the tile (the CUDA kernel has them as constants).
+    /// </summary>
+    public struct TcParams
+    {
+        public ulong APtr, BPtr;
+        public long AOffset, ABatch, BOffset, BBatch, COffset, CBatch, SplitStride;
+        public int Lda, Ldb, Ldc;
+        public int M, N, K, Batch, OutBatches, SumBatches, BlockN, Stages, TilesM, TilesN, KTiles, Splits, SlicesPerSplit;
+        public int CBf16, Accumulate, Partial;
+        public float Alpha;
+    }
+
+    // ---------------------------------------------------------------------------------------------------------------
+    // Index helpers shared by the CUDA kernel and the emulation (public so tests can check their identities).
+    // ---------------------------------------------------------------------------------------------------------------
+
+    /// <summary>
+    /// Byte offset of 16-byte chunk <paramref name="chunk"/> (k/8) of row <paramref name="row"/> in a K-contiguous
+    /// slice ([rows][32 k], 64-byte rows). The chunk index is XORed with bits 1–2 of the row: the 8 rows an ldmatrix
+    /// phase reads (same logical chunk, rows 8i..8i+7) then hit 8 distinct 16-byte bank groups.
+    /// </summary>
+    public static int KContiguousOffset(int row, int chunk) => row * 64 + ((chunk ^ ((row >> 1) & 3)) << 4);
+
+    /// <summary>
+    /// Byte offset of chunk <paramref name="chunk"/> (row/8) of k-row <paramref name="krow"/> in an MN-contiguous
+    /// slice ([32 k][sliceRows], rows of sliceRows·2 bytes); the chunk is XORed with k mod 8 for the same reason.
+    /// </summary>
+    public static int MnContiguousOffset(int krow, int chunk, int sliceRows) => krow * sliceRows * 2 + ((chunk ^ (krow & 7)) << 4);
+
+    /// <summary>
+    /// The 16-byte chunk a thread copies for one operand slice: chunk id = thread + 256·i (sliceRows·4 chunks per
+    /// slice). Smem is its byte offset in the slice; Elem the tensor element of its first value for slice 0 of batch 0;
+    /// Fixed the values valid whatever the K slice (8 or 0 for a K-contiguous chunk's row; the count left in the row
+    /// range for an MN-contiguous chunk); KIndex its k inside the slice (first k of the chunk, or its k-row).
+    /// </summary>
+    public struct ChunkLoad
+    {
+        public int Smem, Fixed, KIndex;
+        public long Elem;
+    }
+
+    /// <param name="kContiguous">The stored operand has k as its contiguous index (A not transposed, B transposed).</param>
+    /// <param name="x0">First row (M for A, N for B) of the group's tile.</param>
+    /// <param name="rows">M for A, N for B.</param>
+    /// <param name="sliceRows">Rows of the slice: 128 for A, BN for B.</param>
+    public static ChunkLoad Chunk(bool kContiguous, int id, int x0, int rows, long offset, int ld, int sliceRows)
+    {
+        var c = new ChunkLoad();
+        if (kContiguous)
+        {
+            int row = id >> 2, chunk = id & 3;
+            c.Smem = KContiguousOffset(row, chunk);
+            c.Elem = offset + (long)(x0 + row) * ld + chunk * 8;
+            c.Fixed = x0 + row < rows ? 8 : 0;
+            c.KIndex = chunk * 8;
+        }
+        else
+        {
+            int perRow = sliceRows >> 3;
+            int krow = id / perRow, chunk = id - krow * perRow;
+            c.Smem = MnContiguousOffset(krow, chunk, sliceRows);
+            c.Elem = offset + (long)krow * ld + x0 + chunk * 8;
+            c.Fixed = Math.Min(Math.Max(rows - (x0 + chunk * 8), 0), 8);
+            c.KIndex = krow;
+        }
+        return c;
+    }
+
+    /// <summary>Values of the chunk that exist for the slice starting at k0 (the rest is zero-filled).</summary>
+    public static int ChunkValid(bool kContiguous, ChunkLoad c, int k0, int k) =>
+        kContiguous ? Math.Max(Math.Min(c.Fixed, k - k0 - c.KIndex), 0) : (k0 + c.KIndex < k ? c.Fixed : 0);
+
+    /// <summary>Elements between the same chunk of consecutive K slices.</summary>
+    public static long SliceStep(bool kContiguous, int ld) => kContiguous ? BlockK : (long)BlockK * ld;
+
+    /// <summary>
+    /// Byte offset, inside A's slice, of the row this lane hands to ldmatrix.x4 for A fragment <paramref name="mi"/>
+    /// (rows wm·64 + mi·16 …+15) at k16 step <paramref name="ks"/>. Matrices 0–3 of the x4 are (rows 0–7, k 0–7),
+    /// (rows 8–15, k 0–7), (rows 0–7, k 8–15), (rows 8–15, k 8–15): registers a0..a3 of mma.m16n8k16's A fragment.
+    /// K-contiguous: plain ldmatrix, lane l gives row l mod 16, k chunk l/16. MN-contiguous: ldmatrix.trans, lane l
+    /// gives k-row (l mod 8) + 8·(l/16) of m chunk (l/8) mod 2. Identities the kernel relies on (tested): K-contiguous
+    /// offsets grow by 1024 per mi; MN-contiguous ones by 4096 per ks.
+    /// </summary>
+    public static int LdmatrixOffsetA(bool kContiguous, int lane, int wm, int ks, int mi)
+    {
+        if (kContiguous) return KContiguousOffset(wm * WarpM + mi * 16 + (lane & 15), ks * 2 + (lane >> 4));
+        return MnContiguousOffset(ks * 16 + (lane & 7) + (lane >> 4) * 8, wm * (WarpM / 8) + mi * 2 + ((lane >> 3) & 1), BlockM);
+    }
+
+    /// <summary>
+    /// Byte offset, inside B's slice (BN = <paramref name="blockN"/> rows), of the row this lane hands to ldmatrix.x4
+    /// number <paramref name="pair"/> (B fragments ni = 2·pair and 2·pair + 1, columns wn·BN/4 + pair·16 …+15) at k16
+    /// step <paramref name="ks"/>. Matrices 0–3 are (n 0–7, k 0–7), (n 0–7, k 8–15), (n 8–15, k 0–7), (n 8–15, k 8–15):
+    /// b0, b1 of fragment 2·pair, then of 2·pair + 1. K-contiguous ([n][k], B transposed): plain ldmatrix; offsets grow
+    /// by 1024 per pair. MN-contiguous ([k][n]): ldmatrix.trans; offsets grow by 32·BN per ks.
+    /// </summary>
+    public static int LdmatrixOffsetB(bool kContiguous, int lane, int wn, int ks, int pair, int blockN)
+    {
+        int warpN = blockN / 4;
+        if (kContiguous) return KContiguousOffset(wn * warpN + pair * 16 + (lane & 7) + (lane >> 4) * 8, ks * 2 + ((lane >> 3) & 1));
+        return MnContiguousOffset(ks * 16 + (lane & 7) + ((lane >> 3) & 1) * 8, wn * (warpN / 8) + pair * 2 + (lane >> 4), blockN);
+    }
+
+    /// <summary>The group's output tile, K split and output batch from its index (N tiles fastest, then M, split, batch).</summary>
+    public static void TileOf(int block, TcParams p, out int m0, out int n0, out int split, out int outBatch)
+    {
+        int tn = block % p.TilesN;
+        int rest = block / p.TilesN;
+        int tm = rest % p.TilesM;
+        rest /= p.TilesM;
+        split = rest % p.Splits;
+        outBatch = rest / p.Splits;
+        m0 = tm * BlockM;
+        n0 = tn * p.BlockN;
+    }
+
+    /// <summary>Stores accumulators (row, col) and (row, col + 1), packed low/high in <paramref name="pair"/>, through the epilogue.</summary>
+    private static void StorePair(ArrayView<float> cF, ArrayView<ushort> cH, TcParams p, long cBase, int row, int col, ulong pair)
+    {
+        if (row >= p.M) return;
+        long i = cBase + (long)row * p.Ldc + col;
+        if (col < p.N) StoreOne(cF, cH, p, i, Interop.IntAsFloat((uint)pair));
+        if (col + 1 < p.N) StoreOne(cF, cH, p, i + 1, Interop.IntAsFloat((uint)(pair >> 32)));
+    }
+
+    private static void StoreOne(ArrayView<float> cF, ArrayView<ushort> cH, TcParams p, long i, float v)
+    {
+        if (p.Partial != 0)
+        {
+            cF[i] = v;
+            return;
+        }
+        v *= p.Alpha;
+        if (p.CBf16 != 0)
+        {
+            if (p.Accumulate != 0) v += BFloat16.ToFloat(cH[i]);
+            cH[i] = BFloat16.FromFloat(v);
+        }
+        else
+        {
+            if (p.Accumulate != 0) v += cF[i];
+            cF[i] = v;
+        }
+    }
+
+    // ---------------------------------------------------------------------------------------------------------------
+    // The CUDA kernel: one generic method, instantiated per tile shape and layout (the branches on them fold away).
+    // ---------------------------------------------------------------------------------------------------------------
+
+    public interface IFlag { bool On { get; } }
+    public struct Yes : IFlag { public readonly bool On => true; }
+    public struct No : IFlag { public readonly bool On => false; }
+
+    public interface ITileShape { bool Wide { get; } int Stages { get; } bool Deep { get; } }
+    public struct NarrowShape : ITileShape { public readonly bool Wide => false; public readonly int Stages => 3; public readonly bool Deep => false; }
+    public struct WideShape : ITileShape { public readonly bool Wide => true; public readonly int Stages => 2; public readonly bool Deep => false; }
+    public struct NarrowDeepShape : ITileShape { public readonly bool Wide => false; public readonly int Stages => 4; public readonly bool Deep => true; }
+    public struct WideDeepShape : ITileShape { public readonly bool Wide => true; public readonly int Stages => 4; public readonly bool Deep => true; }
+
+    private static readonly string[] KernelKeys = Enumerable.Range(0, 5 * 16).Select(i => $"tc_gemm.{(Tile)(i / 16)}.{i % 16}").ToArray();
+
+    /// <summary>Bytes of dynamic shared memory a deep tile asks for: its stages plus 128 for aligning the base.</summary>
+    private static int DynamicBytes(Tile tile) => StagesOf(tile) * StageBytesOf(BlockNOf(tile)) + 128;
+
+    private static System.Reflection.MethodInfo KernelMethod(Tile tile, int layout)
+    {
+        Type shape = tile switch
+        {
+            Tile.Narrow => typeof(NarrowShape), Tile.Wide => typeof(WideShape),
+            Tile.NarrowDeep => typeof(NarrowDeepShape), _ => typeof(WideDeepShape),
+        };
+        Type Flag(int bit) => (layout & bit) != 0 ? typeof(Yes) : typeof(No);
+        return typeof(TensorCoreGemm).GetMethod(nameof(TensorCoreKernel), System.Reflection.BindingFlags.NonPublic | System.Reflection.BindingFlags.Static)!
+            .MakeGenericMethod(shape, Flag(ATransposedBit), Flag(BTransposedBit), Flag(AVectorBit), Flag(BVectorBit));
+    }
+
+    private static void LaunchCuda(ComputeDevice device, Tile tile, int layout, int blocks,
+        ArrayView<ushort> a, ArrayView<ushort> b, ArrayView<float> cF, ArrayView<ushort> cH, TcParams p)
+    {
+        var launch = device.Kernel(KernelKeys[(int)tile * 16 + layout], acc =>
+        {
+            var kernel = (Action<ArrayView<ushort>, ArrayView<ushort>, ArrayView<float>, ArrayView<ushort>, TcParams>)Delegate.CreateDelegate(
+                typeof(Action<ArrayView<ushort>, ArrayView<ushort>, ArrayView<float>, ArrayView<ushort>, TcParams>), KernelMethod(tile, layout));
+            var loaded = acc.LoadStreamKernel(kernel);
+            if (IsDeep(tile)) AllowDynamicSharedMemory(loaded, DynamicBytes(tile));
+            return loaded;
+        });
+        var config = IsDeep(tile)
+            ? new KernelConfig(new Index1D(blocks), new Index1D(Threads), SharedMemoryConfig.RequestDynamic<byte>(DynamicBytes(tile)))
+            : new KernelConfig(blocks, Threads);
+        launch(config, a, b, cF, cH, p);
+    }
+
+    private static readonly System.Runtime.CompilerServices.ConditionalWeakTable<ComputeDevice, object> DeepProbe = new();
+
+    /// <summary>
+    /// Whether this device runs the deep tiles (more than 48 KB of dynamic shared memory per group): probed once per
+    /// device by raising the kernel's limit with cuFuncSetAttribute and launching the deep narrow kernel on a tiny GEMM.
+    /// </summary>
+    public static bool DeepAvailable(ComputeDevice device)
+    {
+        if (!device.IsCuda) return false;
+        var result = DeepProbe.GetValue(device, d =>
+        {
+            try
+            {
+                using var scope = UseTile(Tile.NarrowDeep);
+                using var x = Tensor.Zeros(d, new Shape(8, 8), DType.BF16, MemoryCategory.Workspace, "tc_gemm.probe");
+                using var y = Tensor.Zeros(d, new Shape(8, 8), DType.F32, MemoryCategory.Workspace, "tc_gemm.probe");
+                Run(MatrixOperand.Dense(x), MatrixOperand.Dense(x), MatrixOperand.Dense(y), 8, 8, 8, 1, 1f, false, emulate: false, splits: 1);
+                d.Synchronize();
+                return (object)true;
+            }
+            catch (Exception e) when (e is not OutOfMemoryException)
+            {
+                return e.Message;
+            }
+        });
+        return result is true;
+    }
+
+    /// <summary>Why the deep tiles are unavailable (null when they work or were not probed).</summary>
+    public static string? DeepUnavailableBecause(ComputeDevice device) => DeepProbe.TryGetValue(device, out var r) ? r as string : null;
+
+    [DllImport("libcuda.so.1", EntryPoint = "cuFuncSetAttribute")]
+    private static extern int CuFuncSetAttribute(IntPtr function, int attribute, int value);
+
+    private const int CuFuncAttributeMaxDynamicSharedSizeBytes = 8;
+
+    private static void AllowDynamicSharedMemory(Delegate loaded, int bytes)
+    {
+        var kernel = KernelUtil.GetKernel(loaded);
+        if (kernel is not CudaKernel cuda) throw new InvalidOperationException($"deep tensor-core tile: {kernel.GetType().Name} is not a CUDA kernel");
+        int status = CuFuncSetAttribute(cuda.FunctionPtr, CuFuncAttributeMaxDynamicSharedSizeBytes, bytes);
+        if (status != 0) throw new InvalidOperationException($"cuFuncSetAttribute(max dynamic shared memory = {bytes}) failed with CUDA error {status}");
+    }
+
+    /// <summary>
+    /// The named registers, declared once at the top of the kernel: tcc0..127 the warp tile's accumulators
+    /// ((mi·NI + ni)·4 + r, NI = BN/32 fragments along N), tca0..15 its A fragments (mi·4 + r), tcb0..15 its B fragments
+    /// (ni·2 + r), tcsb the ring's shared-window address, tcla0..3 / tclb0..3 this lane's ldmatrix addresses in stage 0
+    /// (%0..%7: ring base + LdmatrixOffsetA/B). Addresses kept in named registers cost one add per ldmatrix group and
+    /// nothing else per slice: ILGPU would otherwise recompute them (and reload the base from local memory) in the loop.
+    /// </summary>
+    private const string DeclareRegisters =
+        ".reg .f32 tcc<128>;\n\t.reg .b32 tca<16>;\n\t.reg .b32 tcb<16>;\n\t.reg .u32 tcsb;\n\t.reg .u32 tcla<4>;\n\t.reg .u32 tclb<4>;\n\t";
+
+    private const string SetAddresses =
+        "add.u32 tcla0, tcsb, %0;\n\tadd.u32 tcla1, tcsb, %1;\n\tadd.u32 tcla2, tcsb, %2;\n\tadd.u32 tcla3, tcsb, %3;\n\t" +
+        "add.u32 tclb0, tcsb, %4;\n\tadd.u32 tclb1, tcsb, %5;\n\tadd.u32 tclb2, tcsb, %6;\n\tadd.u32 tclb3, tcsb, %7;";
+
+    /// <summary>The static tiles' 48 KB ring, declared in the kernel body.</summary>
+    private const string DeclareStatic = ".shared .align 128 .b8 memopt_tc_smem[49152];\n\t" + DeclareRegisters +
+        "mov.u32 tcsb, memopt_tc_smem;\n\t" + SetAddresses;
+
+    /// <summary>The deep tiles' ring is ILGPU's dynamic shared memory (declared by it at module scope), base rounded up to 128.</summary>
+    private const string DeclareDynamic = DeclareRegisters +
+        "mov.u32 tcsb, __dyn_shared_alloca;\n\tadd.u32 tcsb, tcsb, 127;\n\tand.b32 tcsb, tcsb, -128;\n\t" + SetAddresses;
+
+    private const string LdsmA = "ldmatrix.sync.aligned.m8n8.x4.shared.b16 ";
+    private const string LdsmT = "ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 ";
+
+    /// <summary>A fragments 0..3 from a K-contiguous slice (%0: stage offset): one lane address, fragments 16 rows (1024 bytes) apart; k16 step 0 uses tcla0, step 1 tcla1.</summary>
+    private const string LoadAKContiguous0 = "{ .reg .u32 t; add.u32 t, tcla0, %0;\n\t" +
+        LdsmA + "{tca0,tca1,tca2,tca3}, [t];\n\t" + LdsmA + "{tca4,tca5,tca6,tca7}, [t+1024];\n\t" +
+        LdsmA + "{tca8,tca9,tca10,tca11}, [t+2048];\n\t" + LdsmA + "{tca12,tca13,tca14,tca15}, [t+3072]; }";
+    private const string LoadAKContiguous1 = "{ .reg .u32 t; add.u32 t, tcla1, %0;\n\t" +
+        LdsmA + "{tca0,tca1,tca2,tca3}, [t];\n\t" + LdsmA + "{tca4,tca5,tca6,tca7}, [t+1024];\n\t" +
+        LdsmA + "{tca8,tca9,tca10,tca11}, [t+2048];\n\t" + LdsmA + "{tca12,tca13,tca14,tca15}, [t+3072]; }";
+
+    /// <summary>A fragments 0..3 from an MN-contiguous slice: transposing loads, one lane address per fragment (%0: stage offset, + 4096 for k16 step 1).</summary>
+    private const string LoadAMnContiguous = "{ .reg .u32 t0, t1, t2, t3; add.u32 t0, tcla0, %0; add.u32 t1, tcla1, %0; add.u32 t2, tcla2, %0; add.u32 t3, tcla3, %0;\n\t" +
+        LdsmT + "{tca0,tca1,tca2,tca3}, [t0];\n\t" + LdsmT + "{tca4,tca5,tca6,tca7}, [t1];\n\t" +
+        LdsmT + "{tca8,tca9,tca10,tca11}, [t2];\n\t" + LdsmT + "{tca12,tca13,tca14,tca15}, [t3]; }";
+
+    private const string LoadBKContiguousNarrow0 = "{ .reg .u32 t; add.u32 t, tclb0, %0;\n\t" +
+        LdsmA + "{tcb0,tcb1,tcb2,tcb3}, [t];\n\t" + LdsmA + "{tcb4,tcb5,tcb6,tcb7}, [t+1024]; }";
+    private const string LoadBKContiguousNarrow1 = "{ .reg .u32 t; add.u32 t, tclb1, %0;\n\t" +
+        LdsmA + "{tcb0,tcb1,tcb2,tcb3}, [t];\n\t" + LdsmA + "{tcb4,tcb5,tcb6,tcb7}, [t+1024]; }";
+    private const string LoadBKContiguousWide0 = "{ .reg .u32 t; add.u32 t, tclb0, %0;\n\t" +
+        LdsmA + "{tcb0,tcb1,tcb2,tcb3}, [t];\n\t" + LdsmA + "{tcb4,tcb5,tcb6,tcb7}, [t+1024];\n\t" +
+        LdsmA + "{tcb8,tcb9,tcb10,tcb11}, [t+2048];\n\t" + LdsmA + "{tcb12,tcb13,tcb14,tcb15}, [t+3072]; }";
+    private const string LoadBKContiguousWide1 = "{ .reg .u32 t; add.u32 t, tclb1, %0;\n\t" +
+        LdsmA + "{tcb0,tcb1,tcb2,tcb3}, [t];\n\t" + LdsmA + "{tcb4,tcb5,tcb6,tcb7}, [t+1024];\n\t" +
+        LdsmA + "{tcb8,tcb9,tcb10,tcb11}, [t+2048];\n\t" + LdsmA + "{tcb12,tcb13,tcb14,tcb15}, [t+3072]; }";
+
+    /// <summary>B fragments from an MN-contiguous slice (%0: stage offset, + 32·BN for k16 step 1).</summary>
+    private const string LoadBMnContiguousNarrow = "{ .reg .u32 t0, t1; add.u32 t0, tclb0, %0; add.u32 t1, tclb1, %0;\n\t" +
+        LdsmT + "{tcb0,tcb1,tcb2,tcb3}, [t0];\n\t" + LdsmT + "{tcb4,tcb5,tcb6,tcb7}, [t1]; }";
+    private const string LoadBMnContiguousWide = "{ .reg .u32 t0, t1, t2, t3; add.u32 t0, tclb0, %0; add.u32 t1, tclb1, %0; add.u32 t2, tclb2, %0; add.u32 t3, tclb3, %0;\n\t" +
+        LdsmT + "{tcb0,tcb1,tcb2,tcb3}, [t0];\n\t" + LdsmT + "{tcb4,tcb5,tcb6,tcb7}, [t1];\n\t" +
+        LdsmT + "{tcb8,tcb9,tcb10,tcb11}, [t2];\n\t" + LdsmT + "{tcb12,tcb13,tcb14,tcb15}, [t3]; }";
+
+    private const string Mma = "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 ";
+
+    private const string ZeroNarrow =
+        "mov.f32 tcc0, 0f00000000; mov.f32 tcc1, 0f00000000; mov.f32 tcc2, 0f00000000; mov.f32 tcc3, 0f00000000; mov.f32 tcc4, 0f00000000; mov.f32 tcc5, 0f00000000; mov.f32 tcc6, 0f00000000; mov.f32 tcc7, 0f00000000;\n\t" +
+        "mov.f32 tcc8, 0f00000000; mov.f32 tcc9, 0f00000000; mov.f32 tcc10, 0f00000000; mov.f32 tcc11, 0f00000000; mov.f32 tcc12, 0f00000000; mov.f32 tcc13, 0f00000000; mov.f32 tcc14, 0f00000000; mov.f32 tcc15, 0f00000000;\n\t" +
+        "mov.f32 tcc16, 0f00000000; mov.f32 tcc17, 0f00000000; mov.f32 tcc18, 0f00000000; mov.f32 tcc19, 0f00000000; mov.f32 tcc20, 0f00000000; mov.f32 tcc21, 0f00000000; mov.f32 tcc22, 0f00000000; mov.f32 tcc23, 0f00000000;\n\t" +
+        "mov.f32 tcc24, 0f00000000; mov.f32 tcc25, 0f00000000; mov.f32 tcc26, 0f00000000; mov.f32 tcc27, 0f00000000; mov.f32 tcc28, 0f00000000; mov.f32 tcc29, 0f00000000; mov.f32 tcc30, 0f00000000; mov.f32 tcc31, 0f00000000;\n\t" +
+        "mov.f32 tcc32, 0f00000000; mov.f32 tcc33, 0f00000000; mov.f32 tcc34, 0f00000000; mov.f32 tcc35, 0f00000000; mov.f32 tcc36, 0f00000000; mov.f32 tcc37, 0f00000000; mov.f32 tcc38, 0f00000000; mov.f32 tcc39, 0f00000000;\n\t" +
+        "mov.f32 tcc40, 0f00000000; mov.f32 tcc41, 0f00000000; mov.f32 tcc42, 0f00000000; mov.f32 tcc43, 0f00000000; mov.f32 tcc44, 0f00000000; mov.f32 tcc45, 0f00000000; mov.f32 tcc46, 0f00000000; mov.f32 tcc47, 0f00000000;\n\t" +
+        "mov.f32 tcc48, 0f00000000; mov.f32 tcc49, 0f00000000; mov.f32 tcc50, 0f00000000; mov.f32 tcc51, 0f00000000; mov.f32 tcc52, 0f00000000; mov.f32 tcc53, 0f00000000; mov.f32 tcc54, 0f00000000; mov.f32 tcc55, 0f00000000;\n\t" +
+        "mov.f32 tcc56, 0f00000000; mov.f32 tcc57, 0f00000000; mov.f32 tcc58, 0f00000000; mov.f32 tcc59, 0f00000000; mov.f32 tcc60, 0f00000000; mov.f32 tcc61, 0f00000000; mov.f32 tcc62, 0f00000000; mov.f32 tcc63, 0f00000000;";
+
+    private const string ZeroWide =
+        "mov.f32 tcc0, 0f00000000; mov.f32 tcc1, 0f00000000; mov.f32 tcc2, 0f00000000; mov.f32 tcc3, 0f00000000; mov.f32 tcc4, 0f00000000; mov.f32 tcc5, 0f00000000; mov.f32 tcc6, 0f00000000; mov.f32 tcc7, 0f00000000;\n\t" +
+        "mov.f32 tcc8, 0f00000000; mov.f32 tcc9, 0f00000000; mov.f32 tcc10, 0f00000000; mov.f32 tcc11, 0f00000000; mov.f32 tcc12, 0f00000000; mov.f32 tcc13, 0f00000000; mov.f32 tcc14, 0f00000000; mov.f32 tcc15, 0f00000000;\n\t" +
+        "mov.f32 tcc16, 0f00000000; mov.f32 tcc17, 0f00000000; mov.f32 tcc18, 0f00000000; mov.f32 tcc19, 0f00000000; mov.f32 tcc20, 0f00000000; mov.f32 tcc21, 0f00000000; mov.f32 tcc22, 0f00000000; mov.f32 tcc23, 0f00000000;\n\t" +
+        "mov.f32 tcc24, 0f00000000; mov.f32 tcc25, 0f00000000; mov.f32 tcc26, 0f00000000; mov.f32 tcc27, 0f00000000; mov.f32 tcc28, 0f00000000; mov.f32 tcc29, 0f00000000; mov.f32 tcc30, 0f00000000; mov.f32 tcc31, 0f00000000;\n\t" +
+        "mov.f32 tcc32, 0f00000000; mov.f32 tcc33, 0f00000000; mov.f32 tcc34, 0f00000000; mov.f32 tcc35, 0f00000000; mov.f32 tcc36, 0f00000000; mov.f32 tcc37, 0f00000000; mov.f32 tcc38, 0f00000000; mov.f32 tcc39, 0f00000000;\n\t" +
+        "mov.f32 tcc40, 0f00000000; mov.f32 tcc41, 0f00000000; mov.f32 tcc42, 0f00000000; mov.f32 tcc43, 0f00000000; mov.f32 tcc44, 0f00000000; mov.f32 tcc45, 0f00000000; mov.f32 tcc46, 0f00000000; mov.f32 tcc47, 0f00000000;\n\t" +
+        "mov.f32 tcc48, 0f00000000; mov.f32 tcc49, 0f00000000; mov.f32 tcc50, 0f00000000; mov.f32 tcc51, 0f00000000; mov.f32 tcc52, 0f00000000; mov.f32 tcc53, 0f00000000; mov.f32 tcc54, 0f00000000; mov.f32 tcc55, 0f00000000;\n\t" +
+        "mov.f32 tcc56, 0f00000000; mov.f32 tcc57, 0f00000000; mov.f32 tcc58, 0f00000000; mov.f32 tcc59, 0f00000000; mov.f32 tcc60, 0f00000000; mov.f32 tcc61, 0f00000000; mov.f32 tcc62, 0f00000000; mov.f32 tcc63, 0f00000000;\n\t" +
+        "mov.f32 tcc64, 0f00000000; mov.f32 tcc65, 0f00000000; mov.f32 tcc66, 0f00000000; mov.f32 tcc67, 0f00000000; mov.f32 tcc68, 0f00000000; mov.f32 tcc69, 0f00000000; mov.f32 tcc70, 0f00000000; mov.f32 tcc71, 0f00000000;\n\t" +
+        "mov.f32 tcc72, 0f00000000; mov.f32 tcc73, 0f00000000; mov.f32 tcc74, 0f00000000; mov.f32 tcc75, 0f00000000; mov.f32 tcc76, 0f00000000; mov.f32 tcc77, 0f00000000; mov.f32 tcc78, 0f00000000; mov.f32 tcc79, 0f00000000;\n\t" +
+        "mov.f32 tcc80, 0f00000000; mov.f32 tcc81, 0f00000000; mov.f32 tcc82, 0f00000000; mov.f32 tcc83, 0f00000000; mov.f32 tcc84, 0f00000000; mov.f32 tcc85, 0f00000000; mov.f32 tcc86, 0f00000000; mov.f32 tcc87, 0f00000000;\n\t" +
+        "mov.f32 tcc88, 0f00000000; mov.f32 tcc89, 0f00000000; mov.f32 tcc90, 0f00000000; mov.f32 tcc91, 0f00000000; mov.f32 tcc92, 0f00000000; mov.f32 tcc93, 0f00000000; mov.f32 tcc94, 0f00000000; mov.f32 tcc95, 0f00000000;\n\t" +
+        "mov.f32 tcc96, 0f00000000; mov.f32 tcc97, 0f00000000; mov.f32 tcc98, 0f00000000; mov.f32 tcc99, 0f00000000; mov.f32 tcc100, 0f00000000; mov.f32 tcc101, 0f00000000; mov.f32 tcc102, 0f00000000; mov.f32 tcc103, 0f00000000;\n\t" +
+        "mov.f32 tcc104, 0f00000000; mov.f32 tcc105, 0f00000000; mov.f32 tcc106, 0f00000000; mov.f32 tcc107, 0f00000000; mov.f32 tcc108, 0f00000000; mov.f32 tcc109, 0f00000000; mov.f32 tcc110, 0f00000000; mov.f32 tcc111, 0f00000000;\n\t" +
+        "mov.f32 tcc112, 0f00000000; mov.f32 tcc113, 0f00000000; mov.f32 tcc114, 0f00000000; mov.f32 tcc115, 0f00000000; mov.f32 tcc116, 0f00000000; mov.f32 tcc117, 0f00000000; mov.f32 tcc118, 0f00000000; mov.f32 tcc119, 0f00000000;\n\t" +
+        "mov.f32 tcc120, 0f00000000; mov.f32 tcc121, 0f00000000; mov.f32 tcc122, 0f00000000; mov.f32 tcc123, 0f00000000; mov.f32 tcc124, 0f00000000; mov.f32 tcc125, 0f00000000; mov.f32 tcc126, 0f00000000; mov.f32 tcc127, 0f00000000;";
+
+    private const string MmaNarrow =
+        Mma + "{tcc0,tcc1,tcc2,tcc3}, {tca0,tca1,tca2,tca3}, {tcb0,tcb1}, {tcc0,tcc1,tcc2,tcc3};\n\t" +
+        Mma + "{tcc4,tcc5,tcc6,tcc7}, {tca0,tca1,tca2,tca3}, {tcb2,tcb3}, {tcc4,tcc5,tcc6,tcc7};\n\t" +
+        Mma + "{tcc8,tcc9,tcc10,tcc11}, {tca0,tca1,tca2,tca3}, {tcb4,tcb5}, {tcc8,tcc9,tcc10,tcc11};\n\t" +
+        Mma + "{tcc12,tcc13,tcc14,tcc15}, {tca0,tca1,tca2,tca3}, {tcb6,tcb7}, {tcc12,tcc13,tcc14,tcc15};\n\t" +
+        Mma + "{tcc16,tcc17,tcc18,tcc19}, {tca4,tca5,tca6,tca7}, {tcb0,tcb1}, {tcc16,tcc17,tcc18,tcc19};\n\t" +
+        Mma + "{tcc20,tcc21,tcc22,tcc23}, {tca4,tca5,tca6,tca7}, {tcb2,tcb3}, {tcc20,tcc21,tcc22,tcc23};\n\t" +
+        Mma + "{tcc24,tcc25,tcc26,tcc27}, {tca4,tca5,tca6,tca7}, {tcb4,tcb5}, {tcc24,tcc25,tcc26,tcc27};\n\t" +
+        Mma + "{tcc28,tcc29,tcc30,tcc31}, {tca4,tca5,tca6,tca7}, {tcb6,tcb7}, {tcc28,tcc29,tcc30,tcc31};\n\t" +
+        Mma + "{tcc32,tcc33,tcc34,tcc35}, {tca8,tca9,tca10,tca11}, {tcb0,tcb1}, {tcc32,tcc33,tcc34,tcc35};\n\t" +
+        Mma + "{tcc36,tcc37,tcc38,tcc39}, {tca8,tca9,tca10,tca11}, {tcb2,tcb3}, {tcc36,tcc37,tcc38,tcc39};\n\t" +
+        Mma + "{tcc40,tcc41,tcc42,tcc43}, {tca8,tca9,tca10,tca11}, {tcb4,tcb5}, {tcc40,tcc41,tcc42,tcc43};\n\t" +
+        Mma + "{tcc44,tcc45,tcc46,tcc47}, {tca8,tca9,tca10,tca11}, {tcb6,tcb7}, {tcc44,tcc45,tcc46,tcc47};\n\t" +
+        Mma + "{tcc48,tcc49,tcc50,tcc51}, {tca12,tca13,tca14,tca15}, {tcb0,tcb1}, {tcc48,tcc49,tcc50,tcc51};\n\t" +
+        Mma + "{tcc52,tcc53,tcc54,tcc55}, {tca12,tca13,tca14,tca15}, {tcb2,tcb3}, {tcc52,tcc53,tcc54,tcc55};\n\t" +
+        Mma + "{tcc56,tcc57,tcc58,tcc59}, {tca12,tca13,tca14,tca15}, {tcb4,tcb5}, {tcc56,tcc57,tcc58,tcc59};\n\t" +
+        Mma + "{tcc60,tcc61,tcc62,tcc63}, {tca12,tca13,tca14,tca15}, {tcb6,tcb7}, {tcc60,tcc61,tcc62,tcc63};";
+
+    private const string MmaWide =
+        Mma + "{tcc0,tcc1,tcc2,tcc3}, {tca0,tca1,tca2,tca3}, {tcb0,tcb1}, {tcc0,tcc1,tcc2,tcc3};\n\t" +
+        Mma + "{tcc4,tcc5,tcc6,tcc7}, {tca0,tca1,tca2,tca3}, {tcb2,tcb3}, {tcc4,tcc5,tcc6,tcc7};\n\t" +
+        Mma + "{tcc8,tcc9,tcc10,tcc11}, {tca0,tca1,tca2,tca3}, {tcb4,tcb5}, {tcc8,tcc9,tcc10,tcc11};\n\t" +
+        Mma + "{tcc12,tcc13,tcc14,tcc15}, {tca0,tca1,tca2,tca3}, {tcb6,tcb7}, {tcc12,tcc13,tcc14,tcc15};\n\t" +
+        Mma + "{tcc16,tcc17,tcc18,tcc19}, {tca0,tca1,tca2,tca3}, {tcb8,tcb9}, {tcc16,tcc17,tcc18,tcc19};\n\t" +
+        Mma + "{tcc20,tcc21,tcc22,tcc23}, {tca0,tca1,tca2,tca3}, {tcb10,tcb11}, {tcc20,tcc21,tcc22,tcc23};\n\t" +
+        Mma + "{tcc24,tcc25,tcc26,tcc27}, {tca0,tca1,tca2,tca3}, {tcb12,tcb13}, {tcc24,tcc25,tcc26,tcc27};\n\t" +
+        Mma + "{tcc28,tcc29,tcc30,tcc31}, {tca0,tca1,tca2,tca3}, {tcb14,tcb15}, {tcc28,tcc29,tcc30,tcc31};\n\t" +
+        Mma + "{tcc32,tcc33,tcc34,tcc35}, {tca4,tca5,tca6,tca7}, {tcb0,tcb1}, {tcc32,tcc33,tcc34,tcc35};\n\t" +
+        Mma + "{tcc36,tcc37,tcc38,tcc39}, {tca4,tca5,tca6,tca7}, {tcb2,tcb3}, {tcc36,tcc37,tcc38,tcc39};\n\t" +
+        Mma + "{tcc40,tcc41,tcc42,tcc43}, {tca4,tca5,tca6,tca7}, {tcb4,tcb5}, {tcc40,tcc41,tcc42,tcc43};\n\t" +
+        Mma + "{tcc44,tcc45,tcc46,tcc47}, {tca4,tca5,tca6,tca7}, {tcb6,tcb7}, {tcc44,tcc45,tcc46,tcc47};\n\t" +
+        Mma + "{tcc48,tcc49,tcc50,tcc51}, {tca4,tca5,tca6,tca7}, {tcb8,tcb9}, {tcc48,tcc49,tcc50,tcc51};\n\t" +
+        Mma + "{tcc52,tcc53,tcc54,tcc55}, {tca4,tca5,tca6,tca7}, {tcb10,tcb11}, {tcc52,tcc53,tcc54,tcc55};\n\t" +
+        Mma + "{tcc56,tcc57,tcc58,tcc59}, {tca4,tca5,tca6,tca7}, {tcb12,tcb13}, {tcc56,tcc57,tcc58,tcc59};\n\t" +
+        Mma + "{tcc60,tcc61,tcc62,tcc63}, {tca4,tca5,tca6,tca7}, {tcb14,tcb15}, {tcc60,tcc61,tcc62,tcc63};\n\t" +
+        Mma + "{tcc64,tcc65,tcc66,tcc67}, {tca8,tca9,tca10,tca11}, {tcb0,tcb1}, {tcc64,tcc65,tcc66,tcc67};\n\t" +
+        Mma + "{tcc68,tcc69,tcc70,tcc71}, {tca8,tca9,tca10,tca11}, {tcb2,tcb3}, {tcc68,tcc69,tcc70,tcc71};\n\t" +
+        Mma + "{tcc72,tcc73,tcc74,tcc75}, {tca8,tca9,tca10,tca11}, {tcb4,tcb5}, {tcc72,tcc73,tcc74,tcc75};\n\t" +
+        Mma + "{tcc76,tcc77,tcc78,tcc79}, {tca8,tca9,tca10,tca11}, {tcb6,tcb7}, {tcc76,tcc77,tcc78,tcc79};\n\t" +
+        Mma + "{tcc80,tcc81,tcc82,tcc83}, {tca8,tca9,tca10,tca11}, {tcb8,tcb9}, {tcc80,tcc81,tcc82,tcc83};\n\t" +
+        Mma + "{tcc84,tcc85,tcc86,tcc87}, {tca8,tca9,tca10,tca11}, {tcb10,tcb11}, {tcc84,tcc85,tcc86,tcc87};\n\t" +
+        Mma + "{tcc88,tcc89,tcc90,tcc91}, {tca8,tca9,tca10,tca11}, {tcb12,tcb13}, {tcc88,tcc89,tcc90,tcc91};\n\t" +
+        Mma + "{tcc92,tcc93,tcc94,tcc95}, {tca8,tca9,tca10,tca11}, {tcb14,tcb15}, {tcc92,tcc93,tcc94,tcc95};\n\t" +
+        Mma + "{tcc96,tcc97,tcc98,tcc99}, {tca12,tca13,tca14,tca15}, {tcb0,tcb1}, {tcc96,tcc97,tcc98,tcc99};\n\t" +
+        Mma + "{tcc100,tcc101,tcc102,tcc103}, {tca12,tca13,tca14,tca15}, {tcb2,tcb3}, {tcc100,tcc101,tcc102,tcc103};\n\t" +
+        Mma + "{tcc104,tcc105,tcc106,tcc107}, {tca12,tca13,tca14,tca15}, {tcb4,tcb5}, {tcc104,tcc105,tcc106,tcc107};\n\t" +
+        Mma + "{tcc108,tcc109,tcc110,tcc111}, {tca12,tca13,tca14,tca15}, {tcb6,tcb7}, {tcc108,tcc109,tcc110,tcc111};\n\t" +
+        Mma + "{tcc112,tcc113,tcc114,tcc115}, {tca12,tca13,tca14,tca15}, {tcb8,tcb9}, {tcc112,tcc113,tcc114,tcc115};\n\t" +
+        Mma + "{tcc116,tcc117,tcc118,tcc119}, {tca12,tca13,tca14,tca15}, {tcb10,tcb11}, {tcc116,tcc117,tcc118,tcc119};\n\t" +
+        Mma + "{tcc120,tcc121,tcc122,tcc123}, {tca12,tca13,tca14,tca15}, {tcb12,tcb13}, {tcc120,tcc121,tcc122,tcc123};\n\t" +
+        Mma + "{tcc124,tcc125,tcc126,tcc127}, {tca12,tca13,tca14,tca15}, {tcb14,tcb15}, {tcc124,tcc125,tcc126,tcc127};";
+
+
+    private static void TensorCoreKernel<TShape, TATransposed, TBTransposed, TAVector, TBVector>(
+        ArrayView<ushort> a, ArrayView<ushort> b, ArrayView<float> cF, ArrayView<ushort> cH, TcParams p)
+        where TShape : struct, ITileShape
+        where TATransposed : struct, IFlag
+        where TBTransposed : struct, IFlag
+        where TAVector : struct, IFlag
+        where TBVector : struct, IFlag
+    {
+        int tid = Group.IdxX;
+        int block = Grid.IdxX;
+        bool wide = default(TShape).Wide, deep = default(TShape).Deep;
+        int stages = default(TShape).Stages;
+        bool aKc = !default(TATransposed).On, bKc = default(TBTransposed).On;
+        bool aVec = default(TAVector).On, bVec = default(TBVector).On;
+        int blockN = wide ? 256 : 128;
+        int stageBytes = ASliceBytes + blockN * BlockK * 2;
+
+        TileOf(block, p, out int m0, out int n0, out int split, out int outBatch);
+        int lane = tid & 31, warp = tid >> 5;
+        int wm = warp >> 2, wn = warp & 3;
+
+        // This lane's ldmatrix addresses in stage 0 (the constant strides between fragments are immediates in the PTX
+        // for K-contiguous slices; MN-contiguous ones move 4096 bytes (A) or 32·BN (B) per k16 step).
+        int la0 = LdmatrixOffsetA(aKc, lane, wm, 0, 0);
+        int la1 = aKc ? LdmatrixOffsetA(aKc, lane, wm, 1, 0) : LdmatrixOffsetA(aKc, lane, wm, 0, 1);
+        int la2 = LdmatrixOffsetA(aKc, lane, wm, 0, 2), la3 = LdmatrixOffsetA(aKc, lane, wm, 0, 3);
+        int lb0 = ASliceBytes + LdmatrixOffsetB(bKc, lane, wn, 0, 0, blockN);
+        int lb1 = ASliceBytes + (bKc ? LdmatrixOffsetB(bKc, lane, wn, 1, 0, blockN) : LdmatrixOffsetB(bKc, lane, wn, 0, 1, blockN));
+        int lb2 = ASliceBytes + LdmatrixOffsetB(bKc, lane, wn, 0, 2, blockN), lb3 = ASliceBytes + LdmatrixOffsetB(bKc, lane, wn, 0, 3, blockN);
+        if (deep)
+        {
+            // Referencing the dynamic view keeps ILGPU's declaration of it (never runs: M > 0).
+            var dynamicShared = SharedMemory.GetDynamic<byte>();
+            if (p.M < 0) dynamicShared[0] = 0;
+            CudaAsm.Emit(DeclareDynamic, la0, la1, la2, la3, lb0, lb1, lb2, lb3);
+        }
+        else CudaAsm.Emit(DeclareStatic, la0, la1, la2, la3, lb0, lb1, lb2, lb3);
+        if (wide) CudaAsm.Emit(ZeroWide);
+        else CudaAsm.Emit(ZeroNarrow);
+        int bKsStep = BlockK * blockN;
+
+        // This thread's chunks (two of A, two or four of B): element index of the next slice to load, advanced per slice.
+        var a0 = Chunk(aKc, tid, m0, p.M, p.AOffset, p.Lda, BlockM);
+        var a1 = Chunk(aKc, tid + Threads, m0, p.M, p.AOffset, p.Lda, BlockM);
+        var b0 = Chunk(bKc, tid, n0, p.N, p.BOffset, p.Ldb, blockN);
+        var b1 = Chunk(bKc, tid + Threads, n0, p.N, p.BOffset, p.Ldb, blockN);
+        var b2 = wide ? Chunk(bKc, tid + 2 * Threads, n0, p.N, p.BOffset, p.Ldb, blockN) : b1;
+        var b3 = wide ? Chunk(bKc, tid + 3 * Threads, n0, p.N, p.BOffset, p.Ldb, blockN) : b1;
+        long aStep = SliceStep(aKc, p.Lda), bStep = SliceStep(bKc, p.Ldb);
+        // Whole tile inside M and N: only K can cut a chunk short (and only in a last, partial slice).
+        bool interior = m0 + BlockM <= p.M && n0 + blockN <= p.N;
+
+        int total = p.SumBatches != 0 ? p.Batch * p.KTiles : p.KTiles;
+        int first = split * p.SlicesPerSplit;
+        int count = Math.Min(p.SlicesPerSplit, total - first);
+        // The next slice to load as (batch, k tile), advanced incrementally; the chunks' element indices follow it.
+        int loadBatch = p.SumBatches != 0 ? first / p.KTiles : outBatch;
+        int loadKt = first - (p.SumBatches != 0 ? loadBatch * p.KTiles : 0);
+        long aShift = loadBatch * p.ABatch + loadKt * aStep, bShift = loadBatch * p.BBatch + loadKt * bStep;
+
+        int loadStage = 0;
+        for (int s = 0; s < stages - 1; s++)
+        {
+            if (s < count)
+            {
+                LoadSlice(a, b, p, loadStage * stageBytes, aKc, bKc, aVec, bVec, wide, interior, a0, a1, b0, b1, b2, b3, aShift, bShift, loadKt * BlockK);
+                aShift += aStep;
+                bShift += bStep;
+                loadKt++;
+                if (loadKt == p.KTiles)
+                {
+                    loadKt = 0;
+                    loadBatch++;
+                    aShift = loadBatch * p.ABatch;
+                    bShift = loadBatch * p.BBatch;
+                }
+            }
+            CudaAsm.Emit("cp.async.commit_group;");
+            loadStage++;
+        }
+
+        int computeStage = 0;
+        for (int i = 0; i < count; i++)
+        {
+            // Slice i has landed for this thread's copies (at most stages-2 newer groups pending); the barrier makes
+            // every thread's copies visible and guarantees everyone finished slice i-1, whose stage the next copy reuses.
+            if (stages == 2) CudaAsm.Emit("cp.async.wait_group 0;");
+            else if (stages == 3) CudaAsm.Emit("cp.async.wait_group 1;");
+            else CudaAsm.Emit("cp.async.wait_group 2;");
+            Group.Barrier();
+            if (i + stages - 1 < count)
+            {
+                LoadSlice(a, b, p, loadStage * stageBytes, aKc, bKc, aVec, bVec, wide, interior, a0, a1, b0, b1, b2, b3, aShift, bShift, loadKt * BlockK);
+                aShift += aStep;
+                bShift += bStep;
+                loadKt++;
+                if (loadKt == p.KTiles)
+                {
+                    loadKt = 0;
+                    loadBatch++;
+                    aShift = loadBatch * p.ABatch;
+                    bShift = loadBatch * p.BBatch;
+                }
+            }
+            CudaAsm.Emit("cp.async.commit_group;");
+            loadStage = loadStage == stages - 1 ? 0 : loadStage + 1;
+
+            int st = computeStage * stageBytes;
+            // k16 step 0
+            if (aKc) CudaAsm.Emit(LoadAKContiguous0, st);
+            else CudaAsm.Emit(LoadAMnContiguous, st);
+            if (wide)
+            {
+                if (bKc) CudaAsm.Emit(LoadBKContiguousWide0, st);
+                else CudaAsm.Emit(LoadBMnContiguousWide, st);
+                CudaAsm.Emit(MmaWide);
+            }
+            else
+            {
+                if (bKc) CudaAsm.Emit(LoadBKContiguousNarrow0, st);
+                else CudaAsm.Emit(LoadBMnContiguousNarrow, st);
+                CudaAsm.Emit(MmaNarrow);
+            }
+            // k16 step 1: K-contiguous lanes use their ks = 1 address; MN-contiguous ones move 16 k-rows.
+            if (aKc) CudaAsm.Emit(LoadAKContiguous1, st);
+            else CudaAsm.Emit(LoadAMnContiguous, st + 4096);
+            if (wide)
+            {
+                if (bKc) CudaAsm.Emit(LoadBKContiguousWide1, st);
+                else CudaAsm.Emit(LoadBMnContiguousWide, st + bKsStep);
+                CudaAsm.Emit(MmaWide);
+            }
+            else
+            {
+                if (bKc) CudaAsm.Emit(LoadBKContiguousNarrow1, st);
+                else CudaAsm.Emit(LoadBMnContiguousNarrow, st + bKsStep);
+                CudaAsm.Emit(MmaNarrow);
+            }
+            computeStage = computeStage == stages - 1 ? 0 : computeStage + 1;
+        }
+
+        long cBase = p.COffset + outBatch * p.CBatch + split * p.SplitStride;
+        int row = m0 + wm * WarpM + (lane >> 2);
+        int col = n0 + wn * (blockN / 4) + 2 * (lane & 3);
+        if (wide) StoreWide(cF, cH, p, cBase, row, col);
+        else StoreNarrow(cF, cH, p, cBase, row, col);
+    }
+
+    /// <summary>The narrow warp tile's epilogue: accumulator pairs (tcc 2j, 2j+1) to rows row + 16·mi (+8), columns col + 8·ni.</summary>
+    private static void StoreNarrow(ArrayView<float> cF, ArrayView<ushort> cH, TcParams p, long cBase, int row, int col)
+    {
+        ulong v;
+        CudaAsm.Emit("mov.b64 %0, {tcc0,tcc1};", out v); StorePair(cF, cH, p, cBase, row + 0, col + 0, v);
+        CudaAsm.Emit("mov.b64 %0, {tcc2,tcc3};", out v); StorePair(cF, cH, p, cBase, row + 8, col + 0, v);
+        CudaAsm.Emit("mov.b64 %0, {tcc4,tcc5};", out v); StorePair(cF, cH, p, cBase, row + 0, col + 8, v);
+        CudaAsm.Emit("mov.b64 %0, {tcc6,tcc7};", out v); StorePair(cF, cH, p, cBase, row + 8, col + 8, v);
+        CudaAsm.Emit("mov.b64 %0, {tcc8,tcc9};", out v); StorePair(cF, cH, p, cBase, row + 0, col + 16, v);
+        CudaAsm.Emit("mov.b64 %0, {tcc10,tcc11};", out v); StorePair(cF, cH, p, cBase, row + 8, col + 16, v);
+        CudaAsm.Emit("mov.b64 %0, {tcc12,tcc13};", out v); StorePair(cF, cH, p, cBase, row + 0, col + 24, v);
+        CudaAsm.Emit("mov.b64 %0, {tcc14,tcc15};", out v); StorePair(cF, cH, p, cBase, row + 8, col + 24, v);
+        CudaAsm.Emit("mov.b64 %0, {tcc16,tcc17};", out v); StorePair(cF, cH, p, cBase, row + 16, col + 0, v);
+        CudaAsm.Emit("mov.b64 %0, {tcc18,tcc19};", out v); StorePair(cF, cH, p, cBase, row + 24, col + 0, v);
+        CudaAsm.Emit("mov.b64 %0, {tcc20,tcc21};", out v); StorePair(cF, cH, p, cBase, row + 16, col + 8, v);
+        CudaAsm.Emit("mov.b64 %0, {tcc22,tcc23};", out v); StorePair(cF, cH, p, cBase, row + 24, col + 8, v);
+        CudaAsm.Emit("mov.b64 %0, {tcc24,tcc25};", out v); StorePair(cF, cH, p, cBase, row + 16, col + 16, v);
+        CudaAsm.Emit("mov.b64 %0, {tcc26,tcc27};", out v); StorePair(cF, cH, p, cBase, row + 24, col + 16, v);
+        CudaAsm.Emit("mov.b64 %0, {tcc28,tcc29};", out v); StorePair(cF, cH, p, cBase, row + 16, col + 24, v);
+        CudaAsm.Emit("mov.b64 %0, {tcc30,tcc31};", out v); StorePair(cF, cH, p, cBase, row + 24, col + 24, v);
+        CudaAsm.Emit("mov.b64 %0, {tcc32,tcc33};", out v); StorePair(cF, cH, p, cBase, row + 32, col + 0, v);
+        CudaAsm.Emit("mov.b64 %0, {tcc34,tcc35};", out v); StorePair(cF, cH, p, cBase, row + 40, col + 0, v);
+        CudaAsm.Emit("mov.b64 %0, {tcc36,tcc37};", out v); StorePair(cF, cH, p, cBase, row + 32, col + 8, v);
+        CudaAsm.Emit("mov.b64 %0, {tcc38,tcc39};", out v); StorePair(cF, cH, p, cBase, row + 40, col + 8, v);
+        CudaAsm.Emit("mov.b64 %0, {tcc40,tcc41};", out v); StorePair(cF, cH, p, cBase, row + 32, col + 16, v);
+        CudaAsm.Emit("mov.b64 %0, {tcc42,tcc43};", out v); StorePair(cF, cH, p, cBase, row + 40, col + 16, v);
+        CudaAsm.Emit("mov.b64 %0, {tcc44,tcc45};", out v); StorePair(cF, cH, p, cBase, row + 32, col + 24, v);
+        CudaAsm.Emit("mov.b64 %0, {tcc46,tcc47};", out v); StorePair(cF, cH, p, cBase, row + 40, col + 24, v);
+        CudaAsm.Emit("mov.b64 %0, {tcc48,tcc49};", out v); StorePair(cF, cH, p, cBase, row + 48, col + 0, v);
+        CudaAsm.Emit("mov.b64 %0, {tcc50,tcc51};", out v); StorePair(cF, cH, p, cBase, row + 56, col + 0, v);
+        CudaAsm.Emit("mov.b64 %0, {tcc52,tcc53};", out v); StorePair(cF, cH, p, cBase, row + 48, col + 8, v);
+        CudaAsm.Emit("mov.b64 %0, {tcc54,tcc55};", out v); StorePair(cF, cH, p, cBase, row + 56, col + 8, v);
+        CudaAsm.Emit("mov.b64 %0, {tcc56,tcc57};", out v); StorePair(cF, cH, p, cBase, row + 48, col + 16, v);
+        CudaAsm.Emit("mov.b64 %0, {tcc58,tcc59};", out v); StorePair(cF, cH, p, cBase, row + 56, col + 16, v);
+        CudaAsm.Emit("mov.b64 %0, {tcc60,tcc61};", out v); StorePair(cF, cH, p, cBase, row + 48, col + 24, v);
+        CudaAsm.Emit("mov.b64 %0, {tcc62,tcc63};", out v); StorePair(cF, cH, p, cBase, row + 56, col + 24, v);
+    }
+
+    /// <summary>The wide warp tile's epilogue (8 fragments along N).</summary>
+    private static void StoreWide(ArrayView<float> cF, ArrayView<ushort> cH, TcParams p, long cBase, int row, int col)
+    {
+        ulong v;
+        CudaAsm.Emit("mov.b64 %0, {tcc0,tcc1};", out v); StorePair(cF, cH, p, cBase, row + 0, col + 0, v);
+        CudaAsm.Emit("mov.b64 %0, {tcc2,tcc3};", out v); StorePair(cF, cH, p, cBase, row + 8, col + 0, v);
+        CudaAsm.Emit("mov.b64 %0, {tcc4,tcc5};", out v); StorePair(cF, cH, p, cBase, row + 0, col + 8, v);
+        CudaAsm.Emit("mov.b64 %0, {tcc6,tcc7};", out v); StorePair(cF, cH, p, cBase, row + 8, col + 8, v);
+        CudaAsm.Emit("mov.b64 %0, {tcc8,tcc9};", out v); StorePair(cF, cH, p, cBase, row + 0, col + 16, v);
+        CudaAsm.Emit("mov.b64 %0, {tcc10,tcc11};", out v); StorePair(cF, cH, p, cBase, row + 8, col + 16, v);
+        CudaAsm.Emit("mov.b64 %0, {tcc12,tcc13};", out v); StorePair(cF, cH, p, cBase, row + 0, col + 24, v);
+        CudaAsm.Emit("mov.b64 %0, {tcc14,tcc15};", out v); StorePair(cF, cH, p, cBase, row + 8, col + 24, v);
+        CudaAsm.Emit("mov.b64 %0, {tcc16,tcc17};", out v); StorePair(cF, cH, p, cBase, row + 0, col + 32, v);
+        CudaAsm.Emit("mov.b64 %0, {tcc18,tcc19};", out v); StorePair(cF, cH, p, cBase, row + 8, col + 32, v);
+        CudaAsm.Emit("mov.b64 %0, {tcc20,tcc21};", out v); StorePair(cF, cH, p, cBase, row + 0, col + 40, v);
+        CudaAsm.Emit("mov.b64 %0, {tcc22,tcc23};", out v); StorePair(cF, cH, p, cBase, row + 8, col + 40, v);
+        CudaAsm.Emit("mov.b64 %0, {tcc24,tcc25};", out v); StorePair(cF, cH, p, cBase, row + 0, col + 48, v);
+        CudaAsm.Emit("mov.b64 %0, {tcc26,tcc27};", out v); StorePair(cF, cH, p, cBase, row + 8, col + 48, v);
+        CudaAsm.Emit("mov.b64 %0, {tcc28,tcc29};", out v); StorePair(cF, cH, p, cBase, row + 0, col + 56, v);
+        CudaAsm.Emit("mov.b64 %0, {tcc30,tcc31};", out v); StorePair(cF, cH, p, cBase, row + 8, col + 56, v);
+        CudaAsm.Emit("mov.b64 %0, {tcc32,tcc33};", out v); StorePair(cF, cH, p, cBase, row + 16, col + 0, v);
+        CudaAsm.Emit("mov.b64 %0, {tcc34,tcc35};", out v); StorePair(cF, cH, p, cBase, row + 24, col + 0, v);
+        CudaAsm.Emit("mov.b64 %0, {tcc36,tcc37};", out v); StorePair(cF, cH, p, cBase, row + 16, col + 8, v);
+        CudaAsm.Emit("mov.b64 %0, {tcc38,tcc39};", out v); StorePair(cF, cH, p, cBase, row + 24, col + 8, v);
+        CudaAsm.Emit("mov.b64 %0, {tcc40,tcc41};", out v); StorePair(cF, cH, p, cBase, row + 16, col + 16, v);
+        CudaAsm.Emit("mov.b64 %0, {tcc42,tcc43};", out v); StorePair(cF, cH, p, cBase, row + 24, col + 16, v);
+        CudaAsm.Emit("mov.b64 %0, {tcc44,tcc45};", out v); StorePair(cF, cH, p, cBase, row + 16, col + 24, v);
+        CudaAsm.Emit("mov.b64 %0, {tcc46,tcc47};", out v); StorePair(cF, cH, p, cBase, row + 24, col + 24, v);
+        CudaAsm.Emit("mov.b64 %0, {tcc48,tcc49};", out v); StorePair(cF, cH, p, cBase, row + 16, col + 32, v);
+        CudaAsm.Emit("mov.b64 %0, {tcc50,tcc51};", out v); StorePair(cF, cH, p, cBase, row + 24, col + 32, v);
+        CudaAsm.Emit("mov.b64 %0, {tcc52,tcc53};", out v); StorePair(cF, cH, p, cBase, row + 16, col + 40, v);
+        CudaAsm.Emit("mov.b64 %0, {tcc54,tcc55};", out v); StorePair(cF, cH, p, cBase, row + 24, col + 40, v);
+        CudaAsm.Emit("mov.b64 %0, {tcc56,tcc57};", out v); StorePair(cF, cH, p, cBase, row + 16, col + 48, v);
+        CudaAsm.Emit("mov.b64 %0, {tcc58,tcc59};", out v); StorePair(cF, cH, p, cBase, row + 24, col + 48, v);
+        CudaAsm.Emit("mov.b64 %0, {tcc60,tcc61};", out v); StorePair(cF, cH, p, cBase, row + 16, col + 56, v);
+        CudaAsm.Emit("mov.b64 %0, {tcc62,tcc63};", out v); StorePair(cF, cH, p, cBase, row + 24, col + 56, v);
+        CudaAsm.Emit("mov.b64 %0, {tcc64,tcc65};", out v); StorePair(cF, cH, p, cBase, row + 32, col + 0, v);
+        CudaAsm.Emit("mov.b64 %0, {tcc66,tcc67};", out v); StorePair(cF, cH, p, cBase, row + 40, col + 0, v);
+        CudaAsm.Emit("mov.b64 %0, {tcc68,tcc69};", out v); StorePair(cF, cH, p, cBase, row + 32, col + 8, v);
+        CudaAsm.Emit("mov.b64 %0, {tcc70,tcc71};", out v); StorePair(cF, cH, p, cBase, row + 40, col + 8, v);
+        CudaAsm.Emit("mov.b64 %0, {tcc72,tcc73};", out v); StorePair(cF, cH, p, cBase, row + 32, col + 16, v);
+        CudaAsm.Emit("mov.b64 %0, {tcc74,tcc75};", out v); StorePair(cF, cH, p, cBase, row + 40, col + 16, v);
+        CudaAsm.Emit("mov.b64 %0, {tcc76,tcc77};", out v); StorePair(cF, cH, p, cBase, row + 32, col + 24, v);
+        CudaAsm.Emit("mov.b64 %0, {tcc78,tcc79};", out v); StorePair(cF, cH, p, cBase, row + 40, col + 24, v);
+        CudaAsm.Emit("mov.b64 %0, {tcc80,tcc81};", out v); StorePair(cF, cH, p, cBase, row + 32, col + 32, v);
+        CudaAsm.Emit("mov.b64 %0, {tcc82,tcc83};", out v); StorePair(cF, cH, p, cBase, row + 40, col + 32, v);
+        CudaAsm.Emit("mov.b64 %0, {tcc84,tcc85};", out v); StorePair(cF, cH, p, cBase, row + 32, col + 40, v);
+        CudaAsm.Emit("mov.b64 %0, {tcc86,tcc87};", out v); StorePair(cF, cH, p, cBase, row + 40, col + 40, v);
+        CudaAsm.Emit("mov.b64 %0, {tcc88,tcc89};", out v); StorePair(cF, cH, p, cBase, row + 32, col + 48, v);
+        CudaAsm.Emit("mov.b64 %0, {tcc90,tcc91};", out v); StorePair(cF, cH, p, cBase, row + 40, col + 48, v);
+        CudaAsm.Emit("mov.b64 %0, {tcc92,tcc93};", out v); StorePair(cF, cH, p, cBase, row + 32, col + 56, v);
+        CudaAsm.Emit("mov.b64 %0, {tcc94,tcc95};", out v); StorePair(cF, cH, p, cBase, row + 40, col + 56, v);
+        CudaAsm.Emit("mov.b64 %0, {tcc96,tcc97};", out v); StorePair(cF, cH, p, cBase, row + 48, col + 0, v);
+        CudaAsm.Emit("mov.b64 %0, {tcc98,tcc99};", out v); StorePair(cF, cH, p, cBase, row + 56, col + 0, v);
+        CudaAsm.Emit("mov.b64 %0, {tcc100,tcc101};", out v); StorePair(cF, cH, p, cBase, row + 48, col + 8, v);
+        CudaAsm.Emit("mov.b64 %0, {tcc102,tcc103};", out v); StorePair(cF, cH, p, cBase, row + 56, col + 8, v);
+        CudaAsm.Emit("mov.b64 %0, {tcc104,tcc105};", out v); StorePair(cF, cH, p, cBase, row + 48, col + 16, v);
+        CudaAsm.Emit("mov.b64 %0, {tcc106,tcc107};", out v); StorePair(cF, cH, p, cBase, row + 56, col + 16, v);
+        CudaAsm.Emit("mov.b64 %0, {tcc108,tcc109};", out v); StorePair(cF, cH, p, cBase, row + 48, col + 24, v);
+        CudaAsm.Emit("mov.b64 %0, {tcc110,tcc111};", out v); StorePair(cF, cH, p, cBase, row + 56, col + 24, v);
+        CudaAsm.Emit("mov.b64 %0, {tcc112,tcc113};", out v); StorePair(cF, cH, p, cBase, row + 48, col + 32, v);
+        CudaAsm.Emit("mov.b64 %0, {tcc114,tcc115};", out v); StorePair(cF, cH, p, cBase, row + 56, col + 32, v);
+        CudaAsm.Emit("mov.b64 %0, {tcc116,tcc117};", out v); StorePair(cF, cH, p, cBase, row + 48, col + 40, v);
+        CudaAsm.Emit("mov.b64 %0, {tcc118,tcc119};", out v); StorePair(cF, cH, p, cBase, row + 56, col + 40, v);
+        CudaAsm.Emit("mov.b64 %0, {tcc120,tcc121};", out v); StorePair(cF, cH, p, cBase, row + 48, col + 48, v);
+        CudaAsm.Emit("mov.b64 %0, {tcc122,tcc123};", out v); StorePair(cF, cH, p, cBase, row + 56, col + 48, v);
+        CudaAsm.Emit("mov.b64 %0, {tcc124,tcc125};", out v); StorePair(cF, cH, p, cBase, row + 48, col + 56, v);
+        CudaAsm.Emit("mov.b64 %0, {tcc126,tcc127};", out v); StorePair(cF, cH, p, cBase, row + 56, col + 56, v);
+    }
+
+    /// <summary>
+    /// Starts the copies of this thread's chunks (two of A, two or four of B) of the slice whose first k is
+    /// <paramref name="k0"/> into the stage at byte offset <paramref name="stage"/>; <paramref name="aShift"/> and
+    /// <paramref name="bShift"/> move the chunks' slice-0 elements to this slice (batch and k tile).
+    /// </summary>
+    private static void LoadSlice(ArrayView<ushort> a, ArrayView<ushort> b, TcParams p, int stage, bool aKc, bool bKc, bool aVec, bool bVec,
+        bool wide, bool interior, ChunkLoad a0, ChunkLoad a1, ChunkLoad b0, ChunkLoad b1, ChunkLoad b2, ChunkLoad b3,
+        long aShift, long bShift, int k0)
+    {
+        int bStage = stage + ASliceBytes;
+        if (interior && k0 + BlockK <= p.K && aVec && bVec)
+        {
+            // Every chunk whole: plain 16-byte copies, no validity arithmetic.
+            CopyWhole(p.APtr, stage + a0.Smem, a0.Elem + aShift);
+            CopyWhole(p.APtr, stage + a1.Smem, a1.Elem + aShift);
+            CopyWhole(p.BPtr, bStage + b0.Smem, b0.Elem + bShift);
+            CopyWhole(p.BPtr, bStage + b1.Smem, b1.Elem + bShift);
+            if (wide)
+            {
+                CopyWhole(p.BPtr, bStage + b2.Smem, b2.Elem + bShift);
+                CopyWhole(p.BPtr, bStage + b3.Smem, b3.Elem + bShift);
+            }
+            return;
+        }
+        CopyChunk(a, p.APtr, aVec, stage + a0.Smem, a0.Elem + aShift, ChunkValid(aKc, a0, k0, p.K));
+        CopyChunk(a, p.APtr, aVec, stage + a1.Smem, a1.Elem + aShift, ChunkValid(aKc, a1, k0, p.K));
+        CopyChunk(b, p.BPtr, bVec, bStage + b0.Smem, b0.Elem + bShift, ChunkValid(bKc, b0, k0, p.K));
+        CopyChunk(b, p.BPtr, bVec, bStage + b1.Smem, b1.Elem + bShift, ChunkValid(bKc, b1, k0, p.K));
+        if (wide)
+        {
+            CopyChunk(b, p.BPtr, bVec, bStage + b2.Smem, b2.Elem + bShift, ChunkValid(bKc, b2, k0, p.K));
+            CopyChunk(b, p.BPtr, bVec, bStage + b3.Smem, b3.Elem + bShift, ChunkValid(bKc, b3, k0, p.K));
+        }
+    }
+
+    private static void CopyWhole(ulong pointer, int smemOffset, long elem) =>
+        CudaAsm.Emit("{ .reg .u32 t; add.u32 t, tcsb, %0; cp.async.cg.shared.global [t], [%1], 16; }", smemOffset, pointer + (ulong)elem * 2);
+
+    /// <summary>
+    /// One 16-byte chunk at ring offset <paramref name="smemOffset"/>, its first <paramref name="valid"/> values from
+    /// element <paramref name="elem"/>, the rest zero. cp.async with a source size reads only the valid bytes (a zero
+    /// size reads nothing; the address then is the tensor's start, always valid); the scalar form reads each valid value
+    /// and writes the chunk with one 16-byte store.
+    /// </summary>
+    private static void CopyChunk(ArrayView<ushort> x, ulong pointer, bool vector, int smemOffset, long elem, int valid)
+    {
+        if (vector)
+        {
+            ulong source = valid > 0 ? pointer + (ulong)elem * 2 : pointer;
+            CudaAsm.Emit("{ .reg .u32 t; add.u32 t, tcsb, %0; cp.async.cg.shared.global [t], [%1], 16, %2; }", smemOffset, source, (uint)(valid * 2));
+        }
+        else
+        {
+            uint w0 = PackPair(x, elem, valid, 0), w1 = PackPair(x, elem, valid, 2);
+            uint w2 = PackPair(x, elem, valid, 4), w3 = PackPair(x, elem, valid, 6);
+            CudaAsm.Emit("{ .reg .u32 t; add.u32 t, tcsb, %0; st.shared.v4.b32 [t], {%1,%2,%3,%4}; }", smemOffset, w0, w1, w2, w3);
+        }
+    }
+
+    /// <summary>Values j and j+1 of a chunk as one bf16x2 word (low half first), zero past <paramref name="valid"/>; never reads out of range.</summary>
+    public static uint PackPair(ArrayView<ushort> x, long elem, int valid, int j)
+    {
+        uint lo = x[j < valid ? elem + j : 0];
+        uint hi = x[j + 1 < valid ? elem + j + 1 : 0];
+        return (j < valid ? lo : 0u) | ((j + 1 < valid ? hi : 0u) << 16);
+    }
+
+    // ---------------------------------------------------------------------------------------------------------------
+    // Split-K reduction.
+    // ---------------------------------------------------------------------------------------------------------------
+
+    private static void ReduceSplits(ComputeDevice device, Tensor partials, TcParams p, MatrixOperand c, ArrayView<float> cF, ArrayView<ushort> cH)
+    {
+        var rp = new ReduceParams
+        {
+            Splits = p.Splits, M = p.M, N = p.N, OutBatches = p.OutBatches, SplitStride = p.SplitStride,
+            COffset = c.Offset, CBatch = c.BatchStride, Ldc = c.Ld,
+            CBf16 = p.CBf16, Accumulate = p.Accumulate, Alpha = p.Alpha,
+        };
+        var kernel = device.Kernel("tc_gemm.split_k_sum",
+            acc => acc.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<ushort>, ReduceParams>(ReduceKernel));
+        kernel(Launch.Elementwise(device, p.SplitStride), partials.F32, cF, cH, rp);
+    }
+
+    /// <summary>Arguments of the split-K sum (public for ILGPU's CPU backend).</summary>
+    public struct ReduceParams
+    {
+        public long SplitStride, COffset, CBatch;
+        public int Splits, M, N, OutBatches, Ldc, CBf16, Accumulate;
+        public float Alpha;
+    }
+
+    /// <summary>C = alpha·Σ_s partial[s] (+ C), the splits summed in order (deterministic), one element per thread, grid-stride.</summary>
+    private static void ReduceKernel(ArrayView<float> partials, ArrayView<float> cF, ArrayView<ushort> cH, ReduceParams p)
+    {
+        // Splits·SplitStride < 2^31 (ChooseSplits): 32-bit index math.
+        int stride = Grid.DimX * Group.DimX;
+        int mn = p.M * p.N, total = (int)p.SplitStride, step = (int)p.SplitStride;
+        for (int e = Grid.GlobalIndex.X; e < total; e += stride)
+        {
+            float sum = 0f;
+            for (int s = 0; s < p.Splits; s++) sum += partials[s * step + e];
+            int ob = e / mn;
+            int rest = e - ob * mn;
+            int row = rest / p.N;
+            int col = rest - row * p.N;
+            long i = p.COffset + ob * p.CBatch + (long)row * p.Ldc + col;
+            float v = p.Alpha * sum;
+            if (p.CBf16 != 0)
+            {
+                if (p.Accumulate != 0) v += BFloat16.ToFloat(cH[i]);
+                cH[i] = BFloat16.FromFloat(v);
+            }
+            else
+            {
+                if (p.Accumulate != 0) v += cF[i];
+                cF[i] = v;
+            }
+        }
+    }
+
+    // ---------------------------------------------------------------------------------------------------------------
+    // The emulation (any device): one thread plays a whole 256-thread group.
+    // ---------------------------------------------------------------------------------------------------------------
+
+    private const int SmemWordsMax = 4 * (ASliceBytes + 256 * BlockK * 2) / 2; // the deepest ring (96 KB) as bf16 words
+    private const int RegsPerLane = 32;                                         // tca0..15, tcb0..15
+    private const int AccPerLane = 128;                                         // tcc0..127
+
+    private static void LaunchEmulated(ComputeDevice device, ArrayView<ushort> a, ArrayView<ushort> b, ArrayView<float> cF, ArrayView<ushort> cH,
+        TcParams p, int layout, long blocks)
+    {
+        // A few threads, each with its own emulated shared memory (96 KB) and register file (160 KB).
+        int group = Launch.GroupSize(device, 16);
+        long groups = Math.Clamp((blocks + group - 1) / group, 1, device.IsCuda ? 64 : Math.Max(1, device.Multiprocessors));
+        var config = new KernelConfig((int)groups, group);
+        int workers = config.GridDim.X * config.GroupDim.X;
+        using var smem = Tensor.Empty(device, new Shape(workers, SmemWordsMax), DType.BF16, MemoryCategory.Workspace, "tc_gemm.emulated_smem");
+        using var regs = Tensor.Empty(device, new Shape(workers, Threads * RegsPerLane), DType.I32, MemoryCategory.Workspace, "tc_gemm.emulated_regs");
+        using var acc = Tensor.Empty(device, new Shape(workers, Threads * AccPerLane), DType.F32, MemoryCategory.Workspace, "tc_gemm.emulated_acc");
+        var kernel = device.Kernel("tc_gemm.emulated",
+            ac => ac.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, ArrayView<float>, ArrayView<ushort>, TcParams, int, long,
+                ArrayView<ushort>, ArrayView<uint>, ArrayView<float>>(EmulatedKernel));
+        kernel(config, a, b, cF, cH, p, layout, blocks, smem.BF16, regs.I32.Cast<uint>(), acc.F32);
+        device.Synchronize(); // the scratch tensors are released when this returns
+    }
+
+    private static void EmulatedKernel(ArrayView<ushort> a, ArrayView<ushort> b, ArrayView<float> cF, ArrayView<ushort> cH,
+        TcParams p, int layout, long blocks, ArrayView<ushort> smemAll, ArrayView<uint> regsAll, ArrayView<float> accAll)
+    {
+        long worker = Grid.GlobalIndex.X;
+        long stride = (long)Grid.DimX * Group.DimX;
+        var smem = smemAll.SubView(worker * SmemWordsMax, SmemWordsMax);
+        var regs = regsAll.SubView(worker * Threads * RegsPerLane, Threads * RegsPerLane);
+        var acc = accAll.SubView(worker * Threads * AccPerLane, Threads * AccPerLane);
+        for (long block = worker; block < blocks; block += stride)
+            EmulateGroup(a, b, cF, cH, p, layout, (int)block, smem, regs, acc);
+    }
+
+    private static void EmulateGroup(ArrayView<ushort> a, ArrayView<ushort> b, ArrayView<float> cF, ArrayView<ushort> cH,
+        TcParams p, int layout, int block, ArrayView<ushort> smem, ArrayView<uint> regs, ArrayView<float> acc)
+    {
+        bool aKc = (layout & ATransposedBit) == 0, bKc = (layout & BTransposedBit) != 0;
+        int blockN = p.BlockN, stages = p.Stages, stageBytes = StageBytesOf(blockN);
+        int pairs = blockN / 64, fragmentsN = blockN / 32;
+        TileOf(block, p, out int m0, out int n0, out int split, out int outBatch);
+        for (int i = 0; i < Threads * AccPerLane; i++) acc[i] = 0f;
+
+        int total = p.SumBatches != 0 ? p.Batch * p.KTiles : p.KTiles;
+        int first = split * p.SlicesPerSplit;
+        int count = Math.Min(p.SlicesPerSplit, total - first);
+        int loadBatch = p.SumBatches != 0 ? first / p.KTiles : outBatch;
+        int loadKt = first - (p.SumBatches != 0 ? loadBatch * p.KTiles : 0);
+
+        // Same ring schedule as the kernel; a copy completes at once.
+        int loadStage = 0;
+        for (int s = 0; s < stages - 1; s++)
+        {
+            if (s < count)
+            {
+                EmulateLoadSlice(a, b, p, smem, loadStage * stageBytes, aKc, bKc, m0, n0, loadBatch, loadKt);
+                loadKt++;
+                if (loadKt == p.KTiles) { loadKt = 0; loadBatch++; }
+            }
+            loadStage++;
+        }
+        int computeStage = 0;
+        for (int i = 0; i < count; i++)
+        {
+            if (i + stages - 1 < count)
+            {
+                EmulateLoadSlice(a, b, p, smem, loadStage * stageBytes, aKc, bKc, m0, n0, loadBatch, loadKt);
+                loadKt++;
+                if (loadKt == p.KTiles) { loadKt = 0; loadBatch++; }
+            }
+            loadStage = loadStage == stages - 1 ? 0 : loadStage + 1;
+            int aStage = computeStage * stageBytes, bStage = aStage + ASliceBytes;
+            for (int warp = 0; warp < Threads / 32; warp++)
+            {
+                int wm = warp >> 2, wn = warp & 3;
+                for (int ks = 0; ks < 2; ks++)
+                {
+                    for (int mi = 0; mi < 4; mi++) EmulateLdmatrix(smem, regs, warp, mi * 4, !aKc, aStage, true, aKc, wm, ks, mi, blockN);
+                    for (int pair = 0; pair < pairs; pair++) EmulateLdmatrix(smem, regs, warp, 16 + pair * 4, !bKc, bStage, false, bKc, wn, ks, pair, blockN);
+                    for (int mi = 0; mi < 4; mi++)
+                        for (int ni = 0; ni < fragmentsN; ni++) EmulateMma(regs, acc, warp, mi, ni, fragmentsN);
+                }
+            }
+            computeStage = computeStage == stages - 1 ? 0 : computeStage + 1;
+        }
+
+        long cBase = p.COffset + outBatch * p.CBatch + split * p.SplitStride;
+        for (int t = 0; t < Threads; t++)
+        {
+            int lane = t & 31, warp = t >> 5;
+            int row = m0 + (warp >> 2) * WarpM + (lane >> 2);
+            int col = n0 + (warp & 3) * (blockN / 4) + 2 * (lane & 3);
+            for (int mi = 0; mi < 4; mi++)
+                for (int ni = 0; ni < fragmentsN; ni++)
+                {
+                    int q = t * AccPerLane + (mi * fragmentsN + ni) * 4;
+                    StorePair(cF, cH, p, cBase, row + mi * 16, col + ni * 8, Pack(acc[q], acc[q + 1]));
+                    StorePair(cF, cH, p, cBase, row + mi * 16 + 8, col + ni * 8, Pack(acc[q + 2], acc[q + 3]));
+                }
+        }
+    }
+
+    private static ulong Pack(float lo, float hi) => Interop.FloatAsInt(lo) | ((ulong)Interop.FloatAsInt(hi) << 32);
+
+    /// <summary>Every thread's chunks of one slice, as the kernel's LoadSlice, copied at once with zero fill.</summary>
+    private static void EmulateLoadSlice(ArrayView<ushort> a, ArrayView<ushort> b, TcParams p, ArrayView<ushort> smem, int stage,
+        bool aKc, bool bKc, int m0, int n0, int batchIndex, int kt)
+    {
+        int k0 = kt * BlockK;
+        long aShift = batchIndex * p.ABatch + kt * SliceStep(aKc, p.Lda), bShift = batchIndex * p.BBatch + kt * SliceStep(bKc, p.Ldb);
+        for (int id = 0; id < BlockM * 4; id++)
+        {
+            var ca = Chunk(aKc, id, m0, p.M, p.AOffset, p.Lda, BlockM);
+            EmulateCopy(a, smem, stage + ca.Smem, ca.Elem + aShift, ChunkValid(aKc, ca, k0, p.K));
+        }
+        for (int id = 0; id < p.BlockN * 4; id++)
+        {
+            var cb = Chunk(bKc, id, n0, p.N, p.BOffset, p.Ldb, p.BlockN);
+            EmulateCopy(b, smem, stage + ASliceBytes + cb.Smem, cb.Elem + bShift, ChunkValid(bKc, cb, k0, p.K));
+        }
+    }
+
+    private static void EmulateCopy(ArrayView<ushort> x, ArrayView<ushort> smem, int byteOffset, long elem, int valid)
+    {
+        int w = byteOffset >> 1;
+        for (int j = 0; j < 8; j += 2)
+        {
+            uint pair = PackPair(x, elem, valid, j);
+            smem[w + j] = (ushort)pair;
+            smem[w + j + 1] = (ushort)(pair >> 16);
+        }
+    }
+
+    /// <summary>
+    /// ldmatrix.sync.aligned.m8n8.x4(.trans).shared.b16 for one warp (PTX ISA): lanes 8j..8j+7 give the row addresses
+    /// of matrix j; lane i receives in register j the elements (row i/4, columns 2(i mod 4), +1) of matrix j, or with
+    /// .trans the elements (rows 2(i mod 4), +1, column i/4). Writes registers slot..slot+3 of each lane.
+    /// </summary>
+    private static void EmulateLdmatrix(ArrayView<ushort> smem, ArrayView<uint> regs, int warp, int slot, bool trans, int stage,
+        bool isA, bool kContiguous, int warpPos, int ks, int sub, int blockN)
+    {
+        for (int i = 0; i < 32; i++)
+        {
+            for (int j = 0; j < 4; j++)
+            {
+                uint lo, hi;
+                if (!trans)
+                {
+                    int src = 8 * j + (i >> 2);
+                    int w = (stage + LaneOffset(isA, kContiguous, src, warpPos, ks, sub, blockN)) / 2 + 2 * (i & 3);
+                    lo = smem[w];
+                    hi = smem[w + 1];
+                }
+                else
+                {
+                    int src = 8 * j + 2 * (i & 3);
+                    lo = smem[(stage + LaneOffset(isA, kContiguous, src, warpPos, ks, sub, blockN)) / 2 + (i >> 2)];
+                    hi = smem[(stage + LaneOffset(isA, kContiguous, src + 1, warpPos, ks, sub, blockN)) / 2 + (i >> 2)];
+                }
+                regs[(warp * 32 + i) * RegsPerLane + slot + j] = lo | (hi << 16);
+            }
+        }
+    }
+
+    private static int LaneOffset(bool isA, bool kContiguous, int lane, int warpPos, int ks, int sub, int blockN) =>
+        isA ? LdmatrixOffsetA(kContiguous, lane, warpPos, ks, sub) : LdmatrixOffsetB(kContiguous, lane, warpPos, ks, sub, blockN);
+
+    /// <summary>
+    /// mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 for one warp, from the PTX ISA fragment layouts
+    /// (g = lane/4, t = lane mod 4): A register r holds A[g + 8(r mod 2)][2t + 8(r/2) + h], B register r holds
+    /// B[2t + 8r + h][g], accumulator r holds D[g + 8(r/2)][2t + (r mod 2)] (h the bf16 half, low first).
+    /// </summary>
+    private static void EmulateMma(ArrayView<uint> regs, ArrayView<float> acc, int warp, int mi, int ni, int fragmentsN)
+    {
+        int lane0 = warp * 32;
+        for (int i = 0; i < 32; i++)
+        {
+            for (int r = 0; r < 4; r++)
+            {
+                int row = (i >> 2) + 8 * (r >> 1), col = 2 * (i & 3) + (r & 1);
+                float sum = 0f;
+                for (int kk = 0; kk < 16; kk++)
+                {
+                    int aLane = (row & 7) * 4 + ((kk & 7) >> 1), aReg = (row >> 3) + 2 * (kk >> 3);
+                    int bLane = col * 4 + ((kk & 7) >> 1), bReg = kk >> 3;
+                    uint aw = regs[(lane0 + aLane) * RegsPerLane + mi * 4 + aReg];
+                    uint bw = regs[(lane0 + bLane) * RegsPerLane + 16 + ni * 2 + bReg];
+                    float av = BFloat16.ToFloat((ushort)((kk & 1) == 0 ? aw : aw >> 16));
+                    float bv = BFloat16.ToFloat((ushort)((kk & 1) == 0 ? bw : bw >> 16));
+                    sum += av * bv;
+                }
+                acc[(lane0 + i) * AccPerLane + (mi * fragmentsN + ni) * 4 + r] += sum;
+            }
+        }
+    }
+
+    /// <summary>Float64 CPU reference.</summary>
+    public static class Reference
+    {
+        /// <summary>
+        /// The GEMM on bf16 words widened exactly to float64, with <see cref="MatMul.Reference.Gemm"/>'s addressing; the
+        /// result (after alpha and the accumulate) is what a perfectly accumulated kernel would produce before any bf16
+        /// rounding of C.
+        /// </summary>
+        public static void Gemm(ushort[] a, long aOffset, int lda, long aBatch, bool transA,
+            ushort[] b, long bOffset, int ldb, long bBatch, bool transB,
+            double[] c, long cOffset, int ldc, long cBatch, int m, int n, int k, int batch, double alpha = 1, bool accumulate = false)
+        {
+            MatMul.Reference.Gemm(Widen(a), aOffset, lda, aBatch, transA, Widen(b), bOffset, ldb, bBatch, transB,
+                c, cOffset, ldc, cBatch, m, n, k, batch, alpha, accumulate);
+        }
+
+        public static double[] Widen(ushort[] words) => Array.ConvertAll(words, w => (double)BFloat16.ToFloat(w));
+    }
+}

@@ -1,0 +1,375 @@
+using System.Diagnostics;
+using System.Globalization;
+using System.Text.Json;
+using System.Text.Json.Serialization;
+using CommandLine;
+using ILGPU;
+using ILGPU.Runtime;
+using Memopt.Kernels;
+using Memopt.Tensors;
+
+namespace Memopt.Runner.Commands;
+
+[Verb("bench", HelpText = "Kernel micro-benchmarks, device-synchronized, warm-up, median of repeats. Suites: gemm.")]
+public sealed class BenchOptions : DeviceOptions
+{
+    [Value(0, MetaName = "suite", Required = true, HelpText = "What to benchmark: gemm.")]
+    public string Suite { get; set; } = "";
+
+    [Option("sizes", Default = "square,model", HelpText = "gemm: comma list of 'square' (4096³ in the four transpose combinations), " +
+        "'model' (the rtx5090 Linear layers' forward, grad-input and grad-weight GEMMs at --rows) or MxNxK[:nn|nt|tn|tt].")]
+    public string Sizes { get; set; } = "square,model";
+
+    [Option("rows", Default = "8192,16384,32768", HelpText = "gemm: the B·T row counts of the 'model' shapes (rtx5090, T 256: batch 32, 64, 128).")]
+    public string Rows { get; set; } = "8192,16384,32768";
+
+    [Option("repeats", Default = 15, HelpText = "Timed samples per case (the median is reported).")]
+    public int Repeats { get; set; } = 15;
+
+    [Option("simt-max-gflop", Default = 300.0, HelpText = "gemm: time the fp32 SIMT GEMM only up to this many GFLOP per call (it runs at ~1 TFLOP/s).")]
+    public double SimtMaxGflop { get; set; } = 300;
+
+    [Option("c-dtype", Default = "f32", HelpText = "gemm: dtype of the tensor-core GEMM's output, f32 or bf16.")]
+    public string CDType { get; set; } = "f32";
+
+    [Option("seed", Default = 1, HelpText = "Seed of the random inputs.")]
+    public int Seed { get; set; } = 1;
+
+    [Option("tiles", Default = "auto", HelpText = "gemm: tensor-core tiles to time, comma list of auto, narrow, wide, narrowdeep, widedeep.")]
+    public string Tiles { get; set; } = "auto";
+
+    [Option("ptx", HelpText = "gemm: also write the tensor-core kernel's PTX to PREFIX.TILE.ptx for each tile of --tiles (for ptxas -v / cuobjdump).")]
+    public string? Ptx { get; set; }
+
+    [Option("out", HelpText = "Write the results as JSON to this file.")]
+    public string? Out { get; set; }
+}
+
+/// <summary>One timed implementation of one case; the JSON record shared with benchmarks/pytorch.</summary>
+public sealed record BenchRecord(
+    string Suite, string Name, string Impl, string InputType, string OutputType,
+    int M, int N, int K, int Batch, bool TransA, bool TransB,
+    double Ms, double MsMin, int Samples, double Tflops, double? MaxError, string? Note,
+    string? Variant = null, double? HostUs = null);
+
+/// <summary>
+/// `memopt bench SUITE`: each suite turns the options into records; this class opens the device, prints the table and
+/// writes the JSON. New suites (attention, layernorm, a training step per technique) register in <see cref="Suites"/>.
+/// </summary>
+public static class BenchCommand
+{
+    private static readonly Dictionary<string, Func<ComputeDevice, BenchOptions, List<BenchRecord>>> Suites = new()
+    {
+        ["gemm"] = GemmBench.Run,
+    };
+
+    public static readonly JsonSerializerOptions Json = new()
+    {
+        WriteIndented = true,
+        PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower,
+        DefaultIgnoreCondition = JsonIgnoreCondition.Never,
+        NumberHandling = JsonNumberHandling.AllowNamedFloatingPointLiterals,
+    };
+
+    public static int Run(BenchOptions options)
+    {
+        if (!Suites.TryGetValue(options.Suite.ToLowerInvariant(), out var suite))
+            throw new UserError($"bench '{options.Suite}': expected one of {string.Join(", ", Suites.Keys)}");
+        if (options.Repeats <= 0) throw new UserError($"--repeats {options.Repeats}: must be > 0");
+        using var device = options.OpenDevice();
+        var info = device.Info();
+        Console.WriteLine($"memopt bench {options.Suite} on {info.Kind}: {info.Name} ({info.Multiprocessors} SMs), median of {options.Repeats} samples");
+        var records = suite(device, options);
+        if (options.Out is not null)
+        {
+            var doc = new
+            {
+                tool = "memopt",
+                suite = options.Suite,
+                device = info.Name,
+                compute_capability = info.ComputeCapability,
+                ilgpu = info.IlgpuVersion,
+                utc = DateTime.UtcNow.ToString("o", CultureInfo.InvariantCulture),
+                results = records,
+            };
+            string? dir = Path.GetDirectoryName(Path.GetFullPath(options.Out));
+            if (dir is not null) Directory.CreateDirectory(dir);
+            File.WriteAllText(options.Out, JsonSerializer.Serialize(doc, Json));
+            Console.WriteLine($"wrote {records.Count} records to {options.Out}");
+        }
+        return records.Any(r => r.Note is not null && r.Note.StartsWith("FAIL", StringComparison.Ordinal)) ? 1 : 0;
+    }
+}
+
+/// <summary>Device-synchronized timing: a warm-up call, then samples of back-to-back calls, median and minimum per call.</summary>
+public static class BenchTimer
+{
+    /// <param name="minSampleMs">Each sample runs enough back-to-back calls to last about this long (launch gaps amortized).</param>
+    /// <returns>Median and minimum ms per call, the samples taken, and the host's µs per call spent issuing (launch overhead).</returns>
+    public static (double Median, double Min, int Samples, double HostUs) Time(ComputeDevice device, Action run, int samples, double minSampleMs = 2)
+    {
+        run();
+        device.Synchronize();
+        var sw = Stopwatch.StartNew();
+        run();
+        device.Synchronize();
+        double once = sw.Elapsed.TotalMilliseconds;
+        int inner = Math.Max(1, (int)Math.Ceiling(minSampleMs / Math.Max(once, 1e-3)));
+        if (once > 100) samples = Math.Min(samples, 5); // a slow baseline: five samples are enough for its median
+        var times = new double[samples];
+        var issue = new double[samples];
+        for (int s = 0; s < samples; s++)
+        {
+            device.Synchronize();
+            sw.Restart();
+            for (int i = 0; i < inner; i++) run();
+            issue[s] = sw.Elapsed.TotalMilliseconds * 1000 / inner;
+            device.Synchronize();
+            times[s] = sw.Elapsed.TotalMilliseconds / inner;
+        }
+        Array.Sort(times);
+        Array.Sort(issue);
+        return (times[samples / 2], times[0], samples, issue[samples / 2]);
+    }
+}
+
+/// <summary>
+/// GEMM: the bf16 tensor-core kernel (<see cref="TensorCoreGemm"/>, fp32 accumulation) against the fp32 SIMT GEMM
+/// (<see cref="MatMul.Gemm"/>) on the same values, at 4096³ and at the rtx5090 Linear layers' shapes. Inputs are
+/// random bf16 values (a hash of the element index, so any element can be recomputed on the host); the SIMT GEMM gets
+/// them widened to fp32 exactly. Correctness: the output is poisoned with NaN before the tensor-core run, then 256
+/// sampled elements of each output are compared with float64 dot products, the error relative to Σ|a·b|.
+/// </summary>
+public static class GemmBench
+{
+    public sealed record GemmCase(string Name, int M, int N, int K, bool TransA, bool TransB);
+
+    /// <summary>The rtx5090 preset's Linear layers (in → out features).</summary>
+    private static readonly (string Name, int In, int Out)[] Layers =
+        [("qkv", 256, 768), ("proj", 256, 256), ("fc", 256, 1024), ("fc2", 1024, 256), ("lm_head", 256, 50257)];
+
+    private const int Samples = 256;
+    private const double UnitRoundoff = 1.0 / (1 << 24);
+
+    public static IEnumerable<GemmCase> Cases(BenchOptions o)
+    {
+        foreach (string token in o.Sizes.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries))
+        {
+            if (token == "square")
+            {
+                foreach (var (ta, tb) in new[] { (false, false), (false, true), (true, false), (true, true) })
+                    yield return new GemmCase($"square.{T(ta, tb)}", 4096, 4096, 4096, ta, tb);
+            }
+            else if (token == "model")
+            {
+                foreach (int rows in ParseRows(o.Rows))
+                    foreach (var (name, fin, fout) in Layers)
+                    {
+                        // y = x·Wᵀ; dX = dY·W; dW = dYᵀ·X (x [rows, in], W [out, in], dY [rows, out]).
+                        yield return new GemmCase($"{name}.forward.r{rows}", rows, fout, fin, false, true);
+                        yield return new GemmCase($"{name}.grad_input.r{rows}", rows, fin, fout, false, false);
+                        yield return new GemmCase($"{name}.grad_weight.r{rows}", fout, fin, rows, true, false);
+                    }
+            }
+            else yield return ParseCustom(token);
+        }
+    }
+
+    private static string T(bool ta, bool tb) => $"{(ta ? 't' : 'n')}{(tb ? 't' : 'n')}";
+
+    private static IEnumerable<int> ParseRows(string rows) =>
+        rows.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).Select(r =>
+            int.TryParse(r, NumberStyles.Integer, CultureInfo.InvariantCulture, out int v) && v > 0 ? v : throw new UserError($"--rows: '{r}' is not a positive integer"));
+
+    private static GemmCase ParseCustom(string token)
+    {
+        string[] parts = token.Split(':');
+        string[] dims = parts[0].Split('x');
+        if (dims.Length != 3 || !dims.All(d => int.TryParse(d, NumberStyles.Integer, CultureInfo.InvariantCulture, out int v) && v > 0))
+            throw new UserError($"--sizes: '{token}' is not 'square', 'model' or MxNxK[:nn|nt|tn|tt]");
+        int[] v = dims.Select(d => int.Parse(d, CultureInfo.InvariantCulture)).ToArray();
+        string t = parts.Length > 1 ? parts[1] : "nn";
+        if (t is not ("nn" or "nt" or "tn" or "tt")) throw new UserError($"--sizes: '{token}': transposes must be nn, nt, tn or tt");
+        return new GemmCase($"{v[0]}x{v[1]}x{v[2]}.{t}", v[0], v[1], v[2], t[0] == 't', t[1] == 't');
+    }
+
+    public static List<BenchRecord> Run(ComputeDevice device, BenchOptions o)
+    {
+        var cDType = o.CDType.ToLowerInvariant() switch
+        {
+            "f32" or "float32" => DType.F32,
+            "bf16" => DType.BF16,
+            _ => throw new UserError($"--c-dtype '{o.CDType}': expected f32 or bf16"),
+        };
+        if (o.Ptx is not null)
+        {
+            foreach (var tile in ParseTiles(o).Select(t => t == TensorCoreGemm.Tile.Auto ? TensorCoreGemm.Tile.Narrow : t).Distinct())
+            {
+                File.WriteAllText($"{o.Ptx}.{tile}.ptx", TensorCoreGemm.CompilePtx(device, tile));
+                Console.WriteLine($"wrote the tensor-core kernel's PTX to {o.Ptx}.{tile}.ptx");
+            }
+        }
+        var cases = Cases(o).ToList();
+        var tiles = ParseTiles(o);
+        var records = new List<BenchRecord>();
+        if (device.IsCuda)
+            Console.WriteLine($"deep tiles (>48 KB dynamic shared memory): {(TensorCoreGemm.DeepAvailable(device) ? "available" : "unavailable: " + TensorCoreGemm.DeepUnavailableBecause(device))}");
+        Console.WriteLine($"{"case",-28} {"M",6} {"N",6} {"K",6} | {"tile",-10} {"tc ms",8} {"TFLOP/s",7} {"host µs",7} {"err",7} | {"simt ms",9} {"TFLOP/s",7} {"err",7} | {"tc/simt",7}");
+        foreach (var c in cases)
+        {
+            try
+            {
+                records.AddRange(RunCase(device, o, c, cDType, tiles));
+            }
+            catch (Exception e) when (e is not OutOfMemoryException)
+            {
+                Console.WriteLine($"{c.Name,-28} FAILED: {e.GetType().Name}: {e.Message}");
+                records.Add(new BenchRecord("gemm", c.Name, "tc_bf16", "bf16", cDType.Name(), c.M, c.N, c.K, 1, c.TransA, c.TransB,
+                    double.NaN, double.NaN, 0, double.NaN, null, $"FAIL: {e.GetType().Name}: {e.Message}"));
+            }
+        }
+        return records;
+    }
+
+    private static List<TensorCoreGemm.Tile> ParseTiles(BenchOptions o) =>
+        o.Tiles.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).Select(t =>
+            Enum.TryParse<TensorCoreGemm.Tile>(t, ignoreCase: true, out var tile) ? tile : throw new UserError($"--tiles: '{t}' is not auto, narrow, wide, narrowdeep or widedeep")).ToList();
+
+    private static IEnumerable<BenchRecord> RunCase(ComputeDevice device, BenchOptions o, GemmCase c, DType cDType, List<TensorCoreGemm.Tile> tiles)
+    {
+        double flop = 2.0 * c.M * c.N * c.K;
+        ulong seedA = (ulong)o.Seed * 0x9E3779B97F4A7C15UL + 1, seedB = seedA + 0x5851F42D4C957F2DUL;
+        int aRows = c.TransA ? c.K : c.M, aCols = c.TransA ? c.M : c.K;
+        int bRows = c.TransB ? c.N : c.K, bCols = c.TransB ? c.K : c.N;
+        using var a = RandomBf16(device, aRows, aCols, seedA, "a");
+        using var b = RandomBf16(device, bRows, bCols, seedB, "b");
+        using var cTc = Tensor.Empty(device, new Shape(c.M, c.N), cDType, MemoryCategory.Activations, "c_tc");
+        var aOp = MatrixOperand.Dense(a, c.TransA);
+        var bOp = MatrixOperand.Dense(b, c.TransB);
+        var cOp = MatrixOperand.Dense(cTc);
+        var results = new List<BenchRecord>();
+
+        string head = $"{c.Name,-28} {c.M,6} {c.N,6} {c.K,6} | ";
+        var lines = new List<string>();
+        double tcMs = double.NaN;
+        string? why = TensorCoreGemm.WhyNot(aOp, bOp, cOp);
+        foreach (var requested in why is null ? tiles : [])
+        {
+            using var scope = TensorCoreGemm.UseTile(requested);
+            var tile = TensorCoreGemm.ChooseTile(device, c.M, c.N, 1);
+            string variant = requested == TensorCoreGemm.Tile.Auto ? $"auto:{tile}" : tile.ToString();
+            try
+            {
+                cTc.Raw.MemSet(0xFF); // NaN everywhere: an element the kernel does not write fails the check
+                TensorCoreGemm.TryGemm(aOp, bOp, cOp, c.M, c.N, c.K);
+                device.Synchronize();
+                double err = SampledError(cTc, c, seedA, seedB);
+                var (median, min, samples, hostUs) = BenchTimer.Time(device, () => TensorCoreGemm.TryGemm(aOp, bOp, cOp, c.M, c.N, c.K), o.Repeats);
+                tcMs = double.IsNaN(tcMs) ? median : Math.Min(tcMs, median);
+                double tol = 4 * (c.K + 3) * UnitRoundoff + (cDType == DType.BF16 ? 1.0 / 256 : 0);
+                string? note = err <= tol ? null : $"FAIL: sampled error {err:E2} > {tol:E2}";
+                string paths = $"A {TensorCoreGemm.LoadPath(aOp, 1)}, B {TensorCoreGemm.LoadPath(bOp, 1)}";
+                results.Add(new BenchRecord("gemm", c.Name, "tc_bf16", "bf16", cDType.Name(), c.M, c.N, c.K, 1, c.TransA, c.TransB,
+                    median, min, samples, flop / (median * 1e-3) / 1e12, err, note ?? paths, variant, hostUs));
+                lines.Add(string.Create(CultureInfo.InvariantCulture,
+                    $"{variant,-10} {median,8:F3} {flop / (median * 1e-3) / 1e12,7:F1} {hostUs,7:F1} {err,7:E0}{(note is null ? " " : "!")}| "));
+            }
+            catch (Exception e) when (e is not OutOfMemoryException)
+            {
+                results.Add(new BenchRecord("gemm", c.Name, "tc_bf16", "bf16", cDType.Name(), c.M, c.N, c.K, 1, c.TransA, c.TransB,
+                    double.NaN, double.NaN, 0, double.NaN, null, $"FAIL: {e.GetType().Name}: {e.Message}", variant));
+                lines.Add($"{variant,-10} FAILED {e.GetType().Name}: {e.Message} | ");
+            }
+        }
+        if (why is not null) lines.Add($"{"tc: " + why,-45}| ");
+        string line = head + string.Join("\n" + new string(' ', head.Length), lines);
+
+        if (flop <= o.SimtMaxGflop * 1e9)
+        {
+            using var a32 = Tensor.Empty(device, a.Shape, DType.F32, MemoryCategory.Data, "a_f32");
+            using var b32 = Tensor.Empty(device, b.Shape, DType.F32, MemoryCategory.Data, "b_f32");
+            using var c32 = Tensor.Empty(device, new Shape(c.M, c.N), DType.F32, MemoryCategory.Activations, "c_simt");
+            Memopt.Kernels.Convert.ToF32(a, a32);
+            Memopt.Kernels.Convert.ToF32(b, b32);
+            var a32Op = MatrixOperand.Dense(a32, c.TransA);
+            var b32Op = MatrixOperand.Dense(b32, c.TransB);
+            var c32Op = MatrixOperand.Dense(c32);
+            c32.Raw.MemSet(0xFF);
+            MatMul.Gemm(a32Op, b32Op, c32Op, c.M, c.N, c.K);
+            device.Synchronize();
+            double err = SampledError(c32, c, seedA, seedB);
+            var (median, min, samples, hostUs) = BenchTimer.Time(device, () => MatMul.Gemm(a32Op, b32Op, c32Op, c.M, c.N, c.K), o.Repeats);
+            double tol = 4 * (c.K + 3) * UnitRoundoff;
+            string? note = err <= tol ? null : $"FAIL: sampled error {err:E2} > {tol:E2}";
+            results.Add(new BenchRecord("gemm", c.Name, "simt_f32", "f32", "f32", c.M, c.N, c.K, 1, c.TransA, c.TransB,
+                median, min, samples, flop / (median * 1e-3) / 1e12, err, note, "simt", hostUs));
+            line += string.Create(CultureInfo.InvariantCulture,
+                $"{median,9:F3} {flop / (median * 1e-3) / 1e12,7:F2} {err,7:E0}{(note is null ? " " : "!")}| {median / tcMs,7:F1}x");
+        }
+        else line += $"{"(skipped: > --simt-max-gflop)",-28}|";
+        Console.WriteLine(line);
+        return results;
+    }
+
+    /// <summary>
+    /// A rows×cols bf16 tensor of values in [-1, 1) given by <see cref="Value"/>, filled from the host in chunks
+    /// (the LM head's dY is 1.6 G elements at 32768 rows: no host copy of the whole tensor).
+    /// </summary>
+    private static Tensor RandomBf16(ComputeDevice device, int rows, int cols, ulong seed, string name)
+    {
+        var t = Tensor.Empty(device, new Shape(rows, cols), DType.BF16, MemoryCategory.Data, name);
+        const int chunk = 1 << 24;
+        var buffer = new ushort[(int)Math.Min(chunk, t.Numel)];
+        for (long start = 0; start < t.Numel; start += chunk)
+        {
+            int len = (int)Math.Min(chunk, t.Numel - start);
+            long first = start;
+            Parallel.For(0, (len + 65535) / 65536, part =>
+            {
+                int end = Math.Min(len, (part + 1) * 65536);
+                for (int i = part * 65536; i < end; i++) buffer[i] = BFloat16.FromFloat(Value(seed, first + i));
+            });
+            ((ArrayView1D<ushort, Stride1D.Dense>)t.BF16.SubView(start, len)).CopyFromCPU(device.Accelerator.DefaultStream, buffer.AsSpan(0, len));
+        }
+        return t;
+    }
+
+    /// <summary>The input value at flat index <paramref name="i"/>: a SplitMix64 hash mapped to [-1, 1).</summary>
+    public static float Value(ulong seed, long i)
+    {
+        ulong z = seed + (ulong)i * 0x9E3779B97F4A7C15UL;
+        z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9UL;
+        z = (z ^ (z >> 27)) * 0x94D049BB133111EBUL;
+        z ^= z >> 31;
+        return (float)((z >> 40) * (1.0 / (1 << 23)) - 1.0);
+    }
+
+    /// <summary>Max over sampled elements of |C − float64 dot| / Σ|a·b| (NaN, i.e. an unwritten element, gives +∞).</summary>
+    private static double SampledError(Tensor cT, GemmCase c, ulong seedA, ulong seedB)
+    {
+        var rng = new Random(12345);
+        double worst = 0;
+        for (int s = 0; s < Samples; s++)
+        {
+            // Corners and edges first (tile borders), then random elements.
+            int i = s switch { 0 => 0, 1 => c.M - 1, 2 => 0, 3 => c.M - 1, _ => rng.Next(c.M) };
+            int j = s switch { 0 => 0, 1 => c.N - 1, 2 => c.N - 1, 3 => 0, _ => rng.Next(c.N) };
+            double dot = 0, abs = 0;
+            for (int kk = 0; kk < c.K; kk++)
+            {
+                long ai = c.TransA ? (long)kk * c.M + i : (long)i * c.K + kk;
+                long bi = c.TransB ? (long)j * c.K + kk : (long)kk * c.N + j;
+                double av = BFloat16.Round(Value(seedA, ai)), bv = BFloat16.Round(Value(seedB, bi));
+                dot += av * bv;
+                abs += Math.Abs(av * bv);
+            }
+            long at = (long)i * c.N + j;
+            float got = cT.DType == DType.F32
+                ? cT.F32.SubView(at, 1).GetAsArray()[0]
+                : BFloat16.ToFloat(cT.BF16.SubView(at, 1).GetAsArray()[0]);
+            double err = double.IsFinite(got) ? Math.Abs(got - dot) / Math.Max(abs, 1e-30) : double.PositiveInfinity;
+            worst = Math.Max(worst, err);
+        }
+        return worst;
+    }
+}

@@ -1,0 +1,251 @@
+using FsCheck;
+using FsCheck.Xunit;
+using Memopt.Kernels;
+using Memopt.Tensors;
+using Memopt.Tests.Harness;
+
+namespace Memopt.Tests.Kernels;
+
+public class TensorCoreGemmTests
+{
+    // Tolerance, per element. bf16 inputs are exact in float32 and so is each product (8-bit significands multiply into
+    // 16 bits), so the only rounding is the float32 accumulation: a sum of L = K·(batches summed) products, in any
+    // order, is within γ_L·Σ|a·b| (Higham §3.1, γ_L = L·u/(1−L·u), u = 2^-24) of the exact sum; alpha, the split-K
+    // partial sums and the accumulate add ≤ 3 roundings. A bf16 C then rounds once more: ≤ 2^-9 relative (half an ulp
+    // of an 8-bit significand); 2^-8 keeps a factor 2. Worst-case bounds, so they cannot flake; a wrong fragment index
+    // or swizzle moves elements by O(|a||b|), orders of magnitude past them.
+    private const double UnitRoundoff = 1.0 / (1 << 24);
+    private const int RoundingsBeyondK = 3;
+    private const double Bf16Rounding = 1.0 / 256;
+    // Real tensor cores need not round their internal fp32 adds to nearest; the bound gets a factor 4 on CUDA (the
+    // observed errors are ~√L·u, far inside either).
+    private const double HardwareFactor = 4;
+
+    /// <summary>Sizes around the 128×128 tile, the 32-wide K slice, the 16×8×16 mma and the 8-element chunks, plus 1 and primes.</summary>
+    private static readonly int[] MnSizes = [1, 2, 7, 8, 9, 16, 17, 31, 33, 64, 70, 127, 129];
+    private static readonly int[] KSizes = [1, 3, 8, 9, 15, 16, 17, 31, 32, 33, 48, 70, 97];
+
+    private static readonly TensorCoreGemm.Tile[] Tiles =
+        [TensorCoreGemm.Tile.Narrow, TensorCoreGemm.Tile.Wide, TensorCoreGemm.Tile.NarrowDeep, TensorCoreGemm.Tile.WideDeep];
+
+    private static int Pick(int[] sizes, PositiveInt i) => sizes[i.Get % sizes.Length];
+
+    [Property(MaxTest = 40)]
+    public void Emulated_kernel_matches_float64_for_every_transpose_batch_mode_and_awkward_shape(
+        PositiveInt m, PositiveInt n, PositiveInt k, PositiveInt batch, bool transA, bool transB, PositiveInt mode,
+        bool cBf16, bool accumulate, PositiveInt splits, PositiveInt tile, int seed)
+    {
+        // Sizes up to 2 tiles of the wide shape along N.
+        var g = new Case(Pick(MnSizes, m), Pick(MnSizes, n) + n.Get % 2 * 200, Pick(KSizes, k), batch.Get % 3 + 1, transA, transB,
+            (BatchMode)(mode.Get % 4), cBf16, accumulate, Alpha: accumulate ? -0.75f : 1f, Splits: splits.Get % 4, Pad: 0, seed);
+        using var scope = TensorCoreGemm.UseTile(Tiles[tile.Get % Tiles.Length]);
+        g.Check(emulate: true);
+    }
+
+    /// <summary>
+    /// Attention-style addressing: operands inside bigger tensors at odd offsets, leading dimensions that are not
+    /// multiples of 8 (the CUDA kernel's scalar-load path) and batch strides with gaps; C strided too, elements
+    /// outside the addressed matrices untouched.
+    /// </summary>
+    [Property(MaxTest = 15)]
+    public void Emulated_kernel_addresses_submatrices_at_odd_offsets_and_padded_strides(
+        PositiveInt m, PositiveInt n, PositiveInt k, PositiveInt batch, bool transA, bool transB, PositiveInt pad, bool cBf16, PositiveInt tile, int seed)
+    {
+        var g = new Case(Pick(MnSizes, m), Pick(MnSizes, n), Pick(KSizes, k), batch.Get % 3 + 1, transA, transB,
+            BatchMode.BothBatched, cBf16, Accumulate: true, Alpha: 0.125f, Splits: 0, Pad: pad.Get % 5 + 1, seed);
+        using var scope = TensorCoreGemm.UseTile(Tiles[tile.Get % Tiles.Length]);
+        g.Check(emulate: true);
+    }
+
+    /// <summary>
+    /// The real kernel wherever the suite runs on CUDA (MEMOPT_TEST_DEVICE=cuda); elsewhere TryGemm must decline
+    /// without touching C and say why.
+    /// </summary>
+    [Property(MaxTest = 12)]
+    public void TryGemm_matches_float64_on_cuda_and_declines_elsewhere(
+        PositiveInt m, PositiveInt n, PositiveInt k, PositiveInt batch, bool transA, bool transB, PositiveInt mode, bool cBf16, PositiveInt pad, int seed)
+    {
+        var g = new Case(Pick(MnSizes, m) + m.Get % 3 * 64, Pick(MnSizes, n) + n.Get % 3 * 64, Pick(KSizes, k) + k.Get % 3 * 96,
+            batch.Get % 3 + 1, transA, transB, (BatchMode)(mode.Get % 4), cBf16, Accumulate: mode.Get % 2 == 0, Alpha: 0.5f, Splits: 0,
+            Pad: pad.Get % 3 == 0 ? 1 : 0, seed);
+        // Auto on every other case; a forced tile on the rest (on CUDA, the deep ones only where the device runs them).
+        var tile = mode.Get % 2 == 0 ? TensorCoreGemm.Tile.Auto : Tiles[pad.Get % Tiles.Length];
+        var dev = TestDevice.Get();
+        if (tile is TensorCoreGemm.Tile.NarrowDeep or TensorCoreGemm.Tile.WideDeep && !TensorCoreGemm.DeepAvailable(dev)) tile = TensorCoreGemm.Tile.Auto;
+        using var scope = TensorCoreGemm.UseTile(tile);
+        g.Check(emulate: false);
+    }
+
+    [Fact]
+    public void Ldmatrix_lane_offsets_step_by_the_constants_the_kernel_folds_into_immediates()
+    {
+        for (int lane = 0; lane < 32; lane++)
+            for (int w = 0; w < 4; w++)
+                for (int ks = 0; ks < 2; ks++)
+                {
+                    for (int mi = 0; mi < 4; mi++)
+                    {
+                        int wm = w & 1;
+                        Assert.Equal(TensorCoreGemm.LdmatrixOffsetA(true, lane, wm, ks, 0) + 1024 * mi, TensorCoreGemm.LdmatrixOffsetA(true, lane, wm, ks, mi));
+                        Assert.Equal(TensorCoreGemm.LdmatrixOffsetA(false, lane, wm, 0, mi) + 4096 * ks, TensorCoreGemm.LdmatrixOffsetA(false, lane, wm, ks, mi));
+                    }
+                    foreach (int bn in new[] { 128, 256 })
+                        for (int pair = 0; pair < bn / 64; pair++)
+                        {
+                            Assert.Equal(TensorCoreGemm.LdmatrixOffsetB(true, lane, w, ks, 0, bn) + 1024 * pair, TensorCoreGemm.LdmatrixOffsetB(true, lane, w, ks, pair, bn));
+                            Assert.Equal(TensorCoreGemm.LdmatrixOffsetB(false, lane, w, 0, pair, bn) + 32 * bn * ks, TensorCoreGemm.LdmatrixOffsetB(false, lane, w, ks, pair, bn));
+                        }
+                }
+    }
+
+    [Fact]
+    public void Every_ldmatrix_phase_reads_eight_distinct_bank_groups_inside_the_slice()
+    {
+        foreach (bool kc in new[] { true, false })
+            foreach (int bn in new[] { 128, 256 })
+                for (int w = 0; w < 4; w++)
+                    for (int ks = 0; ks < 2; ks++)
+                        for (int sub = 0; sub < 4; sub++)
+                            for (int matrix = 0; matrix < 4; matrix++)
+                            {
+                                var aGroups = new HashSet<int>();
+                                var bGroups = new HashSet<int>();
+                                for (int i = 0; i < 8; i++)
+                                {
+                                    int a = TensorCoreGemm.LdmatrixOffsetA(kc, 8 * matrix + i, w & 1, ks, sub);
+                                    Assert.InRange(a, 0, TensorCoreGemm.ASliceBytes - 16);
+                                    Assert.Equal(0, a % 16);
+                                    aGroups.Add(a / 16 % 8);
+                                    if (sub < bn / 64)
+                                    {
+                                        int b = TensorCoreGemm.LdmatrixOffsetB(kc, 8 * matrix + i, w, ks, sub, bn);
+                                        Assert.InRange(b, 0, bn * 64 - 16);
+                                        Assert.Equal(0, b % 16);
+                                        bGroups.Add(b / 16 % 8);
+                                    }
+                                }
+                                Assert.Equal(8, aGroups.Count);
+                                if (sub < bn / 64) Assert.Equal(8, bGroups.Count);
+                            }
+    }
+
+    [Fact]
+    public void The_chunks_of_a_slice_land_in_distinct_slots_for_both_orientations_and_slice_heights()
+    {
+        foreach (bool kc in new[] { true, false })
+            foreach (int rows in new[] { 128, 256 })
+            {
+                var slots = new HashSet<int>();
+                for (int id = 0; id < rows * 4; id++)
+                {
+                    var c = TensorCoreGemm.Chunk(kc, id, 0, 1000, 0, 1000, rows);
+                    Assert.Equal(0, c.Smem % 16);
+                    slots.Add(c.Smem / 16);
+                }
+                Assert.Equal(rows * 4, slots.Count);
+                Assert.True(slots.All(s => s < rows * 4));
+            }
+    }
+
+    [Fact]
+    public void Misaligned_operands_take_the_scalar_load_path_and_say_why()
+    {
+        var dev = TestDevice.Get();
+        using var t = Tensor.Zeros(dev, new Shape(64, 64), DType.BF16, MemoryCategory.Data, "x");
+        Assert.StartsWith("cp.async", TensorCoreGemm.LoadPath(new MatrixOperand(t, 0, 64, 0), 1));
+        Assert.Contains("offset 3", TensorCoreGemm.LoadPath(new MatrixOperand(t, 3, 32, 0), 1));
+        Assert.Contains("leading dimension 60", TensorCoreGemm.LoadPath(new MatrixOperand(t, 0, 60, 0), 1));
+        Assert.Contains("batch stride 100", TensorCoreGemm.LoadPath(new MatrixOperand(t, 0, 8, 100), 2));
+    }
+
+    [Fact]
+    public void Non_bf16_operands_are_declined_and_bad_shapes_name_tc_gemm()
+    {
+        var dev = TestDevice.Get();
+        using var f = Tensor.Zeros(dev, new Shape(4, 8), DType.F32, MemoryCategory.Data, "f");
+        using var h = Tensor.Zeros(dev, new Shape(8, 8), DType.BF16, MemoryCategory.Data, "h");
+        using var c = Tensor.Zeros(dev, new Shape(4, 8), DType.F32, MemoryCategory.Data, "c");
+        Assert.Contains("A is float32", TensorCoreGemm.WhyNot(MatrixOperand.Dense(f), MatrixOperand.Dense(h), MatrixOperand.Dense(c)));
+        Assert.False(TensorCoreGemm.TryGemm(MatrixOperand.Dense(f), MatrixOperand.Dense(h), MatrixOperand.Dense(c), 4, 8, 8));
+
+        using var a = Tensor.Zeros(dev, new Shape(4, 8), DType.BF16, MemoryCategory.Data, "a");
+        var e = Assert.Throws<ShapeException>(() =>
+            TensorCoreGemm.GemmEmulated(MatrixOperand.Dense(a) with { Offset = 1 }, MatrixOperand.Dense(h), MatrixOperand.Dense(c), 4, 8, 8));
+        Assert.Equal("tc_gemm", e.Op);
+        Assert.Contains("[4, 8]", e.Message);
+        Assert.Throws<ShapeException>(() => TensorCoreGemm.GemmEmulated(MatrixOperand.Dense(a), MatrixOperand.Dense(h), MatrixOperand.Dense(c), 4, 8, 0));
+        Assert.Throws<ShapeException>(() => TensorCoreGemm.GemmEmulated(MatrixOperand.Dense(a), MatrixOperand.Dense(f), MatrixOperand.Dense(c), 4, 8, 8));
+        if (!dev.IsCuda)
+            Assert.Contains("CUDA", TensorCoreGemm.WhyNot(MatrixOperand.Dense(a), MatrixOperand.Dense(h), MatrixOperand.Dense(c)));
+    }
+
+    private enum BatchMode { BothBatched, ABroadcast, BBroadcast, SumIntoOneC }
+
+    /// <summary>One random GEMM: operands laid out inside flat tensors (with optional padding), run, compared with float64.</summary>
+    private sealed record Case(int M, int N, int K, int Batch, bool TransA, bool TransB, BatchMode Mode, bool CBf16,
+        bool Accumulate, float Alpha, int Splits, int Pad, int Seed)
+    {
+        public void Check(bool emulate)
+        {
+            var rng = new Random(Seed);
+            var dev = TestDevice.Get();
+            bool aBatched = Mode != BatchMode.ABroadcast, bBatched = Mode != BatchMode.BBroadcast, sum = Mode == BatchMode.SumIntoOneC;
+            var (aWords, aOp) = Operand(dev, rng, TransA ? K : M, TransA ? M : K, aBatched, TransA, "a");
+            var (bWords, bOp) = Operand(dev, rng, TransB ? N : K, TransB ? K : N, bBatched, TransB, "b");
+            using var aT = aOp.Tensor;
+            using var bT = bOp.Tensor;
+
+            int ldc = N + Pad;
+            long cBatch = sum ? 0 : (long)M * ldc + Pad;
+            long cOffset = Pad;
+            long cSize = cOffset + (sum ? 0 : (Batch - 1) * cBatch) + (long)M * ldc;
+            float[] c0 = GradCheck.RandomValues(rng, cSize);
+            if (CBf16) c0 = c0.Select(BFloat16.Round).ToArray();
+            using var cT = Tensor.FromHost(dev, c0, new Shape(checked((int)cSize)), MemoryCategory.Data, "c", CBf16 ? DType.BF16 : DType.F32);
+            var cOp = new MatrixOperand(cT, cOffset, ldc, cBatch);
+
+            string what = $"{M}×{N}×{K} batch {Batch} {Mode} A{(TransA ? "ᵀ" : "")} B{(TransB ? "ᵀ" : "")} C {(CBf16 ? "bf16" : "f32")}" +
+                          $" accumulate {Accumulate} alpha {Alpha} splits {Splits} pad {Pad}";
+            if (emulate)
+                TensorCoreGemm.GemmEmulated(aOp, bOp, cOp, M, N, K, Batch, Alpha, Accumulate, Splits);
+            else if (!TensorCoreGemm.TryGemm(aOp, bOp, cOp, M, N, K, Batch, Alpha, Accumulate))
+            {
+                Assert.False(dev.IsCuda, $"TryGemm declined on CUDA: {TensorCoreGemm.WhyNot(aOp, bOp, cOp)} ({what})");
+                Assert.Equal(c0, cT.ToFloatArray());
+                return;
+            }
+
+            double[] want = c0.Select(v => (double)v).ToArray();
+            TensorCoreGemm.Reference.Gemm(aWords, aOp.Offset, aOp.Ld, aOp.BatchStride, TransA, bWords, bOp.Offset, bOp.Ld, bOp.BatchStride, TransB,
+                want, cOffset, ldc, cBatch, M, N, K, Batch, Alpha, Accumulate);
+            double[] bound = c0.Select(v => Math.Abs((double)v)).ToArray();
+            MatMul.Reference.Gemm(Abs(aWords), aOp.Offset, aOp.Ld, aOp.BatchStride, TransA, Abs(bWords), bOp.Offset, bOp.Ld, bOp.BatchStride, TransB,
+                bound, cOffset, ldc, cBatch, M, N, K, Batch, Math.Abs(Alpha), Accumulate);
+
+            int terms = K * (sum ? Batch : 1);
+            double factor = (terms + RoundingsBeyondK) * UnitRoundoff * (emulate ? 1 : HardwareFactor);
+            float[] got = cT.ToFloatArray();
+            for (int i = 0; i < got.Length; i++)
+            {
+                double tol = factor * bound[i];
+                if (CBf16) tol += Bf16Rounding * (Math.Abs(want[i]) + tol);
+                Assert.True(Math.Abs(got[i] - want[i]) <= tol + 1e-30,
+                    $"{what}: element {i} is {got[i]}, want {want[i]} ± {tol:G3} ({(emulate ? "emulated" : "CUDA")})");
+            }
+        }
+
+        /// <summary>A stored rows×cols bf16 matrix (per batch if batched) at offset Pad, ld cols + Pad, batch stride rows·ld + Pad.</summary>
+        private (ushort[] Words, MatrixOperand Op) Operand(ComputeDevice dev, Random rng, int rows, int cols, bool batched, bool transposed, string name)
+        {
+            int ld = cols + Pad;
+            long stride = batched ? (long)rows * ld + Pad : 0;
+            long size = Pad + (batched ? (Batch - 1) * stride : 0) + (long)rows * ld;
+            ushort[] words = GradCheck.RandomValues(rng, size).Select(BFloat16.FromFloat).ToArray();
+            var t = Tensor.Empty(dev, new Shape(checked((int)size)), DType.BF16, MemoryCategory.Data, name);
+            t.CopyFrom(words);
+            return (words, new MatrixOperand(t, Pad, ld, stride, transposed));
+        }
+
+        private static double[] Abs(ushort[] words) => words.Select(w => Math.Abs((double)BFloat16.ToFloat(w))).ToArray();
+    }
+}
