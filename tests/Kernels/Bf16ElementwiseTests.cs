@@ -67,7 +67,15 @@ public class Bf16ElementwiseTests
         using var yt = Tensor.FromHost(dev, y0, new Shape(301), MemoryCategory.Data, "y", DType.BF16);
         Elementwise.AddInto(xt, yt, 0.37f);
         var got = yt.ToFloatArray();
-        for (int i = 0; i < x.Length; i++) Assert.Equal(BFloat16.Round(y0[i] + 0.37f * x[i]), got[i]);
+        // On CUDA y + s·x is one fused multiply-add (one float32 rounding fewer than the host's), which can move the sum
+        // across a bf16 rounding boundary: there, one bf16 step (2⁻⁸ relative) is allowed.
+        bool exact = !dev.IsCuda;
+        for (int i = 0; i < x.Length; i++)
+        {
+            float want = BFloat16.Round(y0[i] + 0.37f * x[i]);
+            if (exact) Assert.Equal(want, got[i]);
+            else Assert.True(Math.Abs(want - got[i]) <= Math.Abs(want) / 256f, $"element {i}: {got[i]} vs {want}");
+        }
     }
 
     private static readonly int[] Columns = [1, 2, 3, 7, 16, 17, 33, 100];
