@@ -14,19 +14,21 @@ namespace Memopt.Kernels;
 ///
 /// Memory flow (CUDA): one 256-thread group owns one 128×BN output tile, BN = 128 ("narrow") or 256 ("wide"): 8 warps,
 /// 2 along M × 4 along N, each warp a 64×(BN/4) tile of m16n8 accumulators (64 or 128 fp32 registers per thread).
-/// The group walks K in slices of 32 through a ring of shared-memory stages (48 KB declared in the PTX, or 64/96 KB of
-/// dynamic shared memory for the "deep" tiles): each thread copies its 16-byte chunks of A's and B's slice with
-/// cp.async (or, for operands whose chunk addresses are not 16-byte aligned, with plain loads and one 16-byte shared
-/// store), chunks past M, N or K zero-filled, so the copy of slice q+stages-1 overlaps the math on slice q; one barrier
-/// per slice. Each slice is stored in the operand's own orientation ("K-contiguous" [row][k], 64-byte rows, or
-/// "MN-contiguous" [k][row]) with an XOR swizzle of the 16-byte chunks that keeps every ldmatrix phase free of bank
-/// conflicts; ldmatrix (.trans for MN-contiguous slices) turns them into mma fragments, so every transpose combination
-/// runs on the same path. Per k16 step a warp issues 4 + BN/64 ldmatrix.x4 and BN/8 mma.sync.m16n8k16.row.col.f32.bf16
-/// (16 or 32). Fragments and accumulators live in PTX registers named in the inline assembly (tca*, tcb*, tcc*):
-/// ILGPU routes CudaAsm outputs through local memory, named registers never leave the register file. Epilogue: alpha,
-/// accumulate, fp32 or bf16 store straight from the registers. When the output has too few tiles to fill the GPU
-/// (weight gradients: M, N ≤ 1024, K = B·T), K is split across groups that write fp32 partial tiles to a workspace,
-/// summed in a fixed order by a second kernel (deterministic).
+/// The group walks K in slices of 32 or 64 through a ring of shared-memory stages (48 KB declared in the PTX, or up to
+/// 96 KB of dynamic shared memory for the "deep" tiles; the default, <see cref="Tile.NarrowK64"/>, is 128×128 with
+/// 64-deep slices in 3 × 32 KB): each thread copies its 16-byte chunks of A's and B's slice with cp.async (or, for
+/// operands whose chunk addresses are not 16-byte aligned, with plain loads and one 16-byte shared store), chunks past
+/// M, N or K zero-filled, so the copy of slice q+stages-1 overlaps the math on slice q; one barrier per slice. Each
+/// slice is stored in the operand's own orientation ("K-contiguous" [row][k] or "MN-contiguous" [k][row]) with an XOR
+/// swizzle of the 16-byte chunks that keeps every ldmatrix phase free of bank conflicts; ldmatrix (.trans for
+/// MN-contiguous slices) turns them into mma fragments, so every transpose combination runs on the same path. Per k16
+/// step a warp issues 4 + BN/64 ldmatrix.x4 and BN/8 mma.sync.m16n8k16.row.col.f32.bf16 (16 or 32). Fragments,
+/// accumulators and this lane's ldmatrix addresses live in PTX registers named in the inline assembly (tca*, tcb*,
+/// tcc*, tcl*): ILGPU routes CudaAsm outputs through local memory and re-derives addresses inside loops, named
+/// registers do neither. Epilogue: alpha, accumulate, fp32 or bf16 store straight from the registers. When the output
+/// has too few tiles to fill the GPU and K is long (weight gradients: M, N ≤ 1024, K = B·T), K is split across groups
+/// that write fp32 partial tiles to a workspace, summed in a fixed order by a second kernel (deterministic).
+/// Measurements of each tile and version: docs/performance.md.
 ///
 /// The CPU accelerator cannot run PTX: <see cref="GemmEmulated"/> runs the same tile schedule with one thread per
 /// group, emulating cp.async, ldmatrix and mma lane by lane from the PTX ISA's fragment layouts, through the same
@@ -35,14 +37,15 @@ namespace Memopt.Kernels;
 /// </summary>
 public static class TensorCoreGemm
 {
+    /// <summary>BlockK is the depth of a K slice for every tile but <see cref="Tile.NarrowK64"/> (64).</summary>
     public const int BlockM = 128, BlockK = 32, Threads = 256, WarpM = 64;
-    /// <summary>Bytes of A's slice in a stage (128 rows × 32 k × 2 bytes); B's slice (BN rows) follows it.</summary>
+    /// <summary>Bytes of A's 32-deep slice in a stage (128 rows × 32 k × 2 bytes); B's slice (BN rows) follows it.</summary>
     public const int ASliceBytes = 8192;
 
     /// <summary>The group tile and pipeline depth.</summary>
     public enum Tile
     {
-        /// <summary>The fastest measured tile (narrow).</summary>
+        /// <summary>The fastest measured tile for the layout (<see cref="ChooseTile"/>).</summary>
         Auto,
         /// <summary>128×128, 3 stages, 48 KB of static shared memory.</summary>
         Narrow,
@@ -52,12 +55,15 @@ public static class TensorCoreGemm
         NarrowDeep,
         /// <summary>128×256, 4 stages, 96 KB of dynamic shared memory.</summary>
         WideDeep,
+        /// <summary>128×128 with 64-deep K slices (half the barriers per mma), 3 stages, 96 KB of dynamic shared memory.</summary>
+        NarrowK64,
     }
 
     public static int BlockNOf(Tile tile) => tile is Tile.Wide or Tile.WideDeep ? 256 : 128;
-    public static int StagesOf(Tile tile) => tile switch { Tile.Narrow => 3, Tile.Wide => 2, _ => 4 };
-    public static int StageBytesOf(int blockN) => ASliceBytes + blockN * BlockK * 2;
-    private static bool IsDeep(Tile tile) => tile is Tile.NarrowDeep or Tile.WideDeep;
+    public static int StagesOf(Tile tile) => tile switch { Tile.Narrow or Tile.NarrowK64 => 3, Tile.Wide => 2, _ => 4 };
+    public static int SliceKOf(Tile tile) => tile == Tile.NarrowK64 ? 64 : BlockK;
+    public static int StageBytesOf(int blockN, int sliceK = BlockK) => (BlockM + blockN) * sliceK * 2;
+    private static bool IsDeep(Tile tile) => tile is Tile.NarrowDeep or Tile.WideDeep or Tile.NarrowK64;
 
     private static readonly AsyncLocal<Tile> TileOverride = new();
 
@@ -121,13 +127,24 @@ public static class TensorCoreGemm
         return why is null ? "cp.async 16 B" : $"scalar loads ({why})";
     }
 
-    /// <summary>The tile <see cref="TryGemm"/> uses for this shape on this device.</summary>
-    public static Tile ChooseTile(ComputeDevice device, int m, int n, int outBatches)
+    /// <summary>The kernel variant bits of a GEMM's operands: which are transposed, which load with cp.async.</summary>
+    public static int LayoutOf(MatrixOperand a, MatrixOperand b, int batch) =>
+        (a.Transposed ? ATransposedBit : 0) | (b.Transposed ? BTransposedBit : 0)
+        | (MisalignedBecause(a, batch) is null ? AVectorBit : 0) | (MisalignedBecause(b, batch) is null ? BVectorBit : 0);
+
+    /// <summary>
+    /// The tile <see cref="TryGemm"/> uses on this device for an operand layout (<see cref="ATransposedBit"/> etc.).
+    /// Measured on the H100 (docs/performance.md): the narrow tiles fit two groups per SM (≤ 128 registers) and beat
+    /// the wide ones (231 registers, one group); 64-deep slices beat 32-deep ones everywhere except where an
+    /// MN-contiguous operand is misaligned (scalar loads of 4 chunks per slice), and need dynamic shared memory.
+    /// </summary>
+    public static Tile ChooseTile(ComputeDevice device, int layout)
     {
         if (TileOverride.Value != Tile.Auto) return TileOverride.Value;
-        // Measured on the H100 (docs/performance.md): the narrow tile fits two groups per SM (126 registers) and beat
-        // the wide one (231 registers, one group) at 4096³ in every transpose; four stages gained nothing over three.
-        return Tile.Narrow;
+        if (!device.IsCuda || !DeepAvailable(device)) return Tile.Narrow;
+        bool aScalarMn = (layout & ATransposedBit) != 0 && (layout & AVectorBit) == 0;
+        bool bScalarMn = (layout & BTransposedBit) == 0 && (layout & BVectorBit) == 0;
+        return aScalarMn || bScalarMn ? Tile.Narrow : Tile.NarrowK64;
     }
 
     /// <summary>
@@ -170,9 +187,11 @@ public static class TensorCoreGemm
         var device = a.Tensor.Device;
         bool sumBatches = c.BatchStride == 0 && batch > 1;
         int outBatches = sumBatches ? 1 : batch;
-        var tile = ChooseTile(device, m, n, outBatches);
+        int layout = LayoutOf(a, b, batch);
+        var tile = ChooseTile(device, layout);
         int blockN = BlockNOf(tile);
-        int tilesM = (m + BlockM - 1) / BlockM, tilesN = (n + blockN - 1) / blockN, kTiles = (k + BlockK - 1) / BlockK;
+        int sliceK = SliceKOf(tile);
+        int tilesM = (m + BlockM - 1) / BlockM, tilesN = (n + blockN - 1) / blockN, kTiles = (k + sliceK - 1) / sliceK;
         int totalSlices = sumBatches ? batch * kTiles : kTiles;
         long tiles = (long)tilesM * tilesN * outBatches;
         if (splits <= 0) splits = ChooseSplits(tiles, totalSlices, (long)outBatches * m * n, tile, device);
@@ -181,8 +200,6 @@ public static class TensorCoreGemm
         long blocks = tiles * splits;
         if (blocks > int.MaxValue) throw new ShapeException("tc_gemm", $"{blocks} output tiles is more than one launch can take (M={m}, N={n}, batch={batch})");
 
-        int layout = (a.Transposed ? ATransposedBit : 0) | (b.Transposed ? BTransposedBit : 0)
-                   | (MisalignedBecause(a, batch) is null ? AVectorBit : 0) | (MisalignedBecause(b, batch) is null ? BVectorBit : 0);
         var p = new TcParams
         {
             APtr = DevicePointer(a.Tensor), BPtr = DevicePointer(b.Tensor),
@@ -190,7 +207,7 @@ public static class TensorCoreGemm
             BOffset = b.Offset, BBatch = b.BatchStride, Ldb = b.Ld,
             COffset = c.Offset, CBatch = c.BatchStride, Ldc = c.Ld,
             M = m, N = n, K = k, Batch = batch, OutBatches = outBatches, SumBatches = sumBatches ? 1 : 0,
-            BlockN = blockN, Stages = StagesOf(tile),
+            BlockN = blockN, Stages = StagesOf(tile), SliceK = sliceK,
             TilesM = tilesM, TilesN = tilesN, KTiles = kTiles, Splits = splits, SlicesPerSplit = slicesPerSplit,
             CBf16 = c.Tensor.DType == DType.BF16 ? 1 : 0, Accumulate = accumulate ? 1 : 0, Alpha = alpha,
         };
@@ -283,7 +300,7 @@ public static class TensorCoreGemm
         public ulong APtr, BPtr;
         public long AOffset, ABatch, BOffset, BBatch, COffset, CBatch, SplitStride;
         public int Lda, Ldb, Ldc;
-        public int M, N, K, Batch, OutBatches, SumBatches, BlockN, Stages, TilesM, TilesN, KTiles, Splits, SlicesPerSplit;
+        public int M, N, K, Batch, OutBatches, SumBatches, BlockN, Stages, SliceK, TilesM, TilesN, KTiles, Splits, SlicesPerSplit;
         public int CBf16, Accumulate, Partial;
         public float Alpha;
     }
@@ -294,22 +311,25 @@ public static class TensorCoreGemm
 
     /// <summary>
     /// Byte offset of 16-byte chunk <paramref name="chunk"/> (k/8) of row <paramref name="row"/> in a K-contiguous
-    /// slice ([rows][32 k], 64-byte rows). The chunk index is XORed with bits 1–2 of the row: the 8 rows an ldmatrix
-    /// phase reads (same logical chunk, rows 8i..8i+7) then hit 8 distinct 16-byte bank groups.
+    /// slice ([rows][sliceK], rows of sliceK·2 bytes). The chunk index is XORed with bits of the row so that the 8 rows
+    /// an ldmatrix phase reads (same logical chunk, rows 8i..8i+7) hit 8 distinct 16-byte bank groups: bits 1–2 for
+    /// 64-byte rows (two rows share a 128-byte line), bits 0–2 for 128-byte rows.
     /// </summary>
-    public static int KContiguousOffset(int row, int chunk) => row * 64 + ((chunk ^ ((row >> 1) & 3)) << 4);
+    public static int KContiguousOffset(int row, int chunk, int sliceK = BlockK) => sliceK == BlockK
+        ? row * 64 + ((chunk ^ ((row >> 1) & 3)) << 4)
+        : row * 128 + ((chunk ^ (row & 7)) << 4);
 
     /// <summary>
     /// Byte offset of chunk <paramref name="chunk"/> (row/8) of k-row <paramref name="krow"/> in an MN-contiguous
-    /// slice ([32 k][sliceRows], rows of sliceRows·2 bytes); the chunk is XORed with k mod 8 for the same reason.
+    /// slice ([sliceK][sliceRows], rows of sliceRows·2 bytes); the chunk is XORed with k mod 8 for the same reason.
     /// </summary>
     public static int MnContiguousOffset(int krow, int chunk, int sliceRows) => krow * sliceRows * 2 + ((chunk ^ (krow & 7)) << 4);
 
     /// <summary>
-    /// The 16-byte chunk a thread copies for one operand slice: chunk id = thread + 256·i (sliceRows·4 chunks per
-    /// slice). Smem is its byte offset in the slice; Elem the tensor element of its first value for slice 0 of batch 0;
-    /// Fixed the values valid whatever the K slice (8 or 0 for a K-contiguous chunk's row; the count left in the row
-    /// range for an MN-contiguous chunk); KIndex its k inside the slice (first k of the chunk, or its k-row).
+    /// The 16-byte chunk a thread copies for one operand slice: chunk id = thread + 256·i (sliceRows·sliceK/8 chunks
+    /// per slice). Smem is its byte offset in the slice; Elem the tensor element of its first value for slice 0 of
+    /// batch 0; Fixed the values valid whatever the K slice (8 or 0 for a K-contiguous chunk's row; the count left in
+    /// the row range for an MN-contiguous chunk); KIndex its k inside the slice (first k of the chunk, or its k-row).
     /// </summary>
     public struct ChunkLoad
     {
@@ -321,13 +341,14 @@ public static class TensorCoreGemm
     /// <param name="x0">First row (M for A, N for B) of the group's tile.</param>
     /// <param name="rows">M for A, N for B.</param>
     /// <param name="sliceRows">Rows of the slice: 128 for A, BN for B.</param>
-    public static ChunkLoad Chunk(bool kContiguous, int id, int x0, int rows, long offset, int ld, int sliceRows)
+    public static ChunkLoad Chunk(bool kContiguous, int id, int x0, int rows, long offset, int ld, int sliceRows, int sliceK = BlockK)
     {
         var c = new ChunkLoad();
         if (kContiguous)
         {
-            int row = id >> 2, chunk = id & 3;
-            c.Smem = KContiguousOffset(row, chunk);
+            int perRow = sliceK >> 3;
+            int row = id / perRow, chunk = id - row * perRow;
+            c.Smem = KContiguousOffset(row, chunk, sliceK);
             c.Elem = offset + (long)(x0 + row) * ld + chunk * 8;
             c.Fixed = x0 + row < rows ? 8 : 0;
             c.KIndex = chunk * 8;
@@ -348,8 +369,31 @@ public static class TensorCoreGemm
     public static int ChunkValid(bool kContiguous, ChunkLoad c, int k0, int k) =>
         kContiguous ? Math.Max(Math.Min(c.Fixed, k - k0 - c.KIndex), 0) : (k0 + c.KIndex < k ? c.Fixed : 0);
 
+    /// <summary>
+    /// Chunk id + 256·<paramref name="i"/> of a 128-row, 64-deep slice from chunk id (the 64-deep kernel keeps one
+    /// chunk per operand and derives its other three): 32 rows further for a K-contiguous slice (valid while
+    /// 32·i &lt; <paramref name="rowsLeft"/>, the rows left below the first chunk's), 16 k-rows for an MN-contiguous one;
+    /// 4096 bytes further in shared memory either way.
+    /// </summary>
+    public static ChunkLoad ChunkStep(bool kContiguous, ChunkLoad c0, int i, int ld, int rowsLeft)
+    {
+        var c = c0;
+        c.Smem += 4096 * i;
+        if (kContiguous)
+        {
+            c.Elem += 32L * i * ld;
+            c.Fixed = 32 * i < rowsLeft ? 8 : 0;
+        }
+        else
+        {
+            c.Elem += 16L * i * ld;
+            c.KIndex += 16 * i;
+        }
+        return c;
+    }
+
     /// <summary>Elements between the same chunk of consecutive K slices.</summary>
-    public static long SliceStep(bool kContiguous, int ld) => kContiguous ? BlockK : (long)BlockK * ld;
+    public static long SliceStep(bool kContiguous, int ld, int sliceK = BlockK) => kContiguous ? sliceK : (long)sliceK * ld;
 
     /// <summary>
     /// Byte offset, inside A's slice, of the row this lane hands to ldmatrix.x4 for A fragment <paramref name="mi"/>
@@ -357,11 +401,11 @@ public static class TensorCoreGemm
     /// (rows 8–15, k 0–7), (rows 0–7, k 8–15), (rows 8–15, k 8–15): registers a0..a3 of mma.m16n8k16's A fragment.
     /// K-contiguous: plain ldmatrix, lane l gives row l mod 16, k chunk l/16. MN-contiguous: ldmatrix.trans, lane l
     /// gives k-row (l mod 8) + 8·(l/16) of m chunk (l/8) mod 2. Identities the kernel relies on (tested): K-contiguous
-    /// offsets grow by 1024 per mi; MN-contiguous ones by 4096 per ks.
+    /// offsets grow by 16 rows (sliceK·32 bytes) per mi; MN-contiguous ones by 4096 per ks.
     /// </summary>
-    public static int LdmatrixOffsetA(bool kContiguous, int lane, int wm, int ks, int mi)
+    public static int LdmatrixOffsetA(bool kContiguous, int lane, int wm, int ks, int mi, int sliceK = BlockK)
     {
-        if (kContiguous) return KContiguousOffset(wm * WarpM + mi * 16 + (lane & 15), ks * 2 + (lane >> 4));
+        if (kContiguous) return KContiguousOffset(wm * WarpM + mi * 16 + (lane & 15), ks * 2 + (lane >> 4), sliceK);
         return MnContiguousOffset(ks * 16 + (lane & 7) + (lane >> 4) * 8, wm * (WarpM / 8) + mi * 2 + ((lane >> 3) & 1), BlockM);
     }
 
@@ -370,12 +414,12 @@ public static class TensorCoreGemm
     /// number <paramref name="pair"/> (B fragments ni = 2·pair and 2·pair + 1, columns wn·BN/4 + pair·16 …+15) at k16
     /// step <paramref name="ks"/>. Matrices 0–3 are (n 0–7, k 0–7), (n 0–7, k 8–15), (n 8–15, k 0–7), (n 8–15, k 8–15):
     /// b0, b1 of fragment 2·pair, then of 2·pair + 1. K-contiguous ([n][k], B transposed): plain ldmatrix; offsets grow
-    /// by 1024 per pair. MN-contiguous ([k][n]): ldmatrix.trans; offsets grow by 32·BN per ks.
+    /// by 16 rows (sliceK·32 bytes) per pair. MN-contiguous ([k][n]): ldmatrix.trans; offsets grow by 32·BN per ks.
     /// </summary>
-    public static int LdmatrixOffsetB(bool kContiguous, int lane, int wn, int ks, int pair, int blockN)
+    public static int LdmatrixOffsetB(bool kContiguous, int lane, int wn, int ks, int pair, int blockN, int sliceK = BlockK)
     {
         int warpN = blockN / 4;
-        if (kContiguous) return KContiguousOffset(wn * warpN + pair * 16 + (lane & 7) + (lane >> 4) * 8, ks * 2 + ((lane >> 3) & 1));
+        if (kContiguous) return KContiguousOffset(wn * warpN + pair * 16 + (lane & 7) + (lane >> 4) * 8, ks * 2 + ((lane >> 3) & 1), sliceK);
         return MnContiguousOffset(ks * 16 + (lane & 7) + ((lane >> 3) & 1) * 8, wn * (warpN / 8) + pair * 2 + (lane >> 4), blockN);
     }
 
@@ -435,19 +479,22 @@ public static class TensorCoreGemm
     public struct NarrowDeepShape : ITileShape { public readonly bool Wide => false; public readonly int Stages => 4; public readonly bool Deep => true; }
     public struct WideDeepShape : ITileShape { public readonly bool Wide => true; public readonly int Stages => 4; public readonly bool Deep => true; }
 
-    private static readonly string[] KernelKeys = Enumerable.Range(0, 5 * 16).Select(i => $"tc_gemm.{(Tile)(i / 16)}.{i % 16}").ToArray();
+    private static readonly string[] KernelKeys = Enumerable.Range(0, 6 * 16).Select(i => $"tc_gemm.{(Tile)(i / 16)}.{i % 16}").ToArray();
 
     /// <summary>Bytes of dynamic shared memory a deep tile asks for: its stages plus 128 for aligning the base.</summary>
-    private static int DynamicBytes(Tile tile) => StagesOf(tile) * StageBytesOf(BlockNOf(tile)) + 128;
+    private static int DynamicBytes(Tile tile) => StagesOf(tile) * StageBytesOf(BlockNOf(tile), SliceKOf(tile)) + 128;
 
     private static System.Reflection.MethodInfo KernelMethod(Tile tile, int layout)
     {
+        Type Flag(int bit) => (layout & bit) != 0 ? typeof(Yes) : typeof(No);
+        if (tile == Tile.NarrowK64)
+            return typeof(TensorCoreGemm).GetMethod(nameof(TensorCoreKernelK64), System.Reflection.BindingFlags.NonPublic | System.Reflection.BindingFlags.Static)!
+                .MakeGenericMethod(Flag(ATransposedBit), Flag(BTransposedBit), Flag(AVectorBit), Flag(BVectorBit));
         Type shape = tile switch
         {
             Tile.Narrow => typeof(NarrowShape), Tile.Wide => typeof(WideShape),
             Tile.NarrowDeep => typeof(NarrowDeepShape), _ => typeof(WideDeepShape),
         };
-        Type Flag(int bit) => (layout & bit) != 0 ? typeof(Yes) : typeof(No);
         return typeof(TensorCoreGemm).GetMethod(nameof(TensorCoreKernel), System.Reflection.BindingFlags.NonPublic | System.Reflection.BindingFlags.Static)!
             .MakeGenericMethod(shape, Flag(ATransposedBit), Flag(BTransposedBit), Flag(AVectorBit), Flag(BVectorBit));
     }
@@ -742,6 +789,22 @@ public static class TensorCoreGemm
             else if (stages == 3) CudaAsm.Emit("cp.async.wait_group 1;");
             else CudaAsm.Emit("cp.async.wait_group 2;");
             Group.Barrier();
+            int st = computeStage * stageBytes;
+            // k16 step 0, before the next slice's copies (see the 64-deep kernel)
+            if (aKc) CudaAsm.Emit(LoadAKContiguous0, st);
+            else CudaAsm.Emit(LoadAMnContiguous, st);
+            if (wide)
+            {
+                if (bKc) CudaAsm.Emit(LoadBKContiguousWide0, st);
+                else CudaAsm.Emit(LoadBMnContiguousWide, st);
+                CudaAsm.Emit(MmaWide);
+            }
+            else
+            {
+                if (bKc) CudaAsm.Emit(LoadBKContiguousNarrow0, st);
+                else CudaAsm.Emit(LoadBMnContiguousNarrow, st);
+                CudaAsm.Emit(MmaNarrow);
+            }
             if (i + stages - 1 < count)
             {
                 LoadSlice(a, b, p, loadStage * stageBytes, aKc, bKc, aVec, bVec, wide, interior, a0, a1, b0, b1, b2, b3, aShift, bShift, loadKt * BlockK);
@@ -758,23 +821,6 @@ public static class TensorCoreGemm
             }
             CudaAsm.Emit("cp.async.commit_group;");
             loadStage = loadStage == stages - 1 ? 0 : loadStage + 1;
-
-            int st = computeStage * stageBytes;
-            // k16 step 0
-            if (aKc) CudaAsm.Emit(LoadAKContiguous0, st);
-            else CudaAsm.Emit(LoadAMnContiguous, st);
-            if (wide)
-            {
-                if (bKc) CudaAsm.Emit(LoadBKContiguousWide0, st);
-                else CudaAsm.Emit(LoadBMnContiguousWide, st);
-                CudaAsm.Emit(MmaWide);
-            }
-            else
-            {
-                if (bKc) CudaAsm.Emit(LoadBKContiguousNarrow0, st);
-                else CudaAsm.Emit(LoadBMnContiguousNarrow, st);
-                CudaAsm.Emit(MmaNarrow);
-            }
             // k16 step 1: K-contiguous lanes use their ks = 1 address; MN-contiguous ones move 16 k-rows.
             if (aKc) CudaAsm.Emit(LoadAKContiguous1, st);
             else CudaAsm.Emit(LoadAMnContiguous, st + 4096);
@@ -798,6 +844,159 @@ public static class TensorCoreGemm
         int col = n0 + wn * (blockN / 4) + 2 * (lane & 3);
         if (wide) StoreWide(cF, cH, p, cBase, row, col);
         else StoreNarrow(cF, cH, p, cBase, row, col);
+    }
+
+    private const string LoadAKc64_0 = "{ .reg .u32 t; add.u32 t, tcla0, %0;\n\t" + LdsmA + "{tca0,tca1,tca2,tca3}, [t];\n\t" + LdsmA + "{tca4,tca5,tca6,tca7}, [t+2048];\n\t" + LdsmA + "{tca8,tca9,tca10,tca11}, [t+4096];\n\t" + LdsmA + "{tca12,tca13,tca14,tca15}, [t+6144]; }";
+    private const string LoadAKc64_1 = "{ .reg .u32 t; add.u32 t, tcla1, %0;\n\t" + LdsmA + "{tca0,tca1,tca2,tca3}, [t];\n\t" + LdsmA + "{tca4,tca5,tca6,tca7}, [t+2048];\n\t" + LdsmA + "{tca8,tca9,tca10,tca11}, [t+4096];\n\t" + LdsmA + "{tca12,tca13,tca14,tca15}, [t+6144]; }";
+    private const string LoadAKc64_2 = "{ .reg .u32 t; add.u32 t, tcla2, %0;\n\t" + LdsmA + "{tca0,tca1,tca2,tca3}, [t];\n\t" + LdsmA + "{tca4,tca5,tca6,tca7}, [t+2048];\n\t" + LdsmA + "{tca8,tca9,tca10,tca11}, [t+4096];\n\t" + LdsmA + "{tca12,tca13,tca14,tca15}, [t+6144]; }";
+    private const string LoadAKc64_3 = "{ .reg .u32 t; add.u32 t, tcla3, %0;\n\t" + LdsmA + "{tca0,tca1,tca2,tca3}, [t];\n\t" + LdsmA + "{tca4,tca5,tca6,tca7}, [t+2048];\n\t" + LdsmA + "{tca8,tca9,tca10,tca11}, [t+4096];\n\t" + LdsmA + "{tca12,tca13,tca14,tca15}, [t+6144]; }";
+    private const string LoadBKc64_0 = "{ .reg .u32 t; add.u32 t, tclb0, %0;\n\t" + LdsmA + "{tcb0,tcb1,tcb2,tcb3}, [t];\n\t" + LdsmA + "{tcb4,tcb5,tcb6,tcb7}, [t+2048]; }";
+    private const string LoadBKc64_1 = "{ .reg .u32 t; add.u32 t, tclb1, %0;\n\t" + LdsmA + "{tcb0,tcb1,tcb2,tcb3}, [t];\n\t" + LdsmA + "{tcb4,tcb5,tcb6,tcb7}, [t+2048]; }";
+    private const string LoadBKc64_2 = "{ .reg .u32 t; add.u32 t, tclb2, %0;\n\t" + LdsmA + "{tcb0,tcb1,tcb2,tcb3}, [t];\n\t" + LdsmA + "{tcb4,tcb5,tcb6,tcb7}, [t+2048]; }";
+    private const string LoadBKc64_3 = "{ .reg .u32 t; add.u32 t, tclb3, %0;\n\t" + LdsmA + "{tcb0,tcb1,tcb2,tcb3}, [t];\n\t" + LdsmA + "{tcb4,tcb5,tcb6,tcb7}, [t+2048]; }";
+
+    /// <summary>
+    /// The 64-deep narrow tile: the kernel above with 128×128 tiles, 64-deep K slices (4 k16 steps per barrier instead
+    /// of 2), 3 stages of 32 KB in dynamic shared memory. K-contiguous slices have 128-byte rows (8 chunks, swizzled
+    /// with the row's low 3 bits), so fragments sit 2048 bytes apart and each k16 step has its own lane address
+    /// (tcla0..3 / tclb0..3); MN-contiguous slices keep one address per fragment and move 4096 bytes per k16 step.
+    /// Each thread copies 4 chunks of each operand, derived from one (<see cref="ChunkStep"/>).
+    /// </summary>
+    private static void TensorCoreKernelK64<TATransposed, TBTransposed, TAVector, TBVector>(
+        ArrayView<ushort> a, ArrayView<ushort> b, ArrayView<float> cF, ArrayView<ushort> cH, TcParams p)
+        where TATransposed : struct, IFlag
+        where TBTransposed : struct, IFlag
+        where TAVector : struct, IFlag
+        where TBVector : struct, IFlag
+    {
+        const int sliceK = 64, blockN = 128, stages = 3, aSlice = BlockM * sliceK * 2, stageBytes = 2 * aSlice;
+        int tid = Group.IdxX;
+        int block = Grid.IdxX;
+        bool aKc = !default(TATransposed).On, bKc = default(TBTransposed).On;
+        bool aVec = default(TAVector).On, bVec = default(TBVector).On;
+
+        TileOf(block, p, out int m0, out int n0, out int split, out int outBatch);
+        int lane = tid & 31, warp = tid >> 5;
+        int wm = warp >> 2, wn = warp & 3;
+
+        // K-contiguous: one address per k16 step (fragments 16 rows = 2048 bytes apart); MN-contiguous: one per fragment.
+        int la0 = aKc ? LdmatrixOffsetA(true, lane, wm, 0, 0, sliceK) : LdmatrixOffsetA(false, lane, wm, 0, 0, sliceK);
+        int la1 = aKc ? LdmatrixOffsetA(true, lane, wm, 1, 0, sliceK) : LdmatrixOffsetA(false, lane, wm, 0, 1, sliceK);
+        int la2 = aKc ? LdmatrixOffsetA(true, lane, wm, 2, 0, sliceK) : LdmatrixOffsetA(false, lane, wm, 0, 2, sliceK);
+        int la3 = aKc ? LdmatrixOffsetA(true, lane, wm, 3, 0, sliceK) : LdmatrixOffsetA(false, lane, wm, 0, 3, sliceK);
+        int lb0 = aSlice + (bKc ? LdmatrixOffsetB(true, lane, wn, 0, 0, blockN, sliceK) : LdmatrixOffsetB(false, lane, wn, 0, 0, blockN, sliceK));
+        int lb1 = aSlice + (bKc ? LdmatrixOffsetB(true, lane, wn, 1, 0, blockN, sliceK) : LdmatrixOffsetB(false, lane, wn, 0, 1, blockN, sliceK));
+        int lb2 = aSlice + (bKc ? LdmatrixOffsetB(true, lane, wn, 2, 0, blockN, sliceK) : 0);
+        int lb3 = aSlice + (bKc ? LdmatrixOffsetB(true, lane, wn, 3, 0, blockN, sliceK) : 0);
+        var dynamicShared = SharedMemory.GetDynamic<byte>();
+        if (p.M < 0) dynamicShared[0] = 0; // keeps ILGPU's declaration of the dynamic view (never runs: M > 0)
+        CudaAsm.Emit(DeclareDynamic, la0, la1, la2, la3, lb0, lb1, lb2, lb3);
+        CudaAsm.Emit(ZeroNarrow);
+
+        var a0 = Chunk(aKc, tid, m0, p.M, p.AOffset, p.Lda, BlockM, sliceK);
+        var b0 = Chunk(bKc, tid, n0, p.N, p.BOffset, p.Ldb, blockN, sliceK);
+        int aRowsLeft = p.M - m0 - (tid >> 3), bRowsLeft = p.N - n0 - (tid >> 3);
+        long aDelta = aKc ? 32L * p.Lda : 16L * p.Lda, bDelta = bKc ? 32L * p.Ldb : 16L * p.Ldb;
+        long aStep = SliceStep(aKc, p.Lda, sliceK), bStep = SliceStep(bKc, p.Ldb, sliceK);
+        bool interior = m0 + BlockM <= p.M && n0 + blockN <= p.N;
+
+        int total = p.SumBatches != 0 ? p.Batch * p.KTiles : p.KTiles;
+        int first = split * p.SlicesPerSplit;
+        int count = Math.Min(p.SlicesPerSplit, total - first);
+        int loadBatch = p.SumBatches != 0 ? first / p.KTiles : outBatch;
+        int loadKt = first - (p.SumBatches != 0 ? loadBatch * p.KTiles : 0);
+        long aShift = loadBatch * p.ABatch + loadKt * aStep, bShift = loadBatch * p.BBatch + loadKt * bStep;
+
+        int loadStage = 0;
+        for (int s = 0; s < stages - 1; s++)
+        {
+            if (s < count)
+            {
+                LoadSlice64(a, b, p, loadStage * stageBytes, aKc, bKc, aVec, bVec, interior, a0, b0, aRowsLeft, bRowsLeft, aDelta, bDelta, aShift, bShift, loadKt * sliceK);
+                aShift += aStep;
+                bShift += bStep;
+                loadKt++;
+                if (loadKt == p.KTiles)
+                {
+                    loadKt = 0;
+                    loadBatch++;
+                    aShift = loadBatch * p.ABatch;
+                    bShift = loadBatch * p.BBatch;
+                }
+            }
+            CudaAsm.Emit("cp.async.commit_group;");
+            loadStage++;
+        }
+
+        int computeStage = 0;
+        for (int i = 0; i < count; i++)
+        {
+            CudaAsm.Emit("cp.async.wait_group 1;");
+            Group.Barrier();
+            // The first k16 step goes before the next slice's copies: the tensor cores start right after the barrier
+            // (the copies write another stage, and they are needed only stages-1 slices later).
+            int st = computeStage * stageBytes;
+            if (aKc) CudaAsm.Emit(LoadAKc64_0, st); else CudaAsm.Emit(LoadAMnContiguous, st);
+            if (bKc) CudaAsm.Emit(LoadBKc64_0, st); else CudaAsm.Emit(LoadBMnContiguousNarrow, st);
+            CudaAsm.Emit(MmaNarrow);
+            if (i + stages - 1 < count)
+            {
+                LoadSlice64(a, b, p, loadStage * stageBytes, aKc, bKc, aVec, bVec, interior, a0, b0, aRowsLeft, bRowsLeft, aDelta, bDelta, aShift, bShift, loadKt * sliceK);
+                aShift += aStep;
+                bShift += bStep;
+                loadKt++;
+                if (loadKt == p.KTiles)
+                {
+                    loadKt = 0;
+                    loadBatch++;
+                    aShift = loadBatch * p.ABatch;
+                    bShift = loadBatch * p.BBatch;
+                }
+            }
+            CudaAsm.Emit("cp.async.commit_group;");
+            loadStage = loadStage == stages - 1 ? 0 : loadStage + 1;
+            if (aKc) CudaAsm.Emit(LoadAKc64_1, st); else CudaAsm.Emit(LoadAMnContiguous, st + 4096);
+            if (bKc) CudaAsm.Emit(LoadBKc64_1, st); else CudaAsm.Emit(LoadBMnContiguousNarrow, st + 4096);
+            CudaAsm.Emit(MmaNarrow);
+            if (aKc) CudaAsm.Emit(LoadAKc64_2, st); else CudaAsm.Emit(LoadAMnContiguous, st + 8192);
+            if (bKc) CudaAsm.Emit(LoadBKc64_2, st); else CudaAsm.Emit(LoadBMnContiguousNarrow, st + 8192);
+            CudaAsm.Emit(MmaNarrow);
+            if (aKc) CudaAsm.Emit(LoadAKc64_3, st); else CudaAsm.Emit(LoadAMnContiguous, st + 12288);
+            if (bKc) CudaAsm.Emit(LoadBKc64_3, st); else CudaAsm.Emit(LoadBMnContiguousNarrow, st + 12288);
+            CudaAsm.Emit(MmaNarrow);
+            computeStage = computeStage == stages - 1 ? 0 : computeStage + 1;
+        }
+
+        long cBase = p.COffset + outBatch * p.CBatch + split * p.SplitStride;
+        StoreNarrow(cF, cH, p, cBase, m0 + wm * WarpM + (lane >> 2), n0 + wn * (blockN / 4) + 2 * (lane & 3));
+    }
+
+    /// <summary>The 64-deep kernel's copies of one slice: four chunks of A, four of B, derived from the first of each.</summary>
+    private static void LoadSlice64(ArrayView<ushort> a, ArrayView<ushort> b, TcParams p, int stage, bool aKc, bool bKc, bool aVec, bool bVec,
+        bool interior, ChunkLoad a0, ChunkLoad b0, int aRowsLeft, int bRowsLeft, long aDelta, long bDelta, long aShift, long bShift, int k0)
+    {
+        const int aSlice = BlockM * 64 * 2;
+        int bStage = stage + aSlice;
+        if (interior && k0 + 64 <= p.K && aVec && bVec)
+        {
+            long ae = a0.Elem + aShift, be = b0.Elem + bShift;
+            CopyWhole(p.APtr, stage + a0.Smem, ae);
+            CopyWhole(p.APtr, stage + a0.Smem + 4096, ae + aDelta);
+            CopyWhole(p.APtr, stage + a0.Smem + 8192, ae + 2 * aDelta);
+            CopyWhole(p.APtr, stage + a0.Smem + 12288, ae + 3 * aDelta);
+            CopyWhole(p.BPtr, bStage + b0.Smem, be);
+            CopyWhole(p.BPtr, bStage + b0.Smem + 4096, be + bDelta);
+            CopyWhole(p.BPtr, bStage + b0.Smem + 8192, be + 2 * bDelta);
+            CopyWhole(p.BPtr, bStage + b0.Smem + 12288, be + 3 * bDelta);
+            return;
+        }
+        for (int i = 0; i < 4; i++)
+        {
+            var ca = ChunkStep(aKc, a0, i, p.Lda, aRowsLeft);
+            CopyChunk(a, p.APtr, aVec, stage + ca.Smem, ca.Elem + aShift, ChunkValid(aKc, ca, k0, p.K));
+            var cb = ChunkStep(bKc, b0, i, p.Ldb, bRowsLeft);
+            CopyChunk(b, p.BPtr, bVec, bStage + cb.Smem, cb.Elem + bShift, ChunkValid(bKc, cb, k0, p.K));
+        }
     }
 
     /// <summary>The narrow warp tile's epilogue: accumulator pairs (tcc 2j, 2j+1) to rows row + 16·mi (+8), columns col + 8·ni.</summary>
@@ -1071,7 +1270,7 @@ public static class TensorCoreGemm
         TcParams p, int layout, int block, ArrayView<ushort> smem, ArrayView<uint> regs, ArrayView<float> acc)
     {
         bool aKc = (layout & ATransposedBit) == 0, bKc = (layout & BTransposedBit) != 0;
-        int blockN = p.BlockN, stages = p.Stages, stageBytes = StageBytesOf(blockN);
+        int blockN = p.BlockN, stages = p.Stages, sliceK = p.SliceK, stageBytes = StageBytesOf(blockN, sliceK), aSlice = BlockM * sliceK * 2;
         int pairs = blockN / 64, fragmentsN = blockN / 32;
         TileOf(block, p, out int m0, out int n0, out int split, out int outBatch);
         for (int i = 0; i < Threads * AccPerLane; i++) acc[i] = 0f;
@@ -1104,14 +1303,14 @@ public static class TensorCoreGemm
                 if (loadKt == p.KTiles) { loadKt = 0; loadBatch++; }
             }
             loadStage = loadStage == stages - 1 ? 0 : loadStage + 1;
-            int aStage = computeStage * stageBytes, bStage = aStage + ASliceBytes;
+            int aStage = computeStage * stageBytes, bStage = aStage + aSlice;
             for (int warp = 0; warp < Threads / 32; warp++)
             {
                 int wm = warp >> 2, wn = warp & 3;
-                for (int ks = 0; ks < 2; ks++)
+                for (int ks = 0; ks < sliceK / 16; ks++)
                 {
-                    for (int mi = 0; mi < 4; mi++) EmulateLdmatrix(smem, regs, warp, mi * 4, !aKc, aStage, true, aKc, wm, ks, mi, blockN);
-                    for (int pair = 0; pair < pairs; pair++) EmulateLdmatrix(smem, regs, warp, 16 + pair * 4, !bKc, bStage, false, bKc, wn, ks, pair, blockN);
+                    for (int mi = 0; mi < 4; mi++) EmulateLdmatrix(smem, regs, warp, mi * 4, !aKc, aStage, true, aKc, wm, ks, mi, blockN, sliceK);
+                    for (int pair = 0; pair < pairs; pair++) EmulateLdmatrix(smem, regs, warp, 16 + pair * 4, !bKc, bStage, false, bKc, wn, ks, pair, blockN, sliceK);
                     for (int mi = 0; mi < 4; mi++)
                         for (int ni = 0; ni < fragmentsN; ni++) EmulateMma(regs, acc, warp, mi, ni, fragmentsN);
                 }
@@ -1141,17 +1340,17 @@ public static class TensorCoreGemm
     private static void EmulateLoadSlice(ArrayView<ushort> a, ArrayView<ushort> b, TcParams p, ArrayView<ushort> smem, int stage,
         bool aKc, bool bKc, int m0, int n0, int batchIndex, int kt)
     {
-        int k0 = kt * BlockK;
-        long aShift = batchIndex * p.ABatch + kt * SliceStep(aKc, p.Lda), bShift = batchIndex * p.BBatch + kt * SliceStep(bKc, p.Ldb);
-        for (int id = 0; id < BlockM * 4; id++)
+        int sliceK = p.SliceK, k0 = kt * sliceK;
+        long aShift = batchIndex * p.ABatch + kt * SliceStep(aKc, p.Lda, sliceK), bShift = batchIndex * p.BBatch + kt * SliceStep(bKc, p.Ldb, sliceK);
+        for (int id = 0; id < BlockM * sliceK / 8; id++)
         {
-            var ca = Chunk(aKc, id, m0, p.M, p.AOffset, p.Lda, BlockM);
+            var ca = Chunk(aKc, id, m0, p.M, p.AOffset, p.Lda, BlockM, sliceK);
             EmulateCopy(a, smem, stage + ca.Smem, ca.Elem + aShift, ChunkValid(aKc, ca, k0, p.K));
         }
-        for (int id = 0; id < p.BlockN * 4; id++)
+        for (int id = 0; id < p.BlockN * sliceK / 8; id++)
         {
-            var cb = Chunk(bKc, id, n0, p.N, p.BOffset, p.Ldb, p.BlockN);
-            EmulateCopy(b, smem, stage + ASliceBytes + cb.Smem, cb.Elem + bShift, ChunkValid(bKc, cb, k0, p.K));
+            var cb = Chunk(bKc, id, n0, p.N, p.BOffset, p.Ldb, p.BlockN, sliceK);
+            EmulateCopy(b, smem, stage + BlockM * sliceK * 2 + cb.Smem, cb.Elem + bShift, ChunkValid(bKc, cb, k0, p.K));
         }
     }
 
@@ -1172,7 +1371,7 @@ public static class TensorCoreGemm
     /// .trans the elements (rows 2(i mod 4), +1, column i/4). Writes registers slot..slot+3 of each lane.
     /// </summary>
     private static void EmulateLdmatrix(ArrayView<ushort> smem, ArrayView<uint> regs, int warp, int slot, bool trans, int stage,
-        bool isA, bool kContiguous, int warpPos, int ks, int sub, int blockN)
+        bool isA, bool kContiguous, int warpPos, int ks, int sub, int blockN, int sliceK)
     {
         for (int i = 0; i < 32; i++)
         {
@@ -1182,23 +1381,23 @@ public static class TensorCoreGemm
                 if (!trans)
                 {
                     int src = 8 * j + (i >> 2);
-                    int w = (stage + LaneOffset(isA, kContiguous, src, warpPos, ks, sub, blockN)) / 2 + 2 * (i & 3);
+                    int w = (stage + LaneOffset(isA, kContiguous, src, warpPos, ks, sub, blockN, sliceK)) / 2 + 2 * (i & 3);
                     lo = smem[w];
                     hi = smem[w + 1];
                 }
                 else
                 {
                     int src = 8 * j + 2 * (i & 3);
-                    lo = smem[(stage + LaneOffset(isA, kContiguous, src, warpPos, ks, sub, blockN)) / 2 + (i >> 2)];
-                    hi = smem[(stage + LaneOffset(isA, kContiguous, src + 1, warpPos, ks, sub, blockN)) / 2 + (i >> 2)];
+                    lo = smem[(stage + LaneOffset(isA, kContiguous, src, warpPos, ks, sub, blockN, sliceK)) / 2 + (i >> 2)];
+                    hi = smem[(stage + LaneOffset(isA, kContiguous, src + 1, warpPos, ks, sub, blockN, sliceK)) / 2 + (i >> 2)];
                 }
                 regs[(warp * 32 + i) * RegsPerLane + slot + j] = lo | (hi << 16);
             }
         }
     }
 
-    private static int LaneOffset(bool isA, bool kContiguous, int lane, int warpPos, int ks, int sub, int blockN) =>
-        isA ? LdmatrixOffsetA(kContiguous, lane, warpPos, ks, sub) : LdmatrixOffsetB(kContiguous, lane, warpPos, ks, sub, blockN);
+    private static int LaneOffset(bool isA, bool kContiguous, int lane, int warpPos, int ks, int sub, int blockN, int sliceK) =>
+        isA ? LdmatrixOffsetA(kContiguous, lane, warpPos, ks, sub, sliceK) : LdmatrixOffsetB(kContiguous, lane, warpPos, ks, sub, blockN, sliceK);
 
     /// <summary>
     /// mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 for one warp, from the PTX ISA fragment layouts

@@ -26,7 +26,7 @@ public class TensorCoreGemmTests
     private static readonly int[] KSizes = [1, 3, 8, 9, 15, 16, 17, 31, 32, 33, 48, 70, 97];
 
     private static readonly TensorCoreGemm.Tile[] Tiles =
-        [TensorCoreGemm.Tile.Narrow, TensorCoreGemm.Tile.Wide, TensorCoreGemm.Tile.NarrowDeep, TensorCoreGemm.Tile.WideDeep];
+        [TensorCoreGemm.Tile.Narrow, TensorCoreGemm.Tile.Wide, TensorCoreGemm.Tile.NarrowDeep, TensorCoreGemm.Tile.WideDeep, TensorCoreGemm.Tile.NarrowK64];
 
     private static int Pick(int[] sizes, PositiveInt i) => sizes[i.Get % sizes.Length];
 
@@ -71,7 +71,7 @@ public class TensorCoreGemmTests
         // Auto on every other case; a forced tile on the rest (on CUDA, the deep ones only where the device runs them).
         var tile = mode.Get % 2 == 0 ? TensorCoreGemm.Tile.Auto : Tiles[pad.Get % Tiles.Length];
         var dev = TestDevice.Get();
-        if (tile is TensorCoreGemm.Tile.NarrowDeep or TensorCoreGemm.Tile.WideDeep && !TensorCoreGemm.DeepAvailable(dev)) tile = TensorCoreGemm.Tile.Auto;
+        if (tile is TensorCoreGemm.Tile.NarrowDeep or TensorCoreGemm.Tile.WideDeep or TensorCoreGemm.Tile.NarrowK64 && !TensorCoreGemm.DeepAvailable(dev)) tile = TensorCoreGemm.Tile.Auto;
         using var scope = TensorCoreGemm.UseTile(tile);
         g.Check(emulate: false);
     }
@@ -88,6 +88,14 @@ public class TensorCoreGemmTests
                         int wm = w & 1;
                         Assert.Equal(TensorCoreGemm.LdmatrixOffsetA(true, lane, wm, ks, 0) + 1024 * mi, TensorCoreGemm.LdmatrixOffsetA(true, lane, wm, ks, mi));
                         Assert.Equal(TensorCoreGemm.LdmatrixOffsetA(false, lane, wm, 0, mi) + 4096 * ks, TensorCoreGemm.LdmatrixOffsetA(false, lane, wm, ks, mi));
+                        // 64-deep slices: 128-byte rows, k16 steps 0..3.
+                        Assert.Equal(TensorCoreGemm.LdmatrixOffsetA(true, lane, wm, ks + 2, 0, 64) + 2048 * mi, TensorCoreGemm.LdmatrixOffsetA(true, lane, wm, ks + 2, mi, 64));
+                        Assert.Equal(TensorCoreGemm.LdmatrixOffsetA(false, lane, wm, 0, mi, 64) + 4096 * (ks + 2), TensorCoreGemm.LdmatrixOffsetA(false, lane, wm, ks + 2, mi, 64));
+                    }
+                    for (int pair = 0; pair < 2; pair++)
+                    {
+                        Assert.Equal(TensorCoreGemm.LdmatrixOffsetB(true, lane, w, ks + 2, 0, 128, 64) + 2048 * pair, TensorCoreGemm.LdmatrixOffsetB(true, lane, w, ks + 2, pair, 128, 64));
+                        Assert.Equal(TensorCoreGemm.LdmatrixOffsetB(false, lane, w, 0, pair, 128, 64) + 4096 * (ks + 2), TensorCoreGemm.LdmatrixOffsetB(false, lane, w, ks + 2, pair, 128, 64));
                     }
                     foreach (int bn in new[] { 128, 256 })
                         for (int pair = 0; pair < bn / 64; pair++)
@@ -102,9 +110,9 @@ public class TensorCoreGemmTests
     public void Every_ldmatrix_phase_reads_eight_distinct_bank_groups_inside_the_slice()
     {
         foreach (bool kc in new[] { true, false })
-            foreach (int bn in new[] { 128, 256 })
+            foreach (var (bn, sk) in new[] { (128, 32), (256, 32), (128, 64) })
                 for (int w = 0; w < 4; w++)
-                    for (int ks = 0; ks < 2; ks++)
+                    for (int ks = 0; ks < sk / 16; ks++)
                         for (int sub = 0; sub < 4; sub++)
                             for (int matrix = 0; matrix < 4; matrix++)
                             {
@@ -112,14 +120,14 @@ public class TensorCoreGemmTests
                                 var bGroups = new HashSet<int>();
                                 for (int i = 0; i < 8; i++)
                                 {
-                                    int a = TensorCoreGemm.LdmatrixOffsetA(kc, 8 * matrix + i, w & 1, ks, sub);
-                                    Assert.InRange(a, 0, TensorCoreGemm.ASliceBytes - 16);
+                                    int a = TensorCoreGemm.LdmatrixOffsetA(kc, 8 * matrix + i, w & 1, ks, sub, sk);
+                                    Assert.InRange(a, 0, 128 * sk * 2 - 16);
                                     Assert.Equal(0, a % 16);
                                     aGroups.Add(a / 16 % 8);
                                     if (sub < bn / 64)
                                     {
-                                        int b = TensorCoreGemm.LdmatrixOffsetB(kc, 8 * matrix + i, w, ks, sub, bn);
-                                        Assert.InRange(b, 0, bn * 64 - 16);
+                                        int b = TensorCoreGemm.LdmatrixOffsetB(kc, 8 * matrix + i, w, ks, sub, bn, sk);
+                                        Assert.InRange(b, 0, bn * sk * 2 - 16);
                                         Assert.Equal(0, b % 16);
                                         bGroups.Add(b / 16 % 8);
                                     }
@@ -133,18 +141,33 @@ public class TensorCoreGemmTests
     public void The_chunks_of_a_slice_land_in_distinct_slots_for_both_orientations_and_slice_heights()
     {
         foreach (bool kc in new[] { true, false })
-            foreach (int rows in new[] { 128, 256 })
+            foreach (var (rows, sk) in new[] { (128, 32), (256, 32), (128, 64) })
             {
                 var slots = new HashSet<int>();
-                for (int id = 0; id < rows * 4; id++)
+                int chunks = rows * sk / 8;
+                for (int id = 0; id < chunks; id++)
                 {
-                    var c = TensorCoreGemm.Chunk(kc, id, 0, 1000, 0, 1000, rows);
+                    var c = TensorCoreGemm.Chunk(kc, id, 0, 1000, 0, 1000, rows, sk);
                     Assert.Equal(0, c.Smem % 16);
                     slots.Add(c.Smem / 16);
                 }
-                Assert.Equal(rows * 4, slots.Count);
-                Assert.True(slots.All(s => s < rows * 4));
+                Assert.Equal(chunks, slots.Count);
+                Assert.True(slots.All(s => s < chunks));
             }
+    }
+
+    [Fact]
+    public void The_64_deep_kernel_derives_a_threads_other_chunks_from_its_first()
+    {
+        foreach (bool kc in new[] { true, false })
+            foreach (var (x0, rows) in new[] { (0, 1000), (128, 150), (256, 300) })
+                for (int tid = 0; tid < TensorCoreGemm.Threads; tid++)
+                {
+                    var c0 = TensorCoreGemm.Chunk(kc, tid, x0, rows, 5, 77, 128, 64);
+                    for (int i = 1; i < 4; i++)
+                        Assert.Equal(TensorCoreGemm.Chunk(kc, tid + i * TensorCoreGemm.Threads, x0, rows, 5, 77, 128, 64),
+                            TensorCoreGemm.ChunkStep(kc, c0, i, 77, rows - x0 - (tid >> 3)));
+                }
     }
 
     [Fact]

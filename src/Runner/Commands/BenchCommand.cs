@@ -35,7 +35,7 @@ public sealed class BenchOptions : DeviceOptions
     [Option("seed", Default = 1, HelpText = "Seed of the random inputs.")]
     public int Seed { get; set; } = 1;
 
-    [Option("tiles", Default = "auto", HelpText = "gemm: tensor-core tiles to time, comma list of auto, narrow, wide, narrowdeep, widedeep.")]
+    [Option("tiles", Default = "auto", HelpText = "gemm: tensor-core tiles to time, comma list of auto, narrow, wide, narrowdeep, widedeep, narrowk64.")]
     public string Tiles { get; set; } = "auto";
 
     [Option("ptx", HelpText = "gemm: also write the tensor-core kernel's PTX to PREFIX.TILE.ptx for each tile of --tiles (for ptxas -v / cuobjdump).")]
@@ -233,7 +233,7 @@ public static class GemmBench
 
     private static List<TensorCoreGemm.Tile> ParseTiles(BenchOptions o) =>
         o.Tiles.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).Select(t =>
-            Enum.TryParse<TensorCoreGemm.Tile>(t, ignoreCase: true, out var tile) ? tile : throw new UserError($"--tiles: '{t}' is not auto, narrow, wide, narrowdeep or widedeep")).ToList();
+            Enum.TryParse<TensorCoreGemm.Tile>(t, ignoreCase: true, out var tile) ? tile : throw new UserError($"--tiles: '{t}' is not auto, narrow, wide, narrowdeep, widedeep or narrowk64")).ToList();
 
     private static IEnumerable<BenchRecord> RunCase(ComputeDevice device, BenchOptions o, GemmCase c, DType cDType, List<TensorCoreGemm.Tile> tiles)
     {
@@ -256,7 +256,7 @@ public static class GemmBench
         foreach (var requested in why is null ? tiles : [])
         {
             using var scope = TensorCoreGemm.UseTile(requested);
-            var tile = TensorCoreGemm.ChooseTile(device, c.M, c.N, 1);
+            var tile = TensorCoreGemm.ChooseTile(device, TensorCoreGemm.LayoutOf(aOp, bOp, 1));
             string variant = requested == TensorCoreGemm.Tile.Auto ? $"auto:{tile}" : tile.ToString();
             try
             {
