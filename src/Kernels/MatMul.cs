@@ -75,7 +75,7 @@ public static class MatMul
     public static void Gemm(MatrixOperand a, MatrixOperand b, MatrixOperand c, int m, int n, int k, int batch = 1,
         float alpha = 1f, bool accumulate = false)
     {
-        CheckGemm(a, b, c, m, n, k, batch);
+        CheckGemm("matmul", a, b, c, m, n, k, batch);
         var device = a.Tensor.Device;
         // bf16 operands on CUDA go to the tensor cores (C float32 or bf16); where it declines (not CUDA), the SIMT kernels below run.
         if (a.Tensor.DType == DType.BF16 && b.Tensor.DType == DType.BF16 && TensorCoreGemm.TryGemm(a, b, c, m, n, k, batch, alpha, accumulate))
@@ -135,30 +135,31 @@ public static class MatMul
 
     internal static string T(bool transposed) => transposed ? "ᵀ" : "";
 
-    private static void CheckGemm(MatrixOperand a, MatrixOperand b, MatrixOperand c, int m, int n, int k, int batch)
+    /// <summary>Shared by every GEMM entry (this SIMT GEMM and the tensor-core one), with the entry's op name in the messages.</summary>
+    internal static void CheckGemm(string op, MatrixOperand a, MatrixOperand b, MatrixOperand c, int m, int n, int k, int batch)
     {
         string dims = $"M={m}, N={n}, K={k}, batch={batch}";
         if (m <= 0 || n <= 0 || k <= 0 || batch <= 0)
-            throw new ShapeException("matmul", $"every dimension must be > 0, got {dims} (A {a.Tensor.Shape}, B {b.Tensor.Shape}, C {c.Tensor.Shape})");
-        CheckOperand("A", a, m, k, batch, dims);
-        CheckOperand("B", b, k, n, batch, dims);
-        if (c.Transposed) throw new ShapeException("matmul", $"output C {c} cannot be transposed; swap and transpose A and B instead (Cᵀ = op(B)ᵀ·op(A)ᵀ)");
-        CheckOperand("C", c, m, n, batch, dims);
-        Check.SameDevice("matmul", a.Tensor, b.Tensor);
-        Check.SameDevice("matmul", a.Tensor, c.Tensor);
+            throw new ShapeException(op, $"every dimension must be > 0, got {dims} (A {a.Tensor.Shape}, B {b.Tensor.Shape}, C {c.Tensor.Shape})");
+        CheckOperand(op, "A", a, m, k, batch, dims);
+        CheckOperand(op, "B", b, k, n, batch, dims);
+        if (c.Transposed) throw new ShapeException(op, $"output C {c} cannot be transposed; swap and transpose A and B instead (Cᵀ = op(B)ᵀ·op(A)ᵀ)");
+        CheckOperand(op, "C", c, m, n, batch, dims);
+        Check.SameDevice(op, a.Tensor, b.Tensor);
+        Check.SameDevice(op, a.Tensor, c.Tensor);
     }
 
     /// <summary>The operand's logical op(X) is rows×cols; every element it addresses in every batch must lie inside its tensor.</summary>
-    private static void CheckOperand(string role, MatrixOperand x, int rows, int cols, int batch, string dims)
+    private static void CheckOperand(string op, string role, MatrixOperand x, int rows, int cols, int batch, string dims)
     {
         x.Tensor.ThrowIfDisposed();
-        Check.Float("matmul", x.Tensor, role);
+        Check.Float(op, x.Tensor, role);
         int storedRows = x.Transposed ? cols : rows, storedCols = x.Transposed ? rows : cols;
         if (x.Offset < 0 || x.BatchStride < 0 || x.Ld < storedCols)
-            throw new ShapeException("matmul", $"{role} {x}: needs offset ≥ 0, batch stride ≥ 0 and ld ≥ {storedCols} stored columns ({dims})");
+            throw new ShapeException(op, $"{role} {x}: needs offset ≥ 0, batch stride ≥ 0 and ld ≥ {storedCols} stored columns ({dims})");
         long last = x.Offset + (batch - 1) * x.BatchStride + (storedRows - 1) * (long)x.Ld + storedCols - 1;
         if (last >= x.Tensor.Numel)
-            throw new ShapeException("matmul", $"{role} {x} as {storedRows}×{storedCols} stored matrices addresses element {last}, past the tensor's {x.Tensor.Numel} ({dims})");
+            throw new ShapeException(op, $"{role} {x} as {storedRows}×{storedCols} stored matrices addresses element {last}, past the tensor's {x.Tensor.Numel} ({dims})");
     }
 
     /// <summary>

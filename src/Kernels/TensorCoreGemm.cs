@@ -183,7 +183,7 @@ public static class TensorCoreGemm
     private static void Run(MatrixOperand a, MatrixOperand b, MatrixOperand c, int m, int n, int k, int batch,
         float alpha, bool accumulate, bool emulate, int splits)
     {
-        CheckGemm(a, b, c, m, n, k, batch);
+        MatMul.CheckGemm("tc_gemm", a, b, c, m, n, k, batch);
         var device = a.Tensor.Device;
         bool sumBatches = c.BatchStride == 0 && batch > 1;
         int outBatches = sumBatches ? 1 : batch;
@@ -262,30 +262,6 @@ public static class TensorCoreGemm
     {
         var view = (IContiguousArrayView)t.Raw;
         return (ulong)(view.Buffer.NativePtr.ToInt64() + view.IndexInBytes);
-    }
-
-    private static void CheckGemm(MatrixOperand a, MatrixOperand b, MatrixOperand c, int m, int n, int k, int batch)
-    {
-        string dims = $"M={m}, N={n}, K={k}, batch={batch}";
-        if (m <= 0 || n <= 0 || k <= 0 || batch <= 0)
-            throw new ShapeException("tc_gemm", $"every dimension must be > 0, got {dims} (A {a.Tensor.Shape}, B {b.Tensor.Shape}, C {c.Tensor.Shape})");
-        CheckOperand("A", a, m, k, batch, dims);
-        CheckOperand("B", b, k, n, batch, dims);
-        if (c.Transposed) throw new ShapeException("tc_gemm", $"output C {c} cannot be transposed; swap and transpose A and B instead (Cᵀ = op(B)ᵀ·op(A)ᵀ)");
-        CheckOperand("C", c, m, n, batch, dims);
-        Check.SameDevice("tc_gemm", a.Tensor, b.Tensor);
-        Check.SameDevice("tc_gemm", a.Tensor, c.Tensor);
-    }
-
-    private static void CheckOperand(string role, MatrixOperand x, int rows, int cols, int batch, string dims)
-    {
-        x.Tensor.ThrowIfDisposed();
-        int storedRows = x.Transposed ? cols : rows, storedCols = x.Transposed ? rows : cols;
-        if (x.Offset < 0 || x.BatchStride < 0 || x.Ld < storedCols)
-            throw new ShapeException("tc_gemm", $"{role} {x}: needs offset ≥ 0, batch stride ≥ 0 and ld ≥ {storedCols} stored columns ({dims})");
-        long last = x.Offset + (batch - 1) * x.BatchStride + (storedRows - 1) * (long)x.Ld + storedCols - 1;
-        if (last >= x.Tensor.Numel)
-            throw new ShapeException("tc_gemm", $"{role} {x} as {storedRows}×{storedCols} stored matrices addresses element {last}, past the tensor's {x.Tensor.Numel} ({dims})");
     }
 
     /// <summary>

@@ -108,15 +108,23 @@ public sealed class TransformerLM : IDisposable
             x.Dispose();
             x = d;
         }
-        foreach (var block in Blocks)
+        // x always holds the one live residual; disposing it in finally also releases it when a block throws
+        // (an out-of-memory, a rejected option), so a caller that catches does not leak it.
+        try
         {
-            var next = block.Forward(x, attention, ctx, checkpointing?.For(block.Layer));
-            x.Dispose();
-            x = next;
-        }
-        using (x)
-        using (var h = Ops.LayerNorm(x, FinalNormW, FinalNormB, Config.LayerNormEps, "ln_f"))
+            foreach (var block in Blocks)
+            {
+                var next = block.Forward(x, attention, ctx, checkpointing?.For(block.Layer));
+                x.Dispose();
+                x = next;
+            }
+            using var h = Ops.LayerNorm(x, FinalNormW, FinalNormB, Config.LayerNormEps, "ln_f");
             return Ops.Linear(h, HeadW ?? TokenEmbedding, HeadB, "lm_head");
+        }
+        finally
+        {
+            x.Dispose();
+        }
     }
 
     private Var AddSinusoid(Var tok, int t)

@@ -11,7 +11,7 @@ namespace Memopt.Tensors;
 /// Reserved bytes (live + cached) are reported to the tracker beside live bytes, as PyTorch reports reserved vs allocated.
 /// The budget bounds reserved bytes: before refusing, the pool gives its cached blocks back and tries again.
 /// </summary>
-internal sealed class DeviceMemoryPool : IDisposable
+public sealed class DeviceMemoryPool : IDisposable
 {
     private readonly Accelerator _accelerator;
     private readonly MemoryTracker _tracker;
@@ -19,7 +19,7 @@ internal sealed class DeviceMemoryPool : IDisposable
     private long _reserved;
     private long _cached;
 
-    public DeviceMemoryPool(Accelerator accelerator, MemoryTracker tracker)
+    internal DeviceMemoryPool(Accelerator accelerator, MemoryTracker tracker)
     {
         _accelerator = accelerator;
         _tracker = tracker;
@@ -35,7 +35,7 @@ internal sealed class DeviceMemoryPool : IDisposable
         return (bytes + unit - 1) / unit * unit;
     }
 
-    public MemoryBuffer1D<byte, Stride1D.Dense> Rent(long bytes, string op, Shape shape)
+    internal MemoryBuffer1D<byte, Stride1D.Dense> Rent(long bytes, string op, Shape shape)
     {
         long size = RoundUp(bytes);
         if (_free.TryGetValue(size, out var stack) && stack.Count > 0)
@@ -85,7 +85,7 @@ internal sealed class DeviceMemoryPool : IDisposable
         || (e is CudaException ce && ce.Message.Contains("OUT_OF_MEMORY", StringComparison.Ordinal))
         || e.Message.Contains("out of memory", StringComparison.OrdinalIgnoreCase);
 
-    public void Return(MemoryBuffer1D<byte, Stride1D.Dense> block)
+    internal void Return(MemoryBuffer1D<byte, Stride1D.Dense> block)
     {
         long size = block.LengthInBytes;
         if (!_free.TryGetValue(size, out var stack)) _free[size] = stack = new Stack<MemoryBuffer1D<byte, Stride1D.Dense>>();
@@ -94,7 +94,7 @@ internal sealed class DeviceMemoryPool : IDisposable
     }
 
     /// <summary>Gives every cached block back to the driver (torch.cuda.empty_cache()).</summary>
-    public void ReleaseCached()
+    internal void ReleaseCached()
     {
         foreach (var stack in _free.Values)
             while (stack.Count > 0)

@@ -170,23 +170,8 @@ public class FlashAttentionCommandLineTests : IDisposable
     private readonly string _dir = Directory.CreateTempSubdirectory("memopt-flash-cli").FullName;
     public void Dispose() => Directory.Delete(_dir, recursive: true);
 
-    private (int Code, string Out, string Err) Run(params string[] extra)
-    {
-        string[] args =
-        [
-            "train", "--device", "cpu", "--layers", "1", "--d-model", "16", "--heads", "2", "--d-ff", "32", "--seq-len", "16",
-            "--vocab-size", "300", "--bpe-vocab", "300", "--corpus-words", "30000", "--synthetic-vocab", "150", "--batch-size", "4",
-            "--steps", "3", "--eval-batches", "1", "--cache-dir", Path.Combine(_dir, "cache"), "--results-dir", Path.Combine(_dir, "results"),
-            .. extra,
-        ];
-        var (oldOut, oldErr) = (Console.Out, Console.Error);
-        using var o = new StringWriter();
-        using var e = new StringWriter();
-        Console.SetOut(o);
-        Console.SetError(e);
-        try { return (Program.Main(args), o.ToString(), e.ToString()); }
-        finally { Console.SetOut(oldOut); Console.SetError(oldErr); }
-    }
+    private (int Code, string Out, string Err) Run(params string[] extra) =>
+        Cli.Run(Cli.Small("train", _dir, 1, ["--steps", "3", "--eval-batches", "1", "--results-dir", Path.Combine(_dir, "results"), .. extra]));
 
     [Fact]
     public void Flash_with_a_window_trains_and_is_labelled_flash_plus_window()

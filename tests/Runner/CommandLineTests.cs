@@ -1,5 +1,6 @@
 using System.Text.Json;
 using Memopt.Runner;
+using Memopt.Tests.Harness;
 
 namespace Memopt.Tests.Runner;
 
@@ -9,24 +10,10 @@ public class CommandLineTests : IDisposable
     private readonly string _dir = Directory.CreateTempSubdirectory("memopt-cli").FullName;
     public void Dispose() => Directory.Delete(_dir, recursive: true);
 
-    private (int Code, string Out, string Err) Run(params string[] args)
-    {
-        var (oldOut, oldErr) = (Console.Out, Console.Error);
-        using var o = new StringWriter();
-        using var e = new StringWriter();
-        Console.SetOut(o);
-        Console.SetError(e);
-        try { return (Program.Main(args), o.ToString(), e.ToString()); }
-        finally { Console.SetOut(oldOut); Console.SetError(oldErr); }
-    }
-
     private string[] SmallTrain(params string[] extra) =>
-    [
-        "train", "--device", "cpu", "--layers", "1", "--d-model", "16", "--heads", "2", "--d-ff", "32", "--seq-len", "16",
-        "--vocab-size", "300", "--bpe-vocab", "300", "--corpus-words", "30000", "--synthetic-vocab", "150", "--batch-size", "4",
-        "--steps", "5", "--eval-batches", "2", "--cache-dir", Path.Combine(_dir, "cache"), "--results-dir", Path.Combine(_dir, "results"),
-        .. extra,
-    ];
+        Cli.Small("train", _dir, 1, ["--steps", "5", "--eval-batches", "2", "--results-dir", Path.Combine(_dir, "results"), .. extra]);
+
+    private static (int Code, string Out, string Err) Run(params string[] args) => Cli.Run(args);
 
     [Fact]
     public void Train_writes_metrics_memory_and_a_checkpoint_with_the_documented_fields()
@@ -45,7 +32,7 @@ public class CommandLineTests : IDisposable
         foreach (var field in new[] { "peak_bytes", "peak_reserved_bytes", "forward_peak_bytes", "backward_peak_bytes", "peak_per_category", "at_peak_per_category" })
             Assert.True(memory.TryGetProperty(field, out _), $"memory.{field} missing");
         Assert.True(File.Exists(Path.Combine(_dir, "results", "checkpoints", "synthetic_baseline.safetensors")));
-        Assert.Empty(Directory.GetFiles(_dir, "*.tmp", SearchOption.AllDirectories));
+        Assert.Empty(Directory.GetFiles(_dir, "*.tmp*", SearchOption.AllDirectories)); // AtomicFile's temp files are *.tmp-PID-GUID
         Assert.Contains("params", output);
     }
 

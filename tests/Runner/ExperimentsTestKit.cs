@@ -2,6 +2,7 @@ using CommandLine;
 using Memopt.Model.Training;
 using Memopt.Runner;
 using Memopt.Runner.Experiments;
+using Memopt.Tests.Harness;
 
 namespace Memopt.Tests.Runner;
 
@@ -86,16 +87,7 @@ internal static class ExperimentsTestKit
     }
 
     /// <summary>Runs memopt's Main in this process with its output captured (only for input that fails before any child starts).</summary>
-    public static (int Code, string Out, string Err) Main(params string[] args)
-    {
-        var (oldOut, oldErr) = (Console.Out, Console.Error);
-        using var o = new StringWriter();
-        using var e = new StringWriter();
-        Console.SetOut(o);
-        Console.SetError(e);
-        try { return (Program.Main(args), o.ToString(), e.ToString()); }
-        finally { Console.SetOut(oldOut); Console.SetError(oldErr); }
-    }
+    public static (int Code, string Out, string Err) Main(params string[] args) => Cli.Run(args);
 
     public static bool IsPng(string path)
     {

@@ -3,6 +3,7 @@ using Memopt.Model;
 using Memopt.Model.Memory;
 using Memopt.Runner;
 using Memopt.Tests.Memory;
+using Memopt.Tests.Harness;
 
 namespace Memopt.Tests.Runner;
 
@@ -12,25 +13,11 @@ public class MemoryCommandTests : IDisposable
     private readonly string _dir = Directory.CreateTempSubdirectory("memopt-memory-cli").FullName;
     public void Dispose() => Directory.Delete(_dir, recursive: true);
 
-    private static (int Code, string Out, string Err) Run(params string[] args)
-    {
-        var (oldOut, oldErr) = (Console.Out, Console.Error);
-        using var o = new StringWriter();
-        using var e = new StringWriter();
-        Console.SetOut(o);
-        Console.SetError(e);
-        try { return (Program.Main(args), o.ToString(), e.ToString()); }
-        finally { Console.SetOut(oldOut); Console.SetError(oldErr); }
-    }
+    private static (int Code, string Out, string Err) Run(params string[] args) => Cli.Run(args);
 
     /// <summary>A small model on the small synthetic corpus (as the train command tests use).</summary>
     private string[] Small(string verb, params string[] extra) =>
-    [
-        verb, "--device", "cpu", "--layers", "2", "--d-model", "16", "--heads", "2", "--d-ff", "32", "--seq-len", "16",
-        "--vocab-size", "300", "--bpe-vocab", "300", "--corpus-words", "30000", "--synthetic-vocab", "150", "--batch-size", "4",
-        "--cache-dir", Path.Combine(_dir, "cache"), "--results-dir", Path.Combine(_dir, "results"), "--eval-batches", "1",
-        .. extra,
-    ];
+        Cli.Small(verb, _dir, 2, ["--results-dir", Path.Combine(_dir, "results"), "--eval-batches", "1", .. extra]);
 
     private static readonly ModelConfig SmallConfig = new() { VocabSize = 300, DModel = 16, Layers = 2, Heads = 2, DFF = 32, SeqLen = 16 };
 

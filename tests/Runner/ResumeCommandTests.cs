@@ -3,6 +3,7 @@ using CommandLine;
 using Memopt.Model.Checkpoints;
 using Memopt.Runner;
 using Memopt.Runner.Commands;
+using Memopt.Tests.Harness;
 
 namespace Memopt.Tests.Runner;
 
@@ -16,24 +17,10 @@ public class ResumeCommandTests : IDisposable
     private string CheckpointDir => Path.Combine(Results, "checkpoints", "synthetic_baseline");
     private string MetricsFile => Path.Combine(Results, "synthetic_baseline_metrics.json");
 
-    internal static (int Code, string Out, string Err) Run(params string[] args)
-    {
-        var (oldOut, oldErr) = (Console.Out, Console.Error);
-        using var o = new StringWriter();
-        using var e = new StringWriter();
-        Console.SetOut(o);
-        Console.SetError(e);
-        try { return (Program.Main(args), o.ToString(), e.ToString()); }
-        finally { Console.SetOut(oldOut); Console.SetError(oldErr); }
-    }
+    internal static (int Code, string Out, string Err) Run(params string[] args) => Cli.Run(args);
 
     private string[] SmallTrain(params string[] extra) =>
-    [
-        "train", "--device", "cpu", "--layers", "1", "--d-model", "16", "--heads", "2", "--d-ff", "32", "--seq-len", "16",
-        "--vocab-size", "300", "--bpe-vocab", "300", "--corpus-words", "30000", "--synthetic-vocab", "150", "--batch-size", "4",
-        "--steps", "5", "--eval-batches", "2", "--cache-dir", Path.Combine(_dir, "cache"), "--results-dir", Results,
-        .. extra,
-    ];
+        Cli.Small("train", _dir, 1, ["--steps", "5", "--eval-batches", "2", "--results-dir", Results, .. extra]);
 
     /// <summary>The small run with some of its options replaced (CommandLineParser refuses an option given twice).</summary>
     private string[] SmallTrainWith(params string[] pairs)

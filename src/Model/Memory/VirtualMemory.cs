@@ -85,7 +85,7 @@ public sealed class VirtualMemory
         _allocated.Add(t);
         _live[(int)category] += t.Bytes;
         Live += t.Bytes;
-        long size = RoundUp(t.Bytes);
+        long size = DeviceMemoryPool.RoundUp(t.Bytes);
         LiveRounded += size;
         if (LiveRounded > PeakRounded) PeakRounded = LiveRounded;
         var (live, created) = _blocks.GetValueOrDefault(size);
@@ -122,7 +122,7 @@ public sealed class VirtualMemory
         if (!_liveTensors.Remove(t.Id)) throw new InvalidOperationException($"memory model: {t} freed twice");
         _live[(int)t.Category] -= t.Bytes;
         Live -= t.Bytes;
-        long size = RoundUp(t.Bytes);
+        long size = DeviceMemoryPool.RoundUp(t.Bytes);
         LiveRounded -= size;
         var (live, created) = _blocks[size];
         _blocks[size] = (live - 1, created);
@@ -144,13 +144,6 @@ public sealed class VirtualMemory
         if (RecordTimeline)
             _timeline.Add(new MemoryEvent(t.Id, kind, category, t.Op, t.Layer, t.Bytes, _events, Phase, Live));
         _events++;
-    }
-
-    /// <summary>The pool's block size for a request (DeviceMemoryPool.RoundUp): 512 B units below 1 MiB, 2 MiB units above.</summary>
-    public static long RoundUp(long bytes)
-    {
-        long unit = bytes < (1L << 20) ? 512 : 2L << 20;
-        return (bytes + unit - 1) / unit * unit;
     }
 
     public Scope EnterPhase(Phase phase)
