@@ -57,7 +57,22 @@ public class LaunchListenerTests
         var backward = Assert.Single(profile.Kernels, k => k.Phase == "backward");
         Assert.Equal(("elementwise.add", 2), (backward.Kernel, backward.Calls));
         Assert.Equal(1, Assert.Single(profile.Kernels, k => k.Phase == "forward").Calls);
-        Assert.All(profile.Kernels, k => Assert.True(k.WallMs > 0 && k.DeviceMs >= 0 && k.DeviceMs <= k.WallMs * 1.05, $"{k}"));
+        Assert.All(profile.Kernels, k => Assert.True(k.HostMs > 0 && k.DeviceMs > 0, $"{k}"));
         Assert.Equal(profile.KernelDeviceMs!.Value, profile.PhaseMs.Values.Sum(), 9);
+        Assert.Equal(0, profile.Uncovered);
+    }
+
+    /// <summary>float32 chain on the device (possibly fused multiply-adds) against float64: it stays near the fixed point 1.</summary>
+    private const double BlockerTolerance = 1e-4;
+
+    [Fact]
+    public void The_stream_blocker_runs_its_chain_and_stores_the_result()
+    {
+        var dev = TestDevice.Get();
+        using var sink = Tensor.Zeros(dev, new Shape(1), DType.F32, MemoryCategory.Workspace, "sink");
+        StreamBlocker.Launch(sink, 1000);
+        Assert.Equal(StreamBlocker.Reference.Final(1000), sink.ToFloatArray()[0], BlockerTolerance);
+        var e = Assert.Throws<ShapeException>(() => StreamBlocker.Launch(sink, -1));
+        Assert.Contains("stream_blocker", e.Message);
     }
 }
