@@ -111,6 +111,8 @@ def run_config(preset, label, batch, warmup, repeats, seed):
                    peak_bytes=torch.cuda.max_memory_allocated(), peak_reserved_bytes=torch.cuda.max_memory_reserved())
     except torch.cuda.OutOfMemoryError as e:
         rec.update(note=f"OOM: {str(e).splitlines()[0]}", peak_bytes=torch.cuda.max_memory_allocated())
+    except Exception as e:  # one technique failing (e.g. a backend missing) must not lose the others
+        rec.update(note=f"FAIL: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
     finally:
         del model, opt
         gc.collect()
