@@ -20,6 +20,8 @@ public sealed record DeviceInfo(
 public sealed class ComputeDevice : IDisposable
 {
     private readonly ConcurrentDictionary<string, Delegate> _kernels = new();
+    /// <summary>The launchers handed out while a <see cref="LaunchListener"/> is set (built on first use, kept).</summary>
+    private readonly ConcurrentDictionary<string, Delegate> _observedKernels = new();
     private readonly DeviceMemoryPool _pool;
 
     private ComputeDevice(Context context, Accelerator accelerator)
@@ -52,7 +54,8 @@ public sealed class ComputeDevice : IDisposable
     {
         var context = Context.Create(builder =>
         {
-            builder.Optimize(OptimizationLevel.O2).EnableAlgorithms();
+            // Profiling only allows stream markers (CUDA events) for the launch profiler's device times; nothing else changes.
+            builder.Optimize(OptimizationLevel.O2).EnableAlgorithms().Profiling();
             if (kind != DeviceKind.Cpu) builder.Cuda();
             builder.CPU(new CPUDevice(4, 4, 1));
         });
@@ -85,9 +88,24 @@ public sealed class ComputeDevice : IDisposable
         _ => throw new ArgumentException($"--device '{text}': expected auto, cuda or cpu"),
     };
 
-    /// <summary>Loads a kernel once per device and returns the cached launcher afterwards.</summary>
-    public TDelegate Kernel<TDelegate>(string key, Func<Accelerator, TDelegate> load) where TDelegate : Delegate =>
-        (TDelegate)_kernels.GetOrAdd(key, _ => load(Accelerator));
+    /// <summary>
+    /// Loads a kernel once per device and returns the cached launcher afterwards. While a <see cref="LaunchListener"/>
+    /// is set the launcher returned also reports each launch to it; without one this costs one null check.
+    /// </summary>
+    public TDelegate Kernel<TDelegate>(string key, Func<Accelerator, TDelegate> load) where TDelegate : Delegate
+    {
+        var launch = (TDelegate)_kernels.GetOrAdd(key, _ => load(Accelerator));
+        return LaunchListener is null ? launch : (TDelegate)_observedKernels.GetOrAdd(key, _ => ObservedLauncher.Wrap(this, key, launch));
+    }
+
+    /// <summary>
+    /// Told about every kernel launch made through <see cref="Kernel{TDelegate}"/> while set (a profiler; null: off).
+    /// Launchers fetched before it was set are not observed: kernels fetch theirs right before each launch.
+    /// </summary>
+    public IKernelLaunchListener? LaunchListener { get; set; }
+
+    internal void NotifyLaunching(string kernel) => LaunchListener?.Launching(this, kernel);
+    internal void NotifyLaunched(string kernel) => LaunchListener?.Launched(this, kernel);
 
     public void Synchronize() => Accelerator.Synchronize();
 
