@@ -50,12 +50,16 @@ public sealed class ComputeDevice : IDisposable
     /// grid-stride elementwise kernel at ~30 ns/element, a 1024-thread group 50x slower). Kernels therefore take
     /// their group size from <see cref="MaxGroupSize"/> and never assume one.
     /// </summary>
-    public static ComputeDevice Create(DeviceKind kind = DeviceKind.Auto, long? memoryLimit = null)
+    /// <param name="profiling">
+    /// Allow stream markers (CUDA events), which the launch profiler times kernels with; off unless asked for, so the
+    /// contexts that train and measure are the ones every run uses.
+    /// </param>
+    public static ComputeDevice Create(DeviceKind kind = DeviceKind.Auto, long? memoryLimit = null, bool profiling = false)
     {
         var context = Context.Create(builder =>
         {
-            // Profiling only allows stream markers (CUDA events) for the launch profiler's device times; nothing else changes.
-            builder.Optimize(OptimizationLevel.O2).EnableAlgorithms().Profiling();
+            builder.Optimize(OptimizationLevel.O2).EnableAlgorithms();
+            if (profiling) builder.Profiling();
             if (kind != DeviceKind.Cpu) builder.Cuda();
             builder.CPU(new CPUDevice(4, 4, 1));
         });

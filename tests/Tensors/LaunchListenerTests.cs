@@ -41,7 +41,8 @@ public class LaunchListenerTests
     [Fact]
     public void The_profiler_counts_launches_per_kernel_and_phase_and_detaches()
     {
-        var dev = TestDevice.Get();
+        // Device times need a context built with profiling (stream markers), which only `bench --profile` asks for.
+        using var dev = ComputeDevice.Create(TestDevice.Get().IsCuda ? DeviceKind.Cuda : DeviceKind.Cpu, profiling: true);
         using var a = Tensor.FromHost(dev, [1f, 2f], new Shape(2), MemoryCategory.Data, "a");
         using var y = Tensor.Empty(dev, new Shape(2), DType.F32, MemoryCategory.Data, "y");
         StepProfile profile;

@@ -134,7 +134,7 @@ public static class BenchCommand
             throw new UserError($"bench '{options.Suite}': expected one of {string.Join(", ", Suites.Keys)}");
         if (options.Repeats <= 0) throw new UserError($"--repeats {options.Repeats}: must be > 0");
         var run = suite(options);
-        using var device = options.OpenDevice();
+        using var device = options.OpenDevice(profiling: options.Profile);
         var info = device.Info();
         Console.WriteLine($"memopt bench {options.Suite} on {info.Kind}: {info.Name} ({info.Multiprocessors} SMs), median of {options.Repeats} samples");
         var records = run(device);
