@@ -89,7 +89,7 @@ public class ExperimentsTests(SharedDataCache cache) : IClassFixture<SharedDataC
             int found = m.GetProperty("max_batch").GetInt32();
             Assert.InRange(found, 2, 3);
             Assert.Equal(found + 1, m.GetProperty("first_oom_batch").GetInt32());
-            Assert.Equal(JsonValueKind.Null, m.GetProperty("predicted_max_batch").ValueKind);
+            Assert.True(found == m.GetProperty("predicted_max_batch").GetInt32(), $"{technique}: the memory model's prediction is the batch found: {m}");
             var probes = m.GetProperty("probes").EnumerateArray().ToList();
             Assert.Equal(2, probes.Count(p => p.GetProperty("source").GetString() == "matrix"));
             Assert.Equal(3, Assert.Single(probes, p => p.GetProperty("source").GetString() == "probe").GetProperty("batch_size").GetInt32());
@@ -223,12 +223,17 @@ public class ExperimentsTests(SharedDataCache cache) : IClassFixture<SharedDataC
             if [ "$batch" -gt 5 ]; then echo "memopt: out of device memory: ffn asked for 1.00 MiB" >&2; exit 2; fi
             """);
         var output = new StringWriter();
-        int code = MaxBatchCommand.Run(Parse<MaxBatchOptions>("max-batch", "--results-dir", Results, "--gradient-checkpointing", "--memory-limit", "24GiB", "--cap", "64"), program, output);
+        var options = Parse<MaxBatchOptions>("max-batch", "--results-dir", Results, "--gradient-checkpointing", "--memory-limit", "24GiB", "--cap", "64");
+        int code = MaxBatchCommand.Run(options, program, output);
         Assert.True(code == 0, output.ToString());
         Assert.Contains("max batch  5 (batch 6 runs out of memory", output.ToString());
-        Assert.Contains("predicted  n/a", output.ToString());
+        var forecast = MaxBatchPrediction.Predict(options, Techniques.FromFlags(false, false, null, true));
+        Assert.True(forecast.MaxBatch > 64, $"lab4 with checkpointing in a 24 GiB pool: {forecast}");
+        Assert.Contains($"predicted  {forecast}", output.ToString());
         var record = JsonDocument.Parse(File.ReadAllText(Path.Combine(Results, "max_batch", "checkpointing.json"))).RootElement;
         Assert.Equal(5, record.GetProperty("max_batch").GetInt32());
+        Assert.Equal(forecast.MaxBatch, record.GetProperty("predicted_max_batch").GetInt32());
+        Assert.Equal(forecast.Basis, record.GetProperty("prediction_basis").GetString());
         Assert.Equal("24GiB", record.GetProperty("memory_limit").GetString());
         var probed = File.ReadAllLines(calls).Select(l => l.Split(' ').SkipWhile(a => a != "--batch-size").ElementAt(1)).ToList();
         Assert.Equal(["1", "2", "4", "8", "6", "5"], probed);

@@ -135,8 +135,10 @@ public sealed class MaxBatchRecord
     public int? FirstOomBatch { get; set; }
     public int Cap { get; set; }
     public int Precision { get; set; }
-    /// <summary>The analytic memory model's prediction for the same budget (null until that model is wired in: MaxBatchPrediction).</summary>
+    /// <summary>The analytic memory model's largest batch for the same budget (MaxBatchPrediction); null without --memory-limit.</summary>
     public int? PredictedMaxBatch { get; set; }
+    /// <summary>What the prediction was made against, or why there is none.</summary>
+    public string? PredictionBasis { get; set; }
     public string? MemoryLimit { get; set; }
     public int ProbeSteps { get; set; }
     public string? Message { get; set; }

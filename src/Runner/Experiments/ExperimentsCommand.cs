@@ -175,8 +175,6 @@ public static class ExperimentsCommand
         TimeSpan? timeout, TextWriter output, CancellationToken cancel)
     {
         var prober = new MaxBatchProber(program, o.ResultsDir, plan.SharedArgs, plan.TrainArgs, o.ProbeSteps, timeout);
-        var model = o.ModelConfig();
-        long? budget = o.MemoryLimitBytes();
         foreach (var technique in plan.Techniques)
         {
             if (cancel.IsCancellationRequested) return;
@@ -195,7 +193,7 @@ public static class ExperimentsCommand
             try
             {
                 var record = prober.Search(technique, 1, o.MaxBatchCap, o.MaxBatchPrecision, known,
-                    MaxBatchPrediction.Predict(model, technique, plan.TrainArgs, budget), o.MemoryLimit, output.WriteLine, cancel);
+                    MaxBatchPrediction.Predict(o, technique), o.MemoryLimit, output.WriteLine, cancel);
                 summary.Put(record);
                 summary.Save(o.ResultsDir);
                 output.WriteLine($"max-batch {technique.Label}: {MaxBatchCommand.Describe(record)}");

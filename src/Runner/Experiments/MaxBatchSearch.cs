@@ -63,13 +63,3 @@ public static class MaxBatchSearch
             : new(NoneFits, null, hi, $"batch {hi} runs out of memory", probes);
     }
 }
-
-/// <summary>
-/// Seam for the analytic memory model (issue 8): the largest batch it predicts fits in <paramref name="budgetBytes"/>
-/// (null: the device's memory) for this model and these train flags. Null until that model lands; then this method
-/// calls it, and max-batch and the experiment summary print the prediction beside the measured answer.
-/// </summary>
-public static class MaxBatchPrediction
-{
-    public static int? Predict(Memopt.Model.ModelConfig model, Technique technique, IReadOnlyList<string> trainArgs, long? budgetBytes) => null;
-}
