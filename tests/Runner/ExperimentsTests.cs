@@ -216,31 +216,50 @@ public class ExperimentsTests(SharedDataCache cache) : IClassFixture<SharedDataC
         Assert.Equal("exited 0 but wrote no metrics file", Run(summary, "baseline", 2).GetProperty("message").GetString());
     }
 
+    /// <summary>
+    /// With --memory-limit the search starts at the memory model's prediction: against a child that fits exactly up to
+    /// the predicted batch, two probes confirm it. Without a limit there is no prediction, and the search doubles from
+    /// --start, then bisects.
+    /// </summary>
     [Fact]
-    public void Max_batch_command_searches_with_probe_children_and_writes_its_answer()
+    public void Max_batch_command_starts_at_the_prediction_and_without_one_doubles_from_start()
     {
-        var (program, calls) = FakeMemopt(_dir, """
-            if [ "$batch" -gt 5 ]; then echo "memopt: out of device memory: ffn asked for 1.00 MiB" >&2; exit 2; fi
+        var options = Parse<MaxBatchOptions>("max-batch", "--results-dir", Results, "--gradient-checkpointing", "--memory-limit", "24GiB");
+        var forecast = MaxBatchPrediction.Predict(options, Techniques.FromFlags(false, false, null, true));
+        int predicted = forecast.MaxBatch ?? throw new InvalidOperationException(forecast.ToString());
+        Assert.InRange(predicted, 2, 4095); // lab4 with checkpointing in a 24 GiB pool, under the default cap 4096
+        var (program, calls) = FakeMemopt(_dir, $$"""
+            if [ "$batch" -gt {{predicted}} ]; then echo "memopt: out of device memory: ffn asked for 1.00 MiB" >&2; exit 2; fi
             """);
         var output = new StringWriter();
-        var options = Parse<MaxBatchOptions>("max-batch", "--results-dir", Results, "--gradient-checkpointing", "--memory-limit", "24GiB", "--cap", "64");
         int code = MaxBatchCommand.Run(options, program, output);
         Assert.True(code == 0, output.ToString());
-        Assert.Contains("max batch  5 (batch 6 runs out of memory", output.ToString());
-        var forecast = MaxBatchPrediction.Predict(options, Techniques.FromFlags(false, false, null, true));
-        Assert.True(forecast.MaxBatch > 64, $"lab4 with checkpointing in a 24 GiB pool: {forecast}");
+        Assert.Contains($"max batch  {predicted} (batch {predicted + 1} runs out of memory; 2 probes)", output.ToString());
         Assert.Contains($"predicted  {forecast}", output.ToString());
         var record = JsonDocument.Parse(File.ReadAllText(Path.Combine(Results, "max_batch", "checkpointing.json"))).RootElement;
-        Assert.Equal(5, record.GetProperty("max_batch").GetInt32());
-        Assert.Equal(forecast.MaxBatch, record.GetProperty("predicted_max_batch").GetInt32());
+        Assert.Equal(predicted, record.GetProperty("max_batch").GetInt32());
+        Assert.Equal(predicted, record.GetProperty("predicted_max_batch").GetInt32());
         Assert.Equal(forecast.Basis, record.GetProperty("prediction_basis").GetString());
         Assert.Equal("24GiB", record.GetProperty("memory_limit").GetString());
-        var probed = File.ReadAllLines(calls).Select(l => l.Split(' ').SkipWhile(a => a != "--batch-size").ElementAt(1)).ToList();
-        Assert.Equal(["1", "2", "4", "8", "6", "5"], probed);
+        Assert.Equal([$"{predicted}", $"{predicted + 1}"], ProbedBatches(calls));
         Assert.All(File.ReadAllLines(calls), l => Assert.Contains("--gradient-checkpointing", l));
         Assert.All(File.ReadAllLines(calls), l => Assert.Contains("--memory-limit 24GiB", l));
         Assert.False(Directory.EnumerateDirectories(Path.Combine(Results, "max_batch", "checkpointing")).Any(), "probe result directories are removed");
+
+        string plain = Path.Combine(_dir, "no-limit");
+        Directory.CreateDirectory(plain);
+        var (doubling, doublingCalls) = FakeMemopt(plain, """
+            if [ "$batch" -gt 5 ]; then echo "memopt: out of device memory: ffn asked for 1.00 MiB" >&2; exit 2; fi
+            """);
+        output = new StringWriter();
+        Assert.Equal(0, MaxBatchCommand.Run(Parse<MaxBatchOptions>("max-batch", "--results-dir", Path.Combine(plain, "results"), "--gradient-checkpointing", "--cap", "64"), doubling, output));
+        Assert.Contains("max batch  5 (batch 6 runs out of memory", output.ToString());
+        Assert.Contains("predicted  n/a (no --memory-limit", output.ToString());
+        Assert.Equal(["1", "2", "4", "8", "6", "5"], ProbedBatches(doublingCalls));
     }
+
+    private static List<string> ProbedBatches(string calls) =>
+        File.ReadAllLines(calls).Select(l => l.Split(' ').SkipWhile(a => a != "--batch-size").ElementAt(1)).ToList();
 
     [Theory]
     [InlineData("--train-args=--batch-size 3", "--train-args may not contain --batch-size")]

@@ -18,7 +18,7 @@ public sealed class MaxBatchOptions : ChildTrainOptions
     [Option("window-size")] public int? WindowSize { get; set; }
     [Option("gradient-checkpointing")] public bool GradientCheckpointing { get; set; }
 
-    [Option("start", Default = 1, HelpText = "First batch tried; doubled until out of memory, then bisected.")] public int Start { get; set; } = 1;
+    [Option("start", Default = 1, HelpText = "First batch tried when there is no prediction (no --memory-limit); doubled until out of memory, then bisected. With a prediction the search starts there.")] public int Start { get; set; } = 1;
     [Option("cap", Default = 4096, HelpText = "Largest batch tried.")] public int Cap { get; set; } = 4096;
     [Option("precision", Default = 1, HelpText = "Stop when the largest fitting and the smallest failing batch are this close.")] public int Precision { get; set; } = 1;
     [Option("probe-steps", Default = 2, HelpText = "Training steps per probe.")] public int ProbeSteps { get; set; } = 2;

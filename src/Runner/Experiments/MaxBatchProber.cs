@@ -13,7 +13,7 @@ public sealed class MaxBatchProber(ChildProgram program, string resultsDir, IRea
     public MaxBatchRecord Search(Technique technique, int start, int cap, int precision, IEnumerable<ProbeOutcome> known,
         MaxBatchForecast forecast, string? memoryLimit, Action<string> note, CancellationToken cancel)
     {
-        var result = MaxBatchSearch.Run(b => Probe(technique, b, note, cancel), start, cap, precision, known);
+        var result = MaxBatchSearch.Run(b => Probe(technique, b, note, cancel), start, cap, precision, known, hint: forecast.MaxBatch);
         return new MaxBatchRecord
         {
             Technique = technique.Label,
