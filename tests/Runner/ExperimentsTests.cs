@@ -97,6 +97,16 @@ public class ExperimentsTests(SharedDataCache cache) : IClassFixture<SharedDataC
         Assert.Equal("cap", maxBatch["checkpointing"].GetProperty("status").GetString());
         Assert.Equal(4, maxBatch["checkpointing"].GetProperty("max_batch").GetInt32());
 
+        // The memory model's prediction for every technique, beside the search's answer.
+        var predictions = summary.GetProperty("max_batch_predictions").EnumerateArray().ToDictionary(p => p.GetProperty("technique").GetString()!);
+        Assert.Equal(["baseline", "checkpointing", "window8"], predictions.Keys.Order());
+        foreach (var (technique, p) in predictions)
+        {
+            Assert.Contains("pool blocks ≤ 320 KiB", p.GetProperty("basis").GetString());
+            Assert.Equal(maxBatch[technique].GetProperty("predicted_max_batch").GetInt32(), p.GetProperty("max_batch").GetInt32());
+        }
+        Assert.True(predictions["checkpointing"].GetProperty("max_batch").GetInt32() >= 4, "checkpointing fits the cap 4, and so it is predicted");
+
         // compare at batch 2 (where every technique ran): the table and the analysis in text, CSV and Markdown, and
         // every plot as a PNG; a PyTorch reference directory in the same metrics format appears beside memopt's rows.
         string pytorch = Path.Combine(_dir, "pytorch");
@@ -121,6 +131,14 @@ public class ExperimentsTests(SharedDataCache cache) : IClassFixture<SharedDataC
         var checkpointing2 = csv.Single(l => l.StartsWith("memopt,checkpointing,checkpointing,,2,ok,", StringComparison.Ordinal)).Split(',');
         Assert.True(double.Parse(checkpointing2[Array.IndexOf(header, "memory_reduction_pct")], System.Globalization.CultureInfo.InvariantCulture) > 0);
         Assert.Equal("4", checkpointing2[Array.IndexOf(header, "max_batch")]);
+        // (The ok rows: an out-of-memory row's message holds commas, quoted, so a plain split would shift its cells.)
+        foreach (var line in csv.Where(l => l.StartsWith("memopt,", StringComparison.Ordinal) && l.Contains(",ok,")).Select(l => l.Split(',')))
+        {
+            Assert.Equal(predictions[line[1]].GetProperty("max_batch").GetInt32().ToString(System.Globalization.CultureInfo.InvariantCulture), line[Array.IndexOf(header, "predicted_max_batch")]);
+            Assert.Equal("true", line[Array.IndexOf(header, "prediction_within_step")]);
+        }
+        Assert.Contains("Predicted largest batch (memory model; pool blocks ≤ 320 KiB", report);
+        Assert.Contains("within one search step of the measured largest batch for 3 of 3 searched techniques", report);
         var md = File.ReadAllText(Path.Combine(Results, "comparison_report.md"));
         Assert.Contains("| source | technique | batch |", md);
         Assert.Contains("## Analysis", md);
@@ -144,6 +162,9 @@ public class ExperimentsTests(SharedDataCache cache) : IClassFixture<SharedDataC
         Assert.NotEqual(written, File.GetLastWriteTimeUtc(metricsFile));
         Assert.Equal(6, Summary(Results).GetProperty("runs").GetArrayLength());
         Assert.Equal(3, Summary(Results).GetProperty("max_batch").GetArrayLength());
+        // Without --max-batch the prediction is still made, for the techniques the summary keeps too.
+        Assert.Equal(3, Summary(Results).GetProperty("max_batch_predictions").GetArrayLength());
+        Assert.Contains("memory model, largest batch: baseline ", output.ToString());
     }
 
     [Fact]
@@ -191,6 +212,10 @@ public class ExperimentsTests(SharedDataCache cache) : IClassFixture<SharedDataC
         Assert.Contains("--steps 3", File.ReadAllLines(calls)[1]);
         var run = Assert.Single(Summary(Results).GetProperty("runs").EnumerateArray());
         Assert.Contains("3", run.GetProperty("args").EnumerateArray().SkipWhile(a => a.GetString() != "--steps").Skip(1).Select(a => a.GetString()));
+        var prediction = Assert.Single(Summary(Results).GetProperty("max_batch_predictions").EnumerateArray());
+        Assert.Equal(JsonValueKind.Null, prediction.GetProperty("max_batch").ValueKind);
+        Assert.Contains("no --memory-limit", prediction.GetProperty("basis").GetString());
+        Assert.Contains("memory model: no max-batch prediction (no --memory-limit", output.ToString());
     }
 
     [Fact]

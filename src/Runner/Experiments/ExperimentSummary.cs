@@ -25,6 +25,8 @@ public sealed class ExperimentSummary
     public List<string> TrainArgs { get; set; } = [];
     public List<RunRecord> Runs { get; set; } = [];
     public List<MaxBatchRecord> MaxBatch { get; set; } = [];
+    /// <summary>The memory model's largest batch for every technique of the summary, made on every invocation (analytic: no run needed).</summary>
+    public List<MaxBatchPredictionRecord> MaxBatchPredictions { get; set; } = [];
 
     public RunRecord? Find(string technique, int batch) =>
         Runs.FirstOrDefault(r => r.Technique == technique && r.BatchSize == batch);
@@ -144,6 +146,17 @@ public sealed class MaxBatchRecord
     public string? Message { get; set; }
     public List<string> Args { get; set; } = [];
     public List<ProbeRecord> Probes { get; set; } = [];
+}
+
+/// <summary>The memory model's largest batch for one technique under the summary's configuration (MaxBatchPrediction).</summary>
+public sealed class MaxBatchPredictionRecord
+{
+    public string Technique { get; set; } = "";
+    public string Family { get; set; } = "";
+    /// <summary>The largest batch whose step fits (0: not even batch 1); null when there is no prediction (see Basis).</summary>
+    public int? MaxBatch { get; set; }
+    /// <summary>What the prediction was made against, or why there is none (e.g. no --memory-limit).</summary>
+    public string Basis { get; set; } = "";
 }
 
 /// <summary>One probe of a max-batch search; probes seeded from matrix runs have Source "matrix".</summary>

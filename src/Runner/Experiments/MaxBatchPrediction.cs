@@ -40,7 +40,7 @@ public static class MaxBatchPrediction
             var settings = MemoryCommand.ModelSettings(training, kind) with { ContextBytes = 0 };
             int batch = MemoryModel.MaxBatch(config, settings, limit);
             string device = kind == DeviceKind.Cpu ? "the CPU accelerator's kernels" : "the H100's kernels";
-            return new(batch, $"memory model: pool blocks ≤ {ByteSize.Format(limit)}, {device}");
+            return new(batch, $"pool blocks ≤ {ByteSize.Format(limit)}, {device}");
         }
         catch (Exception e) when (e is UserError or ArgumentException)
         {
