@@ -18,8 +18,10 @@ public sealed record MaxBatchForecast(int? MaxBatch, string Basis)
 /// The criterion is the one the child's --memory-limit enforces: the budget bounds the pool's reserved bytes, and the
 /// pool gives its cached blocks back before it refuses, so a step runs exactly when the peak of its live blocks,
 /// each rounded as the pool rounds it (<see cref="MemoryPrediction.PoolPeakBytes"/>), is within the limit; the CUDA
-/// context lies outside the pool and does not count. Without --memory-limit a child's pool is bounded by the device's
-/// total memory (CUDA) or not at all (CPU), which cannot be known without opening the GPU: no prediction then.
+/// context lies outside the pool and does not count. Without --memory-limit a child's pool is bounded by what the GPU
+/// has: the device is opened once (and closed before any child starts) to read its total memory, and a step fits when
+/// its rounded pool peak plus the CUDA context (<see cref="MemoryModelSettings.H100ContextBytes"/>) is within it. On
+/// the CPU accelerator the pool has no limit: no prediction then.
 /// Not modelled: evaluation passes (a probe runs one validation batch; it keeps nothing for backward).
 /// </summary>
 public static class MaxBatchPrediction
@@ -30,21 +32,46 @@ public static class MaxBatchPrediction
         DeviceKind kind;
         try { kind = ComputeDevice.ParseKind(o.Device); }
         catch (ArgumentException e) { return new(null, e.Message); }
-        if (budget is not long limit)
-            return new(null, kind == DeviceKind.Cpu
-                ? "no --memory-limit: the CPU accelerator's pool has no limit"
-                : "no --memory-limit: the GPU's memory is not known without opening it; give --memory-limit for a prediction");
+        long? gpuBytes = null;
+        if (budget is null)
+        {
+            if (kind == DeviceKind.Cpu) return new(null, "no --memory-limit: the CPU accelerator's pool has no limit");
+            gpuBytes = GpuMemory(kind);
+            if (gpuBytes is null) return new(null, "no --memory-limit and no CUDA GPU to read the memory of");
+        }
         try
         {
             var (config, training) = TrainCommand.Settings(o.TrainOptionsFor(technique));
-            var settings = MemoryCommand.ModelSettings(training, kind) with { ContextBytes = 0 };
-            int batch = MemoryModel.MaxBatch(config, settings, limit);
+            var settings = MemoryCommand.ModelSettings(training, kind);
             string device = kind == DeviceKind.Cpu ? "the CPU accelerator's kernels" : "the H100's kernels";
-            return new(batch, $"pool blocks ≤ {ByteSize.Format(limit)}, {device}");
+            if (budget is long limit)
+                return new(MemoryModel.MaxBatch(config, settings with { ContextBytes = 0 }, limit), $"pool blocks ≤ {ByteSize.Format(limit)}, {device}");
+            var context = settings with { ContextBytes = MemoryModelSettings.H100ContextBytes };
+            return new(MemoryModel.MaxBatch(config, context, gpuBytes!.Value),
+                $"pool blocks + {ByteSize.Format(context.ContextBytes)} CUDA context ≤ the GPU's {ByteSize.Format(gpuBytes.Value)}, {device}");
         }
         catch (Exception e) when (e is UserError or ArgumentException)
         {
             return new(null, e.Message);
+        }
+    }
+
+    private static readonly Dictionary<DeviceKind, long?> GpuMemoryRead = [];
+
+    /// <summary>The first CUDA GPU's total memory, read once per process; null without one. The device is closed again at once.</summary>
+    private static long? GpuMemory(DeviceKind kind)
+    {
+        lock (GpuMemoryRead)
+        {
+            if (GpuMemoryRead.TryGetValue(kind, out var known)) return known;
+            long? bytes = null;
+            try
+            {
+                using var device = ComputeDevice.Create(kind);
+                if (device.IsCuda) bytes = device.TotalMemory;
+            }
+            catch (InvalidOperationException) { } // --device cuda without a GPU: the children will say so
+            return GpuMemoryRead[kind] = bytes;
         }
     }
 }
