@@ -450,18 +450,22 @@ public static class MatMul
         sum(Launch.Elementwise(device, q.SplitStride), partials.F32, FloatView.Of(c.Tensor), sp);
     }
 
-    /// <summary>True when C is float32 and the start of every row of every output batch is 16-byte aligned.</summary>
+    /// <summary>
+    /// True when C is float32 and every row start of every output batch is a multiple of 4 floats from a 16-byte
+    /// aligned view start: the kernel indexes C's view as float4s (element i is float4 i / 4).
+    /// </summary>
     private static bool Vectorizable(MatrixOperand c, int outBatches)
     {
-        if (c.Tensor.DType != DType.F32 || c.Ld % 4 != 0 || (outBatches > 1 && c.BatchStride % 4 != 0)) return false;
+        if (c.Tensor.DType != DType.F32 || c.Offset % 4 != 0 || c.Ld % 4 != 0 || (outBatches > 1 && c.BatchStride % 4 != 0)) return false;
         var view = (IContiguousArrayView)c.Tensor.Raw;
-        return (view.Buffer.NativePtr.ToInt64() + view.IndexInBytes + c.Offset * 4) % 16 == 0;
+        return (view.Buffer.NativePtr.ToInt64() + view.IndexInBytes) % 16 == 0;
     }
 
     /// <summary>
     /// One group per (output tile, K split), N tiles fastest. See the class comment for the memory flow; the
-    /// constants come from <typeparamref name="TShape"/>, the operand layouts from the two flags (k is the stored
-    /// operand's contiguous index: A not transposed, B transposed), so every branch on them folds at compile time.
+    /// constants come from <typeparamref name="TShape"/>, the operand layouts and dtypes from the four flags (k is the
+    /// stored operand's contiguous index: A not transposed, B transposed; bf16 storage), so every branch on them folds
+    /// at compile time; only C's dtype and alignment are run-time (uniform) branches, in the epilogue.
     /// </summary>
     private static void TiledKernel<TShape, TAKContiguous, TBKContiguous, TABf16, TBBf16>(FloatView a, FloatView b, FloatView c, GemmParams p)
         where TShape : struct, ITileShape
