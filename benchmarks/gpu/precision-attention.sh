@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Acceptance runs of the bf16 (issue 4) and flash/window (issue 5) techniques, on the GPU host:
-#   bash benchmarks/gpu/precision-attention.sh OUTDIR bf16 PRESET "32 64 128"   one epoch, fp32 vs bf16, per batch size
+#   bash benchmarks/gpu/precision-attention.sh OUTDIR bf16 PRESET "32 64 128" [TRAIN ARGS...]
+#                                              one epoch, fp32 vs bf16, per batch size (e.g. --seed 3: names end in -seed3)
 #   bash benchmarks/gpu/precision-attention.sh OUTDIR attention                 timed steps: naive vs flash, windows
 # Each run writes its metrics JSON under OUTDIR/<preset>/ and one summary line to OUTDIR/summary.txt.
 set -uo pipefail
@@ -32,10 +33,11 @@ PY
 
 case $mode in
   bf16)
-    preset=${3:?preset}; batches=${4:-"32 64 128"}
+    preset=${3:?preset}; batches=${4:-"32 64 128"}; shift 4 2>/dev/null || shift $#
+    tag=$(echo "$*" | tr -d ' -'); tag=${tag:+-$tag}
     for b in $batches; do
-      run "$preset-b$b-fp32" --preset "$preset" --batch-size "$b"
-      run "$preset-b$b-bf16" --preset "$preset" --batch-size "$b" --bf16
+      run "$preset-b$b-fp32$tag" --preset "$preset" --batch-size "$b" "$@"
+      run "$preset-b$b-bf16$tag" --preset "$preset" --batch-size "$b" --bf16 "$@"
     done ;;
   attention)
     s=40

@@ -84,10 +84,12 @@ public static class TensorCoreGemm
     public const int ATransposedBit = 1, BTransposedBit = 2, AVectorBit = 4, BVectorBit = 8;
 
     /// <summary>Why the tensor-core path cannot take this GEMM (the caller then uses the SIMT GEMM), or null if it can.</summary>
-    public static string? WhyNot(MatrixOperand a, MatrixOperand b, MatrixOperand c)
+    public static string? WhyNot(MatrixOperand a, MatrixOperand b, MatrixOperand c) =>
+        WhyNotDTypes(a, b, c) ?? WhyNotOn(a.Tensor.Device);
+
+    /// <summary>Why this device cannot run the tensor-core path at all (null: CUDA with bf16 tensor cores).</summary>
+    public static string? WhyNotOn(ComputeDevice device)
     {
-        if (WhyNotDTypes(a, b, c) is string dtypes) return dtypes;
-        var device = a.Tensor.Device;
         if (!device.IsCuda) return "not a CUDA device (inline PTX runs only there)";
         if (device.Accelerator is not CudaAccelerator { Architecture.Major: >= 8 }) return "the GPU has no bf16 tensor cores (compute capability < 8.0)";
         return null;
@@ -129,8 +131,11 @@ public static class TensorCoreGemm
 
     /// <summary>The kernel variant bits of a GEMM's operands: which are transposed, which load with cp.async.</summary>
     public static int LayoutOf(MatrixOperand a, MatrixOperand b, int batch) =>
-        (a.Transposed ? ATransposedBit : 0) | (b.Transposed ? BTransposedBit : 0)
-        | (MisalignedBecause(a, batch) is null ? AVectorBit : 0) | (MisalignedBecause(b, batch) is null ? BVectorBit : 0);
+        LayoutOf(a.Transposed, MisalignedBecause(a, batch) is null, b.Transposed, MisalignedBecause(b, batch) is null);
+
+    /// <summary>The kernel variant bits from the operands' facts: transposed, and loaded with cp.async (every chunk 16-byte aligned).</summary>
+    public static int LayoutOf(bool aTransposed, bool aVector, bool bTransposed, bool bVector) =>
+        (aTransposed ? ATransposedBit : 0) | (bTransposed ? BTransposedBit : 0) | (aVector ? AVectorBit : 0) | (bVector ? BVectorBit : 0);
 
     /// <summary>
     /// The tile <see cref="TryGemm"/> uses on this device for an operand layout (<see cref="ATransposedBit"/> etc.).
@@ -138,14 +143,23 @@ public static class TensorCoreGemm
     /// the wide ones (231 registers, one group); 64-deep slices beat 32-deep ones everywhere except where an
     /// MN-contiguous operand is misaligned (scalar loads of 4 chunks per slice), and need dynamic shared memory.
     /// </summary>
-    public static Tile ChooseTile(ComputeDevice device, int layout)
+    public static Tile ChooseTile(ComputeDevice device, int layout) => ChooseTile(TileOverride.Value, DeepTilesFor(device), layout);
+
+    /// <summary>
+    /// <see cref="ChooseTile(ComputeDevice, int)"/> from facts: a forced tile (<see cref="UseTile"/>) wins; without the
+    /// deep tiles (<see cref="DeepAvailable"/>) the narrow one; else 64-deep slices unless an MN-contiguous operand loads with scalar loads.
+    /// </summary>
+    public static Tile ChooseTile(Tile requested, bool deepTiles, int layout)
     {
-        if (TileOverride.Value != Tile.Auto) return TileOverride.Value;
-        if (!device.IsCuda || !DeepAvailable(device)) return Tile.Narrow;
+        if (requested != Tile.Auto) return requested;
+        if (!deepTiles) return Tile.Narrow;
         bool aScalarMn = (layout & ATransposedBit) != 0 && (layout & AVectorBit) == 0;
         bool bScalarMn = (layout & BTransposedBit) == 0 && (layout & BVectorBit) == 0;
         return aScalarMn || bScalarMn ? Tile.Narrow : Tile.NarrowK64;
     }
+
+    /// <summary>Whether the auto tile choice may take a deep tile here (a forced tile needs no probe: the probe itself forces one).</summary>
+    private static bool DeepTilesFor(ComputeDevice device) => TileOverride.Value == Tile.Auto && DeepAvailable(device);
 
     /// <summary>
     /// The PTX ILGPU generates for one kernel variant (the non-transposed, cp.async form of <paramref name="tile"/>),
@@ -174,9 +188,18 @@ public static class TensorCoreGemm
     {
         var view = (IContiguousArrayView)x.Tensor.Raw;
         long start = view.Buffer.NativePtr.ToInt64() + view.IndexInBytes + x.Offset * 2;
-        if (start % 16 != 0) return $"start address {start % 16} bytes past a 16-byte boundary (offset {x.Offset})";
-        if (x.Ld % 8 != 0) return $"leading dimension {x.Ld} not a multiple of 8";
-        if (batch > 1 && x.BatchStride % 8 != 0) return $"batch stride {x.BatchStride} not a multiple of 8";
+        return MisalignedBecause(start, x.Offset, x.Ld, x.BatchStride, batch);
+    }
+
+    /// <summary>
+    /// <see cref="MisalignedBecause(MatrixOperand, int)"/> from facts: the address of the operand's first element
+    /// (<paramref name="offset"/> elements into its tensor), its leading dimension and batch stride.
+    /// </summary>
+    public static string? MisalignedBecause(long startAddress, long offset, int ld, long batchStride, int batch)
+    {
+        if (startAddress % 16 != 0) return $"start address {startAddress % 16} bytes past a 16-byte boundary (offset {offset})";
+        if (ld % 8 != 0) return $"leading dimension {ld} not a multiple of 8";
+        if (batch > 1 && batchStride % 8 != 0) return $"batch stride {batchStride} not a multiple of 8";
         return null;
     }
 
@@ -186,18 +209,12 @@ public static class TensorCoreGemm
         MatMul.CheckGemm("tc_gemm", a, b, c, m, n, k, batch);
         var device = a.Tensor.Device;
         bool sumBatches = c.BatchStride == 0 && batch > 1;
-        int outBatches = sumBatches ? 1 : batch;
         int layout = LayoutOf(a, b, batch);
-        var tile = ChooseTile(device, layout);
-        int blockN = BlockNOf(tile);
-        int sliceK = SliceKOf(tile);
-        int tilesM = (m + BlockM - 1) / BlockM, tilesN = (n + blockN - 1) / blockN, kTiles = (k + sliceK - 1) / sliceK;
-        int totalSlices = sumBatches ? batch * kTiles : kTiles;
-        long tiles = (long)tilesM * tilesN * outBatches;
-        if (splits <= 0) splits = ChooseSplits(tiles, totalSlices, (long)outBatches * m * n, tile, device);
-        int slicesPerSplit = (totalSlices + splits - 1) / splits;
-        splits = (totalSlices + slicesPerSplit - 1) / slicesPerSplit; // no empty split
-        long blocks = tiles * splits;
+        var plan = PlanOf(m, n, k, batch, sumBatches, layout, DeepTilesFor(device), device.Multiprocessors, TileOverride.Value, splits);
+        var tile = plan.Tile;
+        int outBatches = plan.OutBatches;
+        splits = plan.Splits;
+        long blocks = plan.Blocks;
         if (blocks > int.MaxValue) throw new ShapeException("tc_gemm", $"{blocks} output tiles is more than one launch can take (M={m}, N={n}, batch={batch})");
 
         var p = new TcParams
@@ -207,25 +224,25 @@ public static class TensorCoreGemm
             BOffset = b.Offset, BBatch = b.BatchStride, Ldb = b.Ld,
             COffset = c.Offset, CBatch = c.BatchStride, Ldc = c.Ld,
             M = m, N = n, K = k, Batch = batch, OutBatches = outBatches, SumBatches = sumBatches ? 1 : 0,
-            BlockN = blockN, Stages = StagesOf(tile), SliceK = sliceK,
-            TilesM = tilesM, TilesN = tilesN, KTiles = kTiles, Splits = splits, SlicesPerSplit = slicesPerSplit,
+            BlockN = BlockNOf(tile), Stages = StagesOf(tile), SliceK = SliceKOf(tile),
+            TilesM = plan.TilesM, TilesN = plan.TilesN, KTiles = plan.KTiles, Splits = splits, SlicesPerSplit = plan.SlicesPerSplit,
             CBf16 = c.Tensor.DType == DType.BF16 ? 1 : 0, Accumulate = accumulate ? 1 : 0, Alpha = alpha,
         };
 
         // The kernels take C as both an fp32 and a bf16 view; the unused one is C's own memory seen as the other type
         // (never accessed), or for a one-element bf16 C, a small stand-in.
-        Tensor? standIn = c.Tensor.DType == DType.BF16 && c.Tensor.Bytes < 4
-            ? Tensor.Empty(device, new Shape(1), DType.F32, MemoryCategory.Workspace, "tc_gemm.unused_view") : null;
+        Tensor? standIn = StandInFor(c.Tensor.DType, c.Tensor.Bytes) is Shape standInShape
+            ? Tensor.Empty(device, standInShape, DType.F32, MemoryCategory.Workspace, StandInOp) : null;
         Tensor? partials = null;
         try
         {
             var cF = c.Tensor.DType == DType.F32 ? c.Tensor.F32 : standIn?.F32 ?? c.Tensor.Raw.SubView(0, c.Tensor.Bytes / 4 * 4).Cast<float>();
             var cH = c.Tensor.DType == DType.BF16 ? c.Tensor.BF16 : c.Tensor.Raw.Cast<ushort>();
             var kernelC = cF;
-            if (splits > 1)
+            if (plan.SplitKWorkspace is Shape partialsShape)
             {
                 // fp32 partial tiles [split][outBatch][M][N]; the reduction applies alpha, accumulate and the dtype.
-                partials = Tensor.Empty(device, new Shape(splits, outBatches, m, n), DType.F32, MemoryCategory.Workspace, "tc_gemm.split_k");
+                partials = Tensor.Empty(device, partialsShape, DType.F32, MemoryCategory.Workspace, SplitKOp);
                 kernelC = partials.F32;
                 p.Partial = 1;
                 p.COffset = 0; p.CBatch = (long)m * n; p.Ldc = n; p.SplitStride = (long)outBatches * m * n;
@@ -243,20 +260,59 @@ public static class TensorCoreGemm
         }
     }
 
+    /// <summary>Op names of the scratch <see cref="Run"/> rents (category workspace), as the memory tracker records them.</summary>
+    public const string SplitKOp = "tc_gemm.split_k", StandInOp = "tc_gemm.unused_view";
+
     /// <summary>
+    /// How <see cref="Run"/> launches one GEMM: the tile, the output tiles, the K slices and how they are split. The
+    /// fp32 partial tiles of a split K, [Splits, OutBatches, M, N], are the scratch Run rents (<see cref="SplitKWorkspace"/>).
+    /// </summary>
+    public readonly record struct GemmPlan(int M, int N, Tile Tile, int TilesM, int TilesN, int KTiles, int OutBatches, int Splits, int SlicesPerSplit)
+    {
+        public long Blocks => (long)TilesM * TilesN * OutBatches * Splits;
+
+        /// <summary>The split-K partials Run allocates (fp32, category workspace, op <see cref="SplitKOp"/>); null with one split.</summary>
+        public Shape? SplitKWorkspace => Splits > 1 ? new Shape(Splits, OutBatches, M, N) : null;
+    }
+
+    /// <summary>
+    /// The launch plan of a GEMM from facts alone (no device, no tensors), so that the memory model predicts the
+    /// split-K workspace with this same code: the operand <paramref name="layout"/> (<see cref="LayoutOf(bool, bool, bool, bool)"/>),
+    /// whether the deep tiles run (<see cref="DeepAvailable"/>), the device's multiprocessors, a forced tile
+    /// (<see cref="UseTile"/>) and forced splits (&gt; 0, <see cref="GemmEmulated"/>).
     /// K splits only when the tiles leave multiprocessors idle and K is long (the weight gradients: M, N ≤ 1024,
     /// K = B·T): enough splits to give every multiprocessor its resident groups (two narrow or one wide), each split
-    /// keeping at least 8 K slices (256) so its pipeline fills. Split partial tiles stay under 2^31 elements.
+    /// keeping at least 8 K slices (256) so its pipeline fills. Split partial tiles stay under 2^31 elements. The
+    /// split count is then corrected so that no split is empty.
     /// </summary>
-    private static int ChooseSplits(long tiles, int totalSlices, long outputElements, Tile tile, ComputeDevice device)
+    public static GemmPlan PlanOf(int m, int n, int k, int batch, bool sumBatches, int layout, bool deepTiles, int multiprocessors,
+        Tile requestedTile = Tile.Auto, int splits = 0)
     {
-        int sms = Math.Max(1, device.Multiprocessors);
-        if (tiles >= sms || totalSlices < 16) return 1;
-        long target = (long)sms * (BlockNOf(tile) == 128 ? 2 : 1);
-        long wanted = (target + tiles - 1) / tiles;
-        long splits = Math.Clamp(Math.Min(wanted, totalSlices / 8), 1, 64);
-        return splits * outputElements > int.MaxValue ? 1 : (int)splits;
+        var tile = ChooseTile(requestedTile, deepTiles, layout);
+        int outBatches = sumBatches ? 1 : batch;
+        int blockN = BlockNOf(tile), sliceK = SliceKOf(tile);
+        int tilesM = (m + BlockM - 1) / BlockM, tilesN = (n + blockN - 1) / blockN, kTiles = (k + sliceK - 1) / sliceK;
+        int totalSlices = sumBatches ? batch * kTiles : kTiles;
+        long tiles = (long)tilesM * tilesN * outBatches;
+        if (splits <= 0)
+        {
+            int sms = Math.Max(1, multiprocessors);
+            splits = 1;
+            if (tiles < sms && totalSlices >= 16)
+            {
+                long target = (long)sms * (blockN == 128 ? 2 : 1);
+                long wanted = (target + tiles - 1) / tiles;
+                long chosen = Math.Clamp(Math.Min(wanted, totalSlices / 8), 1, 64);
+                if (chosen * outBatches * m * n <= int.MaxValue) splits = (int)chosen;
+            }
+        }
+        int slicesPerSplit = (totalSlices + splits - 1) / splits;
+        splits = (totalSlices + slicesPerSplit - 1) / slicesPerSplit; // no empty split
+        return new GemmPlan(m, n, tile, tilesM, tilesN, kTiles, outBatches, splits, slicesPerSplit);
     }
+
+    /// <summary>The kernels see C as fp32 and bf16: for a bf16 C under 4 bytes (one element) Run rents this fp32 stand-in for the fp32 view.</summary>
+    public static Shape? StandInFor(DType c, long cBytes) => c == DType.BF16 && cBytes < 4 ? new Shape(1) : null;
 
     private static ulong DevicePointer(Tensor t)
     {

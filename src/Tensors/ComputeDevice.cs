@@ -20,6 +20,8 @@ public sealed record DeviceInfo(
 public sealed class ComputeDevice : IDisposable
 {
     private readonly ConcurrentDictionary<string, Delegate> _kernels = new();
+    /// <summary>The launchers handed out while a <see cref="LaunchListener"/> is set (built on first use, kept).</summary>
+    private readonly ConcurrentDictionary<string, Delegate> _observedKernels = new();
     private readonly DeviceMemoryPool _pool;
 
     private ComputeDevice(Context context, Accelerator accelerator)
@@ -48,11 +50,16 @@ public sealed class ComputeDevice : IDisposable
     /// grid-stride elementwise kernel at ~30 ns/element, a 1024-thread group 50x slower). Kernels therefore take
     /// their group size from <see cref="MaxGroupSize"/> and never assume one.
     /// </summary>
-    public static ComputeDevice Create(DeviceKind kind = DeviceKind.Auto, long? memoryLimit = null)
+    /// <param name="profiling">
+    /// Allow stream markers (CUDA events), which the launch profiler times kernels with; off unless asked for, so the
+    /// contexts that train and measure are the ones every run uses.
+    /// </param>
+    public static ComputeDevice Create(DeviceKind kind = DeviceKind.Auto, long? memoryLimit = null, bool profiling = false)
     {
         var context = Context.Create(builder =>
         {
             builder.Optimize(OptimizationLevel.O2).EnableAlgorithms();
+            if (profiling) builder.Profiling();
             if (kind != DeviceKind.Cpu) builder.Cuda();
             builder.CPU(new CPUDevice(4, 4, 1));
         });
@@ -85,9 +92,24 @@ public sealed class ComputeDevice : IDisposable
         _ => throw new ArgumentException($"--device '{text}': expected auto, cuda or cpu"),
     };
 
-    /// <summary>Loads a kernel once per device and returns the cached launcher afterwards.</summary>
-    public TDelegate Kernel<TDelegate>(string key, Func<Accelerator, TDelegate> load) where TDelegate : Delegate =>
-        (TDelegate)_kernels.GetOrAdd(key, _ => load(Accelerator));
+    /// <summary>
+    /// Loads a kernel once per device and returns the cached launcher afterwards. While a <see cref="LaunchListener"/>
+    /// is set the launcher returned also reports each launch to it; without one this costs one null check.
+    /// </summary>
+    public TDelegate Kernel<TDelegate>(string key, Func<Accelerator, TDelegate> load) where TDelegate : Delegate
+    {
+        var launch = (TDelegate)_kernels.GetOrAdd(key, _ => load(Accelerator));
+        return LaunchListener is null ? launch : (TDelegate)_observedKernels.GetOrAdd(key, _ => ObservedLauncher.Wrap(this, key, launch));
+    }
+
+    /// <summary>
+    /// Told about every kernel launch made through <see cref="Kernel{TDelegate}"/> while set (a profiler; null: off).
+    /// Launchers fetched before it was set are not observed: kernels fetch theirs right before each launch.
+    /// </summary>
+    public IKernelLaunchListener? LaunchListener { get; set; }
+
+    internal void NotifyLaunching(string kernel) => LaunchListener?.Launching(this, kernel);
+    internal void NotifyLaunched(string kernel) => LaunchListener?.Launched(this, kernel);
 
     public void Synchronize() => Accelerator.Synchronize();
 

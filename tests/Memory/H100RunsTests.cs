@@ -38,19 +38,58 @@ public class H100RunsTests
         return null;
     }
 
+    /// <summary>
+    /// bf16 runs (docs/runs/h100-bf16, naive attention, batch 128): the GEMMs run on the tensor cores, whose split-K
+    /// partials are the workspace category's own peak (lab4: lm_head's dW, 3 × 12000 × 128 float32 = 18,432,000 B) and
+    /// enter the pool's reserved bytes.
+    /// </summary>
+    public static TheoryData<string, string, int> Bf16Runs => new()
+    {
+        { "h100-bf16/lab4-b128-bf16-memory.json", "lab4", 128 },
+        { "h100-bf16/rtx5090-b128-bf16-memory.json", "rtx5090", 128 },
+    };
+
     [Theory]
     [MemberData(nameof(Runs))]
     public void Recorded_h100_runs_are_predicted_byte_for_byte(string file, string preset, int batch, int every, bool untied)
     {
-        var runs = RunsDirectory();
-        Assert.SkipWhen(runs is null, "docs/runs is not next to the test binary (a copied test build)");
-        var m = JsonDocument.Parse(File.ReadAllText(Path.Combine(runs!, file))).RootElement.GetProperty("memory");
         var config = ModelConfig.Preset(preset);
         if (untied) config = config with { TiedHead = false };
-        var p = MemoryModel.Predict(config, new MemoryModelSettings
+        AssertPredicted(file, config, new MemoryModelSettings
         {
             BatchSize = batch, Checkpointing = every > 0 ? new CheckpointSettings(every) : null, Device = WorkspaceShape.H100,
         });
+    }
+
+    [Theory]
+    [MemberData(nameof(Bf16Runs))]
+    public void Recorded_h100_bf16_runs_are_predicted_byte_for_byte(string file, string preset, int batch) =>
+        AssertPredicted(file, ModelConfig.Preset(preset), new MemoryModelSettings { BatchSize = batch, Device = WorkspaceShape.H100 }.WithBf16());
+
+    /// <summary>
+    /// docs/runs/h100-memory: `memory --preset lab4 --bf16 --flash-attn --measure` on the H100 (batch 32), the figures as
+    /// printed (the JSON stayed on the host). The workspace's own peak is lm_head's dx split over 5 K ranges
+    /// (5 × 8192 × 128 float32 = 20 MiB); the split-K blocks also raise the reserved bytes.
+    /// </summary>
+    [Fact]
+    public void The_recorded_lab4_bf16_flash_memory_run_is_predicted_byte_for_byte()
+    {
+        var p = MemoryModel.Predict(ModelConfig.Preset("lab4"),
+            new MemoryModelSettings { BatchSize = 32, FlashAttention = true, Device = WorkspaceShape.H100 }.WithBf16());
+        Assert.Equal(651_464_712, p.PeakBytes);
+        Assert.Equal(454_889_484, p.ForwardPeakBytes);
+        Assert.Equal(651_464_712, p.BackwardPeakBytes);
+        Assert.Equal(51_618_508, p.OptimizerPeakBytes);
+        Assert.Equal(20_971_520, p.PeakPerCategory[MemoryCategory.Workspace]);
+        Assert.Equal(733_071_360, p.ReservedBytes);
+    }
+
+    private static void AssertPredicted(string file, ModelConfig config, MemoryModelSettings settings)
+    {
+        var runs = RunsDirectory();
+        Assert.SkipWhen(runs is null, "docs/runs is not next to the test binary (a copied test build)");
+        var m = JsonDocument.Parse(File.ReadAllText(Path.Combine(runs!, file))).RootElement.GetProperty("memory");
+        var p = MemoryModel.Predict(config, settings);
         Assert.Equal(m.GetProperty("peak_bytes").GetInt64(), p.PeakBytes);
         Assert.Equal(m.GetProperty("peak_reserved_bytes").GetInt64(), p.ReservedBytes);
         Assert.Equal(m.GetProperty("forward_peak_bytes").GetInt64(), p.ForwardPeakBytes);

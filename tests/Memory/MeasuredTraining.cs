@@ -56,12 +56,9 @@ public sealed class MeasuredTraining : IDisposable
     }
 
     /// <summary>The model's settings for the same run on this device.</summary>
-    public static MemoryModelSettings SettingsFor(TrainingOptions o, KernelPath path = KernelPath.Auto) => new MemoryModelSettings
-    {
-        BatchSize = o.BatchSize, WindowSize = o.WindowSize, Checkpointing = o.Checkpointing, GradAccumulation = o.GradAccumulation,
-        GradClip = o.GradClip > 0, CheckGradients = o.CheckGradients, ContextBytes = 0, RecordTimeline = true, FlashAttention = o.FlashAttention,
-        Device = WorkspaceShape.CpuAccelerator with { Cooperative = path == KernelPath.Cooperative },
-    }.WithBf16(o.Bf16);
+    public static MemoryModelSettings SettingsFor(TrainingOptions o, KernelPath path = KernelPath.Auto) =>
+        MemoryModelSettings.ForTraining(o, WorkspaceShape.CpuAccelerator with { Cooperative = path == KernelPath.Cooperative }, contextBytes: 0)
+        with { RecordTimeline = true };
 
     public void Dispose()
     {

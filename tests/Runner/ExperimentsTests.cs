@@ -89,13 +89,23 @@ public class ExperimentsTests(SharedDataCache cache) : IClassFixture<SharedDataC
             int found = m.GetProperty("max_batch").GetInt32();
             Assert.InRange(found, 2, 3);
             Assert.Equal(found + 1, m.GetProperty("first_oom_batch").GetInt32());
-            Assert.Equal(JsonValueKind.Null, m.GetProperty("predicted_max_batch").ValueKind);
+            Assert.True(found == m.GetProperty("predicted_max_batch").GetInt32(), $"{technique}: the memory model's prediction is the batch found: {m}");
             var probes = m.GetProperty("probes").EnumerateArray().ToList();
             Assert.Equal(2, probes.Count(p => p.GetProperty("source").GetString() == "matrix"));
             Assert.Equal(3, Assert.Single(probes, p => p.GetProperty("source").GetString() == "probe").GetProperty("batch_size").GetInt32());
         }
         Assert.Equal("cap", maxBatch["checkpointing"].GetProperty("status").GetString());
         Assert.Equal(4, maxBatch["checkpointing"].GetProperty("max_batch").GetInt32());
+
+        // The memory model's prediction for every technique, beside the search's answer.
+        var predictions = summary.GetProperty("max_batch_predictions").EnumerateArray().ToDictionary(p => p.GetProperty("technique").GetString()!);
+        Assert.Equal(["baseline", "checkpointing", "window8"], predictions.Keys.Order());
+        foreach (var (technique, p) in predictions)
+        {
+            Assert.Contains("pool blocks ≤ 320 KiB", p.GetProperty("basis").GetString());
+            Assert.Equal(maxBatch[technique].GetProperty("predicted_max_batch").GetInt32(), p.GetProperty("max_batch").GetInt32());
+        }
+        Assert.True(predictions["checkpointing"].GetProperty("max_batch").GetInt32() >= 4, "checkpointing fits the cap 4, and so it is predicted");
 
         // compare at batch 2 (where every technique ran): the table and the analysis in text, CSV and Markdown, and
         // every plot as a PNG; a PyTorch reference directory in the same metrics format appears beside memopt's rows.
@@ -121,6 +131,14 @@ public class ExperimentsTests(SharedDataCache cache) : IClassFixture<SharedDataC
         var checkpointing2 = csv.Single(l => l.StartsWith("memopt,checkpointing,checkpointing,,2,ok,", StringComparison.Ordinal)).Split(',');
         Assert.True(double.Parse(checkpointing2[Array.IndexOf(header, "memory_reduction_pct")], System.Globalization.CultureInfo.InvariantCulture) > 0);
         Assert.Equal("4", checkpointing2[Array.IndexOf(header, "max_batch")]);
+        // (The ok rows: an out-of-memory row's message holds commas, quoted, so a plain split would shift its cells.)
+        foreach (var line in csv.Where(l => l.StartsWith("memopt,", StringComparison.Ordinal) && l.Contains(",ok,")).Select(l => l.Split(',')))
+        {
+            Assert.Equal(predictions[line[1]].GetProperty("max_batch").GetInt32().ToString(System.Globalization.CultureInfo.InvariantCulture), line[Array.IndexOf(header, "predicted_max_batch")]);
+            Assert.Equal("true", line[Array.IndexOf(header, "prediction_within_step")]);
+        }
+        Assert.Contains("Predicted largest batch (memory model; pool blocks ≤ 320 KiB", report);
+        Assert.Contains("within one search step of the measured largest batch for 3 of 3 searched techniques", report);
         var md = File.ReadAllText(Path.Combine(Results, "comparison_report.md"));
         Assert.Contains("| source | technique | batch |", md);
         Assert.Contains("## Analysis", md);
@@ -144,6 +162,9 @@ public class ExperimentsTests(SharedDataCache cache) : IClassFixture<SharedDataC
         Assert.NotEqual(written, File.GetLastWriteTimeUtc(metricsFile));
         Assert.Equal(6, Summary(Results).GetProperty("runs").GetArrayLength());
         Assert.Equal(3, Summary(Results).GetProperty("max_batch").GetArrayLength());
+        // Without --max-batch the prediction is still made, for the techniques the summary keeps too.
+        Assert.Equal(3, Summary(Results).GetProperty("max_batch_predictions").GetArrayLength());
+        Assert.Contains("memory model, largest batch: baseline ", output.ToString());
     }
 
     [Fact]
@@ -191,6 +212,10 @@ public class ExperimentsTests(SharedDataCache cache) : IClassFixture<SharedDataC
         Assert.Contains("--steps 3", File.ReadAllLines(calls)[1]);
         var run = Assert.Single(Summary(Results).GetProperty("runs").EnumerateArray());
         Assert.Contains("3", run.GetProperty("args").EnumerateArray().SkipWhile(a => a.GetString() != "--steps").Skip(1).Select(a => a.GetString()));
+        var prediction = Assert.Single(Summary(Results).GetProperty("max_batch_predictions").EnumerateArray());
+        Assert.Equal(JsonValueKind.Null, prediction.GetProperty("max_batch").ValueKind);
+        Assert.Contains("no --memory-limit", prediction.GetProperty("basis").GetString());
+        Assert.Contains("memory model: no max-batch prediction (no --memory-limit", output.ToString());
     }
 
     [Fact]
@@ -216,26 +241,50 @@ public class ExperimentsTests(SharedDataCache cache) : IClassFixture<SharedDataC
         Assert.Equal("exited 0 but wrote no metrics file", Run(summary, "baseline", 2).GetProperty("message").GetString());
     }
 
+    /// <summary>
+    /// With --memory-limit the search starts at the memory model's prediction: against a child that fits exactly up to
+    /// the predicted batch, two probes confirm it. Without a limit there is no prediction, and the search doubles from
+    /// --start, then bisects.
+    /// </summary>
     [Fact]
-    public void Max_batch_command_searches_with_probe_children_and_writes_its_answer()
+    public void Max_batch_command_starts_at_the_prediction_and_without_one_doubles_from_start()
     {
-        var (program, calls) = FakeMemopt(_dir, """
-            if [ "$batch" -gt 5 ]; then echo "memopt: out of device memory: ffn asked for 1.00 MiB" >&2; exit 2; fi
+        var options = Parse<MaxBatchOptions>("max-batch", "--results-dir", Results, "--gradient-checkpointing", "--memory-limit", "24GiB");
+        var forecast = MaxBatchPrediction.Predict(options, Techniques.FromFlags(false, false, null, true));
+        int predicted = forecast.MaxBatch ?? throw new InvalidOperationException(forecast.ToString());
+        Assert.InRange(predicted, 2, 4095); // lab4 with checkpointing in a 24 GiB pool, under the default cap 4096
+        var (program, calls) = FakeMemopt(_dir, $$"""
+            if [ "$batch" -gt {{predicted}} ]; then echo "memopt: out of device memory: ffn asked for 1.00 MiB" >&2; exit 2; fi
             """);
         var output = new StringWriter();
-        int code = MaxBatchCommand.Run(Parse<MaxBatchOptions>("max-batch", "--results-dir", Results, "--gradient-checkpointing", "--memory-limit", "24GiB", "--cap", "64"), program, output);
+        int code = MaxBatchCommand.Run(options, program, output);
         Assert.True(code == 0, output.ToString());
-        Assert.Contains("max batch  5 (batch 6 runs out of memory", output.ToString());
-        Assert.Contains("predicted  n/a", output.ToString());
+        Assert.Contains($"max batch  {predicted} (batch {predicted + 1} runs out of memory; 2 probes)", output.ToString());
+        Assert.Contains($"predicted  {forecast}", output.ToString());
         var record = JsonDocument.Parse(File.ReadAllText(Path.Combine(Results, "max_batch", "checkpointing.json"))).RootElement;
-        Assert.Equal(5, record.GetProperty("max_batch").GetInt32());
+        Assert.Equal(predicted, record.GetProperty("max_batch").GetInt32());
+        Assert.Equal(predicted, record.GetProperty("predicted_max_batch").GetInt32());
+        Assert.Equal(forecast.Basis, record.GetProperty("prediction_basis").GetString());
         Assert.Equal("24GiB", record.GetProperty("memory_limit").GetString());
-        var probed = File.ReadAllLines(calls).Select(l => l.Split(' ').SkipWhile(a => a != "--batch-size").ElementAt(1)).ToList();
-        Assert.Equal(["1", "2", "4", "8", "6", "5"], probed);
+        Assert.Equal([$"{predicted}", $"{predicted + 1}"], ProbedBatches(calls));
         Assert.All(File.ReadAllLines(calls), l => Assert.Contains("--gradient-checkpointing", l));
         Assert.All(File.ReadAllLines(calls), l => Assert.Contains("--memory-limit 24GiB", l));
         Assert.False(Directory.EnumerateDirectories(Path.Combine(Results, "max_batch", "checkpointing")).Any(), "probe result directories are removed");
+
+        string plain = Path.Combine(_dir, "no-limit");
+        Directory.CreateDirectory(plain);
+        var (doubling, doublingCalls) = FakeMemopt(plain, """
+            if [ "$batch" -gt 5 ]; then echo "memopt: out of device memory: ffn asked for 1.00 MiB" >&2; exit 2; fi
+            """);
+        output = new StringWriter();
+        Assert.Equal(0, MaxBatchCommand.Run(Parse<MaxBatchOptions>("max-batch", "--results-dir", Path.Combine(plain, "results"), "--gradient-checkpointing", "--cap", "64"), doubling, output));
+        Assert.Contains("max batch  5 (batch 6 runs out of memory", output.ToString());
+        Assert.Contains("predicted  n/a (no --memory-limit", output.ToString());
+        Assert.Equal(["1", "2", "4", "8", "6", "5"], ProbedBatches(doublingCalls));
     }
+
+    private static List<string> ProbedBatches(string calls) =>
+        File.ReadAllLines(calls).Select(l => l.Split(' ').SkipWhile(a => a != "--batch-size").ElementAt(1)).ToList();
 
     [Theory]
     [InlineData("--train-args=--batch-size 3", "--train-args may not contain --batch-size")]

@@ -1,3 +1,4 @@
+using Memopt.Model.Training;
 using Memopt.Tensors;
 
 namespace Memopt.Model.Memory;
@@ -48,6 +49,17 @@ public sealed record MemoryModelSettings
 
     /// <summary>--bf16 as the study defines it: 2-byte activations and bf16 weight copies; float32 master weights and Adam.</summary>
     public MemoryModelSettings WithBf16(bool on = true) => this with { ActivationDType = on ? DType.BF16 : DType.F32, WeightShadows = on };
+
+    /// <summary>
+    /// The settings of a training run as `train` configures it (batch, window, checkpointing, flash, bf16, accumulation,
+    /// clipping, the gradient check) on a device of this launch shape and context.
+    /// </summary>
+    public static MemoryModelSettings ForTraining(TrainingOptions training, WorkspaceShape device, long contextBytes) => new MemoryModelSettings
+    {
+        BatchSize = training.BatchSize, WindowSize = training.WindowSize, Checkpointing = training.Checkpointing,
+        FlashAttention = training.FlashAttention, GradAccumulation = training.GradAccumulation, GradClip = training.GradClip > 0,
+        CheckGradients = training.CheckGradients, Device = device, ContextBytes = contextBytes,
+    }.WithBf16(training.Bf16);
 
     public void Validate(ModelConfig config)
     {

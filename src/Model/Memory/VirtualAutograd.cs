@@ -49,6 +49,8 @@ internal sealed class VVar : IDisposable
     public bool RequiresGrad { get; set; }
     public string Name { get; }
     public bool IsParameter { get; }
+    /// <summary>Parameter.Bf16Copy: the bfloat16 copy the GEMMs read under --bf16 (null without one).</summary>
+    public VTensor? Bf16Copy { get; set; }
     public Shape Shape => Value.Shape;
     public VirtualMemory Memory => Value.Memory;
 

@@ -1,3 +1,4 @@
+using Memopt.Kernels;
 using Memopt.Tensors;
 
 namespace Memopt.Model.Memory;
@@ -84,33 +85,46 @@ internal sealed class VirtualOps(VAutograd autograd, DType activations, Workspac
         return y;
     }
 
-    /// <summary>Ops.Linear: y = x·Wᵀ + b; saves W if x needs a gradient and x if W does; backward rents the bias column sums.</summary>
+    /// <summary>
+    /// Ops.Linear: y = x·Wᵀ + b (the GEMMs read W's bf16 copy when x is bf16 and W has one); saves W if x needs a
+    /// gradient and x if W does; backward runs dx = dy·W and dW += dyᵀ·x and rents the bias column sums.
+    /// </summary>
     public VVar Linear(VVar x, VVar weight, VVar? bias, string op, string name)
     {
-        int outFeatures = weight.Shape[0];
+        int outFeatures = weight.Shape[0], inFeatures = weight.Shape[1];
+        int rows = checked((int)x.Shape.Rows);
+        var w = x.Value.DType == DType.BF16 && weight.Bf16Copy is { } shadow ? shadow : weight.Value;
         var y = NewOutput(x.Shape.WithLast(outFeatures), op, name);
+        Gemm(GemmOperand.Rows(x.Value), GemmOperand.Dense(w, transposed: true), y.Value, 0, rows, outFeatures, inFeatures);
         bool needX = x.RequiresGrad, needW = weight.RequiresGrad;
         VTensor[] saved = (needX, needW) switch
         {
-            (true, true) => [weight.Value, x.Value],
-            (true, false) => [weight.Value],
+            (true, true) => [w, x.Value],
+            (true, false) => [w],
             (false, true) => [x.Value],
             _ => [],
         };
         VVar[] inputs = bias is null ? [x, weight] : [x, weight, bias];
         autograd.Record(op, y, inputs, saved, (dy, kept) =>
         {
-            if (needX) x.GradBuffer(op);
+            var dY = GemmOperand.Rows(dy);
+            if (needX) Gemm(dY, GemmOperand.Dense(kept[0]), x.GradBuffer(op), 0, rows, inFeatures, outFeatures);
+            if (needW) Gemm(dY with { Transposed = true }, GemmOperand.Rows(kept[needX ? 1 : 0]), weight.GradBuffer(op), 0, outFeatures, inFeatures, rows);
             if (bias is { RequiresGrad: true })
                 Scratch(device.BiasBackwardPartials(dy.Shape.Rows, dy.Shape.Last), "bias_add_backward", op + " bias partials");
         });
         return y;
     }
 
-    /// <summary>Ops.MatMul: C = op(A)·op(B); saves B if A needs a gradient and A if B does.</summary>
-    public VVar MatMul(VVar a, VVar b, Shape output, string op, string name, MemoryCategory category = MemoryCategory.Activations)
+    /// <summary>
+    /// Ops.MatMul: C = op(A)·op(B); saves B if A needs a gradient and A if B does; backward runs the GEMMs of dA and dB
+    /// (a broadcast operand's gradient sums the batch: C batch stride 0).
+    /// </summary>
+    public VVar MatMul(VVar a, VVar b, string op, string name, MemoryCategory category = MemoryCategory.Activations, bool transA = false, bool transB = false)
     {
-        var c = NewOutput(output, op, name, category);
+        var s = MatMulShape.Of(a.Shape, b.Shape, transA, transB);
+        var c = NewOutput(s.Output, op, name, category);
+        Gemm(GemmOperand.Dense(a.Value, transA), GemmOperand.Dense(b.Value, transB), c.Value, BatchStrideOf(c.Shape), s.M, s.N, s.K, s.Batch);
         bool needA = a.RequiresGrad, needB = b.RequiresGrad;
         VTensor[] saved = (needA, needB) switch
         {
@@ -120,10 +134,55 @@ internal sealed class VirtualOps(VAutograd autograd, DType activations, Workspac
         };
         autograd.Record(op, c, [a, b], saved, (dc, kept) =>
         {
-            if (needA) a.GradBuffer(op);
-            if (needB) b.GradBuffer(op);
+            var dC = GemmOperand.Dense(dc);
+            if (needA)
+            {
+                var bKept = GemmOperand.Dense(kept[needB ? 1 : 0]);
+                var dA = a.GradBuffer(op);
+                if (!transA) Gemm(dC, bKept with { Transposed = !transB }, dA, BatchStrideOf(dA.Shape), s.M, s.K, s.N, s.Batch);
+                else Gemm(bKept with { Transposed = transB }, dC with { Transposed = true }, dA, BatchStrideOf(dA.Shape), s.K, s.M, s.N, s.Batch);
+            }
+            if (needB)
+            {
+                var aKept = GemmOperand.Dense(kept[0]);
+                var dB = b.GradBuffer(op);
+                if (!transB) Gemm(aKept with { Transposed = !transA }, dC, dB, BatchStrideOf(dB.Shape), s.K, s.N, s.M, s.Batch);
+                else Gemm(dC with { Transposed = true }, aKept with { Transposed = transA }, dB, BatchStrideOf(dB.Shape), s.N, s.K, s.M, s.Batch);
+            }
         });
         return c;
+    }
+
+    /// <summary>A GEMM operand as MatrixOperand.Rows / Dense make it: storage type, leading dimension, batch stride, transposition.</summary>
+    private readonly record struct GemmOperand(DType DType, int Ld, long BatchStride, bool Transposed = false)
+    {
+        public static GemmOperand Rows(VTensor t) => new(t.DType, t.Shape.Last, 0);
+        public static GemmOperand Dense(VTensor t, bool transposed = false) => new(t.DType, t.Shape[-1], BatchStrideOf(t.Shape), transposed);
+
+        /// <summary>
+        /// Whether the tensor-core kernel loads it with cp.async. Every operand of the ops starts at its pool block
+        /// (offset 0; cuMemAlloc blocks are 256-byte aligned), so only the leading dimension and batch stride decide.
+        /// </summary>
+        public bool Vector(int batch) => TensorCoreGemm.MisalignedBecause(0, 0, Ld, BatchStride, batch) is null;
+    }
+
+    /// <summary>MatrixOperand.Dense's batch stride: rows·cols for a rank-3 tensor, 0 (broadcast) for a matrix.</summary>
+    private static long BatchStrideOf(Shape s) => s.Rank == 3 ? (long)s[-2] * s[-1] : 0;
+
+    /// <summary>
+    /// MatMul.Gemm's scratch. bf16 A and B go to TensorCoreGemm.TryGemm, which takes them on a device with bf16 tensor
+    /// cores when C is float32 or bf16 (TensorCoreGemm.WhyNot); its Run rents a float32 stand-in for a one-element bf16
+    /// C, and the float32 split-K partials when its plan splits K (TensorCoreGemm.PlanOf, the kernel's own decision).
+    /// The SIMT GEMM rents nothing.
+    /// </summary>
+    private void Gemm(GemmOperand a, GemmOperand b, VTensor c, long cBatchStride, int m, int n, int k, int batch = 1)
+    {
+        if (!device.TensorCores || a.DType != DType.BF16 || b.DType != DType.BF16 || c.DType is not (DType.F32 or DType.BF16)) return;
+        int layout = TensorCoreGemm.LayoutOf(a.Transposed, a.Vector(batch), b.Transposed, b.Vector(batch));
+        var plan = TensorCoreGemm.PlanOf(m, n, k, batch, sumBatches: cBatchStride == 0 && batch > 1, layout, device.DeepTiles, device.Multiprocessors);
+        using var standIn = TensorCoreGemm.StandInFor(c.DType, c.Shape.Numel * c.DType.SizeOf()) is Shape one
+            ? Tensor(one, DType.F32, MemoryCategory.Workspace, TensorCoreGemm.StandInOp, "fp32 view stand-in for a one-element bf16 C") : null;
+        Scratch(plan.SplitKWorkspace, TensorCoreGemm.SplitKOp, "split-K partials");
     }
 
     /// <summary>Ops.CausalSoftmax: probabilities [.., T, T] (attention scores); saves only its output.</summary>

@@ -129,9 +129,9 @@ internal sealed class VirtualTraining
         {
             foreach (var blk in _blocks)
                 foreach (var w in new[] { blk.QkvW, blk.ProjW, blk.FcW, blk.Fc2W })
-                    Persistent(w.Shape, DType.BF16, MemoryCategory.Parameters, "bf16:" + w.Name, "bf16 copy of " + w.Name);
+                    w.Bf16Copy = Persistent(w.Shape, DType.BF16, MemoryCategory.Parameters, "bf16:" + w.Name, "bf16 copy of " + w.Name);
             var head = _headW ?? _wte;
-            Persistent(head.Shape, DType.BF16, MemoryCategory.Parameters, "bf16:" + head.Name, "bf16 copy of " + head.Name);
+            head.Bf16Copy = Persistent(head.Shape, DType.BF16, MemoryCategory.Parameters, "bf16:" + head.Name, "bf16 copy of " + head.Name);
         }
     }
 
@@ -258,7 +258,7 @@ internal sealed class VirtualTraining
         using var v = _ops.Reshape(v4, new Shape(bh, t, hd));
         q4.Dispose(); k4.Dispose(); v4.Dispose();
         VVar probs;
-        using (var scores = _ops.MatMul(q, k, new Shape(bh, t, t), "attn.scores", "scores", MemoryCategory.AttentionScores))
+        using (var scores = _ops.MatMul(q, k, "attn.scores", "scores", MemoryCategory.AttentionScores, transB: true))
             probs = _ops.CausalSoftmax(scores, "attn.softmax", "probs");
         if (_c.Dropout > 0)
         {
@@ -267,7 +267,7 @@ internal sealed class VirtualTraining
             probs = dropped;
         }
         using (probs)
-        using (var y = _ops.MatMul(probs, v, new Shape(bh, t, hd), "attn.pv", "attn out (P·V)"))
+        using (var y = _ops.MatMul(probs, v, "attn.pv", "attn out (P·V)"))
             return _ops.Reshape(y, new Shape(b, heads, t, hd));
     }
 

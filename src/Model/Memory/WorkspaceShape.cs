@@ -5,20 +5,27 @@ namespace Memopt.Model.Memory;
 
 /// <summary>
 /// The launch facts that decide how much scratch (category workspace) the kernels rent: whether the cooperative (CUDA)
-/// or the portable (CPU accelerator) kernels run, the number of multiprocessors and the largest group. The formulas
-/// repeat the kernels' own launch arithmetic (BiasAdd.Backward, LayerNorm.Backward, GradNorm.SumOfSquares,
-/// CrossEntropy.Forward), so the workspace predicted is byte-exact for a given device.
+/// or the portable (CPU accelerator) kernels run, the number of multiprocessors and the largest group, and for the
+/// bf16 GEMMs whether the tensor-core path runs (CUDA, compute capability ≥ 8: <see cref="TensorCoreGemm.WhyNotOn"/>)
+/// and with it the deep tiles (more than 48 KB of shared memory per group: <see cref="TensorCoreGemm.DeepAvailable"/>).
+/// The formulas repeat the kernels' own launch arithmetic (BiasAdd.Backward, LayerNorm.Backward, GradNorm.SumOfSquares,
+/// CrossEntropy.Forward) or call it (<see cref="TensorCoreGemm.PlanOf"/>), so the workspace predicted is byte-exact for a given device.
 /// </summary>
-public sealed record WorkspaceShape(bool Cooperative, bool IsCuda, int Multiprocessors, int MaxGroupSize)
+public sealed record WorkspaceShape(bool Cooperative, bool IsCuda, int Multiprocessors, int MaxGroupSize, bool TensorCores = false, bool DeepTiles = false)
 {
-    /// <summary>NVIDIA H100 80GB HBM3 (`memopt info`: 132 multiprocessors, 1024 threads per group).</summary>
-    public static readonly WorkspaceShape H100 = new(true, true, 132, 1024);
+    /// <summary>NVIDIA H100 80GB HBM3 (`memopt info`: 132 multiprocessors, 1024 threads per group, compute capability 9.0; deep tiles available).</summary>
+    public static readonly WorkspaceShape H100 = new(true, true, 132, 1024, TensorCores: true, DeepTiles: true);
 
     /// <summary>ILGPU's CPU accelerator as ComputeDevice opens it: one multiprocessor of 4 warps of 4 threads.</summary>
     public static readonly WorkspaceShape CpuAccelerator = new(false, false, 1, 16);
 
-    public static WorkspaceShape Of(ComputeDevice device) =>
-        new(Launch.Cooperative(device), device.IsCuda, device.Multiprocessors, device.MaxGroupSize);
+    /// <summary>The device's shape. On a GPU with tensor cores this runs the deep-tile probe (once per device) if no GEMM has yet.</summary>
+    public static WorkspaceShape Of(ComputeDevice device)
+    {
+        bool tensorCores = TensorCoreGemm.WhyNotOn(device) is null;
+        return new(Launch.Cooperative(device), device.IsCuda, device.Multiprocessors, device.MaxGroupSize,
+            tensorCores, tensorCores && TensorCoreGemm.DeepAvailable(device));
+    }
 
     private int Group(int preferred = 256) => Math.Min(preferred, MaxGroupSize);
 

@@ -10,10 +10,10 @@ using Memopt.Tensors;
 
 namespace Memopt.Runner.Commands;
 
-[Verb("bench", HelpText = "Kernel micro-benchmarks, device-synchronized, warm-up, median of repeats. Suites: gemm.")]
+[Verb("bench", HelpText = "Benchmarks, device-synchronized, warm-up, median of repeats. Suites: gemm, step, kernels.")]
 public sealed class BenchOptions : DeviceOptions
 {
-    [Value(0, MetaName = "suite", Required = true, HelpText = "What to benchmark: gemm.")]
+    [Value(0, MetaName = "suite", Required = true, HelpText = "What to benchmark: gemm (GEMM kernels), step (a training step per technique), kernels (attention, LayerNorm, cross-entropy, AdamW against a device copy).")]
     public string Suite { get; set; } = "";
 
     [Option("sizes", Default = "square,model", HelpText = "gemm: comma list of 'square' (4096³ in the four transpose combinations), " +
@@ -21,10 +21,10 @@ public sealed class BenchOptions : DeviceOptions
         "attention's batched T×T×hd products, batch B·H at --rows) or MxNxK[:nn|nt|tn|tt][@batch].")]
     public string Sizes { get; set; } = "square,model";
 
-    [Option("rows", Default = "8192,16384,32768", HelpText = "gemm: the B·T row counts of the 'model' shapes (rtx5090, T 256: batch 32, 64, 128).")]
+    [Option("rows", Default = "8192,16384,32768", HelpText = "gemm, kernels: the B·T row counts of the 'model' GEMM shapes and of the LayerNorm and cross-entropy cases (rtx5090, T 256: batch 32, 64, 128).")]
     public string Rows { get; set; } = "8192,16384,32768";
 
-    [Option("repeats", Default = 15, HelpText = "Timed samples per case (the median is reported).")]
+    [Option("repeats", Default = 15, HelpText = "Timed samples per case (the median is reported); step: timed training steps per configuration.")]
     public int Repeats { get; set; } = 15;
 
     [Option("simt-max-gflop", Default = 1000.0, HelpText = "gemm: time the fp32 SIMT GEMM only up to this many GFLOP per call (the default takes every square and model case).")]
@@ -48,26 +48,83 @@ public sealed class BenchOptions : DeviceOptions
     [Option("ptx", HelpText = "gemm: also write the tensor-core kernel's PTX to PREFIX.TILE.ptx for each tile of --tiles, and the SIMT kernel's (fp32, nn) to PREFIX.simt.TILE.ptx (for ptxas -v / cuobjdump).")]
     public string? Ptx { get; set; }
 
+    [Option("preset", Default = "rtx5090", HelpText = "step, kernels: the model preset (kernels: its d_model, vocabulary and parameters size the LayerNorm, cross-entropy and AdamW cases).")]
+    public string Preset { get; set; } = "rtx5090";
+
+    [Option("batch-sizes", Default = "32,64,128", HelpText = "step: batch sizes.")]
+    public string BatchSizes { get; set; } = "32,64,128";
+
+    [Option("techniques", HelpText = "step: comma list of techniques (default: baseline, bf16, bf16_flash, bf16_flash_window at T/4, checkpointing, combined; also window, or a label such as bf16_flash_window64).")]
+    public string? Techniques { get; set; }
+
+    [Option("warmup", Default = 3, HelpText = "step: untimed steps before the timed ones (kernel compilation, pool warm-up).")]
+    public int Warmup { get; set; } = 3;
+
+    [Option("profile", HelpText = "step: after the timed steps, one more step with every kernel launch synchronized and timed: per-kernel time by phase.")]
+    public bool Profile { get; set; }
+
+    [Option("top", Default = 25, HelpText = "step --profile: kernels listed per profile.")]
+    public int Top { get; set; } = 25;
+
+    [Option("random-tokens", HelpText = "step: train on uniformly random tokens over the model's vocabulary (as benchmarks/pytorch) instead of the corpus `memopt train` uses.")]
+    public bool RandomTokens { get; set; }
+
+    [Option("train-args", HelpText = "step, kernels: other train options in one quoted string (model overrides, --data, --cache-dir, --lr, ...), e.g. --train-args=\"--layers 2 --seq-len 128\".")]
+    public string? TrainArgs { get; set; }
+
+    [Option("kernels", Default = "attention,layernorm,cross_entropy,adamw", HelpText = "kernels: which families to time (a device-to-device copy is always timed first as the bandwidth reference).")]
+    public string Kernels { get; set; } = "attention,layernorm,cross_entropy,adamw";
+
+    [Option("attention", Default = "rtx5090,medium", HelpText = "kernels: attention shapes, comma list of presets (their heads and head dim at T 256 and 1024, B·T = 8192) or BxHxTxHD.")]
+    public string Attention { get; set; } = "rtx5090,medium";
+
+    [Option("copy-mib", Default = 1024, HelpText = "kernels: size of the device-to-device copy that measures the memory bandwidth, MiB.")]
+    public int CopyMib { get; set; } = 1024;
+
     [Option("out", HelpText = "Write the results as JSON to this file.")]
     public string? Out { get; set; }
 }
 
-/// <summary>One timed implementation of one case; the JSON record shared with benchmarks/pytorch.</summary>
+/// <summary>
+/// One timed implementation of one case; the JSON record shared with benchmarks/pytorch (bench_gemm.py, bench_step.py).
+/// gemm fills M, N, K and the transposes; step and kernels leave what does not apply at 0 / null and say the shape in
+/// the name. A Note starting with "FAIL" makes the command exit 1.
+/// </summary>
 public sealed record BenchRecord(
     string Suite, string Name, string Impl, string InputType, string OutputType,
     int M, int N, int K, int Batch, bool TransA, bool TransB,
     double Ms, double MsMin, int Samples, double Tflops, double? MaxError, string? Note,
-    string? Variant = null, double? HostUs = null);
+    string? Variant = null, double? HostUs = null)
+{
+    /// <summary>step: the technique's label (Techniques), the preset and the sequence length.</summary>
+    public string? Technique { get; init; }
+    public string? Preset { get; init; }
+    public int? SeqLen { get; init; }
+    /// <summary>step: batch × sequence length / median step time.</summary>
+    public double? TokensPerS { get; init; }
+    /// <summary>step: peak tracked bytes (memopt) or torch.cuda.max_memory_allocated; kernels: peak tracked bytes of the case's calls.</summary>
+    public long? PeakBytes { get; init; }
+    /// <summary>step: peak bytes the caching pool held (memopt) or torch.cuda.max_memory_reserved.</summary>
+    public long? PeakReservedBytes { get; init; }
+    /// <summary>step --profile: per-kernel times of one step.</summary>
+    public Bench.StepProfile? Profile { get; init; }
+    /// <summary>kernels: bytes that must move per call (stated per case in the note), the rate at the median time, and its ratio to the device-to-device copy's.</summary>
+    public double? Bytes { get; init; }
+    public double? Gbps { get; init; }
+    public double? BandwidthRatio { get; init; }
+}
 
 /// <summary>
-/// `memopt bench SUITE`: each suite turns the options into records; this class opens the device, prints the table and
-/// writes the JSON. New suites (attention, layernorm, a training step per technique) register in <see cref="Suites"/>.
+/// `memopt bench SUITE`: each suite checks the options (before the device opens, so bad input costs no device start)
+/// and returns what turns a device into records; this class opens the device, runs it and writes the JSON.
 /// </summary>
 public static class BenchCommand
 {
-    private static readonly Dictionary<string, Func<ComputeDevice, BenchOptions, List<BenchRecord>>> Suites = new()
+    private static readonly Dictionary<string, Func<BenchOptions, Func<ComputeDevice, List<BenchRecord>>>> Suites = new()
     {
-        ["gemm"] = GemmBench.Run,
+        ["gemm"] = o => { GemmBench.Check(o); return device => GemmBench.Run(device, o); },
+        ["step"] = o => Bench.StepBench.Prepare(o).Run,
+        ["kernels"] = o => Bench.KernelBench.Prepare(o).Run,
     };
 
     public static readonly JsonSerializerOptions Json = new()
@@ -83,10 +140,11 @@ public static class BenchCommand
         if (!Suites.TryGetValue(options.Suite.ToLowerInvariant(), out var suite))
             throw new UserError($"bench '{options.Suite}': expected one of {string.Join(", ", Suites.Keys)}");
         if (options.Repeats <= 0) throw new UserError($"--repeats {options.Repeats}: must be > 0");
-        using var device = options.OpenDevice();
+        var run = suite(options);
+        using var device = options.OpenDevice(profiling: options.Profile);
         var info = device.Info();
         Console.WriteLine($"memopt bench {options.Suite} on {info.Kind}: {info.Name} ({info.Multiprocessors} SMs), median of {options.Repeats} samples");
-        var records = suite(device, options);
+        var records = run(device);
         if (options.Out is not null)
         {
             var doc = new
@@ -225,15 +283,30 @@ public static class GemmBench
         return new GemmCase($"{v[0]}x{v[1]}x{v[2]}.{t}{(batch > 1 ? $"@{batch}" : "")}", v[0], v[1], v[2], t[0] == 't', t[1] == 't', batch);
     }
 
+    /// <summary>Every gemm option parsed once, before the device opens (a UserError names the bad one).</summary>
+    public static void Check(BenchOptions o)
+    {
+        _ = ParseCDType(o);
+        _ = ParseSimtSplits(o);
+        _ = ParseSimtTiles(o);
+        _ = ParseTiles(o);
+        _ = Cases(o).ToList();
+    }
+
+    private static DType ParseCDType(BenchOptions o) => o.CDType.ToLowerInvariant() switch
+    {
+        "f32" or "float32" => DType.F32,
+        "bf16" => DType.BF16,
+        _ => throw new UserError($"--c-dtype '{o.CDType}': expected f32 or bf16"),
+    };
+
+    private static int ParseSimtSplits(BenchOptions o) =>
+        o.SimtSplits is >= 0 and <= 1024 ? o.SimtSplits : throw new UserError($"--simt-splits {o.SimtSplits}: expected 0 (automatic) to 1024");
+
     public static List<BenchRecord> Run(ComputeDevice device, BenchOptions o)
     {
-        var cDType = o.CDType.ToLowerInvariant() switch
-        {
-            "f32" or "float32" => DType.F32,
-            "bf16" => DType.BF16,
-            _ => throw new UserError($"--c-dtype '{o.CDType}': expected f32 or bf16"),
-        };
-        if (o.SimtSplits < 0 || o.SimtSplits > 1024) throw new UserError($"--simt-splits {o.SimtSplits}: expected 0 (automatic) to 1024");
+        var cDType = ParseCDType(o);
+        ParseSimtSplits(o);
         var simtTiles = ParseSimtTiles(o);
         if (o.Ptx is not null)
         {

@@ -12,7 +12,7 @@ public class DeviceOptions
     [Option("memory-limit", HelpText = "Budget for device memory, e.g. 24GiB; an allocation past it is an out-of-memory. Default: the device's memory.")]
     public string? MemoryLimit { get; set; }
 
-    public ComputeDevice OpenDevice()
+    public ComputeDevice OpenDevice(bool profiling = false)
     {
         DeviceKind kind;
         long? limit = null;
@@ -27,7 +27,7 @@ public class DeviceOptions
         }
         try
         {
-            return ComputeDevice.Create(kind, limit);
+            return ComputeDevice.Create(kind, limit, profiling);
         }
         catch (InvalidOperationException e)
         {

@@ -51,15 +51,7 @@ public static class MemoryCommand
         PreparedData? data = o.Measure ? TrainCommand.PrepareData(o, config) : null;
         using var device = o.Measure ? o.OpenDevice() : null;
         using var trace = device is null ? null : TraceOption.Start(o, device);
-        var shape = device is not null ? WorkspaceShape.Of(device) : kind == DeviceKind.Cpu ? WorkspaceShape.CpuAccelerator : WorkspaceShape.H100;
-        bool cuda = device?.IsCuda ?? kind != DeviceKind.Cpu;
-        var settings = new MemoryModelSettings
-        {
-            BatchSize = training.BatchSize, WindowSize = training.WindowSize, Checkpointing = training.Checkpointing,
-            FlashAttention = o.FlashAttn, GradAccumulation = training.GradAccumulation, GradClip = training.GradClip > 0, CheckGradients = training.CheckGradients,
-            Device = shape, ContextBytes = context ?? (cuda ? MemoryModelSettings.H100ContextBytes : 0),
-            RecordTimeline = o.Plot is not null && !o.Measure,
-        }.WithBf16(o.Bf16);
+        var settings = ModelSettings(training, kind, device, context) with { RecordTimeline = o.Plot is not null && !o.Measure };
 
         MemoryPrediction prediction;
         try { prediction = MemoryModel.Predict(config, settings); }
@@ -126,6 +118,18 @@ public static class MemoryCommand
             Console.WriteLine($"json     {Path.GetFullPath(o.Json)}");
         }
         return check is { Confirmed: false } ? 1 : 0;
+    }
+
+    /// <summary>
+    /// The memory model's settings for a train configuration (<see cref="MemoryModelSettings.ForTraining"/>): the launch
+    /// shape and context of the opened <paramref name="device"/>, else assumed from --device without opening one (the
+    /// H100 for cuda and auto, the CPU accelerator with no context for cpu); <paramref name="context"/> overrides the context.
+    /// </summary>
+    internal static MemoryModelSettings ModelSettings(TrainingOptions training, DeviceKind kind, ComputeDevice? device = null, long? context = null)
+    {
+        var shape = device is not null ? WorkspaceShape.Of(device) : kind == DeviceKind.Cpu ? WorkspaceShape.CpuAccelerator : WorkspaceShape.H100;
+        bool cuda = device?.IsCuda ?? kind != DeviceKind.Cpu;
+        return MemoryModelSettings.ForTraining(training, shape, context ?? (cuda ? MemoryModelSettings.H100ContextBytes : 0));
     }
 
     /// <summary>Runs the predicted largest batch of the chosen technique, and the next batch, with the pool limited to the device memory less the context.</summary>

@@ -62,6 +62,15 @@ public abstract class ChildTrainOptions : DeviceOptions
         }
     }
 
+    /// <summary>The train options a child of this technique runs with (its flags, then --train-args), less its batch and output paths.</summary>
+    public TrainOptions TrainOptionsFor(Technique technique)
+    {
+        var o = TrainFor([.. technique.Flags, .. ParsedTrainArgs()], Preset);
+        o.Device = Device;
+        o.MemoryLimit = MemoryLimit;
+        return o;
+    }
+
     public long? MemoryLimitBytes()
     {
         if (MemoryLimit is null) return null;

@@ -3,7 +3,13 @@ namespace Memopt.Runner.Experiments;
 /// <summary>One line of the comparison table: a run, its metrics and how it compares with the baseline at the same batch size.</summary>
 public sealed record ComparisonRow(
     string Source, string Technique, string Family, int? WindowSize, int BatchSize, RunStatus Status, string? Message,
-    RunSnapshot? Metrics, int? MaxBatch, int? PredictedMaxBatch,
+    RunSnapshot? Metrics,
+    /// <summary>The largest batch the max-batch search found with real steps (null without --max-batch).</summary>
+    int? MaxBatch,
+    /// <summary>The memory model's largest batch (MaxBatchPrediction; null without --memory-limit).</summary>
+    int? PredictedMaxBatch,
+    /// <summary>Whether the prediction is within one search step (the search's precision) of the measured answer; null unless both exist.</summary>
+    bool? PredictionWithinStep,
     /// <summary>(1 − peak / baseline peak) × 100 at the same batch: positive saves memory.</summary>
     double? MemoryReductionPct,
     /// <summary>(baseline step time / step time − 1) × 100 at the same batch: positive is faster.</summary>
@@ -33,6 +39,7 @@ public sealed class Comparison
     {
         var order = Techniques.AllFamilies.ToList();
         var maxBatch = summary.MaxBatch.ToDictionary(m => m.Technique);
+        var predicted = summary.MaxBatchPredictions.ToDictionary(p => p.Technique, p => p.MaxBatch);
         var runs = summary.Runs
             .OrderBy(r => r.BatchSize).ThenBy(r => order.IndexOf(r.Family) is var i && i < 0 ? int.MaxValue : i).ThenBy(r => r.WindowSize ?? 0)
             .Select(r => (Source: "memopt", Run: r))
@@ -47,8 +54,9 @@ public sealed class Comparison
             baselines.TryGetValue(r.BatchSize, out var b);
             bool compare = m is not null && b is not null && !(source == "memopt" && r.Family == Techniques.Baseline);
             maxBatch.TryGetValue(r.Technique, out var mb);
+            int? p = source != "memopt" ? null : predicted.TryGetValue(r.Technique, out var fresh) ? fresh : mb?.PredictedMaxBatch;
             return new ComparisonRow(source, r.Technique, r.Family, r.WindowSize, r.BatchSize, r.Status, r.Message, m,
-                source == "memopt" ? mb?.MaxBatch : null, source == "memopt" ? mb?.PredictedMaxBatch : null,
+                source == "memopt" ? mb?.MaxBatch : null, p, source == "memopt" ? WithinStep(p, mb) : null,
                 compare && b!.PeakMemoryBytes > 0 ? 100 * (1 - (double)m!.PeakMemoryBytes / b.PeakMemoryBytes) : null,
                 compare && m!.StepMsMedian > 0 ? 100 * (b!.StepMsMedian / m.StepMsMedian - 1) : null,
                 compare && b!.ValPerplexity > 0 ? 100 * (m!.ValPerplexity / b.ValPerplexity - 1) : null);
@@ -60,6 +68,19 @@ public sealed class Comparison
             : okBatches.Count > 0 ? okBatches.Max() : null;
         return new Comparison { Summary = summary, Rows = rows, FocusBatch = focus };
     }
+
+    /// <summary>
+    /// Whether a prediction is within one search step of what the search found: |predicted − found| ≤ its precision
+    /// (none fitting counts as 0; when the cap fits, a prediction at or above it, less the precision, agrees). Null when
+    /// either is missing or the search failed.
+    /// </summary>
+    public static bool? WithinStep(int? predicted, MaxBatchRecord? search) => (predicted, search) switch
+    {
+        (int p, { Status: MaxBatchSearch.Found, MaxBatch: int found }) => Math.Abs(p - found) <= search.Precision,
+        (int p, { Status: MaxBatchSearch.NoneFits }) => p <= search.Precision,
+        (int p, { Status: MaxBatchSearch.AtCap, MaxBatch: int cap }) => p >= cap - search.Precision,
+        _ => null,
+    };
 
     /// <summary>
     /// PyTorch reference runs: every *_metrics.json (with its _memory.json) under <paramref name="dir"/>, in memopt's

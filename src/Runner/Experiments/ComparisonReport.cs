@@ -14,8 +14,8 @@ public static class ComparisonReport
 
     public static readonly string[] Columns =
     [
-        "source", "technique", "batch", "status", "val ppl", "epoch s", "step ms", "peak memory", "max batch", "parameters",
-        "memory reduction %", "speed change %",
+        "source", "technique", "batch", "status", "val ppl", "epoch s", "step ms", "peak memory", "max batch predicted",
+        "max batch measured", "within a step", "parameters", "memory reduction %", "speed change %",
     ];
 
     private static string[] Cells(ComparisonRow r)
@@ -28,11 +28,16 @@ public static class ComparisonReport
             m is null ? "—" : m.EpochSeconds.ToString("F1", Inv),
             m is null ? "—" : m.StepMsMedian.ToString("F1", Inv),
             m is null ? "—" : ByteSize.Format(m.PeakMemoryBytes),
-            r.MaxBatch?.ToString(Inv) ?? "—",
+            r.PredictedMaxBatch?.ToString(Inv) ?? "—", r.MaxBatch?.ToString(Inv) ?? "—",
+            r.PredictionWithinStep switch { true => "yes", false => "no", null => "—" },
             m is null ? "—" : m.Parameters.ToString("N0", Inv),
             Signed(r.MemoryReductionPct), Signed(r.SpeedChangePct),
         ];
     }
+
+    private const string MaxBatchLegend =
+        "max batch predicted = the analytic memory model's largest batch under the budget; measured = the search with real steps (--max-batch); " +
+        "within a step = they differ by at most the search's precision.";
 
     private static string Signed(double? v) => v is double d ? d.ToString("+0.0;-0.0;0.0", Inv) : "—";
 
@@ -42,6 +47,7 @@ public static class ComparisonReport
         sb.AppendLine(Header(c));
         sb.AppendLine("memory reduction % = (1 - peak / baseline peak) x 100 and speed change % = (baseline step / step - 1) x 100, " +
                       "both against the baseline at the same batch size (positive = less memory, faster). Peak = tracked bytes of live tensors; step = median.");
+        sb.AppendLine(MaxBatchLegend);
         sb.AppendLine();
         var rows = c.Rows.Select(Cells).ToList();
         var widths = Columns.Select((h, i) => Math.Max(h.Length, rows.Count == 0 ? 0 : rows.Max(r => r[i].Length))).ToArray();
@@ -61,7 +67,8 @@ public static class ComparisonReport
         [
             "source", "technique", "family", "window_size", "batch_size", "status", "message", "val_perplexity", "val_loss",
             "epoch_seconds", "step_ms_median", "step_ms_mean", "tokens_per_second", "peak_memory_bytes", "peak_reserved_bytes",
-            "driver_used_bytes", "max_batch", "predicted_max_batch", "parameters", "memory_reduction_pct", "speed_change_pct", "perplexity_change_pct",
+            "driver_used_bytes", "max_batch", "predicted_max_batch", "prediction_within_step", "parameters", "memory_reduction_pct", "speed_change_pct",
+            "perplexity_change_pct",
         ];
         var sb = new StringBuilder();
         sb.AppendLine(string.Join(',', header));
@@ -74,7 +81,7 @@ public static class ComparisonReport
                 m?.ValPerplexity.ToString("R", Inv), m?.ValLoss.ToString("R", Inv), m?.EpochSeconds.ToString("R", Inv),
                 m?.StepMsMedian.ToString("R", Inv), m?.StepMsMean.ToString("R", Inv), m?.TokensPerSecond.ToString("R", Inv),
                 m?.PeakMemoryBytes.ToString(Inv), m?.PeakReservedBytes.ToString(Inv), m?.DriverUsedBytes?.ToString(Inv),
-                r.MaxBatch?.ToString(Inv), r.PredictedMaxBatch?.ToString(Inv), m?.Parameters.ToString(Inv),
+                r.MaxBatch?.ToString(Inv), r.PredictedMaxBatch?.ToString(Inv), r.PredictionWithinStep?.ToString().ToLowerInvariant(), m?.Parameters.ToString(Inv),
                 r.MemoryReductionPct?.ToString("F2", Inv), r.SpeedChangePct?.ToString("F2", Inv), r.PerplexityChangePct?.ToString("F2", Inv),
             ];
             sb.AppendLine(string.Join(',', cells.Select(CsvCell)));
@@ -97,6 +104,7 @@ public static class ComparisonReport
         foreach (var r in c.Rows) sb.AppendLine("| " + string.Join(" | ", Cells(r).Select(x => x.Replace("|", "\\|"))) + " |");
         sb.AppendLine();
         sb.AppendLine("Memory reduction and speed change are against the baseline at the same batch size (positive = less memory, faster).");
+        sb.AppendLine(MaxBatchLegend);
         sb.AppendLine();
         sb.AppendLine("## Analysis");
         sb.AppendLine();
@@ -144,6 +152,8 @@ public static class ComparisonReport
                       (baseMax is int bm && bm > 0 ? $" ({(double)big.MaxBatch!.Value / bm:F2}x the baseline's {bm})" : ""));
         }
 
+        lines.AddRange(PredictionLines(c));
+
         if (baseline is not null)
         {
             lines.Add($"Against the baseline at batch {batch}:");
@@ -179,6 +189,24 @@ public static class ComparisonReport
                           $"step {r.Metrics.StepMsMedian:F1} ms (speed {Change(r.SpeedChangePct, "faster", "slower")})");
         }
         return lines;
+    }
+
+    /// <summary>The memory model's largest batch per technique, and how many searches it agreed with (within a step).</summary>
+    private static IEnumerable<string> PredictionLines(Comparison c)
+    {
+        var predictions = c.Summary.MaxBatchPredictions;
+        if (predictions.Count == 0) yield break;
+        if (predictions.FirstOrDefault(p => p.MaxBatch is not null) is not { } any)
+        {
+            yield return $"No max-batch prediction: {predictions[0].Basis}.";
+            yield break;
+        }
+        yield return $"Predicted largest batch (memory model; {any.Basis}): " +
+                     string.Join(", ", predictions.Select(p => $"{p.Technique} {p.MaxBatch?.ToString(Inv) ?? "n/a"}"));
+        var checkedOnes = predictions.Select(p => Comparison.WithinStep(p.MaxBatch, c.Summary.MaxBatch.FirstOrDefault(m => m.Technique == p.Technique)))
+            .Where(w => w is not null).ToList();
+        if (checkedOnes.Count > 0)
+            yield return $"  within one search step of the measured largest batch for {checkedOnes.Count(w => w == true)} of {checkedOnes.Count} searched techniques";
     }
 
     private static string Reduction(double? pct) => pct switch

@@ -25,6 +25,8 @@ public sealed class ExperimentSummary
     public List<string> TrainArgs { get; set; } = [];
     public List<RunRecord> Runs { get; set; } = [];
     public List<MaxBatchRecord> MaxBatch { get; set; } = [];
+    /// <summary>The memory model's largest batch for every technique of the summary, made on every invocation (analytic: no run needed).</summary>
+    public List<MaxBatchPredictionRecord> MaxBatchPredictions { get; set; } = [];
 
     public RunRecord? Find(string technique, int batch) =>
         Runs.FirstOrDefault(r => r.Technique == technique && r.BatchSize == batch);
@@ -135,13 +137,26 @@ public sealed class MaxBatchRecord
     public int? FirstOomBatch { get; set; }
     public int Cap { get; set; }
     public int Precision { get; set; }
-    /// <summary>The analytic memory model's prediction for the same budget (null until that model is wired in: MaxBatchPrediction).</summary>
+    /// <summary>The analytic memory model's largest batch for the same budget (MaxBatchPrediction); null without --memory-limit.</summary>
     public int? PredictedMaxBatch { get; set; }
+    /// <summary>What the prediction was made against, or why there is none.</summary>
+    public string? PredictionBasis { get; set; }
     public string? MemoryLimit { get; set; }
     public int ProbeSteps { get; set; }
     public string? Message { get; set; }
     public List<string> Args { get; set; } = [];
     public List<ProbeRecord> Probes { get; set; } = [];
+}
+
+/// <summary>The memory model's largest batch for one technique under the summary's configuration (MaxBatchPrediction).</summary>
+public sealed class MaxBatchPredictionRecord
+{
+    public string Technique { get; set; } = "";
+    public string Family { get; set; } = "";
+    /// <summary>The largest batch whose step fits (0: not even batch 1); null when there is no prediction (see Basis).</summary>
+    public int? MaxBatch { get; set; }
+    /// <summary>What the prediction was made against, or why there is none (e.g. no --memory-limit).</summary>
+    public string Basis { get; set; } = "";
 }
 
 /// <summary>One probe of a max-batch search; probes seeded from matrix runs have Source "matrix".</summary>

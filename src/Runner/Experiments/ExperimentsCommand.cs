@@ -67,6 +67,12 @@ public static class ExperimentsCommand
         summary.BatchSizes = [.. plan.BatchSizes];
         summary.WindowSizes = [.. plan.WindowSizes];
         summary.TrainArgs = [.. plan.TrainArgs];
+        var forecasts = Forecasts(o, plan, summary);
+        summary.MaxBatchPredictions = [.. forecasts.Select(f => new MaxBatchPredictionRecord
+            { Technique = f.Technique.Label, Family = f.Technique.Family, MaxBatch = f.Forecast.MaxBatch, Basis = f.Forecast.Basis })];
+        output.WriteLine(forecasts.FirstOrDefault(f => f.Forecast.MaxBatch is not null).Forecast is { } basis
+            ? $"memory model, largest batch: {string.Join(", ", forecasts.Select(f => $"{f.Technique.Label} {f.Forecast.MaxBatch?.ToString(CultureInfo.InvariantCulture) ?? "n/a"}"))} ({basis.Basis})"
+            : $"memory model: no max-batch prediction ({forecasts[0].Forecast.Basis})");
 
         var pending = new List<PlannedRun>();
         int skipped = 0;
@@ -99,7 +105,7 @@ public static class ExperimentsCommand
         });
 
         if (!cancel.IsCancellationRequested && o.MaxBatch)
-            MaxBatchPhase(o, program, plan, summary, timeout, output, cancel.Token);
+            MaxBatchPhase(o, program, plan, summary, forecasts.ToDictionary(f => f.Technique.Label, f => f.Forecast), timeout, output, cancel.Token);
 
         summary.Runs = [.. summary.Runs.OrderBy(r => r.BatchSize).ThenBy(r => plan.Order(r.Technique))];
         summary.Save(o.ResultsDir);
@@ -171,12 +177,21 @@ public static class ExperimentsCommand
         _ => $"FAILED ({r.Seconds:F1} s, exit {r.ExitCode?.ToString(CultureInfo.InvariantCulture) ?? "killed"}): {r.Message}",
     };
 
+    /// <summary>
+    /// The memory model's largest batch for the plan's techniques and those the summary keeps from earlier invocations
+    /// of the same configuration, in the plan's order: cheap (analytic), so made every time, --max-batch or not.
+    /// </summary>
+    private static List<(Technique Technique, MaxBatchForecast Forecast)> Forecasts(ExperimentsOptions o, Plan plan, ExperimentSummary summary) =>
+        plan.Techniques
+            .Concat(summary.Runs.Select(r => new Technique(r.Family, r.Technique, r.Flags, r.WindowSize)))
+            .Concat(summary.MaxBatch.Select(m => new Technique(m.Family, m.Technique, m.Flags, null)))
+            .DistinctBy(t => t.Label)
+            .Select(t => (t, MaxBatchPrediction.Predict(o, t))).ToList();
+
     private static void MaxBatchPhase(ExperimentsOptions o, ChildProgram program, Plan plan, ExperimentSummary summary,
-        TimeSpan? timeout, TextWriter output, CancellationToken cancel)
+        IReadOnlyDictionary<string, MaxBatchForecast> forecasts, TimeSpan? timeout, TextWriter output, CancellationToken cancel)
     {
         var prober = new MaxBatchProber(program, o.ResultsDir, plan.SharedArgs, plan.TrainArgs, o.ProbeSteps, timeout);
-        var model = o.ModelConfig();
-        long? budget = o.MemoryLimitBytes();
         foreach (var technique in plan.Techniques)
         {
             if (cancel.IsCancellationRequested) return;
@@ -195,7 +210,7 @@ public static class ExperimentsCommand
             try
             {
                 var record = prober.Search(technique, 1, o.MaxBatchCap, o.MaxBatchPrecision, known,
-                    MaxBatchPrediction.Predict(model, technique, plan.TrainArgs, budget), o.MemoryLimit, output.WriteLine, cancel);
+                    forecasts[technique.Label], o.MemoryLimit, output.WriteLine, cancel);
                 summary.Put(record);
                 summary.Save(o.ResultsDir);
                 output.WriteLine($"max-batch {technique.Label}: {MaxBatchCommand.Describe(record)}");

@@ -18,7 +18,7 @@ public sealed class MaxBatchOptions : ChildTrainOptions
     [Option("window-size")] public int? WindowSize { get; set; }
     [Option("gradient-checkpointing")] public bool GradientCheckpointing { get; set; }
 
-    [Option("start", Default = 1, HelpText = "First batch tried; doubled until out of memory, then bisected.")] public int Start { get; set; } = 1;
+    [Option("start", Default = 1, HelpText = "First batch tried when there is no prediction (no --memory-limit); doubled until out of memory, then bisected. With a prediction the search starts there.")] public int Start { get; set; } = 1;
     [Option("cap", Default = 4096, HelpText = "Largest batch tried.")] public int Cap { get; set; } = 4096;
     [Option("precision", Default = 1, HelpText = "Stop when the largest fitting and the smallest failing batch are this close.")] public int Precision { get; set; } = 1;
     [Option("probe-steps", Default = 2, HelpText = "Training steps per probe.")] public int ProbeSteps { get; set; } = 2;
@@ -38,7 +38,7 @@ public static class MaxBatchCommand
     {
         var trainArgs = o.ParsedTrainArgs();
         ModelConfig model = o.ModelConfig();
-        long? budget = o.MemoryLimitBytes();
+        o.MemoryLimitBytes(); // fail on a bad budget before any probe
         if (o.ProbeSteps <= 0) throw new UserError($"--probe-steps must be > 0, got {o.ProbeSteps}");
         var technique = Resolve(o, model);
         var prober = new MaxBatchProber(program, o.ResultsDir, o.SharedChildArgs(), trainArgs, o.ProbeSteps,
@@ -49,11 +49,11 @@ public static class MaxBatchCommand
         using var sigterm = PosixSignalRegistration.Create(PosixSignal.SIGTERM, c => { c.Cancel = true; cancel.Cancel(); });
         output.WriteLine($"max-batch {technique.Label} ({(technique.Flags.Count == 0 ? "no technique flags" : string.Join(' ', technique.Flags))}), " +
                          $"budget {o.MemoryLimit ?? "the device's memory"}, {o.ProbeSteps} steps per probe; child: {program}");
+        var forecast = MaxBatchPrediction.Predict(o, technique);
         MaxBatchRecord record;
         try
         {
-            record = prober.Search(technique, o.Start, o.Cap, o.Precision, [],
-                MaxBatchPrediction.Predict(model, technique, trainArgs, budget), o.MemoryLimit, output.WriteLine, cancel.Token);
+            record = prober.Search(technique, o.Start, o.Cap, o.Precision, [], forecast, o.MemoryLimit, output.WriteLine, cancel.Token);
         }
         catch (ArgumentException e) { throw new UserError(e.Message, e); }
         catch (OperationCanceledException)
@@ -64,7 +64,7 @@ public static class MaxBatchCommand
         string path = Path.Combine(o.ResultsDir, "max_batch", MaxBatchProber.ResultsName(technique.Label) + ".json");
         AtomicFile.WriteAllText(path, JsonSerializer.Serialize(record, ResultsWriter.Json));
         output.WriteLine($"max batch  {Describe(record)}");
-        output.WriteLine($"predicted  {(record.PredictedMaxBatch is int p ? p.ToString(CultureInfo.InvariantCulture) : "n/a (the analytic memory model is not wired in yet)")}");
+        output.WriteLine($"predicted  {forecast}");
         output.WriteLine($"wrote      {path}");
         return record.Status == MaxBatchSearch.Failed ? 1 : 0;
     }

@@ -11,9 +11,9 @@ public sealed class MaxBatchProber(ChildProgram program, string resultsDir, IRea
     IReadOnlyList<string> trainArgs, int probeSteps, TimeSpan? timeout)
 {
     public MaxBatchRecord Search(Technique technique, int start, int cap, int precision, IEnumerable<ProbeOutcome> known,
-        int? predicted, string? memoryLimit, Action<string> note, CancellationToken cancel)
+        MaxBatchForecast forecast, string? memoryLimit, Action<string> note, CancellationToken cancel)
     {
-        var result = MaxBatchSearch.Run(b => Probe(technique, b, note, cancel), start, cap, precision, known);
+        var result = MaxBatchSearch.Run(b => Probe(technique, b, note, cancel), start, cap, precision, known, hint: forecast.MaxBatch);
         return new MaxBatchRecord
         {
             Technique = technique.Label,
@@ -24,7 +24,8 @@ public sealed class MaxBatchProber(ChildProgram program, string resultsDir, IRea
             FirstOomBatch = result.FirstOom,
             Cap = cap,
             Precision = precision,
-            PredictedMaxBatch = predicted,
+            PredictedMaxBatch = forecast.MaxBatch,
+            PredictionBasis = forecast.Basis,
             MemoryLimit = memoryLimit,
             ProbeSteps = probeSteps,
             Message = result.Message,
