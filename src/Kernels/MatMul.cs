@@ -306,8 +306,11 @@ public static class MatMul
         return full * Wave(r) + (rest > 0 ? Wave((rest + sms - 1) / sms) : 0);
     }
 
+    /// <summary>The op name of the split-K partials in the tracker (the memory model predicts them under the same name).</summary>
+    public const string SplitKOp = "simt_gemm.split_k";
+
     /// <summary>
-    /// The shape of the float32 workspace ("simt_gemm.split_k", category Workspace, freed when the GEMM returns) that
+    /// The shape of the float32 workspace (<see cref="SplitKOp"/>, category Workspace, freed when the GEMM returns) that
     /// <see cref="Gemm"/> rents on a device for this product: [splits, output batches, M, N], or null when it rents none
     /// (no K split, or the portable path: <paramref name="cooperative"/> false). Not used when the tensor cores take the
     /// GEMM (bf16 A and B on CUDA: see TensorCoreGemm's "tc_gemm.split_k").
@@ -433,7 +436,7 @@ public static class MatMul
         }
 
         // float32 partial tiles [split][outBatch][M][N]; the sum applies alpha, the accumulate and C's dtype.
-        using var partials = Tensor.Empty(device, new Shape(plan.Splits, p.OutBatches, p.M, p.N), DType.F32, MemoryCategory.Workspace, "simt_gemm.split_k");
+        using var partials = Tensor.Empty(device, new Shape(plan.Splits, p.OutBatches, p.M, p.N), DType.F32, MemoryCategory.Workspace, SplitKOp);
         var q = p;
         q.COffset = 0; q.CLd = p.N; q.CBatch = (long)p.M * p.N; q.SplitStride = (long)p.OutBatches * p.M * p.N;
         q.Alpha = 1f; q.Accumulate = 0;

@@ -1,8 +1,5 @@
-using System.Reflection;
 using FsCheck;
 using FsCheck.Xunit;
-using ILGPU;
-using ILGPU.Runtime.CPU;
 using Memopt.Kernels;
 using Memopt.Tensors;
 using Memopt.Tests.Harness;
@@ -13,11 +10,10 @@ namespace Memopt.Tests.Kernels;
 
 /// <summary>
 /// A device whose groups have 256 threads, so the tiled GEMM's CUDA tiles run: the suite's device when it is CUDA
-/// (MEMOPT_TEST_DEVICE=cuda on the GPU host), else a CPU accelerator with 8 warps of 32 threads per group (the suite's
-/// CPU device has 16-thread groups, on which only the 16×16 tile can run). ComputeDevice opens its CPU accelerator with
-/// 16-thread groups and has no public way to ask for others, so its constructor is reached by reflection. There each
-/// simulated thread is an OS thread and a barrier a rendezvous of 256 of them (~10 ms on 2 cores): the tests keep to a
-/// few groups of a few K slices.
+/// (MEMOPT_TEST_DEVICE=cuda on the GPU host), else a CPU accelerator with 8 warps of 32 threads per group
+/// (<see cref="ComputeDevice.CreateCpu"/>; the suite's CPU device has 16-thread groups, on which only the 16×16 tile
+/// can run). There each simulated thread is an OS thread and a barrier a rendezvous of 256 of them (~10 ms on 2 cores):
+/// the tests keep to a few groups of a few K slices.
 /// </summary>
 public sealed class WideGroupDevice : IDisposable
 {
@@ -32,14 +28,7 @@ public sealed class WideGroupDevice : IDisposable
             Device = TestDevice.Get();
             return;
         }
-        var context = Context.Create(builder =>
-        {
-            builder.Optimize(OptimizationLevel.O2).EnableAlgorithms();
-            builder.CPU(new CPUDevice(32, 8, 1));
-        });
-        var accelerator = context.GetCPUDevice(0).CreateCPUAccelerator(context);
-        Device = _owned = (ComputeDevice)Activator.CreateInstance(typeof(ComputeDevice), BindingFlags.NonPublic | BindingFlags.Instance,
-            null, [context, accelerator], null)!;
+        Device = _owned = ComputeDevice.CreateCpu(threadsPerWarp: 32, warpsPerGroup: 8);
     }
 
     public void Dispose() => _owned?.Dispose();
