@@ -54,14 +54,34 @@ public sealed class ComputeDevice : IDisposable
     /// Allow stream markers (CUDA events), which the launch profiler times kernels with; off unless asked for, so the
     /// contexts that train and measure are the ones every run uses.
     /// </param>
-    public static ComputeDevice Create(DeviceKind kind = DeviceKind.Auto, long? memoryLimit = null, bool profiling = false)
+    public static ComputeDevice Create(DeviceKind kind = DeviceKind.Auto, long? memoryLimit = null, bool profiling = false) =>
+        Open(kind, new CPUDevice(CpuThreadsPerWarp, CpuWarpsPerGroup, 1), memoryLimit, profiling);
+
+    /// <summary>The CPU accelerator's groups as <see cref="Create"/> opens it: 4 warps of 4 threads.</summary>
+    public const int CpuThreadsPerWarp = 4, CpuWarpsPerGroup = 4;
+
+    /// <summary>
+    /// ILGPU's CPU accelerator with groups of <paramref name="warpsPerGroup"/> warps of <paramref name="threadsPerWarp"/>
+    /// threads on one multiprocessor, for tests of kernels whose CUDA shapes need bigger groups than <see cref="Create"/>'s
+    /// 16 threads (e.g. 8 warps of 32: the SIMT GEMM's 256-thread tiles). Every simulated thread is an OS thread and a
+    /// barrier a rendezvous of all of them, so such a device is slow: keep its work small.
+    /// </summary>
+    public static ComputeDevice CreateCpu(int threadsPerWarp, int warpsPerGroup, long? memoryLimit = null, bool profiling = false)
+    {
+        if (threadsPerWarp <= 0 || warpsPerGroup <= 0)
+            throw new ArgumentOutOfRangeException(nameof(threadsPerWarp), $"a CPU accelerator needs warps of ≥ 1 thread and groups of ≥ 1 warp, got {warpsPerGroup} warps of {threadsPerWarp}");
+        return Open(DeviceKind.Cpu, new CPUDevice(threadsPerWarp, warpsPerGroup, 1), memoryLimit, profiling);
+    }
+
+    /// <summary>One context with the CUDA backend (unless <paramref name="kind"/> is Cpu) and <paramref name="cpu"/>, and the device on its accelerator.</summary>
+    private static ComputeDevice Open(DeviceKind kind, CPUDevice cpu, long? memoryLimit, bool profiling)
     {
         var context = Context.Create(builder =>
         {
             builder.Optimize(OptimizationLevel.O2).EnableAlgorithms();
             if (profiling) builder.Profiling();
             if (kind != DeviceKind.Cpu) builder.Cuda();
-            builder.CPU(new CPUDevice(4, 4, 1));
+            builder.CPU(cpu);
         });
         try
         {

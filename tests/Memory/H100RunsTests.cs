@@ -1,4 +1,5 @@
 using System.Text.Json;
+using Memopt.Kernels;
 using Memopt.Model;
 using Memopt.Model.Memory;
 using Memopt.Tensors;
@@ -9,6 +10,9 @@ namespace Memopt.Tests.Memory;
 /// The model against the H100 runs already in the repository (docs/runs: `memopt train` memory files of lab4 at batch
 /// 32, rtx5090 at 32 and medium at 8 with 0, 1/4, 1/2 and all blocks checkpointed): the tracker's figures must come
 /// out byte for byte with the H100's launch shape, and the driver's figure within the spread of the context overhead.
+/// The fp32 records predate the split-K SIMT GEMM (they were made with the SIMT GEMM before it, which rented no
+/// workspace) and are to be re-recorded on the H100; until then they are checked for everything that GEMM does not
+/// change (see <see cref="Recorded_h100_fp32_runs_are_predicted_byte_for_byte_up_to_the_simt_split_k_partials"/>).
 /// </summary>
 public class H100RunsTests
 {
@@ -49,16 +53,25 @@ public class H100RunsTests
         { "h100-bf16/rtx5090-b128-bf16-memory.json", "rtx5090", 128 },
     };
 
+    /// <summary>
+    /// The fp32 runs, recorded before the SIMT GEMM split K (its "simt_gemm.split_k" partials, which the model now
+    /// predicts on the H100: the weight gradients and the LM head's, in backward after the peak at grad:cross_entropy).
+    /// Byte for byte still: the peak and the phase peaks, the parameters, every category at the peak and every
+    /// category's own peak except the workspace's; the workspace's own peak equals the model's with the SIMT split-K
+    /// partials left out (the other scratch is unchanged); the driver's figure is checked as the context overhead over
+    /// the pool (driver − reserved). Not checked: the pool's reserved bytes, which now include the partials' blocks.
+    /// Re-record these runs with the current GEMM and move them to <see cref="AssertPredicted"/>'s full check.
+    /// </summary>
     [Theory]
     [MemberData(nameof(Runs))]
-    public void Recorded_h100_runs_are_predicted_byte_for_byte(string file, string preset, int batch, int every, bool untied)
+    public void Recorded_h100_fp32_runs_are_predicted_byte_for_byte_up_to_the_simt_split_k_partials(string file, string preset, int batch, int every, bool untied)
     {
         var config = ModelConfig.Preset(preset);
         if (untied) config = config with { TiedHead = false };
         AssertPredicted(file, config, new MemoryModelSettings
         {
-            BatchSize = batch, Checkpointing = every > 0 ? new CheckpointSettings(every) : null, Device = WorkspaceShape.H100,
-        });
+            BatchSize = batch, Checkpointing = every > 0 ? new CheckpointSettings(every) : null, Device = WorkspaceShape.H100, RecordTimeline = true,
+        }, recordedBeforeSimtSplitK: true);
     }
 
     [Theory]
@@ -84,14 +97,14 @@ public class H100RunsTests
         Assert.Equal(733_071_360, p.ReservedBytes);
     }
 
-    private static void AssertPredicted(string file, ModelConfig config, MemoryModelSettings settings)
+    private static void AssertPredicted(string file, ModelConfig config, MemoryModelSettings settings, bool recordedBeforeSimtSplitK = false)
     {
         var runs = RunsDirectory();
         Assert.SkipWhen(runs is null, "docs/runs is not next to the test binary (a copied test build)");
         var m = JsonDocument.Parse(File.ReadAllText(Path.Combine(runs!, file))).RootElement.GetProperty("memory");
         var p = MemoryModel.Predict(config, settings);
         Assert.Equal(m.GetProperty("peak_bytes").GetInt64(), p.PeakBytes);
-        Assert.Equal(m.GetProperty("peak_reserved_bytes").GetInt64(), p.ReservedBytes);
+        if (!recordedBeforeSimtSplitK) Assert.Equal(m.GetProperty("peak_reserved_bytes").GetInt64(), p.ReservedBytes);
         Assert.Equal(m.GetProperty("forward_peak_bytes").GetInt64(), p.ForwardPeakBytes);
         Assert.Equal(m.GetProperty("backward_peak_bytes").GetInt64(), p.BackwardPeakBytes);
         Assert.Equal(m.GetProperty("optimizer_peak_bytes").GetInt64(), p.OptimizerPeakBytes);
@@ -99,9 +112,34 @@ public class H100RunsTests
         foreach (var c in MemoryCategories.All)
         {
             Assert.True(m.GetProperty("at_peak_per_category").GetProperty(c.Label()).GetInt64() == p.AtPeak[c], $"{file}: {c.Label()} at the peak");
-            Assert.True(m.GetProperty("peak_per_category").GetProperty(c.Label()).GetInt64() == p.PeakPerCategory[c], $"{file}: {c.Label()} own peak");
+            long ownPeak = recordedBeforeSimtSplitK && c == MemoryCategory.Workspace ? WorkspacePeakWithoutSimtSplitK(p) : p.PeakPerCategory[c];
+            Assert.True(m.GetProperty("peak_per_category").GetProperty(c.Label()).GetInt64() == ownPeak, $"{file}: {c.Label()} own peak");
         }
         long driver = m.GetProperty("driver_used_bytes").GetInt64();
-        Assert.True(Math.Abs(p.DriverBytes - driver) <= DriverTolerance * driver, $"{file}: driver predicted {p.DriverBytes} B, measured {driver} B");
+        if (recordedBeforeSimtSplitK)
+        {
+            long context = driver - m.GetProperty("peak_reserved_bytes").GetInt64();
+            Assert.True(Math.Abs(p.DriverBytes - p.ReservedBytes - context) <= DriverTolerance * driver,
+                $"{file}: context over the pool predicted {p.DriverBytes - p.ReservedBytes} B, measured {context} B");
+        }
+        else Assert.True(Math.Abs(p.DriverBytes - driver) <= DriverTolerance * driver, $"{file}: driver predicted {p.DriverBytes} B, measured {driver} B");
+    }
+
+    /// <summary>The workspace category's own peak over the predicted timeline, replayed without the SIMT GEMM's split-K partials.</summary>
+    private static long WorkspacePeakWithoutSimtSplitK(MemoryPrediction p)
+    {
+        Assert.Contains(p.Timeline, e => e.Op == MatMul.SplitKOp); // the model does predict them on the H100
+        var category = new Dictionary<long, MemoryCategory>();
+        long live = 0, peak = 0;
+        foreach (var e in p.Timeline.Where(e => e.Op != MatMul.SplitKOp))
+        {
+            bool was = category.TryGetValue(e.AllocationId, out var c) && c == MemoryCategory.Workspace;
+            if (e.Kind == MemoryEventKind.Free) category.Remove(e.AllocationId);
+            else category[e.AllocationId] = e.Category;
+            bool isNow = e.Kind != MemoryEventKind.Free && e.Category == MemoryCategory.Workspace;
+            live += (isNow ? e.Bytes : 0) - (was ? e.Bytes : 0);
+            peak = Math.Max(peak, live);
+        }
+        return peak;
     }
 }

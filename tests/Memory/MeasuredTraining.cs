@@ -20,15 +20,18 @@ public sealed class MeasuredTrainingCollection : ICollectionFixture<MeasuredTrai
     public const string Name = "memory: one CPU device for the measured runs";
 }
 
-public sealed class MeasuredTraining : IDisposable
+public class MeasuredTraining : IDisposable
 {
     private readonly string _cache = Directory.CreateTempSubdirectory("memopt-memory").FullName;
     private readonly Lazy<PreparedData> _data;
     private readonly Lazy<PreparedData> _longData;
 
-    public MeasuredTraining()
+    public MeasuredTraining() : this(ComputeDevice.Create(DeviceKind.Cpu)) { }
+
+    /// <summary>The same on another CPU device (one this fixture owns and disposes).</summary>
+    protected MeasuredTraining(ComputeDevice device)
     {
-        Device = ComputeDevice.Create(DeviceKind.Cpu);
+        Device = device;
         _data = new(() => DataPipeline.Prepare(TrainerTests.SmallCorpus(_cache)));
         _longData = new(() => DataPipeline.Prepare(TrainerTests.SmallCorpus(_cache) with { SeqLen = LongT, VocabSize = 256 }));
     }

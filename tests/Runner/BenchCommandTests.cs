@@ -3,7 +3,10 @@ using Memopt.Tests.Harness;
 
 namespace Memopt.Tests.Runner;
 
-/// <summary>`memopt bench step` and `memopt bench kernels` on tiny shapes on the CPU: the records, the profile, bad input.</summary>
+/// <summary>
+/// `memopt bench gemm`, `bench step` and `bench kernels` on tiny shapes on the CPU: the case syntax (transposes, batch), the SIMT rows,
+/// the records, the profile, bad input.
+/// </summary>
 public class BenchCommandTests : IDisposable
 {
     private readonly string _dir = Directory.CreateTempSubdirectory("memopt-bench-cli").FullName;
@@ -113,6 +116,9 @@ public class BenchCommandTests : IDisposable
     }
 
     [Theory]
+    [InlineData("gemm", "--sizes", "4x4x4@0", "--sizes: '4x4x4@0': the batch after '@' must be a positive integer")]
+    [InlineData("gemm", "--simt-tiles", "t16x16", "--simt-tiles: 't16x16' is not auto, t128x128, t128x64 or t256x32")]
+    [InlineData("gemm", "--simt-splits", "-1", "--simt-splits -1: expected 0 (automatic) to 1024")]
     [InlineData("step", "--techniques", "turbo", "--techniques: unknown technique 'turbo'")]
     [InlineData("step", "--batch-sizes", "32,0", "--batch-sizes: '0' is not a positive integer")]
     [InlineData("step", "--batch-sizes", "-4", "--batch-sizes: '-4' is not a positive integer")]
@@ -132,4 +138,23 @@ public class BenchCommandTests : IDisposable
         Assert.Contains(message, err);
         Assert.DoesNotContain("memopt bench", output); // refused before the device opened
     }
+
+    [Fact]
+    public void Gemm_bench_times_batched_custom_cases_and_writes_checked_records()
+    {
+        string json = Path.Combine(_dir, "gemm.json");
+        var (code, output, error) = Cli.Run("bench", "gemm", "--device", "cpu", "--sizes", "33x17x9:tn@2,20x12x8", "--repeats", "1", "--out", json);
+        Assert.True(code == 0, $"exit {code}: {output}\n{error}");
+        Assert.Contains("33x17x9.tn@2", output);
+        Assert.Contains("portable", output);
+        using var doc = JsonDocument.Parse(File.ReadAllText(json));
+        var records = doc.RootElement.GetProperty("results").EnumerateArray().ToList();
+        Assert.Equal(2, records.Count);
+        var batched = records[0];
+        Assert.Equal(("simt_f32", 2, true, false), (batched.GetProperty("impl").GetString(), batched.GetProperty("batch").GetInt32(),
+            batched.GetProperty("trans_a").GetBoolean(), batched.GetProperty("trans_b").GetBoolean()));
+        // Sampled outputs (both batches) against float64: within the bench's own bound, 4·(K+3)·2⁻²⁴ of Σ|a·b|.
+        Assert.All(records, r => Assert.True(r.GetProperty("max_error").GetDouble() <= 4 * 12 / (double)(1 << 24), r.ToString()));
+    }
+
 }

@@ -170,19 +170,27 @@ internal sealed class VirtualOps(VAutograd autograd, DType activations, Workspac
     private static long BatchStrideOf(Shape s) => s.Rank == 3 ? (long)s[-2] * s[-1] : 0;
 
     /// <summary>
-    /// MatMul.Gemm's scratch. bf16 A and B go to TensorCoreGemm.TryGemm, which takes them on a device with bf16 tensor
-    /// cores when C is float32 or bf16 (TensorCoreGemm.WhyNot); its Run rents a float32 stand-in for a one-element bf16
-    /// C, and the float32 split-K partials when its plan splits K (TensorCoreGemm.PlanOf, the kernel's own decision).
-    /// The SIMT GEMM rents nothing.
+    /// MatMul.Gemm's scratch, rented after C (the op made C before calling the GEMM) and returned before the GEMM returns.
+    /// bf16 A and B go to TensorCoreGemm.TryGemm, which takes them on a device with bf16 tensor cores when C is float32
+    /// or bf16 (TensorCoreGemm.WhyNot); its Run rents a float32 stand-in for a one-element bf16 C, and the float32
+    /// split-K partials when its plan splits K (TensorCoreGemm.PlanOf, the kernel's own decision). Every other GEMM
+    /// (an fp32 operand, or no tensor cores) runs the SIMT kernel, which on the cooperative path rents its float32
+    /// split-K partials when its plan splits K (MatMul.SplitKWorkspace, the kernel's own decision).
     /// </summary>
     private void Gemm(GemmOperand a, GemmOperand b, VTensor c, long cBatchStride, int m, int n, int k, int batch = 1)
     {
-        if (!device.TensorCores || a.DType != DType.BF16 || b.DType != DType.BF16 || c.DType is not (DType.F32 or DType.BF16)) return;
-        int layout = TensorCoreGemm.LayoutOf(a.Transposed, a.Vector(batch), b.Transposed, b.Vector(batch));
-        var plan = TensorCoreGemm.PlanOf(m, n, k, batch, sumBatches: cBatchStride == 0 && batch > 1, layout, device.DeepTiles, device.Multiprocessors);
-        using var standIn = TensorCoreGemm.StandInFor(c.DType, c.Shape.Numel * c.DType.SizeOf()) is Shape one
-            ? Tensor(one, DType.F32, MemoryCategory.Workspace, TensorCoreGemm.StandInOp, "fp32 view stand-in for a one-element bf16 C") : null;
-        Scratch(plan.SplitKWorkspace, TensorCoreGemm.SplitKOp, "split-K partials");
+        bool sumBatches = cBatchStride == 0 && batch > 1;
+        if (device.TensorCores && a.DType == DType.BF16 && b.DType == DType.BF16 && c.DType is (DType.F32 or DType.BF16))
+        {
+            int layout = TensorCoreGemm.LayoutOf(a.Transposed, a.Vector(batch), b.Transposed, b.Vector(batch));
+            var plan = TensorCoreGemm.PlanOf(m, n, k, batch, sumBatches, layout, device.DeepTiles, device.Multiprocessors);
+            using var standIn = TensorCoreGemm.StandInFor(c.DType, c.Shape.Numel * c.DType.SizeOf()) is Shape one
+                ? Tensor(one, DType.F32, MemoryCategory.Workspace, TensorCoreGemm.StandInOp, "fp32 view stand-in for a one-element bf16 C") : null;
+            Scratch(plan.SplitKWorkspace, TensorCoreGemm.SplitKOp, "split-K partials");
+            return;
+        }
+        Scratch(Memopt.Kernels.MatMul.SplitKWorkspace(m, n, k, batch, sumBatches, device.Cooperative, device.Multiprocessors, device.MaxGroupSize),
+            Memopt.Kernels.MatMul.SplitKOp, "SIMT split-K partials");
     }
 
     /// <summary>Ops.CausalSoftmax: probabilities [.., T, T] (attention scores); saves only its output.</summary>

@@ -9,7 +9,8 @@ namespace Memopt.Model.Memory;
 /// bf16 GEMMs whether the tensor-core path runs (CUDA, compute capability ≥ 8: <see cref="TensorCoreGemm.WhyNotOn"/>)
 /// and with it the deep tiles (more than 48 KB of shared memory per group: <see cref="TensorCoreGemm.DeepAvailable"/>).
 /// The formulas repeat the kernels' own launch arithmetic (BiasAdd.Backward, LayerNorm.Backward, GradNorm.SumOfSquares,
-/// CrossEntropy.Forward) or call it (<see cref="TensorCoreGemm.PlanOf"/>), so the workspace predicted is byte-exact for a given device.
+/// CrossEntropy.Forward) or call it (<see cref="TensorCoreGemm.PlanOf"/>, <see cref="MatMul.SplitKWorkspace"/> for the SIMT
+/// GEMM), so the workspace predicted is byte-exact for a given device.
 /// </summary>
 public sealed record WorkspaceShape(bool Cooperative, bool IsCuda, int Multiprocessors, int MaxGroupSize, bool TensorCores = false, bool DeepTiles = false)
 {

@@ -17,7 +17,8 @@ public sealed class BenchOptions : DeviceOptions
     public string Suite { get; set; } = "";
 
     [Option("sizes", Default = "square,model", HelpText = "gemm: comma list of 'square' (4096³ in the four transpose combinations), " +
-        "'model' (the rtx5090 Linear layers' forward, grad-input and grad-weight GEMMs at --rows) or MxNxK[:nn|nt|tn|tt].")]
+        "'model' (the rtx5090 Linear layers' forward, grad-input and grad-weight GEMMs at --rows), 'attention' (the rtx5090 " +
+        "attention's batched T×T×hd products, batch B·H at --rows) or MxNxK[:nn|nt|tn|tt][@batch].")]
     public string Sizes { get; set; } = "square,model";
 
     [Option("rows", Default = "8192,16384,32768", HelpText = "gemm, kernels: the B·T row counts of the 'model' GEMM shapes and of the LayerNorm and cross-entropy cases (rtx5090, T 256: batch 32, 64, 128).")]
@@ -26,8 +27,14 @@ public sealed class BenchOptions : DeviceOptions
     [Option("repeats", Default = 15, HelpText = "Timed samples per case (the median is reported); step: timed training steps per configuration.")]
     public int Repeats { get; set; } = 15;
 
-    [Option("simt-max-gflop", Default = 300.0, HelpText = "gemm: time the fp32 SIMT GEMM only up to this many GFLOP per call (it runs at ~1 TFLOP/s).")]
-    public double SimtMaxGflop { get; set; } = 300;
+    [Option("simt-max-gflop", Default = 1000.0, HelpText = "gemm: time the fp32 SIMT GEMM only up to this many GFLOP per call (the default takes every square and model case).")]
+    public double SimtMaxGflop { get; set; } = 1000;
+
+    [Option("simt-tiles", Default = "auto", HelpText = "gemm: SIMT GEMM tiles to time, comma list of auto, t128x128, t128x64, t256x32.")]
+    public string SimtTiles { get; set; } = "auto";
+
+    [Option("simt-splits", Default = 0, HelpText = "gemm: force this many K splits on the SIMT GEMM (0: its own choice).")]
+    public int SimtSplits { get; set; }
 
     [Option("c-dtype", Default = "f32", HelpText = "gemm: dtype of the tensor-core GEMM's output, f32 or bf16.")]
     public string CDType { get; set; } = "f32";
@@ -38,7 +45,7 @@ public sealed class BenchOptions : DeviceOptions
     [Option("tiles", Default = "auto", HelpText = "gemm: tensor-core tiles to time, comma list of auto, narrow, wide, narrowdeep, widedeep, narrowk64.")]
     public string Tiles { get; set; } = "auto";
 
-    [Option("ptx", HelpText = "gemm: also write the tensor-core kernel's PTX to PREFIX.TILE.ptx for each tile of --tiles (for ptxas -v / cuobjdump).")]
+    [Option("ptx", HelpText = "gemm: also write the tensor-core kernel's PTX to PREFIX.TILE.ptx for each tile of --tiles, and the SIMT kernel's (fp32, nn) to PREFIX.simt.TILE.ptx (for ptxas -v / cuobjdump).")]
     public string? Ptx { get; set; }
 
     [Option("preset", Default = "rtx5090", HelpText = "step, kernels: the model preset (kernels: its d_model, vocabulary and parameters size the LayerNorm, cross-entropy and AdamW cases).")]
@@ -115,7 +122,7 @@ public static class BenchCommand
 {
     private static readonly Dictionary<string, Func<BenchOptions, Func<ComputeDevice, List<BenchRecord>>>> Suites = new()
     {
-        ["gemm"] = o => device => GemmBench.Run(device, o),
+        ["gemm"] = o => { GemmBench.Check(o); return device => GemmBench.Run(device, o); },
         ["step"] = o => Bench.StepBench.Prepare(o).Run,
         ["kernels"] = o => Bench.KernelBench.Prepare(o).Run,
     };
@@ -193,14 +200,19 @@ public static class BenchTimer
 
 /// <summary>
 /// GEMM: the bf16 tensor-core kernel (<see cref="TensorCoreGemm"/>, fp32 accumulation) against the fp32 SIMT GEMM
-/// (<see cref="MatMul.Gemm"/>) on the same values, at 4096³ and at the rtx5090 Linear layers' shapes. Inputs are
-/// random bf16 values (a hash of the element index, so any element can be recomputed on the host); the SIMT GEMM gets
-/// them widened to fp32 exactly. Correctness: the output is poisoned with NaN before the tensor-core run, then 256
-/// sampled elements of each output are compared with float64 dot products, the error relative to Σ|a·b|.
+/// (<see cref="MatMul.Gemm"/>) on the same values, at 4096³, at the rtx5090 Linear layers' shapes and at its
+/// attention's batched products. Inputs are random bf16 values (a hash of the element index, so any element can be
+/// recomputed on the host); the SIMT GEMM gets them widened to fp32 exactly. Correctness: the output is poisoned with
+/// NaN before each run, then 256 sampled elements of each output are compared with float64 dot products, the error
+/// relative to Σ|a·b|. The SIMT GEMM is timed per tile of --simt-tiles (its plan, tile and K splits, is printed), and
+/// the registers, spills and residency of every SIMT kernel instance used are printed at the end (CUDA).
 /// </summary>
 public static class GemmBench
 {
-    public sealed record GemmCase(string Name, int M, int N, int K, bool TransA, bool TransB);
+    public sealed record GemmCase(string Name, int M, int N, int K, bool TransA, bool TransB, int Batch = 1);
+
+    /// <summary>The rtx5090 preset's attention: T = 256, 8 heads of 32.</summary>
+    private const int AttentionT = 256, AttentionHeads = 8, AttentionHeadDim = 32;
 
     /// <summary>The rtx5090 preset's Linear layers (in → out features).</summary>
     private static readonly (string Name, int In, int Out)[] Layers =
@@ -229,6 +241,17 @@ public static class GemmBench
                         yield return new GemmCase($"{name}.grad_weight.r{rows}", fout, fin, rows, true, false);
                     }
             }
+            else if (token == "attention")
+            {
+                foreach (int rows in ParseRows(o.Rows))
+                {
+                    // Per (sequence, head): S = Q·Kᵀ (and dP = dY·Vᵀ), Y = P·V (and dQ = dS·K), dV = Pᵀ·dY (and dK = dSᵀ·Q).
+                    int batch = rows / AttentionT * AttentionHeads;
+                    yield return new GemmCase($"attn.scores.r{rows}", AttentionT, AttentionT, AttentionHeadDim, false, true, batch);
+                    yield return new GemmCase($"attn.pv.r{rows}", AttentionT, AttentionHeadDim, AttentionT, false, false, batch);
+                    yield return new GemmCase($"attn.grad_v.r{rows}", AttentionT, AttentionHeadDim, AttentionT, true, false, batch);
+                }
+            }
             else yield return ParseCustom(token);
         }
     }
@@ -241,24 +264,50 @@ public static class GemmBench
 
     private static GemmCase ParseCustom(string token)
     {
+        int batch = 1;
+        string full = token;
+        int at = token.IndexOf('@');
+        if (at >= 0)
+        {
+            if (!int.TryParse(token[(at + 1)..], NumberStyles.Integer, CultureInfo.InvariantCulture, out batch) || batch <= 0)
+                throw new UserError($"--sizes: '{full}': the batch after '@' must be a positive integer");
+            token = token[..at];
+        }
         string[] parts = token.Split(':');
         string[] dims = parts[0].Split('x');
         if (dims.Length != 3 || !dims.All(d => int.TryParse(d, NumberStyles.Integer, CultureInfo.InvariantCulture, out int v) && v > 0))
-            throw new UserError($"--sizes: '{token}' is not 'square', 'model' or MxNxK[:nn|nt|tn|tt]");
+            throw new UserError($"--sizes: '{full}' is not 'square', 'model', 'attention' or MxNxK[:nn|nt|tn|tt][@batch]");
         int[] v = dims.Select(d => int.Parse(d, CultureInfo.InvariantCulture)).ToArray();
         string t = parts.Length > 1 ? parts[1] : "nn";
         if (t is not ("nn" or "nt" or "tn" or "tt")) throw new UserError($"--sizes: '{token}': transposes must be nn, nt, tn or tt");
-        return new GemmCase($"{v[0]}x{v[1]}x{v[2]}.{t}", v[0], v[1], v[2], t[0] == 't', t[1] == 't');
+        return new GemmCase($"{v[0]}x{v[1]}x{v[2]}.{t}{(batch > 1 ? $"@{batch}" : "")}", v[0], v[1], v[2], t[0] == 't', t[1] == 't', batch);
     }
+
+    /// <summary>Every gemm option parsed once, before the device opens (a UserError names the bad one).</summary>
+    public static void Check(BenchOptions o)
+    {
+        _ = ParseCDType(o);
+        _ = ParseSimtSplits(o);
+        _ = ParseSimtTiles(o);
+        _ = ParseTiles(o);
+        _ = Cases(o).ToList();
+    }
+
+    private static DType ParseCDType(BenchOptions o) => o.CDType.ToLowerInvariant() switch
+    {
+        "f32" or "float32" => DType.F32,
+        "bf16" => DType.BF16,
+        _ => throw new UserError($"--c-dtype '{o.CDType}': expected f32 or bf16"),
+    };
+
+    private static int ParseSimtSplits(BenchOptions o) =>
+        o.SimtSplits is >= 0 and <= 1024 ? o.SimtSplits : throw new UserError($"--simt-splits {o.SimtSplits}: expected 0 (automatic) to 1024");
 
     public static List<BenchRecord> Run(ComputeDevice device, BenchOptions o)
     {
-        var cDType = o.CDType.ToLowerInvariant() switch
-        {
-            "f32" or "float32" => DType.F32,
-            "bf16" => DType.BF16,
-            _ => throw new UserError($"--c-dtype '{o.CDType}': expected f32 or bf16"),
-        };
+        var cDType = ParseCDType(o);
+        ParseSimtSplits(o);
+        var simtTiles = ParseSimtTiles(o);
         if (o.Ptx is not null)
         {
             foreach (var tile in ParseTiles(o).Select(t => t == TensorCoreGemm.Tile.Auto ? TensorCoreGemm.Tile.Narrow : t).Distinct())
@@ -266,26 +315,32 @@ public static class GemmBench
                 File.WriteAllText($"{o.Ptx}.{tile}.ptx", TensorCoreGemm.CompilePtx(device, tile));
                 Console.WriteLine($"wrote the tensor-core kernel's PTX to {o.Ptx}.{tile}.ptx");
             }
+            foreach (var tile in new[] { MatMul.SimtTile.T128x128, MatMul.SimtTile.T128x64, MatMul.SimtTile.T256x32 })
+            {
+                File.WriteAllText($"{o.Ptx}.simt.{tile}.ptx", MatMul.CompilePtx(device, tile));
+                Console.WriteLine($"wrote the SIMT kernel's PTX to {o.Ptx}.simt.{tile}.ptx");
+            }
         }
         var cases = Cases(o).ToList();
         var tiles = ParseTiles(o);
         var records = new List<BenchRecord>();
         if (device.IsCuda)
             Console.WriteLine($"deep tiles (>48 KB dynamic shared memory): {(TensorCoreGemm.DeepAvailable(device) ? "available" : "unavailable: " + TensorCoreGemm.DeepUnavailableBecause(device))}");
-        Console.WriteLine($"{"case",-28} {"M",6} {"N",6} {"K",6} | {"tile",-10} {"tc ms",8} {"TFLOP/s",7} {"host µs",7} {"err",7} | {"simt ms",9} {"TFLOP/s",7} {"err",7} | {"tc/simt",7}");
+        Console.WriteLine($"{"case",-28} {"M",6} {"N",6} {"K",6} | {"tile",-10} {"tc ms",8} {"TFLOP/s",7} {"host µs",7} {"err",7} | {"simt plan",-20} {"simt ms",9} {"TFLOP/s",7} {"err",7} | {"tc/simt",7}");
         foreach (var c in cases)
         {
             try
             {
-                records.AddRange(RunCase(device, o, c, cDType, tiles));
+                records.AddRange(RunCase(device, o, c, cDType, tiles, simtTiles));
             }
             catch (Exception e) when (e is not OutOfMemoryException)
             {
                 Console.WriteLine($"{c.Name,-28} FAILED: {e.GetType().Name}: {e.Message}");
-                records.Add(new BenchRecord("gemm", c.Name, "tc_bf16", "bf16", cDType.Name(), c.M, c.N, c.K, 1, c.TransA, c.TransB,
+                records.Add(new BenchRecord("gemm", c.Name, "tc_bf16", "bf16", cDType.Name(), c.M, c.N, c.K, c.Batch, c.TransA, c.TransB,
                     double.NaN, double.NaN, 0, double.NaN, null, $"FAIL: {e.GetType().Name}: {e.Message}"));
             }
         }
+        PrintSimtKernels(device);
         return records;
     }
 
@@ -293,18 +348,39 @@ public static class GemmBench
         o.Tiles.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).Select(t =>
             Enum.TryParse<TensorCoreGemm.Tile>(t, ignoreCase: true, out var tile) ? tile : throw new UserError($"--tiles: '{t}' is not auto, narrow, wide, narrowdeep, widedeep or narrowk64")).ToList();
 
-    private static IEnumerable<BenchRecord> RunCase(ComputeDevice device, BenchOptions o, GemmCase c, DType cDType, List<TensorCoreGemm.Tile> tiles)
+    private static List<MatMul.SimtTile> ParseSimtTiles(BenchOptions o) =>
+        o.SimtTiles.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).Select(t =>
+            Enum.TryParse<MatMul.SimtTile>(t, ignoreCase: true, out var tile) && tile != MatMul.SimtTile.T16x16
+                ? tile : throw new UserError($"--simt-tiles: '{t}' is not auto, t128x128, t128x64 or t256x32")).ToList();
+
+    /// <summary>The SIMT kernel instances the run used: (tile, variant bits).</summary>
+    private static readonly HashSet<(MatMul.SimtTile, int)> SimtKernelsUsed = [];
+
+    /// <summary>Registers, spills and residency of every SIMT kernel instance the run loaded (CUDA: what ptxas made of the PTX).</summary>
+    private static void PrintSimtKernels(ComputeDevice device)
     {
-        double flop = 2.0 * c.M * c.N * c.K;
+        foreach (var (tile, variant) in SimtKernelsUsed.OrderBy(x => x))
+        {
+            var r = MatMul.TiledKernelResources(device, tile, variant);
+            if (r is not null) Console.WriteLine($"simt kernel {tile} variant {variant} (A k-contiguous {(variant & 1) != 0}, B k-contiguous {(variant & 2) != 0}): {r}");
+        }
+        SimtKernelsUsed.Clear();
+    }
+
+    private static IEnumerable<BenchRecord> RunCase(ComputeDevice device, BenchOptions o, GemmCase c, DType cDType, List<TensorCoreGemm.Tile> tiles, List<MatMul.SimtTile> simtTiles)
+    {
+        double flop = 2.0 * c.M * c.N * c.K * c.Batch;
         ulong seedA = (ulong)o.Seed * 0x9E3779B97F4A7C15UL + 1, seedB = seedA + 0x5851F42D4C957F2DUL;
         int aRows = c.TransA ? c.K : c.M, aCols = c.TransA ? c.M : c.K;
         int bRows = c.TransB ? c.N : c.K, bCols = c.TransB ? c.K : c.N;
-        using var a = RandomBf16(device, aRows, aCols, seedA, "a");
-        using var b = RandomBf16(device, bRows, bCols, seedB, "b");
-        using var cTc = Tensor.Empty(device, new Shape(c.M, c.N), cDType, MemoryCategory.Activations, "c_tc");
-        var aOp = MatrixOperand.Dense(a, c.TransA);
-        var bOp = MatrixOperand.Dense(b, c.TransB);
-        var cOp = MatrixOperand.Dense(cTc);
+        // Batched cases: batch matrices stacked along the rows of one tensor.
+        using var a = RandomBf16(device, c.Batch * aRows, aCols, seedA, "a");
+        using var b = RandomBf16(device, c.Batch * bRows, bCols, seedB, "b");
+        using var cTc = Tensor.Empty(device, new Shape(c.Batch * c.M, c.N), cDType, MemoryCategory.Activations, "c_tc");
+        MatrixOperand Operand(Tensor t, int rows, int cols, bool transposed) => new(t, 0, cols, c.Batch > 1 ? (long)rows * cols : 0, transposed);
+        var aOp = Operand(a, aRows, aCols, c.TransA);
+        var bOp = Operand(b, bRows, bCols, c.TransB);
+        var cOp = Operand(cTc, c.M, c.N, false);
         var results = new List<BenchRecord>();
 
         string head = $"{c.Name,-28} {c.M,6} {c.N,6} {c.K,6} | ";
@@ -314,58 +390,77 @@ public static class GemmBench
         foreach (var requested in why is null ? tiles : [])
         {
             using var scope = TensorCoreGemm.UseTile(requested);
-            var tile = TensorCoreGemm.ChooseTile(device, TensorCoreGemm.LayoutOf(aOp, bOp, 1));
+            var tile = TensorCoreGemm.ChooseTile(device, TensorCoreGemm.LayoutOf(aOp, bOp, c.Batch));
             string variant = requested == TensorCoreGemm.Tile.Auto ? $"auto:{tile}" : tile.ToString();
             try
             {
                 cTc.Raw.MemSet(0xFF); // NaN everywhere: an element the kernel does not write fails the check
-                TensorCoreGemm.TryGemm(aOp, bOp, cOp, c.M, c.N, c.K);
+                TensorCoreGemm.TryGemm(aOp, bOp, cOp, c.M, c.N, c.K, c.Batch);
                 device.Synchronize();
                 double err = SampledError(cTc, c, seedA, seedB);
-                var (median, min, samples, hostUs) = BenchTimer.Time(device, () => TensorCoreGemm.TryGemm(aOp, bOp, cOp, c.M, c.N, c.K), o.Repeats);
+                var (median, min, samples, hostUs) = BenchTimer.Time(device, () => TensorCoreGemm.TryGemm(aOp, bOp, cOp, c.M, c.N, c.K, c.Batch), o.Repeats);
                 tcMs = double.IsNaN(tcMs) ? median : Math.Min(tcMs, median);
                 double tol = 4 * (c.K + 3) * UnitRoundoff + (cDType == DType.BF16 ? 1.0 / 256 : 0);
                 string? note = err <= tol ? null : $"FAIL: sampled error {err:E2} > {tol:E2}";
-                string paths = $"A {TensorCoreGemm.LoadPath(aOp, 1)}, B {TensorCoreGemm.LoadPath(bOp, 1)}";
-                results.Add(new BenchRecord("gemm", c.Name, "tc_bf16", "bf16", cDType.Name(), c.M, c.N, c.K, 1, c.TransA, c.TransB,
+                string paths = $"A {TensorCoreGemm.LoadPath(aOp, c.Batch)}, B {TensorCoreGemm.LoadPath(bOp, c.Batch)}";
+                results.Add(new BenchRecord("gemm", c.Name, "tc_bf16", "bf16", cDType.Name(), c.M, c.N, c.K, c.Batch, c.TransA, c.TransB,
                     median, min, samples, flop / (median * 1e-3) / 1e12, err, note ?? paths, variant, hostUs));
                 lines.Add(string.Create(CultureInfo.InvariantCulture,
                     $"{variant,-10} {median,8:F3} {flop / (median * 1e-3) / 1e12,7:F1} {hostUs,7:F1} {err,7:E0}{(note is null ? " " : "!")}| "));
             }
             catch (Exception e) when (e is not OutOfMemoryException)
             {
-                results.Add(new BenchRecord("gemm", c.Name, "tc_bf16", "bf16", cDType.Name(), c.M, c.N, c.K, 1, c.TransA, c.TransB,
+                results.Add(new BenchRecord("gemm", c.Name, "tc_bf16", "bf16", cDType.Name(), c.M, c.N, c.K, c.Batch, c.TransA, c.TransB,
                     double.NaN, double.NaN, 0, double.NaN, null, $"FAIL: {e.GetType().Name}: {e.Message}", variant));
                 lines.Add($"{variant,-10} FAILED {e.GetType().Name}: {e.Message} | ");
             }
         }
         if (why is not null) lines.Add($"{"tc: " + why,-45}| ");
-        string line = head + string.Join("\n" + new string(' ', head.Length), lines);
+        if (lines.Count == 0) lines.Add($"{"",-45}| ");
 
         if (flop <= o.SimtMaxGflop * 1e9)
         {
             using var a32 = Tensor.Empty(device, a.Shape, DType.F32, MemoryCategory.Data, "a_f32");
             using var b32 = Tensor.Empty(device, b.Shape, DType.F32, MemoryCategory.Data, "b_f32");
-            using var c32 = Tensor.Empty(device, new Shape(c.M, c.N), DType.F32, MemoryCategory.Activations, "c_simt");
+            using var c32 = Tensor.Empty(device, cTc.Shape, DType.F32, MemoryCategory.Activations, "c_simt");
             Memopt.Kernels.Convert.ToF32(a, a32);
             Memopt.Kernels.Convert.ToF32(b, b32);
-            var a32Op = MatrixOperand.Dense(a32, c.TransA);
-            var b32Op = MatrixOperand.Dense(b32, c.TransB);
-            var c32Op = MatrixOperand.Dense(c32);
-            c32.Raw.MemSet(0xFF);
-            MatMul.Gemm(a32Op, b32Op, c32Op, c.M, c.N, c.K);
-            device.Synchronize();
-            double err = SampledError(c32, c, seedA, seedB);
-            var (median, min, samples, hostUs) = BenchTimer.Time(device, () => MatMul.Gemm(a32Op, b32Op, c32Op, c.M, c.N, c.K), o.Repeats);
-            double tol = 4 * (c.K + 3) * UnitRoundoff;
-            string? note = err <= tol ? null : $"FAIL: sampled error {err:E2} > {tol:E2}";
-            results.Add(new BenchRecord("gemm", c.Name, "simt_f32", "f32", "f32", c.M, c.N, c.K, 1, c.TransA, c.TransB,
-                median, min, samples, flop / (median * 1e-3) / 1e12, err, note, "simt", hostUs));
-            line += string.Create(CultureInfo.InvariantCulture,
-                $"{median,9:F3} {flop / (median * 1e-3) / 1e12,7:F2} {err,7:E0}{(note is null ? " " : "!")}| {median / tcMs,7:F1}x");
+            var a32Op = Operand(a32, aRows, aCols, c.TransA);
+            var b32Op = Operand(b32, bRows, bCols, c.TransB);
+            var c32Op = Operand(c32, c.M, c.N, false);
+            for (int i = 0; i < simtTiles.Count; i++)
+            {
+                using var scope = MatMul.UseSimtPlan(simtTiles[i], o.SimtSplits);
+                var plan = MatMul.PlanFor(device, c.M, c.N, c.K, c.Batch);
+                string variant = plan?.ToString() ?? "portable";
+                if (plan is { } used) SimtKernelsUsed.Add((used.Tile, MatMul.VariantOf(a32Op, b32Op)));
+                string simt;
+                try
+                {
+                    c32.Raw.MemSet(0xFF);
+                    MatMul.Gemm(a32Op, b32Op, c32Op, c.M, c.N, c.K, c.Batch);
+                    device.Synchronize();
+                    double err = SampledError(c32, c, seedA, seedB);
+                    var (median, min, samples, hostUs) = BenchTimer.Time(device, () => MatMul.Gemm(a32Op, b32Op, c32Op, c.M, c.N, c.K, c.Batch), o.Repeats);
+                    double tol = 4 * (c.K + 3) * UnitRoundoff;
+                    string? note = err <= tol ? null : $"FAIL: sampled error {err:E2} > {tol:E2}";
+                    results.Add(new BenchRecord("gemm", c.Name, "simt_f32", "f32", "f32", c.M, c.N, c.K, c.Batch, c.TransA, c.TransB,
+                        median, min, samples, flop / (median * 1e-3) / 1e12, err, note, $"simt:{variant}", hostUs));
+                    simt = string.Create(CultureInfo.InvariantCulture,
+                        $"{variant,-20} {median,9:F3} {flop / (median * 1e-3) / 1e12,7:F2} {err,7:E0}{(note is null ? " " : "!")}| {median / tcMs,7:F1}x");
+                }
+                catch (Exception e) when (e is not OutOfMemoryException)
+                {
+                    results.Add(new BenchRecord("gemm", c.Name, "simt_f32", "f32", "f32", c.M, c.N, c.K, c.Batch, c.TransA, c.TransB,
+                        double.NaN, double.NaN, 0, double.NaN, null, $"FAIL: {e.GetType().Name}: {e.Message}", $"simt:{variant}"));
+                    simt = $"{variant,-20} FAILED {e.GetType().Name}: {e.Message}";
+                }
+                if (i < lines.Count) lines[i] += simt;
+                else lines.Add(new string(' ', 45) + "| " + simt);
+            }
         }
-        else line += $"{"(skipped: > --simt-max-gflop)",-28}|";
-        Console.WriteLine(line);
+        else lines[0] += $"{"(skipped: > --simt-max-gflop)",-28}|";
+        Console.WriteLine(head + string.Join("\n" + new string(' ', head.Length), lines));
         return results;
     }
 
@@ -407,21 +502,23 @@ public static class GemmBench
     {
         var rng = new Random(12345);
         double worst = 0;
+        long aMatrix = (long)c.M * c.K, bMatrix = (long)c.K * c.N, cMatrix = (long)c.M * c.N;
         for (int s = 0; s < Samples; s++)
         {
-            // Corners and edges first (tile borders), then random elements.
+            // Corners and edges first (tile borders, first and last batch), then random elements.
             int i = s switch { 0 => 0, 1 => c.M - 1, 2 => 0, 3 => c.M - 1, _ => rng.Next(c.M) };
             int j = s switch { 0 => 0, 1 => c.N - 1, 2 => c.N - 1, 3 => 0, _ => rng.Next(c.N) };
+            int bi = s switch { 0 => 0, 1 => c.Batch - 1, _ => rng.Next(c.Batch) };
             double dot = 0, abs = 0;
             for (int kk = 0; kk < c.K; kk++)
             {
-                long ai = c.TransA ? (long)kk * c.M + i : (long)i * c.K + kk;
-                long bi = c.TransB ? (long)j * c.K + kk : (long)kk * c.N + j;
-                double av = BFloat16.Round(Value(seedA, ai)), bv = BFloat16.Round(Value(seedB, bi));
+                long ai = bi * aMatrix + (c.TransA ? (long)kk * c.M + i : (long)i * c.K + kk);
+                long bIndex = bi * bMatrix + (c.TransB ? (long)j * c.K + kk : (long)kk * c.N + j);
+                double av = BFloat16.Round(Value(seedA, ai)), bv = BFloat16.Round(Value(seedB, bIndex));
                 dot += av * bv;
                 abs += Math.Abs(av * bv);
             }
-            long at = (long)i * c.N + j;
+            long at = bi * cMatrix + (long)i * c.N + j;
             float got = cT.DType == DType.F32
                 ? cT.F32.SubView(at, 1).GetAsArray()[0]
                 : BFloat16.ToFloat(cT.BF16.SubView(at, 1).GetAsArray()[0]);
