@@ -3,7 +3,8 @@
 #   bash benchmarks/gpu/memory-reports.sh OUTDIR [PRESET] [BATCH] [--no-trace]
 # For each technique: OUTDIR/PRESET-bBATCH-TECHNIQUE.{txt,json,png} (report, exact bytes, memory over time) and
 # .trace.json (Chrome trace of the measured steps; open in https://ui.perfetto.dev), then one line per technique
-# (predicted vs measured tracked peak) in OUTDIR/summary.txt. Env: MEMOPT_DLL (default .gpu/Memopt.Tests/memopt.dll).
+# (predicted vs measured tracked peak) in OUTDIR/summary.txt. Env: MEMOPT_DLL (default .gpu/Memopt.Tests/memopt.dll),
+# TECHNIQUES (space-separated subset of the names below; default all).
 set -uo pipefail
 out=${1:?OUTDIR}; preset=${2:-rtx5090}; batch=${3:-32}; trace=1
 [ "${4:-}" = "--no-trace" ] && trace=0
@@ -17,7 +18,7 @@ declare -A techniques=(
   [bf16_flash_window$((seq/2))]="--bf16 --flash-attn --window-size $((seq/2))"
   [checkpointing]="--gradient-checkpointing"
   [combined]="--bf16 --flash-attn --window-size $((seq/4)) --gradient-checkpointing")
-for name in baseline bf16 bf16_flash bf16_flash_window$((seq/4)) bf16_flash_window$((seq/2)) checkpointing combined; do
+for name in ${TECHNIQUES:-baseline bf16 bf16_flash bf16_flash_window$((seq/4)) bf16_flash_window$((seq/2)) checkpointing combined}; do
   base="$out/$preset-b$batch-$name"
   extra=(--json "$base.json" --plot "$base.png")
   [ $trace = 1 ] && extra+=(--trace "$base.trace.json")

@@ -6,7 +6,8 @@ namespace Memopt.Kernels;
 
 /// <summary>
 /// Bias add over the last dimension: y[r, c] = x[r, c] + bias[c] for x of any rank seen as [rows, cols]
-/// (y may be x: in place). One pass, x read once, y written once, bias read from cache.
+/// (y may be x: in place). One pass, x read once, y written once, bias read from cache; bf16 x and y (8-byte aligned)
+/// move four elements per access.
 /// Backward: dbias[c] += Σ_r dy[r, c], a column sum done in two deterministic passes (no atomics):
 /// pass 1 gives each group a chunk of columns × a block of rows; its threads cover the chunk's columns (adjacent
 /// threads read adjacent columns of one row: coalesced) in several row lanes when the chunk is narrower than the group,
@@ -30,8 +31,25 @@ public static class BiasAdd
     {
         CheckBias("bias_add", x, bias);
         Elementwise.CheckPair("bias_add", x, y);
+        long quads = x.Numel / 4;
+        if (x.DType == DType.BF16 && y.DType == DType.BF16 && quads > 0 && EightByteAligned(x) && EightByteAligned(y))
+        {
+            // Mixed precision's case (a bf16 activation, e.g. the B·T×V logits): four bf16 per 8-byte access. Two-byte
+            // accesses left the kernel at about a quarter of the H100's bandwidth (2.9 ms of a 22 ms bf16 step).
+            var q = x.Device.Kernel("bias_add.fwd_bf16x4",
+                acc => acc.LoadStreamKernel<ArrayView<ulong>, ArrayView<ushort>, FloatView, ArrayView<ulong>, ArrayView<ushort>, long, int>(ForwardBf16QuadKernel));
+            q(Launch.Elementwise(x.Device, quads), x.Raw.SubView(0, quads * 8).Cast<ulong>(), x.BF16, FloatView.Of(bias),
+              y.Raw.SubView(0, quads * 8).Cast<ulong>(), y.BF16, x.Numel, x.Shape.Last);
+            return;
+        }
         var k = x.Device.Kernel("bias_add.fwd", acc => acc.LoadStreamKernel<FloatView, FloatView, FloatView, long, int>(ForwardKernel));
         k(Launch.Elementwise(x.Device, x.Numel), FloatView.Of(x), FloatView.Of(bias), FloatView.Of(y), x.Numel, x.Shape.Last);
+    }
+
+    private static bool EightByteAligned(Tensor t)
+    {
+        var view = (IContiguousArrayView)t.Raw;
+        return (view.Buffer.NativePtr.ToInt64() + view.IndexInBytes) % 8 == 0;
     }
 
     /// <summary>
@@ -103,6 +121,38 @@ public static class BiasAdd
             column += step;
             if (column >= cols) column -= cols;
         }
+    }
+
+    /// <summary>
+    /// The bf16 → bf16 forward, four elements (one 8-byte word, element j in bits 16j..16j+15) per access; each sum is
+    /// float32 rounded once, exactly as <see cref="ForwardKernel"/> rounds it. Global thread 0 also does the last n mod 4
+    /// elements through the two-byte views.
+    /// </summary>
+    private static void ForwardBf16QuadKernel(ArrayView<ulong> x, ArrayView<ushort> xTail, FloatView bias, ArrayView<ulong> y, ArrayView<ushort> yTail, long n, int cols)
+    {
+        long quads = n / 4;
+        long stride = (long)Grid.DimX * Group.DimX;
+        long start = Grid.GlobalIndex.X;
+        int column = (int)(start * 4 % cols);
+        int step = (int)(stride * 4 % cols);
+        for (long q = start; q < quads; q += stride)
+        {
+            ulong word = x[q], sum = 0;
+            int c = column;
+            for (int j = 0; j < 4; j++)
+            {
+                float v = BFloat16.ToFloat((ushort)(word >> (16 * j))) + bias.Load(c);
+                sum |= (ulong)BFloat16.FromFloat(v) << (16 * j);
+                c++;
+                if (c >= cols) c -= cols; // c ≤ cols before: one subtraction suffices even for cols < 4
+            }
+            y[q] = sum;
+            column += step;
+            if (column >= cols) column -= cols;
+        }
+        if (start == 0)
+            for (long i = quads * 4; i < n; i++)
+                yTail[i] = BFloat16.FromFloat(BFloat16.ToFloat(xTail[i]) + bias.Load((int)(i % cols)));
     }
 
     /// <summary>

@@ -85,6 +85,23 @@ public class Bf16ElementwiseTests
         }
     }
 
+    [Theory]
+    [InlineData(37, 50)]   // n mod 4 = 2: the tail after the 8-byte words
+    [InlineData(5, 3)]     // columns fewer than the four elements of a word
+    [InlineData(9, 50257)] // the LM head's width (odd: words straddle rows)
+    public void Bias_add_in_place_on_bf16_rounds_each_float32_sum_once(int rows, int cols)
+    {
+        var dev = TestDevice.Get();
+        var rng = new Random(rows * 31 + cols);
+        var x = RoundToBf16(GradCheck.RandomValues(rng, (long)rows * cols));
+        var b = GradCheck.RandomValues(rng, cols);
+        using var xt = Tensor.FromHost(dev, x, new Shape(rows, cols), MemoryCategory.Data, "x", DType.BF16);
+        using var bt = Tensor.FromHost(dev, b, new Shape(cols), MemoryCategory.Data, "b");
+        BiasAdd.Forward(xt, bt, xt);
+        var y = xt.ToFloatArray();
+        for (int i = 0; i < y.Length; i++) Assert.Equal(BFloat16.Round(x[i] + b[i % cols]), y[i]);
+    }
+
     private static readonly int[] Columns = [1, 2, 3, 7, 16, 17, 33, 100];
 
     [Property(MaxTest = 10)]
