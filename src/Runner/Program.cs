@@ -10,7 +10,7 @@ public static class Program
     public static int Main(string[] args)
     {
         var parser = new Parser(s => { s.HelpWriter = Console.Error; s.CaseInsensitiveEnumValues = true; });
-        var parsed = parser.ParseArguments<TrainOptions, MemoryOptions, PrepareOptions, CheckOptions, InfoOptions, ExperimentsOptions, MaxBatchOptions, CompareOptions, BenchOptions>(
+        var parsed = parser.ParseArguments<TrainOptions, MemoryOptions, PrepareOptions, CheckOptions, InfoOptions, ExperimentsOptions, MaxBatchOptions, CompareOptions, BenchOptions, TracePlotOptions>(
             TrainCommand.NormalizeArguments(args));
         try
         {
@@ -24,6 +24,7 @@ public static class Program
                 (MaxBatchOptions o) => MaxBatchCommand.Run(o),
                 (CompareOptions o) => CompareCommand.Run(o),
                 (BenchOptions o) => BenchCommand.Run(o),
+                (TracePlotOptions o) => TracePlotCommand.Run(o),
                 _ => 2);
         }
         catch (UserError e)

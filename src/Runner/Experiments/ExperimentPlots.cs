@@ -1,3 +1,4 @@
+using Memopt.Runner.Plots;
 using ScottPlot;
 
 namespace Memopt.Runner.Experiments;
@@ -29,6 +30,7 @@ public static class ExperimentPlots
     public static List<string> Write(Comparison c, string dir)
     {
         Directory.CreateDirectory(dir);
+        PlotFonts.EnsureRegistered();
         var unit = MemoryUnit(c.Memopt);
         var written = new List<string>
         {

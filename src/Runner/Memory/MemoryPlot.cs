@@ -1,4 +1,5 @@
 using Memopt.Model;
+using Memopt.Runner.Plots;
 using Memopt.Tensors;
 using ScottPlot;
 
@@ -33,6 +34,7 @@ public static class MemoryPlot
         if (series.Count == 0 || series.All(s => s.Y.Length == 0)) throw new ArgumentException("memory plot: nothing to plot (empty timeline)");
         double maxBytes = series.Max(s => s.Y.Length == 0 ? 0 : s.Y.Max());
         var (unit, scale) = Unit(maxBytes);
+        PlotFonts.EnsureRegistered();
         var plot = new Plot();
         plot.Title(title);
         plot.XLabel(xLabel);
@@ -61,21 +63,10 @@ public static class MemoryPlot
         }
         plot.Axes.SetLimitsY(0, maxBytes / scale * 1.12);
         plot.ShowLegend(Alignment.UpperLeft);
-        string full = System.IO.Path.GetFullPath(path);
-        Directory.CreateDirectory(System.IO.Path.GetDirectoryName(full)!);
-        string temp = $"{full}.tmp-{Environment.ProcessId}.png";
-        try
-        {
-            plot.SavePng(temp, width, height);
-            File.Move(temp, full, overwrite: true);
-        }
-        catch
-        {
-            try { File.Delete(temp); } catch (IOException) { }
-            throw;
-        }
+        PngFile.Write(path, temp => plot.SavePng(temp, width, height));
     }
 
-    private static (string Unit, double Scale) Unit(double bytes) =>
+    /// <summary>KiB, MiB or GiB, whichever keeps <paramref name="bytes"/> between 1 and 1024.</summary>
+    internal static (string Unit, double Scale) Unit(double bytes) =>
         bytes >= 1L << 30 ? ("GiB", 1L << 30) : bytes >= 1L << 20 ? ("MiB", 1L << 20) : ("KiB", 1024);
 }
