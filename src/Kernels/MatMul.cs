@@ -205,9 +205,11 @@ public static class MatMul
 
     /// <summary>
     /// Groups per multiprocessor the kernel is compiled for (PTX .minnctapersm, which caps registers at 65536 / (256·n)):
-    /// 2 for 64 accumulators (≤ 128 registers), 3 for 32 (≤ 85).
+    /// 1 for 64 accumulators (≤ 255 registers), 2 for 32 (≤ 128). Measured on the H100 (docs/performance.md): capped at
+    /// 128 registers (2 groups) the 128×128 kernel spilled 592–600 B per thread to local memory and ran at 4.0–4.6
+    /// TFLOP/s at 4096³; with 1 group it uses 249–251 registers, spills nothing and runs at 26.6–27.0.
     /// </summary>
-    public static int ResidentOf(SimtTile tile) => tile switch { SimtTile.T128x128 => 2, SimtTile.T16x16 => 1, _ => 3 };
+    public static int ResidentOf(SimtTile tile) => tile switch { SimtTile.T128x128 => 1, SimtTile.T16x16 => 1, _ => 2 };
 
     /// <summary>How the tiled kernel runs one GEMM: the tile, the output tiles, the K slices per tile and their split across groups.</summary>
     public readonly record struct SimtPlan(SimtTile Tile, long Tiles, int KTiles, int Splits, int SlicesPerSplit)

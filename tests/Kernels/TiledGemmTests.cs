@@ -150,7 +150,8 @@ public class TiledGemmTests(WideGroupDevice wide) : IClassFixture<WideGroupDevic
         foreach (var (m, n) in new[] { (768, 256), (256, 256), (1024, 256), (256, 1024) })
         {
             var plan = MatMul.Plan(m, n, 8192, 1, false, H100Sms, H100Group)!.Value;
-            Assert.True(plan.Splits > 1 && plan.Groups >= H100Sms && plan.Splits <= 64, $"{m}×{n}×8192: {plan}, {plan.Groups} groups");
+            // One 128×128 group per SM (255 registers, no spills): the splits bring the groups to about one wave.
+            Assert.True(plan.Splits > 1 && plan.Groups >= H100Sms * 9 / 10 && plan.Groups <= H100Sms && plan.Splits <= 64, $"{m}×{n}×8192: {plan}, {plan.Groups} groups");
             Assert.Equal(new Shape(plan.Splits, 1, m, n), MatMul.SplitKWorkspace(m, n, 8192, 1, false, true, H100Sms, H100Group));
             // No split is empty and every slice belongs to one.
             Assert.True((plan.Splits - 1) * plan.SlicesPerSplit < plan.KTiles && plan.Splits * plan.SlicesPerSplit >= plan.KTiles, plan.ToString());
