@@ -38,7 +38,7 @@ public static class BenchTrainArgs
         using var parser = new Parser(s => { s.HelpWriter = null; s.CaseInsensitiveEnumValues = true; });
         var parsed = parser.ParseArguments<TrainOptions>(["--preset", preset, .. words]);
         if (parsed is NotParsed<TrainOptions> bad)
-            throw new UserError("--train-args: " + string.Join("; ", bad.Errors.Select(Describe)));
+            throw new UserError("--train-args: " + string.Join("; ", bad.Errors.Select(Experiments.ChildTrainOptions.DescribeParseError)));
         return ((Parsed<TrainOptions>)parsed).Value;
     }
 
@@ -58,13 +58,4 @@ public static class BenchTrainArgs
             throw new UserError(e.Message, e);
         }
     }
-
-    private static string Describe(Error e) => e switch
-    {
-        UnknownOptionError u => $"unknown option '{u.Token}'",
-        MissingValueOptionError m => $"--{m.NameInfo.LongName} needs a value",
-        BadFormatConversionError b => $"bad value for --{b.NameInfo.LongName}",
-        BadFormatTokenError t => $"unexpected '{t.Token}'",
-        _ => e.Tag.ToString(),
-    };
 }

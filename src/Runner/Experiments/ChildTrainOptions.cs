@@ -93,13 +93,14 @@ public abstract class ChildTrainOptions : DeviceOptions
         using var parser = new Parser(s => { s.HelpWriter = null; s.CaseInsensitiveEnumValues = true; });
         var parsed = parser.ParseArguments<TrainOptions>([.. tokens]);
         if (parsed is NotParsed<TrainOptions> bad)
-            throw new UserError("--train-args: " + string.Join("; ", bad.Errors.Select(Describe)));
+            throw new UserError("--train-args: " + string.Join("; ", bad.Errors.Select(DescribeParseError)));
         var o = ((Parsed<TrainOptions>)parsed).Value;
         o.Preset = preset;
         return o;
     }
 
-    private static string Describe(Error e) => e switch
+    /// <summary>One parse error of train's options in words (shared by every verb that passes --train-args through).</summary>
+    internal static string DescribeParseError(Error e) => e switch
     {
         UnknownOptionError u => $"unknown option '{u.Token}'",
         MissingValueOptionError m => $"--{m.NameInfo.LongName} needs a value",
