@@ -9,18 +9,26 @@ namespace Memopt.Model;
 /// </summary>
 public static class AtomicFile
 {
-    public static void Write(string path, Action<Stream> write)
+    public static void Write(string path, Action<Stream> write) => WriteThroughPath(path, temp =>
+    {
+        using var stream = new FileStream(temp, FileMode.CreateNew, FileAccess.Write, FileShare.None, 1 << 16);
+        write(stream);
+        stream.Flush(flushToDisk: true);
+    });
+
+    /// <summary>
+    /// The same for a library that saves to a path itself (ScottPlot's SavePng): <paramref name="writeTemp"/> creates the
+    /// file at the temporary path it is given, which ends in <paramref name="tempSuffix"/> (e.g. ".png", for libraries
+    /// that choose the format by extension); then it is renamed over <paramref name="path"/>.
+    /// </summary>
+    public static void WriteThroughPath(string path, Action<string> writeTemp, string tempSuffix = "")
     {
         string full = Path.GetFullPath(path);
         Directory.CreateDirectory(Path.GetDirectoryName(full)!);
-        string temp = $"{full}.tmp-{Environment.ProcessId}-{Guid.NewGuid():N}";
+        string temp = $"{full}.tmp-{Environment.ProcessId}-{Guid.NewGuid():N}{tempSuffix}";
         try
         {
-            using (var stream = new FileStream(temp, FileMode.CreateNew, FileAccess.Write, FileShare.None, 1 << 16))
-            {
-                write(stream);
-                stream.Flush(flushToDisk: true);
-            }
+            writeTemp(temp);
             File.Move(temp, full, overwrite: true);
         }
         catch

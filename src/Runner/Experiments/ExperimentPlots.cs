@@ -1,3 +1,4 @@
+using Memopt.Model;
 using Memopt.Runner.Plots;
 using ScottPlot;
 
@@ -48,7 +49,7 @@ public static class ExperimentPlots
     private static string Save(Plot plot, string dir, string name)
     {
         string path = Path.Combine(dir, name);
-        plot.SavePng(path, Width, Height);
+        AtomicFile.WriteThroughPath(path, temp => plot.SavePng(temp, Width, Height), ".png");
         return path;
     }
 
@@ -59,7 +60,7 @@ public static class ExperimentPlots
         multi.RemovePlot(multi.GetPlot(0));
         foreach (var p in plots) multi.AddPlot(p);
         multi.Layout = new ScottPlot.MultiplotLayouts.Columns();
-        multi.SavePng(path, Width * plots.Length / 2 + Width / 2, Height);
+        AtomicFile.WriteThroughPath(path, temp => multi.SavePng(temp, Width * plots.Length / 2 + Width / 2, Height), ".png");
         return path;
     }
 

@@ -63,7 +63,7 @@ public static class MemoryPlot
         }
         plot.Axes.SetLimitsY(0, maxBytes / scale * 1.12);
         plot.ShowLegend(Alignment.UpperLeft);
-        PngFile.Write(path, temp => plot.SavePng(temp, width, height));
+        AtomicFile.WriteThroughPath(path, temp => plot.SavePng(temp, width, height), ".png");
     }
 
     /// <summary>KiB, MiB or GiB, whichever keeps <paramref name="bytes"/> between 1 and 1024.</summary>

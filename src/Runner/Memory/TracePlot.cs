@@ -1,3 +1,4 @@
+using Memopt.Model;
 using Memopt.Runner.Plots;
 using Memopt.Tensors;
 using ScottPlot;
@@ -44,7 +45,7 @@ public static class TracePlot
         var top = Panel(trace, tracks, 0, Math.Max(trace.EndMs, 1e-3), whole, unit); // a one-instant trace still gets an x range
         if (steps < 2)
         {
-            PngFile.Write(path, temp => top.SavePng(temp, width, height));
+            AtomicFile.WriteThroughPath(path, temp => top.SavePng(temp, width, height), ".png");
             return;
         }
         double from = trace.StepEndsMs[^2], to = trace.StepEndsMs[^1];
@@ -54,7 +55,7 @@ public static class TracePlot
         multi.AddPlot(top);
         multi.AddPlot(bottom);
         multi.Layout = new ScottPlot.MultiplotLayouts.Rows();
-        PngFile.Write(path, temp => multi.SavePng(temp, width, height));
+        AtomicFile.WriteThroughPath(path, temp => multi.SavePng(temp, width, height), ".png");
     }
 
     /// <summary>The trace's category tracks in stacking order (known categories first, any other counter after them).</summary>
