@@ -269,17 +269,28 @@ public static class MatMul
     /// <see cref="ResidentOf"/>) on each SM and T(g) = g · TileM·TileN·(K per split + 16) / (Efficiency · (0.4 +
     /// 0.6·g/r)); split-K adds its workspace traffic (written and read once) at ~1400 bytes per SM cycle (an H100's
     /// ~2.5 TB/s at ~1.75 GHz). Efficiency (1.0 for 128×128, 0.85 for the 8×4 micro-tiles, which load more from shared
-    /// memory per multiply-add) and the occupancy ramp (70 % of the SM's rate with one of two groups) are estimates
-    /// to be calibrated on the H100; the tile edges count as work, so a 32-wide N picks 256×32 and a 64-wide one 128×64.
+    /// memory per multiply-add) and the occupancy ramp (70 % of the SM's rate with one of two groups) are estimates,
+    /// not fitted; on the H100 the plans it picks run the model's shapes at 20–27 TFLOP/s (docs/performance.md). The
+    /// tile edges count as work, so a 32-wide N picks 256×32 and a 64-wide one 128×64.
     /// </summary>
-    public static SimtPlan? Plan(int m, int n, int k, int batch, bool sumBatches, int multiprocessors, int groupSize)
+    public static SimtPlan? Plan(int m, int n, int k, int batch, bool sumBatches, int multiprocessors, int groupSize) =>
+        // Every GEMM launch asks: a model has a few dozen shapes, so the up to 3 × 64 costings run once per shape.
+        Plans.GetOrAdd((m, n, k, batch, sumBatches, multiprocessors, groupSize),
+            key => ChoosePlan(key.M, key.N, key.K, key.Batch, key.SumBatches, key.Multiprocessors, key.GroupSize));
+
+    private static readonly System.Collections.Concurrent.ConcurrentDictionary<
+        (int M, int N, int K, int Batch, bool SumBatches, int Multiprocessors, int GroupSize), SimtPlan?> Plans = new();
+
+    private static readonly SimtTile[] CooperativeTiles = [SimtTile.T128x128, SimtTile.T128x64, SimtTile.T256x32];
+
+    private static SimtPlan? ChoosePlan(int m, int n, int k, int batch, bool sumBatches, int multiprocessors, int groupSize)
     {
         if (groupSize < 16) return null;
         if (groupSize < 256) return Fixed(SimtTile.T16x16, m, n, k, batch, sumBatches, 1);
         int sms = Math.Max(1, multiprocessors);
         SimtPlan? best = null;
         double bestCost = double.PositiveInfinity;
-        foreach (var tile in new[] { SimtTile.T128x128, SimtTile.T128x64, SimtTile.T256x32 })
+        foreach (var tile in CooperativeTiles)
         {
             var unsplit = Fixed(tile, m, n, k, batch, sumBatches, 1);
             int r = ResidentOf(tile);
