@@ -31,7 +31,7 @@ public enum KernelPath
 /// </summary>
 public static class Launch
 {
-    private static readonly AsyncLocal<KernelPath> PathOverride = new();
+    private static readonly LaunchOverride<KernelPath> PathOverride = new();
 
     /// <summary>The group size to use: the preferred one, capped by what the device allows.</summary>
     public static int GroupSize(ComputeDevice device, int preferred = 256) => Math.Min(preferred, device.MaxGroupSize);
@@ -52,17 +52,7 @@ public static class Launch
     /// scope is disposed (an AsyncLocal, so concurrently running tests do not see each other's choice). Tests use it
     /// to run every property on both implementations on the CPU accelerator.
     /// </summary>
-    public static IDisposable UsePath(KernelPath path)
-    {
-        var previous = PathOverride.Value;
-        PathOverride.Value = path;
-        return new PathScope(previous);
-    }
-
-    private sealed class PathScope(KernelPath previous) : IDisposable
-    {
-        public void Dispose() => PathOverride.Value = previous;
-    }
+    public static IDisposable UsePath(KernelPath path) => PathOverride.Use(path);
 
     /// <summary>A grid-stride launch over <paramref name="work"/> independent items.</summary>
     public static KernelConfig Elementwise(ComputeDevice device, long work, int preferredGroup = 256)

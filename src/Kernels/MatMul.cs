@@ -218,23 +218,13 @@ public static class MatMul
         public override string ToString() => $"{Tile}{(Splits > 1 ? $" split {Splits}" : "")}";
     }
 
-    private static readonly AsyncLocal<(SimtTile Tile, int Splits)> PlanOverride = new();
+    private static readonly LaunchOverride<(SimtTile Tile, int Splits)> PlanOverride = new();
 
     /// <summary>
     /// Forces the tile (when not Auto) and the K split count (when &gt; 0) of the tiled GEMMs run on this logical thread
     /// until disposed (benchmarks, tests). A 256-thread tile on a device whose groups are smaller is ignored.
     /// </summary>
-    public static IDisposable UseSimtPlan(SimtTile tile = SimtTile.Auto, int splits = 0)
-    {
-        var previous = PlanOverride.Value;
-        PlanOverride.Value = (tile, splits);
-        return new PlanScope(previous);
-    }
-
-    private sealed class PlanScope((SimtTile, int) previous) : IDisposable
-    {
-        public void Dispose() => PlanOverride.Value = previous;
-    }
+    public static IDisposable UseSimtPlan(SimtTile tile = SimtTile.Auto, int splits = 0) => PlanOverride.Use((tile, splits));
 
     private static SimtPlan? PlanWithOverride(int m, int n, int k, int batch, bool sumBatches, ComputeDevice device)
     {

@@ -65,20 +65,10 @@ public static class TensorCoreGemm
     public static int StageBytesOf(int blockN, int sliceK = BlockK) => (BlockM + blockN) * sliceK * 2;
     private static bool IsDeep(Tile tile) => tile is Tile.NarrowDeep or Tile.WideDeep or Tile.NarrowK64;
 
-    private static readonly AsyncLocal<Tile> TileOverride = new();
+    private static readonly LaunchOverride<Tile> TileOverride = new();
 
     /// <summary>Forces <paramref name="tile"/> for the GEMMs of this logical thread until disposed (benchmarks, tests).</summary>
-    public static IDisposable UseTile(Tile tile)
-    {
-        var previous = TileOverride.Value;
-        TileOverride.Value = tile;
-        return new TileScope(previous);
-    }
-
-    private sealed class TileScope(Tile previous) : IDisposable
-    {
-        public void Dispose() => TileOverride.Value = previous;
-    }
+    public static IDisposable UseTile(Tile tile) => TileOverride.Use(tile);
 
     // Kernel variants: layout bits (the four instantiations of the generic kernel per tile).
     public const int ATransposedBit = 1, BTransposedBit = 2, AVectorBit = 4, BVectorBit = 8;
