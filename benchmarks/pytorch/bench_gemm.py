@@ -7,11 +7,12 @@ JSON records. With --memopt FILE it also prints the memopt/torch ratios of the t
     python benchmarks/pytorch/bench_gemm.py --out torch_gemm.json --memopt memopt_gemm.json
 """
 import argparse
-import datetime
 import json
 import math
 
 import torch
+
+import bench_results
 
 # The rtx5090 preset's Linear layers (in -> out features), as in src/Runner/Commands/BenchCommand.cs.
 LAYERS = [("qkv", 256, 768), ("proj", 256, 256), ("fc", 256, 1024), ("fc2", 1024, 256), ("lm_head", 256, 50257)]
@@ -124,11 +125,7 @@ def main():
             torch.cuda.empty_cache()
         print(line, flush=True)
     if args.out:
-        doc = dict(tool="pytorch", suite="gemm", device=torch.cuda.get_device_name(), torch=torch.__version__,
-                   utc=datetime.datetime.now(datetime.timezone.utc).isoformat(), results=records)
-        with open(args.out, "w") as f:
-            json.dump(doc, f, indent=2)
-        print(f"wrote {len(records)} records to {args.out}")
+        bench_results.write(args.out, "gemm", records)
     if args.memopt:
         compare(records, args.memopt)
 

@@ -19,7 +19,6 @@ built, the caching allocator emptied between configurations).
     python benchmarks/pytorch/bench_step.py --out torch_step.json --memopt memopt_step.json [--table side_by_side.txt]
 """
 import argparse
-import datetime
 import gc
 import json
 import math
@@ -33,6 +32,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import train_ref as ref  # noqa: E402  (the model, presets and attention variants)
+import bench_results  # noqa: E402
 
 DEFAULT_TECHNIQUES = ["baseline", "bf16", "bf16_flash", "bf16_flash_window", "checkpointing", "combined"]
 
@@ -190,11 +190,7 @@ def main():
                 print(f"{label:<24} {b:>5} {r['ms']:10.2f} {r['ms_min']:9.2f} {r['tokens_per_s']:12,.0f} "
                       f"{r['peak_bytes'] / 2**20:10.1f} {r['peak_reserved_bytes'] / 2**20:13.1f}", flush=True)
     if a.out:
-        doc = dict(tool="pytorch", suite="step", device=torch.cuda.get_device_name(), torch=torch.__version__,
-                   utc=datetime.datetime.now(datetime.timezone.utc).isoformat(), results=records)
-        with open(a.out, "w") as f:
-            json.dump(doc, f, indent=2)
-        print(f"wrote {len(records)} records to {a.out}")
+        bench_results.write(a.out, "step", records)
     if a.memopt:
         table = side_by_side(records, a.memopt)
         print("\n" + table)
