@@ -67,8 +67,17 @@ public static class CrossEntropy
         if (counts[1] > 0) throw OutOfRange(logits, targets, ignoreIndex, counts[1]);
         int count = counts[0];
 
+        Mean(rowLoss, count, loss);
+        return count;
+    }
+
+    /// <summary>loss[0] = Σ rowLoss / count (0 when count is 0), summed in a fixed order (deterministic).</summary>
+    public static void Mean(Tensor rowLoss, int count, Tensor loss)
+    {
+        var device = rowLoss.Device;
+        int rows = checked((int)rowLoss.Numel);
         float scale = count > 0 ? 1f / count : 0f;
-        if (cooperative)
+        if (Launch.Cooperative(device))
         {
             var sum = device.Kernel("cross_entropy.mean", acc => acc.LoadStreamKernel<ArrayView<float>, int, float, ArrayView<float>>(MeanKernel));
             sum(new KernelConfig(1, Launch.GroupSize(device)), rowLoss.F32, rows, scale, loss.F32);
@@ -78,8 +87,79 @@ public static class CrossEntropy
             var sum = device.Kernel("cross_entropy.mean_single_thread", acc => acc.LoadStreamKernel<ArrayView<float>, int, float, ArrayView<float>>(MeanSingleThreadKernel));
             sum(Launch.SingleThread(device), rowLoss.F32, rows, scale, loss.F32);
         }
-        return count;
     }
+
+    /// <summary>
+    /// Validates a batch's targets against <paramref name="vocab"/> and returns the rows that count (target ≠ the
+    /// ignore index), with one read-back; an out-of-range target throws <see cref="ShapeException"/> naming the
+    /// first bad row. The fused head (<see cref="Chunk"/>) needs the count before its first chunk, since the
+    /// gradients it writes in the forward are already divided by it.
+    /// </summary>
+    public static int CountTargets(Tensor targets, int vocab, int ignoreIndex)
+    {
+        Check.DType(Op, targets, DType.I32, "targets");
+        Check.That(vocab >= 1, Op, $"vocabulary {vocab} must be ≥ 1");
+        var device = targets.Device;
+        using var status = Tensor.Zeros(device, new Shape(2), DType.I32, MemoryCategory.Workspace, Op + ":status");
+        var count = device.Kernel("cross_entropy.count_targets", acc => acc.LoadStreamKernel<ArrayView<int>, ArrayView<int>, int, int, int>(CountKernel));
+        count(Launch.Elementwise(device, targets.Numel), targets.I32, status.I32, checked((int)targets.Numel), vocab, ignoreIndex);
+        var counts = status.ToIntArray();
+        if (counts[1] > 0) throw OutOfRange(vocab, $"targets {targets.Shape}", targets, ignoreIndex, counts[1]);
+        return counts[0];
+    }
+
+    /// <summary>
+    /// One chunk of rows of the fused LM head + cross-entropy (<c>Ops.LinearCrossEntropy</c>): from float32 logits
+    /// [rows, stride] without the bias (columns ≥ <paramref name="vocab"/> are padding, never read), adds the bias
+    /// (float32 or bf16 [vocab], or none) on load, writes each row's loss into <paramref name="rowLoss"/> [rows]
+    /// (0 for ignored rows) and, when <paramref name="gradient"/> is given, the loss gradient
+    /// (p − smoothed one-hot)·<paramref name="invCount"/> into it ([rows, stride], float32 or bf16, 0 in the padding
+    /// columns and the ignored rows; it may be the logits themselves: each element is read before it is written, by
+    /// the same thread). Targets must be in range (<see cref="CountTargets"/>). Cooperative: one group per row, one
+    /// read of the row for the log-sum-exp and, with a gradient, a second read and one write. Portable: one thread
+    /// per row, a max pass, a blocked sum-exp pass and the gradient pass.
+    /// </summary>
+    public static void Chunk(Tensor logits, Tensor? bias, Tensor targets, int vocab, int ignoreIndex, float labelSmoothing,
+        Tensor rowLoss, Tensor? gradient, float invCount)
+    {
+        Check.DType(Op, logits, DType.F32, "chunk logits");
+        Check.That(logits.Shape.Rank == 2 && logits.Shape.Last >= vocab && vocab >= 1, Op, $"chunk logits {logits.Shape} must be [rows, stride ≥ vocab {vocab}]");
+        int rows = logits.Shape[0], stride = logits.Shape.Last;
+        Check.DType(Op, targets, DType.I32, "targets");
+        Check.That(targets.Numel == rows, Op, $"targets {targets.Shape} must have one entry per chunk row (logits {logits.Shape})");
+        Check.That(rowLoss.DType == DType.F32 && rowLoss.Numel == rows, Op, $"row losses {rowLoss.Shape} must be float32 with {rows} elements (logits {logits.Shape})");
+        if (bias is not null)
+        {
+            Check.Float(Op, bias, "bias");
+            Check.That(bias.Numel == vocab, Op, $"bias {bias.Shape} must have {vocab} elements");
+        }
+        if (gradient is not null)
+        {
+            Check.Float(Op, gradient, "chunk gradient");
+            Check.SameShape(Op, logits, gradient);
+        }
+        Check.That(labelSmoothing >= 0f && labelSmoothing <= 1f, Op, $"label smoothing {labelSmoothing} is not in [0, 1]");
+        var device = logits.Device;
+        var biasView = FloatView.Of(bias ?? logits);
+        var gradView = FloatView.Of(gradient ?? logits);
+        int hasBias = bias is null ? 0 : 1, hasGrad = gradient is null ? 0 : 1;
+        float onTarget = 1f - labelSmoothing, uniform = labelSmoothing / vocab;
+        if (Launch.Cooperative(device))
+        {
+            var k = device.Kernel("cross_entropy.chunk", acc => acc.LoadStreamKernel<
+                ArrayView<float>, FloatView, int, ArrayView<int>, ArrayView<float>, FloatView, int, ChunkShape>(ChunkKernel));
+            k(Launch.PerRow(device, rows), logits.F32, biasView, hasBias, targets.I32, rowLoss.F32, gradView, hasGrad,
+                new ChunkShape(vocab, stride, ignoreIndex, labelSmoothing, onTarget, uniform, invCount, rows));
+            return;
+        }
+        var serial = device.Kernel("cross_entropy.chunk_thread_per_row", acc => acc.LoadStreamKernel<
+            ArrayView<float>, FloatView, int, ArrayView<int>, ArrayView<float>, FloatView, int, ChunkShape>(ChunkRowKernel));
+        serial(Launch.ThreadPerRow(device, rows), logits.F32, biasView, hasBias, targets.I32, rowLoss.F32, gradView, hasGrad,
+            new ChunkShape(vocab, stride, ignoreIndex, labelSmoothing, onTarget, uniform, invCount, rows));
+    }
+
+    /// <summary>The scalars of a chunk launch (public because ILGPU's CPU backend must see the type).</summary>
+    public readonly record struct ChunkShape(int Vocab, int Stride, int IgnoreIndex, float Smoothing, float OnTarget, float Uniform, float InvCount, int Rows);
 
     /// <summary>
     /// dlogits += dloss·(softmax − smoothed one-hot)/count, reading the logits and the saved log-sum-exp.
@@ -125,14 +205,132 @@ public static class CrossEntropy
     }
 
     /// <summary>Only on the error path: finds the first offending row on the host for the message.</summary>
-    private static ShapeException OutOfRange(Tensor logits, Tensor targets, int ignoreIndex, int bad)
+    private static ShapeException OutOfRange(Tensor logits, Tensor targets, int ignoreIndex, int bad) =>
+        OutOfRange(logits.Shape.Last, $"logits {logits.Shape}, targets {targets.Shape}", targets, ignoreIndex, bad);
+
+    private static ShapeException OutOfRange(int vocab, string shapes, Tensor targets, int ignoreIndex, int bad)
     {
-        int vocab = logits.Shape.Last;
         var t = targets.ToIntArray();
         int row = Array.FindIndex(t, v => v != ignoreIndex && (v < 0 || v >= vocab));
         string first = row >= 0 ? $"first at row {row}: {t[row]}" : "";
-        return new ShapeException(Op,
-            $"{bad} target(s) outside [0, {vocab}) that are not the ignore index {ignoreIndex} ({first}; logits {logits.Shape}, targets {targets.Shape})");
+        return new ShapeException(Op, $"{bad} target(s) outside [0, {vocab}) that are not the ignore index {ignoreIndex} ({first}; {shapes})");
+    }
+
+    private static void CountKernel(ArrayView<int> targets, ArrayView<int> status, int n, int vocab, int ignoreIndex)
+    {
+        int stride = Grid.DimX * Group.DimX;
+        int valid = 0, bad = 0;
+        for (int i = Grid.GlobalIndex.X; i < n; i += stride)
+        {
+            int t = targets[i];
+            if (t == ignoreIndex) continue;
+            if (t < 0 || t >= vocab) bad++;
+            else valid++;
+        }
+        if (valid != 0) Atomic.Add(ref status[0], valid);
+        if (bad != 0) Atomic.Add(ref status[1], bad);
+    }
+
+    private static void ChunkKernel(ArrayView<float> logits, FloatView bias, int hasBias, ArrayView<int> targets, ArrayView<float> rowLoss,
+        FloatView grad, int hasGrad, ChunkShape s)
+    {
+        int row = Grid.IdxX;
+        int tid = Group.IdxX;
+        int threads = Group.DimX;
+        int target = targets[row];
+        long start = (long)row * s.Stride;
+        if (target == s.IgnoreIndex) // uniform across the group: no barrier is skipped by part of it
+        {
+            if (tid == 0) rowLoss[row] = 0f;
+            if (hasGrad != 0)
+                for (int j = tid; j < s.Stride; j += threads) grad.Store(start + j, 0f);
+            return;
+        }
+        // Read before any thread of the group can overwrite it with its gradient (after the reductions' barriers).
+        float xTarget = tid == 0 ? logits[start + target] + (hasBias != 0 ? bias.Load(target) : 0f) : 0f;
+        float m = float.NegativeInfinity, e = 0f, sumX = 0f;
+        for (int j = tid; j < s.Vocab; j += threads)
+        {
+            float x = logits[start + j] + (hasBias != 0 ? bias.Load(j) : 0f);
+            if (x > m)
+            {
+                e = e * MathF.Exp(m - x) + 1f;
+                m = x;
+            }
+            else
+            {
+                e += MathF.Exp(x - m);
+            }
+            sumX += x;
+        }
+        float rowMax = GroupExtensions.AllReduce<float, MaxFloat>(m);
+        float lse = rowMax + MathF.Log(GroupExtensions.AllReduce<float, AddFloat>(e * MathF.Exp(m - rowMax)));
+        float totalX = s.Smoothing != 0f ? GroupExtensions.Reduce<float, AddFloat>(sumX) : 0f;
+        if (tid == 0)
+        {
+            float nll = lse - xTarget;
+            rowLoss[row] = s.Smoothing != 0f ? (1f - s.Smoothing) * nll + s.Smoothing * (lse - totalX / s.Vocab) : nll;
+        }
+        if (hasGrad == 0) return;
+        for (int j = tid; j < s.Stride; j += threads)
+        {
+            float g = 0f;
+            if (j < s.Vocab)
+            {
+                float p = MathF.Exp(logits[start + j] + (hasBias != 0 ? bias.Load(j) : 0f) - lse);
+                g = (p - (j == target ? s.OnTarget + s.Uniform : s.Uniform)) * s.InvCount;
+            }
+            grad.Store(start + j, g);
+        }
+    }
+
+    /// <summary>The portable chunk: thread per row, grid-stride over rows, the forward's blocked sums.</summary>
+    private static void ChunkRowKernel(ArrayView<float> logits, FloatView bias, int hasBias, ArrayView<int> targets, ArrayView<float> rowLoss,
+        FloatView grad, int hasGrad, ChunkShape s)
+    {
+        int stride = Grid.DimX * Group.DimX;
+        for (int row = Grid.GlobalIndex.X; row < s.Rows; row += stride)
+        {
+            int target = targets[row];
+            long start = (long)row * s.Stride;
+            if (target == s.IgnoreIndex)
+            {
+                rowLoss[row] = 0f;
+                if (hasGrad != 0)
+                    for (int j = 0; j < s.Stride; j++) grad.Store(start + j, 0f);
+                continue;
+            }
+            float max = float.NegativeInfinity;
+            for (int j = 0; j < s.Vocab; j++) max = MathF.Max(max, logits[start + j] + (hasBias != 0 ? bias.Load(j) : 0f));
+            float sum = 0f, sumX = 0f;
+            for (int j0 = 0; j0 < s.Vocab; j0 += SumBlock)
+            {
+                int end = Math.Min(s.Vocab, j0 + SumBlock);
+                float part = 0f, partX = 0f;
+                for (int j = j0; j < end; j++)
+                {
+                    float x = logits[start + j] + (hasBias != 0 ? bias.Load(j) : 0f);
+                    part += MathF.Exp(x - max);
+                    partX += x;
+                }
+                sum += part;
+                sumX += partX;
+            }
+            float lse = max + MathF.Log(sum);
+            float nll = lse - (logits[start + target] + (hasBias != 0 ? bias.Load(target) : 0f));
+            rowLoss[row] = s.Smoothing != 0f ? (1f - s.Smoothing) * nll + s.Smoothing * (lse - sumX / s.Vocab) : nll;
+            if (hasGrad == 0) continue;
+            for (int j = 0; j < s.Stride; j++)
+            {
+                float g = 0f;
+                if (j < s.Vocab)
+                {
+                    float p = MathF.Exp(logits[start + j] + (hasBias != 0 ? bias.Load(j) : 0f) - lse);
+                    g = (p - (j == target ? s.OnTarget + s.Uniform : s.Uniform)) * s.InvCount;
+                }
+                grad.Store(start + j, g);
+            }
+        }
     }
 
     private static void ForwardKernel(FloatView logits, ArrayView<int> targets, ArrayView<float> rowLse, ArrayView<float> rowLoss,

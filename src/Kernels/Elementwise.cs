@@ -6,7 +6,7 @@ namespace Memopt.Kernels;
 
 /// <summary>
 /// Elementwise kernels: residual add (y = a + b), scale (y = s·x) and accumulate (y += s·x, the
-/// gradient-accumulation primitive every backward uses). One pass, each input read once, output written once.
+/// gradient-accumulation primitive every backward uses; s a host float or a device scalar). One pass, each input read once, output written once.
 /// Every tensor may be float32 or bfloat16 independently (<see cref="FloatView"/>): the arithmetic is float32 and a
 /// bf16 output is rounded once, when stored (so y += s·x into bf16 adds in float32, then rounds).
 /// </summary>
@@ -34,6 +34,23 @@ public static class Elementwise
         CheckPair("add_into", x, y);
         var k = x.Device.Kernel("elementwise.add_into", acc => acc.LoadStreamKernel<FloatView, FloatView, float, long>(AddIntoKernel));
         k(Launch.Elementwise(x.Device, x.Numel), FloatView.Of(x), FloatView.Of(y), s, x.Numel);
+    }
+
+    /// <summary>y += s[0]·x, the scale read on the device (a loss gradient that never comes back to the host).</summary>
+    public static void AddInto(Tensor x, Tensor y, Tensor s)
+    {
+        CheckPair("add_into", x, y);
+        Check.That(s.DType == DType.F32 && s.Numel == 1, "add_into", $"scale {s.Shape} {s.DType.Name()} must be one float32");
+        Check.SameDevice("add_into", x, s);
+        var k = x.Device.Kernel("elementwise.add_into_scaled", acc => acc.LoadStreamKernel<FloatView, FloatView, ArrayView<float>, long>(AddIntoScaledKernel));
+        k(Launch.Elementwise(x.Device, x.Numel), FloatView.Of(x), FloatView.Of(y), s.F32, x.Numel);
+    }
+
+    private static void AddIntoScaledKernel(FloatView x, FloatView y, ArrayView<float> s, long n)
+    {
+        float scale = s[0];
+        long stride = (long)Grid.DimX * Group.DimX;
+        for (long i = Grid.GlobalIndex.X; i < n; i += stride) y.Add(i, scale * x.Load(i));
     }
 
     private static void AddKernel(FloatView a, FloatView b, FloatView y, long n)

@@ -71,18 +71,33 @@ public sealed class TransformerLM : IDisposable
     /// ids, targets: int32 [B, T]. Returns the mean next-token cross-entropy (scalar). With <paramref name="checkpointing"/>,
     /// the chosen blocks keep only their inputs for backward and recompute the rest there.
     /// </summary>
+    /// <param name="head">Null: the LM head writes the B·T×V logits and cross-entropy reads them. Otherwise the head
+    /// and the loss run fused, in chunks of rows (<see cref="Ops.LinearCrossEntropy"/>): the logits never exist whole.</param>
     public Var Loss(Tensor ids, Tensor targets, AttentionSettings attention, ForwardContext ctx, float labelSmoothing = 0f,
-        CheckpointSettings? checkpointing = null)
+        CheckpointSettings? checkpointing = null, HeadSettings? head = null)
     {
-        using var logits = Logits(ids, attention, ctx, checkpointing);
         int rows = ids.Shape[0] * ids.Shape[1];
-        using var flat = Ops.Reshape(logits, new Shape(rows, Config.VocabSize));
         using var flatTargets = targets.View(new Shape(rows));
+        if (head is not null)
+        {
+            using var h = Hidden(ids, attention, ctx, checkpointing);
+            using var flatH = Ops.Reshape(h, new Shape(rows, Config.DModel));
+            return Ops.LinearCrossEntropy(flatH, HeadW ?? TokenEmbedding, HeadB, flatTargets, head.ChunkRows, labelSmoothing: labelSmoothing);
+        }
+        using var logits = Logits(ids, attention, ctx, checkpointing);
+        using var flat = Ops.Reshape(logits, new Shape(rows, Config.VocabSize));
         return Ops.CrossEntropy(flat, flatTargets, labelSmoothing: labelSmoothing);
     }
 
     /// <summary>ids int32 [B, T] → logits [B, T, V].</summary>
     public Var Logits(Tensor ids, AttentionSettings attention, ForwardContext ctx, CheckpointSettings? checkpointing = null)
+    {
+        using var h = Hidden(ids, attention, ctx, checkpointing);
+        return Ops.Linear(h, HeadW ?? TokenEmbedding, HeadB, "lm_head");
+    }
+
+    /// <summary>ids int32 [B, T] → the final LayerNorm's output [B, T, d], what the LM head reads.</summary>
+    public Var Hidden(Tensor ids, AttentionSettings attention, ForwardContext ctx, CheckpointSettings? checkpointing = null)
     {
         if (ids.Shape.Rank != 2) throw new ArgumentException($"model: token ids must be [batch, T], got {ids.Shape}");
         int b = ids.Shape[0], t = ids.Shape[1];
@@ -118,8 +133,7 @@ public sealed class TransformerLM : IDisposable
                 x.Dispose();
                 x = next;
             }
-            using var h = Ops.LayerNorm(x, FinalNormW, FinalNormB, Config.LayerNormEps, "ln_f");
-            return Ops.Linear(h, HeadW ?? TokenEmbedding, HeadB, "lm_head");
+            return Ops.LayerNorm(x, FinalNormW, FinalNormB, Config.LayerNormEps, "ln_f");
         }
         finally
         {
@@ -151,4 +165,12 @@ public sealed class TransformerLM : IDisposable
         foreach (var p in Parameters) p.Dispose();
         _sinusoid?.Dispose();
     }
+}
+
+/// <summary>The fused, chunked LM head + cross-entropy (--fused-head): rows per chunk.</summary>
+public sealed record HeadSettings(int ChunkRows)
+{
+    /// <summary>2048 rows: at V = 50257 a float32 chunk of logits is 412 MB (plus 206 MB for its bf16 gradient under
+    /// --bf16), against 1.65 GB of logits and 1.65 GB of their gradient unfused at rtx5090's batch 32.</summary>
+    public const int DefaultChunkRows = 2048;
 }

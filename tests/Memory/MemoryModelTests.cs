@@ -45,6 +45,12 @@ public class MemoryModelTests(MeasuredTraining run)
             new TrainingOptions { BatchSize = 4, Steps = 1, Bf16 = true, FlashAttention = true, WindowSize = 5, GradientCheckpointing = true }, KernelPath.Auto),
         ["bf16 + flash, cooperative kernels"] = (MeasuredTraining.Small with { TiedHead = false, HeadBias = true },
             new TrainingOptions { BatchSize = 4, Steps = 1, Bf16 = true, FlashAttention = true }, KernelPath.Cooperative),
+        // The fused head: chunks of 7 rows over 4·16 = 64 rows (the last chunk short), a bf16 gradient chunk under bf16,
+        // the bias column sums' partials on the cooperative path.
+        ["fused head, untied with bias, cooperative kernels"] = (MeasuredTraining.Small with { TiedHead = false, HeadBias = true },
+            new TrainingOptions { BatchSize = 4, Steps = 1, FusedHead = true, HeadChunkRows = 7 }, KernelPath.Cooperative),
+        ["fused head, bf16 + flash + checkpointing, 2 micro-batches"] = (MeasuredTraining.Small,
+            new TrainingOptions { BatchSize = 4, Steps = 1, Bf16 = true, FlashAttention = true, GradientCheckpointing = true, FusedHead = true, HeadChunkRows = 24, GradAccumulation = 2 }, KernelPath.Auto),
         // The CUDA kernels' scratch (bias and LayerNorm partial sums), run through the cooperative kernels on the CPU.
         ["cooperative kernels (the CUDA workspace)"] = (MeasuredTraining.Small with { TiedHead = false, HeadBias = true },
             new TrainingOptions { BatchSize = 4, Steps = 1 }, KernelPath.Cooperative),

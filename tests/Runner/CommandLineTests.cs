@@ -43,6 +43,7 @@ public class CommandLineTests : IDisposable
     [InlineData("--device", "tpu", "expected auto, cuda or cpu")]
     [InlineData("--memory-limit", "lots", "'lots' is not a byte size")]
     [InlineData("--vocab-size", "100", "larger than the model's 100")]
+    [InlineData("--head-chunk-rows", "0", "--head-chunk-rows must be > 0")]
     public void Bad_train_arguments_exit_2_with_a_message_naming_the_problem(string flag, string value, string message)
     {
         var args = SmallTrain().ToList();

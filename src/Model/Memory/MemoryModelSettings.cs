@@ -34,6 +34,8 @@ public sealed record MemoryModelSettings
     public bool FlashAttention { get; init; }
     /// <summary>Prediction for the flash backward's scratch: D = rowsum(dO∘O), float32 [B,H,T], rented for the backward call.</summary>
     public bool FlashBackwardWorkspace { get; init; } = true;
+    /// <summary>--fused-head: the LM head and the loss run fused in chunks of rows; null: the B·T×V logits are materialized.</summary>
+    public HeadSettings? Head { get; init; }
     public int GradAccumulation { get; init; } = 1;
     /// <summary>Global-norm clipping on (it rents per-tensor partial sums in the optimizer phase).</summary>
     public bool GradClip { get; init; } = true;
@@ -51,13 +53,13 @@ public sealed record MemoryModelSettings
     public MemoryModelSettings WithBf16(bool on = true) => this with { ActivationDType = on ? DType.BF16 : DType.F32, WeightShadows = on };
 
     /// <summary>
-    /// The settings of a training run as `train` configures it (batch, window, checkpointing, flash, bf16, accumulation,
+    /// The settings of a training run as `train` configures it (batch, window, checkpointing, flash, bf16, the fused head, accumulation,
     /// clipping, the gradient check) on a device of this launch shape and context.
     /// </summary>
     public static MemoryModelSettings ForTraining(TrainingOptions training, WorkspaceShape device, long contextBytes) => new MemoryModelSettings
     {
         BatchSize = training.BatchSize, WindowSize = training.WindowSize, Checkpointing = training.Checkpointing,
-        FlashAttention = training.FlashAttention, GradAccumulation = training.GradAccumulation, GradClip = training.GradClip > 0,
+        FlashAttention = training.FlashAttention, Head = training.Head, GradAccumulation = training.GradAccumulation, GradClip = training.GradClip > 0,
         CheckGradients = training.CheckGradients, Device = device, ContextBytes = contextBytes,
     }.WithBf16(training.Bf16);
 
@@ -68,6 +70,7 @@ public sealed record MemoryModelSettings
         if (GradAccumulation <= 0) throw new ArgumentException($"memory model: gradient accumulation must be > 0, got {GradAccumulation}");
         if (ContextBytes < 0) throw new ArgumentException($"memory model: context overhead must be ≥ 0, got {ContextBytes}");
         if (ActivationDType == DType.I32) throw new ArgumentException("memory model: activations are float32 or bfloat16");
+        if (Head is { ChunkRows: <= 0 } h) throw new ArgumentException($"memory model: head chunk rows must be > 0, got {h.ChunkRows}");
     }
 }
 

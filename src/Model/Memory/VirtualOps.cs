@@ -154,16 +154,16 @@ internal sealed class VirtualOps(VAutograd autograd, DType activations, Workspac
     }
 
     /// <summary>A GEMM operand as MatrixOperand.Rows / Dense make it: storage type, leading dimension, batch stride, transposition.</summary>
-    private readonly record struct GemmOperand(DType DType, int Ld, long BatchStride, bool Transposed = false)
+    private readonly record struct GemmOperand(DType DType, int Ld, long BatchStride, bool Transposed = false, long Offset = 0)
     {
         public static GemmOperand Rows(VTensor t) => new(t.DType, t.Shape.Last, 0);
         public static GemmOperand Dense(VTensor t, bool transposed = false) => new(t.DType, t.Shape[-1], BatchStrideOf(t.Shape), transposed);
 
         /// <summary>
-        /// Whether the tensor-core kernel loads it with cp.async. Every operand of the ops starts at its pool block
-        /// (offset 0; cuMemAlloc blocks are 256-byte aligned), so only the leading dimension and batch stride decide.
+        /// Whether the tensor-core kernel loads it with cp.async. Every tensor of the ops starts at its pool block
+        /// (cuMemAlloc blocks are 256-byte aligned), so the offset into it, the leading dimension and the batch stride decide.
         /// </summary>
-        public bool Vector(int batch) => TensorCoreGemm.MisalignedBecause(0, 0, Ld, BatchStride, batch) is null;
+        public bool Vector(int batch) => TensorCoreGemm.MisalignedBecause(Offset * DType.SizeOf(), Offset, Ld, BatchStride, batch) is null;
     }
 
     /// <summary>MatrixOperand.Dense's batch stride: rows·cols for a rank-3 tensor, 0 (broadcast) for a matrix.</summary>
@@ -263,6 +263,61 @@ internal sealed class VirtualOps(VAutograd autograd, DType activations, Workspac
         using (Tensor(new Shape(rows), DType.F32, MemoryCategory.Workspace, op + ":row_loss", "CE row losses"))
         using (Tensor(new Shape(2), DType.I32, MemoryCategory.Workspace, op + ":status", "CE status")) { }
         autograd.Record(op, loss, [logits], [logits.Value, targets, lse], (dy, saved) => logits.GradBuffer(op));
+        return loss;
+    }
+
+    /// <summary>
+    /// Ops.LinearCrossEntropy (the fused, chunked LM head + loss): loss [1]; the target count rents a status pair; the
+    /// op rents per-row losses [N] and one chunk of float32 logits [chunk, HeadStride(V)] (plus a bf16 gradient chunk
+    /// when x and W are bf16) for the call, and when recording makes dx [N, d], dW [V, d] and db [HeadStride(V)]
+    /// (float32) in the forward and saves them; per chunk the logits GEMM, then the dx and dW GEMMs and the bias column
+    /// sums rent their scratch. Backward adds the saved gradients into the inputs' gradients.
+    /// </summary>
+    public VVar LinearCrossEntropy(VVar x, VVar weight, VVar? bias, int chunkRows)
+    {
+        const string op = "lm_head_ce";
+        int vocab = weight.Shape[0], d = weight.Shape[1], rows = checked((int)x.Shape.Rows);
+        var w = x.Value.DType == DType.BF16 && weight.Bf16Copy is { } shadow ? shadow : weight.Value;
+        bool needX = x.RequiresGrad, needW = weight.RequiresGrad, needB = bias is { RequiresGrad: true };
+        bool grads = autograd.IsRecording && (needX || needW || needB);
+        int stride = Memopt.Autograd.Ops.HeadStride(vocab), chunk = Math.Min(chunkRows, rows);
+        bool bf16Gradient = x.Value.DType == DType.BF16 && w.DType == DType.BF16;
+
+        var loss = NewOutput(new Shape(1), op, "loss", dtype: DType.F32);
+        using (Tensor(new Shape(2), DType.I32, MemoryCategory.Workspace, "cross_entropy:status", "CE target count")) { }
+        VTensor? dx = null, dw = null, db = null;
+        using (Tensor(new Shape(rows), DType.F32, MemoryCategory.Workspace, op + ":row_loss", "CE row losses"))
+        {
+            if (grads)
+            {
+                if (needX) dx = Tensor(new Shape(rows, d), DType.F32, MemoryCategory.Activations, op + ":dx", "head dx (fused)");
+                if (needW) dw = Tensor(weight.Shape, DType.F32, MemoryCategory.Activations, op + ":dw", "head dW (fused)");
+                if (needB) db = Tensor(new Shape(stride), DType.F32, MemoryCategory.Activations, op + ":db", "head db (fused)");
+            }
+            using var logits = Tensor(new Shape(chunk, stride), DType.F32, MemoryCategory.Workspace, op + ":logits", "logits chunk");
+            using var g16 = grads && bf16Gradient ? Tensor(new Shape(chunk, stride), DType.BF16, MemoryCategory.Workspace, op + ":grad", "logits gradient chunk (bf16)") : null;
+            var g = new GemmOperand(g16?.DType ?? DType.F32, stride, 0);
+            for (int r0 = 0; r0 < rows; r0 += chunk)
+            {
+                int n = Math.Min(chunk, rows - r0);
+                var xs = new GemmOperand(x.Value.DType, d, 0, Offset: (long)r0 * d);
+                Gemm(xs, GemmOperand.Dense(w, transposed: true), logits, 0, n, vocab, d);
+                if (!grads) continue;
+                if (dx is not null) Gemm(g, GemmOperand.Dense(w), dx, 0, n, d, vocab);
+                if (dw is not null) Gemm(g with { Transposed = true }, xs, dw, 0, vocab, d, n);
+                if (db is not null) Scratch(device.BiasBackwardPartials(n, stride), "bias_add_backward", op + " bias partials");
+            }
+        }
+        if (!grads) return loss;
+        VTensor[] saved = [.. new[] { dx, dw, db }.OfType<VTensor>()];
+        VVar[] inputs = bias is null ? [x, weight] : [x, weight, bias];
+        autograd.Record(op, loss, inputs, saved, (dy, kept) =>
+        {
+            if (needX) x.GradBuffer(op);
+            if (needW) weight.GradBuffer(op);
+            if (needB) bias!.GradBuffer(op);
+        });
+        foreach (var t in saved) t.Dispose();
         return loss;
     }
 

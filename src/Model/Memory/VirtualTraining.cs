@@ -138,15 +138,28 @@ internal sealed class VirtualTraining
     /// <summary>TransformerLM.Loss.</summary>
     private VVar Loss(VTensor ids, VTensor targets, int b, int t)
     {
-        using var logits = Logits(ids, b, t);
         int rows = checked(b * t);
+        if (_s.Head is { } head)
+        {
+            using var h = Hidden(ids, b, t);
+            using var flatH = _ops.Reshape(h, new Shape(rows, _c.DModel));
+            return _ops.LinearCrossEntropy(flatH, _headW ?? _wte, _headB, head.ChunkRows);
+        }
+        using var logits = Logits(ids, b, t);
         using var flat = _ops.Reshape(logits, new Shape(rows, _c.VocabSize));
         using var flatTargets = targets.View(new Shape(rows));
         return _ops.CrossEntropy(flat, flatTargets);
     }
 
-    /// <summary>TransformerLM.Logits (training context: dropout active when the config has it).</summary>
+    /// <summary>TransformerLM.Logits.</summary>
     private VVar Logits(VTensor ids, int b, int t)
+    {
+        using var h = Hidden(ids, b, t);
+        return _ops.Linear(h, _headW ?? _wte, _headB, "lm_head", "logits");
+    }
+
+    /// <summary>TransformerLM.Hidden (training context: dropout active when the config has it).</summary>
+    private VVar Hidden(VTensor ids, int b, int t)
     {
         using var idsVar = new VVar(ids.Share());
         VVar x;
@@ -174,8 +187,7 @@ internal sealed class VirtualTraining
             x = next;
         }
         using (x)
-        using (var h = _ops.LayerNorm(x, _lnFW, _lnFB, "ln_f", "ln_f out"))
-            return _ops.Linear(h, _headW ?? _wte, _headB, "lm_head", "logits");
+            return _ops.LayerNorm(x, _lnFW, _lnFB, "ln_f", "ln_f out");
     }
 
     /// <summary>TransformerBlock.Forward.</summary>

@@ -132,7 +132,7 @@ public sealed class Trainer
                     using var tape = new Tape();
                     Var loss;
                     using (tracker.EnterPhase(Phase.Forward))
-                        loss = _model.Loss(ids, targets, _attention, ctx, _o.LabelSmoothing, _o.Checkpointing);
+                        loss = _model.Loss(ids, targets, _attention, ctx, _o.LabelSmoothing, _o.Checkpointing, _o.Head);
                     using (loss)
                     {
                         float value = loss.Value.ToFloatArray()[0];
@@ -312,7 +312,7 @@ public sealed class Trainer
             batches.Next(hi, ht);
             ids.CopyFrom(hi);
             targets.CopyFrom(ht);
-            using var loss = _model.Loss(ids, targets, _attention, ForwardContext.Evaluation);
+            using var loss = _model.Loss(ids, targets, _attention, ForwardContext.Evaluation, head: _o.Head);
             sum += loss.Value.ToFloatArray()[0];
         }
         double mean = sum / count;

@@ -34,6 +34,11 @@ public sealed record TrainingOptions
     /// <summary>bf16 mixed precision (<c>--bf16</c>); the model must be built with <see cref="Precision.Bf16"/>.</summary>
     public bool Bf16 { get; init; }
     /// <summary>Gradient checkpointing: recompute <see cref="CheckpointScope"/> of every <see cref="CheckpointEvery"/>-th block in backward.</summary>
+    /// <summary>--fused-head: the LM head and cross-entropy fused and chunked over rows (<see cref="HeadChunkRows"/>).</summary>
+    public bool FusedHead { get; init; }
+    public int HeadChunkRows { get; init; } = HeadSettings.DefaultChunkRows;
+    /// <summary>What the model's loss needs for the fused head, or null when the logits are materialized.</summary>
+    public HeadSettings? Head => FusedHead ? new HeadSettings(HeadChunkRows) : null;
     public bool GradientCheckpointing { get; init; }
     public int CheckpointEvery { get; init; } = 1;
     public CheckpointScope CheckpointScope { get; init; } = CheckpointScope.Block;
@@ -74,6 +79,7 @@ public sealed record TrainingOptions
         if (EvalBatches is int e) Positive(e, "--eval-batches");
         if (WindowSize is int w) Positive(w, "--window-size");
         Positive(CheckpointEvery, "--checkpoint-every");
+        Positive(HeadChunkRows, "--head-chunk-rows");
         if (!Enum.IsDefined(CheckpointScope)) throw new ArgumentException($"--checkpoint-scope must be block, attention or mlp, got {CheckpointScope}");
         if (WarmupSteps is int ws && ws < 0) throw new ArgumentException($"--warmup-steps must be ≥ 0, got {ws}");
         if (SaveEvery < 0) throw new ArgumentException($"--save-every must be ≥ 0 (0: only when interrupted), got {SaveEvery}");

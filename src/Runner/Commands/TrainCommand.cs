@@ -63,6 +63,10 @@ public class TrainOptions : DeviceOptions
     public bool Bf16 { get; set; }
     [Option("flash-attn", HelpText = "Tiled flash attention: no B×H×T×T scores in memory (no attention dropout).")] public bool FlashAttn { get; set; }
     [Option("window-size", HelpText = "Sliding-window causal attention: each query sees its W most recent positions.")] public int? WindowSize { get; set; }
+    [Option("fused-head", HelpText = "LM head and cross-entropy fused and chunked over rows: the B×T×V logits never exist whole (see --head-chunk-rows).")]
+    public bool FusedHead { get; set; }
+    [Option("head-chunk-rows", Default = HeadSettings.DefaultChunkRows, HelpText = "With --fused-head: rows of logits per chunk (memory in flight: 4 bytes × rows × vocab, 6 under --bf16).")]
+    public int HeadChunkRows { get; set; } = HeadSettings.DefaultChunkRows;
     [Option("gradient-checkpointing", HelpText = "Recompute activations in backward instead of keeping them (see --checkpoint-every, --checkpoint-scope).")]
     public bool GradientCheckpointing { get; set; }
     [Option("checkpoint-every", Default = 1, HelpText = "With --gradient-checkpointing: checkpoint every K-th block (index % K == 0).")]
@@ -103,6 +107,7 @@ public class TrainOptions : DeviceOptions
         if (FlashAttn) parts.Add("flash");
         if (WindowSize is int w) parts.Add($"window{w}");
         if (GradientCheckpointing) parts.Add("checkpointing");
+        if (FusedHead) parts.Add("fused_head");
         return parts.Count == 0 ? Technique : string.Join("+", parts);
     }
 
@@ -334,7 +339,7 @@ public static class TrainCommand
                 GradClip = o.GradClip, GradAccumulation = o.GradAccum, LabelSmoothing = o.LabelSmoothing, Seed = (ulong)o.Seed,
                 EvalEvery = o.EvalEvery, EvalBatches = o.EvalBatches, WindowSize = o.WindowSize, FlashAttention = o.FlashAttn,
                 GradientCheckpointing = o.GradientCheckpointing, CheckpointEvery = o.CheckpointEvery,
-                CheckpointScope = o.ParsedCheckpointScope(), Bf16 = o.Bf16,
+                CheckpointScope = o.ParsedCheckpointScope(), Bf16 = o.Bf16, FusedHead = o.FusedHead, HeadChunkRows = o.HeadChunkRows,
                 SaveEvery = o.SaveEvery, KeepCheckpoints = o.KeepCheckpoints, DetectAnomaly = o.DetectAnomaly,
                 SkipNonFinite = o.SkipNonFinite, MaxConsecutiveSkips = o.MaxConsecutiveSkips, CheckGradients = !o.NoGradCheck,
             };
