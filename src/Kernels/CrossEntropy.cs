@@ -109,20 +109,22 @@ public static class CrossEntropy
     }
 
     /// <summary>
-    /// One chunk of rows of the fused LM head + cross-entropy (<c>Ops.LinearCrossEntropy</c>): from float32 logits
-    /// [rows, stride] without the bias (columns ≥ <paramref name="vocab"/> are padding, never read), adds the bias
-    /// (float32 or bf16 [vocab], or none) on load, writes each row's loss into <paramref name="rowLoss"/> [rows]
-    /// (0 for ignored rows) and, when <paramref name="gradient"/> is given, the loss gradient
-    /// (p − smoothed one-hot)·<paramref name="invCount"/> into it ([rows, stride], float32 or bf16, 0 in the padding
-    /// columns and the ignored rows; it may be the logits themselves: each element is read before it is written, by
-    /// the same thread). Targets must be in range (<see cref="CountTargets"/>). Cooperative: one group per row, one
-    /// read of the row for the log-sum-exp and, with a gradient, a second read and one write. Portable: one thread
-    /// per row, a max pass, a blocked sum-exp pass and the gradient pass.
+    /// One chunk of rows of the fused LM head + cross-entropy (<c>Ops.LinearCrossEntropy</c>): from logits
+    /// [rows, stride] (float32 or bf16) without the bias (columns ≥ <paramref name="vocab"/> are padding, never read),
+    /// adds the bias (float32 or bf16 [vocab], or none) on load and writes each row's loss into
+    /// <paramref name="rowLoss"/> [rows] (0 for ignored rows). With <paramref name="gradient"/>, it then overwrites the
+    /// logits in place with the loss gradient G = (p − smoothed one-hot)·<paramref name="invCount"/> (0 in the padding
+    /// columns and the ignored rows); every element is read before it is written, by the same thread. Targets must be
+    /// in range (<see cref="CountTargets"/>).
+    /// Cooperative: one group of up to 1024 threads per row: one read of the row for the log-sum-exp, then a second
+    /// read and one write for G. Large groups keep few rows in flight (two per SM), so at V = 50257 in bf16 (100 KB a
+    /// row) the second read finds the row in the H100's 50 MB L2. Portable: one thread per row, a max pass, a blocked
+    /// sum-exp pass and the gradient pass.
     /// </summary>
     public static void Chunk(Tensor logits, Tensor? bias, Tensor targets, int vocab, int ignoreIndex, float labelSmoothing,
-        Tensor rowLoss, Tensor? gradient, float invCount)
+        Tensor rowLoss, bool gradient, float invCount)
     {
-        Check.DType(Op, logits, DType.F32, "chunk logits");
+        Check.Float(Op, logits, "chunk logits");
         Check.That(logits.Shape.Rank == 2 && logits.Shape.Last >= vocab && vocab >= 1, Op, $"chunk logits {logits.Shape} must be [rows, stride ≥ vocab {vocab}]");
         int rows = logits.Shape[0], stride = logits.Shape.Last;
         Check.DType(Op, targets, DType.I32, "targets");
@@ -133,29 +135,20 @@ public static class CrossEntropy
             Check.Float(Op, bias, "bias");
             Check.That(bias.Numel == vocab, Op, $"bias {bias.Shape} must have {vocab} elements");
         }
-        if (gradient is not null)
-        {
-            Check.Float(Op, gradient, "chunk gradient");
-            Check.SameShape(Op, logits, gradient);
-        }
         Check.That(labelSmoothing >= 0f && labelSmoothing <= 1f, Op, $"label smoothing {labelSmoothing} is not in [0, 1]");
         var device = logits.Device;
-        var biasView = FloatView.Of(bias ?? logits);
-        var gradView = FloatView.Of(gradient ?? logits);
-        int hasBias = bias is null ? 0 : 1, hasGrad = gradient is null ? 0 : 1;
-        float onTarget = 1f - labelSmoothing, uniform = labelSmoothing / vocab;
+        int hasBias = bias is null ? 0 : 1, hasGrad = gradient ? 1 : 0;
+        var shape = new ChunkShape(vocab, stride, ignoreIndex, labelSmoothing, 1f - labelSmoothing, labelSmoothing / vocab, invCount, rows);
         if (Launch.Cooperative(device))
         {
             var k = device.Kernel("cross_entropy.chunk", acc => acc.LoadStreamKernel<
-                ArrayView<float>, FloatView, int, ArrayView<int>, ArrayView<float>, FloatView, int, ChunkShape>(ChunkKernel));
-            k(Launch.PerRow(device, rows), logits.F32, biasView, hasBias, targets.I32, rowLoss.F32, gradView, hasGrad,
-                new ChunkShape(vocab, stride, ignoreIndex, labelSmoothing, onTarget, uniform, invCount, rows));
+                FloatView, FloatView, int, ArrayView<int>, ArrayView<float>, int, ChunkShape>(ChunkKernel));
+            k(Launch.PerRow(device, rows, 1024), FloatView.Of(logits), FloatView.Of(bias ?? logits), hasBias, targets.I32, rowLoss.F32, hasGrad, shape);
             return;
         }
         var serial = device.Kernel("cross_entropy.chunk_thread_per_row", acc => acc.LoadStreamKernel<
-            ArrayView<float>, FloatView, int, ArrayView<int>, ArrayView<float>, FloatView, int, ChunkShape>(ChunkRowKernel));
-        serial(Launch.ThreadPerRow(device, rows), logits.F32, biasView, hasBias, targets.I32, rowLoss.F32, gradView, hasGrad,
-            new ChunkShape(vocab, stride, ignoreIndex, labelSmoothing, onTarget, uniform, invCount, rows));
+            FloatView, FloatView, int, ArrayView<int>, ArrayView<float>, int, ChunkShape>(ChunkRowKernel));
+        serial(Launch.ThreadPerRow(device, rows), FloatView.Of(logits), FloatView.Of(bias ?? logits), hasBias, targets.I32, rowLoss.F32, hasGrad, shape);
     }
 
     /// <summary>The scalars of a chunk launch (public because ILGPU's CPU backend must see the type).</summary>
@@ -231,8 +224,8 @@ public static class CrossEntropy
         if (bad != 0) Atomic.Add(ref status[1], bad);
     }
 
-    private static void ChunkKernel(ArrayView<float> logits, FloatView bias, int hasBias, ArrayView<int> targets, ArrayView<float> rowLoss,
-        FloatView grad, int hasGrad, ChunkShape s)
+    private static void ChunkKernel(FloatView logits, FloatView bias, int hasBias, ArrayView<int> targets, ArrayView<float> rowLoss,
+        int hasGrad, ChunkShape s)
     {
         int row = Grid.IdxX;
         int tid = Group.IdxX;
@@ -243,15 +236,15 @@ public static class CrossEntropy
         {
             if (tid == 0) rowLoss[row] = 0f;
             if (hasGrad != 0)
-                for (int j = tid; j < s.Stride; j += threads) grad.Store(start + j, 0f);
+                for (int j = tid; j < s.Stride; j += threads) logits.Store(start + j, 0f);
             return;
         }
         // Read before any thread of the group can overwrite it with its gradient (after the reductions' barriers).
-        float xTarget = tid == 0 ? logits[start + target] + (hasBias != 0 ? bias.Load(target) : 0f) : 0f;
+        float xTarget = tid == 0 ? logits.Load(start + target) + (hasBias != 0 ? bias.Load(target) : 0f) : 0f;
         float m = float.NegativeInfinity, e = 0f, sumX = 0f;
         for (int j = tid; j < s.Vocab; j += threads)
         {
-            float x = logits[start + j] + (hasBias != 0 ? bias.Load(j) : 0f);
+            float x = logits.Load(start + j) + (hasBias != 0 ? bias.Load(j) : 0f);
             if (x > m)
             {
                 e = e * MathF.Exp(m - x) + 1f;
@@ -277,16 +270,16 @@ public static class CrossEntropy
             float g = 0f;
             if (j < s.Vocab)
             {
-                float p = MathF.Exp(logits[start + j] + (hasBias != 0 ? bias.Load(j) : 0f) - lse);
+                float p = MathF.Exp(logits.Load(start + j) + (hasBias != 0 ? bias.Load(j) : 0f) - lse);
                 g = (p - (j == target ? s.OnTarget + s.Uniform : s.Uniform)) * s.InvCount;
             }
-            grad.Store(start + j, g);
+            logits.Store(start + j, g);
         }
     }
 
     /// <summary>The portable chunk: thread per row, grid-stride over rows, the forward's blocked sums.</summary>
-    private static void ChunkRowKernel(ArrayView<float> logits, FloatView bias, int hasBias, ArrayView<int> targets, ArrayView<float> rowLoss,
-        FloatView grad, int hasGrad, ChunkShape s)
+    private static void ChunkRowKernel(FloatView logits, FloatView bias, int hasBias, ArrayView<int> targets, ArrayView<float> rowLoss,
+        int hasGrad, ChunkShape s)
     {
         int stride = Grid.DimX * Group.DimX;
         for (int row = Grid.GlobalIndex.X; row < s.Rows; row += stride)
@@ -297,11 +290,11 @@ public static class CrossEntropy
             {
                 rowLoss[row] = 0f;
                 if (hasGrad != 0)
-                    for (int j = 0; j < s.Stride; j++) grad.Store(start + j, 0f);
+                    for (int j = 0; j < s.Stride; j++) logits.Store(start + j, 0f);
                 continue;
             }
             float max = float.NegativeInfinity;
-            for (int j = 0; j < s.Vocab; j++) max = MathF.Max(max, logits[start + j] + (hasBias != 0 ? bias.Load(j) : 0f));
+            for (int j = 0; j < s.Vocab; j++) max = MathF.Max(max, logits.Load(start + j) + (hasBias != 0 ? bias.Load(j) : 0f));
             float sum = 0f, sumX = 0f;
             for (int j0 = 0; j0 < s.Vocab; j0 += SumBlock)
             {
@@ -309,7 +302,7 @@ public static class CrossEntropy
                 float part = 0f, partX = 0f;
                 for (int j = j0; j < end; j++)
                 {
-                    float x = logits[start + j] + (hasBias != 0 ? bias.Load(j) : 0f);
+                    float x = logits.Load(start + j) + (hasBias != 0 ? bias.Load(j) : 0f);
                     part += MathF.Exp(x - max);
                     partX += x;
                 }
@@ -317,7 +310,7 @@ public static class CrossEntropy
                 sumX += partX;
             }
             float lse = max + MathF.Log(sum);
-            float nll = lse - (logits[start + target] + (hasBias != 0 ? bias.Load(target) : 0f));
+            float nll = lse - (logits.Load(start + target) + (hasBias != 0 ? bias.Load(target) : 0f));
             rowLoss[row] = s.Smoothing != 0f ? (1f - s.Smoothing) * nll + s.Smoothing * (lse - sumX / s.Vocab) : nll;
             if (hasGrad == 0) continue;
             for (int j = 0; j < s.Stride; j++)
@@ -325,10 +318,10 @@ public static class CrossEntropy
                 float g = 0f;
                 if (j < s.Vocab)
                 {
-                    float p = MathF.Exp(logits[start + j] + (hasBias != 0 ? bias.Load(j) : 0f) - lse);
+                    float p = MathF.Exp(logits.Load(start + j) + (hasBias != 0 ? bias.Load(j) : 0f) - lse);
                     g = (p - (j == target ? s.OnTarget + s.Uniform : s.Uniform)) * s.InvCount;
                 }
-                grad.Store(start + j, g);
+                logits.Store(start + j, g);
             }
         }
     }

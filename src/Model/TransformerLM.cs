@@ -170,7 +170,7 @@ public sealed class TransformerLM : IDisposable
 /// <summary>The fused, chunked LM head + cross-entropy (--fused-head): rows per chunk.</summary>
 public sealed record HeadSettings(int ChunkRows)
 {
-    /// <summary>2048 rows: at V = 50257 a float32 chunk of logits is 412 MB (plus 206 MB for its bf16 gradient under
-    /// --bf16), against 1.65 GB of logits and 1.65 GB of their gradient unfused at rtx5090's batch 32.</summary>
+    /// <summary>2048 rows: at V = 50257 a chunk of logits is 412 MB in float32 (206 MB under --bf16), against 1.65 GB
+    /// of float32 logits and 1.65 GB of their gradient unfused at rtx5090's batch 32.</summary>
     public const int DefaultChunkRows = 2048;
 }

@@ -33,10 +33,10 @@ public class FusedHeadModelTests(ITestOutputHelper output)
     /// <summary>
     /// float32: both compute the same sums in a different order (the logits GEMM per chunk, dW summed over chunks),
     /// so loss and gradients agree to a few float32 ulps of their scale: 1e-5 relative.
-    /// bf16: the fused head keeps the logits in float32 where the unfused one rounds them to bf16 (2^-8), and its
-    /// gradient G is bf16 either way; the loss moves by ≤ ~2^-9 of the logits' scale, the head's gradients by a few
-    /// bf16 ulps. 1e-2 relative on the loss and 0.05 of each gradient's largest entry (the tolerances of the bf16
-    /// model tests) still catch a dropped chunk, a missed bias or an unscaled gradient (O(1) errors).
+    /// bf16: both round the logits and G to bf16, but the fused head adds the bias in float32 before rounding once
+    /// where the unfused one rounds the product and the sum, and sums dW over chunks: a few bf16 ulps (2^-8) of the
+    /// loss and the head's gradients. 1e-2 relative on the loss and 0.05 of each gradient's largest entry (the
+    /// tolerances of the bf16 model tests) still catch a dropped chunk, a missed bias or an unscaled gradient (O(1)).
     /// </summary>
     [Theory]
     [InlineData(false, true, 5, 0f)]

@@ -15,15 +15,16 @@ public static partial class Ops
     ///   loss = mean over counted rows r of CE(x_r·Wᵀ + b, t_r)            (ignore index and label smoothing as <see cref="CrossEntropy(Var, Tensor, int, float)"/>)
     /// x [..., d], W [V, d], b [V] or none, targets int32 with x's leading shape; returns the scalar loss [1].
     /// The N×V logits never exist: the rows go through in chunks of <paramref name="chunkRows"/>; per chunk one GEMM
-    /// writes float32 logits [chunk, HeadStride(V)] into a buffer reused by every chunk, one kernel turns them into
-    /// row losses and, when a gradient is wanted, into G = (softmax − smoothed one-hot)/count (in place, or into a
-    /// bf16 buffer when x and W are bf16 so that the tensor cores read it), and the gradient GEMMs run right there:
+    /// writes the logits [chunk, HeadStride(V)] into a buffer reused by every chunk (bf16 when x and W are bf16, as the
+    /// unfused head under --bf16 and PyTorch's autocast have them, else float32), one kernel turns them into row
+    /// losses and, when a gradient is wanted, in place into G = (softmax − smoothed one-hot)/count, and the gradient
+    /// GEMMs run right there:
     ///   dx_chunk = G·W,   dW += Gᵀ·x_chunk,   db += Σ_rows G.
     /// Those are d(loss)/d(input) for an upstream gradient of 1; backward adds dloss·(each) into the inputs'
     /// gradients. So the op saves dx [N, d], dW [V, d] and db (float32) instead of the logits, and the backward is
-    /// three scaled adds. Memory in flight: one chunk of logits (4·chunk·V bytes, plus 2·chunk·V for a bf16 G)
-    /// instead of the N×V logits and their N×V gradient; the GEMM FLOPs are the unfused head's, with no recompute.
-    /// Mixed precision as <see cref="Linear"/>: a bf16 x reads W's bf16 copy; the logits and all softmax math are float32.
+    /// three scaled adds. Memory in flight: one chunk of logits (2 or 4 bytes × chunk × V) instead of the N×V logits
+    /// and their N×V gradient; the GEMM FLOPs are the unfused head's, with no recompute.
+    /// Mixed precision as <see cref="Linear"/>: a bf16 x reads W's bf16 copy; all softmax math is float32.
     /// </summary>
     public static Var LinearCrossEntropy(Var x, Var weight, Var? bias, Tensor targets, int chunkRows, int ignoreIndex = -100,
         float labelSmoothing = 0f, string op = "lm_head_ce")
@@ -44,8 +45,7 @@ public static partial class Ops
         bool needX = x.RequiresGrad, needW = weight.RequiresGrad, needB = bias is { RequiresGrad: true };
         bool grads = Tape.IsRecording && (needX || needW || needB);
         int stride = HeadStride(vocab), chunk = Math.Min(chunkRows, rows);
-        // G goes to the tensor cores only as bf16; otherwise it overwrites the float32 logits in place.
-        bool bf16Gradient = x.Value.DType == DType.BF16 && w.DType == DType.BF16;
+        var logitsType = x.Value.DType == DType.BF16 && w.DType == DType.BF16 ? DType.BF16 : DType.F32;
         var device = x.Device;
 
         var loss = NewOutput(x, new Shape(1), op, dtype: DType.F32);
@@ -61,8 +61,7 @@ public static partial class Ops
                 if (needW) dw = Tensor.Empty(device, weight.Shape, DType.F32, MemoryCategory.Activations, op + ":dw");
                 if (needB) db = Tensor.Zeros(device, new Shape(stride), DType.F32, MemoryCategory.Activations, op + ":db");
             }
-            using (var logits = Tensor.Empty(device, new Shape(chunk, stride), DType.F32, MemoryCategory.Workspace, op + ":logits"))
-            using (var g16 = grads && bf16Gradient ? Tensor.Empty(device, new Shape(chunk, stride), DType.BF16, MemoryCategory.Workspace, op + ":grad") : null)
+            using (var logits = Tensor.Empty(device, new Shape(chunk, stride), logitsType, MemoryCategory.Workspace, op + ":logits"))
             {
                 for (int r0 = 0; r0 < rows; r0 += chunk)
                 {
@@ -72,15 +71,15 @@ public static partial class Ops
                     Kernels.MatMul.Gemm(xs, MatrixOperand.Dense(w, transposed: true), new MatrixOperand(z, 0, stride, 0), n, vocab, d);
                     using var t = targets.View(new Shape(n), r0);
                     using var l = rowLoss.View(new Shape(n), r0);
-                    using var g = !grads ? null : g16 is null ? z.Share() : g16.View(new Shape(n, stride));
-                    Kernels.CrossEntropy.Chunk(z, bias?.Value, t, vocab, ignoreIndex, labelSmoothing, l, g, invCount);
-                    if (g is null) continue;
-                    var gm = new MatrixOperand(g, 0, stride, 0);
+                    Kernels.CrossEntropy.Chunk(z, bias?.Value, t, vocab, ignoreIndex, labelSmoothing, l, grads, invCount);
+                    if (!grads) continue;
+                    var gm = new MatrixOperand(z, 0, stride, 0); // now G
+
                     if (dx is not null) // dx rows [n, d] = G [n, V] · W [V, d]
                         Kernels.MatMul.Gemm(gm, MatrixOperand.Dense(w), new MatrixOperand(dx, (long)r0 * d, d, 0), n, d, vocab);
                     if (dw is not null) // dW [V, d] (+)= Gᵀ [V, n] · x rows [n, d]
                         Kernels.MatMul.Gemm(gm.AsTransposed(true), xs, MatrixOperand.Dense(dw), vocab, d, n, accumulate: r0 > 0);
-                    if (db is not null) BiasAdd.Backward(g, db); // the padding columns of G are 0
+                    if (db is not null) BiasAdd.Backward(z, db); // the padding columns of G are 0
                 }
             }
             Kernels.CrossEntropy.Mean(rowLoss, count, loss.Value);

@@ -268,8 +268,8 @@ internal sealed class VirtualOps(VAutograd autograd, DType activations, Workspac
 
     /// <summary>
     /// Ops.LinearCrossEntropy (the fused, chunked LM head + loss): loss [1]; the target count rents a status pair; the
-    /// op rents per-row losses [N] and one chunk of float32 logits [chunk, HeadStride(V)] (plus a bf16 gradient chunk
-    /// when x and W are bf16) for the call, and when recording makes dx [N, d], dW [V, d] and db [HeadStride(V)]
+    /// op rents per-row losses [N] and one chunk of logits [chunk, HeadStride(V)] (bf16 when x and W are bf16, else
+    /// float32; the gradient overwrites it) for the call, and when recording makes dx [N, d], dW [V, d] and db [HeadStride(V)]
     /// (float32) in the forward and saves them; per chunk the logits GEMM, then the dx and dW GEMMs and the bias column
     /// sums rent their scratch. Backward adds the saved gradients into the inputs' gradients.
     /// </summary>
@@ -281,7 +281,7 @@ internal sealed class VirtualOps(VAutograd autograd, DType activations, Workspac
         bool needX = x.RequiresGrad, needW = weight.RequiresGrad, needB = bias is { RequiresGrad: true };
         bool grads = autograd.IsRecording && (needX || needW || needB);
         int stride = Memopt.Autograd.Ops.HeadStride(vocab), chunk = Math.Min(chunkRows, rows);
-        bool bf16Gradient = x.Value.DType == DType.BF16 && w.DType == DType.BF16;
+        var logitsType = x.Value.DType == DType.BF16 && w.DType == DType.BF16 ? DType.BF16 : DType.F32;
 
         var loss = NewOutput(new Shape(1), op, "loss", dtype: DType.F32);
         using (Tensor(new Shape(2), DType.I32, MemoryCategory.Workspace, "cross_entropy:status", "CE target count")) { }
@@ -294,9 +294,8 @@ internal sealed class VirtualOps(VAutograd autograd, DType activations, Workspac
                 if (needW) dw = Tensor(weight.Shape, DType.F32, MemoryCategory.Activations, op + ":dw", "head dW (fused)");
                 if (needB) db = Tensor(new Shape(stride), DType.F32, MemoryCategory.Activations, op + ":db", "head db (fused)");
             }
-            using var logits = Tensor(new Shape(chunk, stride), DType.F32, MemoryCategory.Workspace, op + ":logits", "logits chunk");
-            using var g16 = grads && bf16Gradient ? Tensor(new Shape(chunk, stride), DType.BF16, MemoryCategory.Workspace, op + ":grad", "logits gradient chunk (bf16)") : null;
-            var g = new GemmOperand(g16?.DType ?? DType.F32, stride, 0);
+            using var logits = Tensor(new Shape(chunk, stride), logitsType, MemoryCategory.Workspace, op + ":logits", "logits chunk (then its gradient, in place)");
+            var g = new GemmOperand(logitsType, stride, 0);
             for (int r0 = 0; r0 < rows; r0 += chunk)
             {
                 int n = Math.Min(chunk, rows - r0);

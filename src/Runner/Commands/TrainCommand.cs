@@ -65,7 +65,7 @@ public class TrainOptions : DeviceOptions
     [Option("window-size", HelpText = "Sliding-window causal attention: each query sees its W most recent positions.")] public int? WindowSize { get; set; }
     [Option("fused-head", HelpText = "LM head and cross-entropy fused and chunked over rows: the B×T×V logits never exist whole (see --head-chunk-rows).")]
     public bool FusedHead { get; set; }
-    [Option("head-chunk-rows", Default = HeadSettings.DefaultChunkRows, HelpText = "With --fused-head: rows of logits per chunk (memory in flight: 4 bytes × rows × vocab, 6 under --bf16).")]
+    [Option("head-chunk-rows", Default = HeadSettings.DefaultChunkRows, HelpText = "With --fused-head: rows of logits per chunk (memory in flight: 4 bytes × rows × vocab, 2 under --bf16).")]
     public int HeadChunkRows { get; set; } = HeadSettings.DefaultChunkRows;
     [Option("gradient-checkpointing", HelpText = "Recompute activations in backward instead of keeping them (see --checkpoint-every, --checkpoint-scope).")]
     public bool GradientCheckpointing { get; set; }
