@@ -46,7 +46,7 @@ public static class BiasAdd
         k(Launch.Elementwise(x.Device, x.Numel), FloatView.Of(x), FloatView.Of(bias), FloatView.Of(y), x.Numel, x.Shape.Last);
     }
 
-    private static bool EightByteAligned(Tensor t)
+    internal static bool EightByteAligned(Tensor t)
     {
         var view = (IContiguousArrayView)t.Raw;
         return (view.Buffer.NativePtr.ToInt64() + view.IndexInBytes) % 8 == 0;

@@ -139,6 +139,14 @@ public static class CrossEntropy
         var device = logits.Device;
         int hasBias = bias is null ? 0 : 1, hasGrad = gradient ? 1 : 0;
         var shape = new ChunkShape(vocab, stride, ignoreIndex, labelSmoothing, 1f - labelSmoothing, labelSmoothing / vocab, invCount, rows);
+        if (Launch.Cooperative(device) && logits.DType == DType.BF16 && stride % 4 == 0 && BiasAdd.EightByteAligned(logits))
+        {
+            // Four bf16 per 8-byte access: two-byte accesses held the kernel to ~40% of the H100's bandwidth.
+            var q = device.Kernel("cross_entropy.chunk_bf16x4", acc => acc.LoadStreamKernel<
+                ArrayView<ulong>, FloatView, int, ArrayView<int>, ArrayView<float>, int, ChunkShape>(ChunkBf16QuadKernel));
+            q(Launch.PerRow(device, rows, 1024), logits.Raw.Cast<ulong>(), FloatView.Of(bias ?? logits), hasBias, targets.I32, rowLoss.F32, hasGrad, shape);
+            return;
+        }
         if (Launch.Cooperative(device))
         {
             var k = device.Kernel("cross_entropy.chunk", acc => acc.LoadStreamKernel<
@@ -274,6 +282,73 @@ public static class CrossEntropy
                 g = (p - (j == target ? s.OnTarget + s.Uniform : s.Uniform)) * s.InvCount;
             }
             logits.Store(start + j, g);
+        }
+    }
+
+    /// <summary>The chunk kernel on bf16 logits whose rows are whole 8-byte words: the same math, four logits per access.</summary>
+    private static void ChunkBf16QuadKernel(ArrayView<ulong> logits, FloatView bias, int hasBias, ArrayView<int> targets, ArrayView<float> rowLoss,
+        int hasGrad, ChunkShape s)
+    {
+        int row = Grid.IdxX;
+        int tid = Group.IdxX;
+        int threads = Group.DimX;
+        int target = targets[row];
+        int quads = s.Stride / 4;
+        long start = (long)row * quads;
+        if (target == s.IgnoreIndex)
+        {
+            if (tid == 0) rowLoss[row] = 0f;
+            if (hasGrad != 0)
+                for (int q = tid; q < quads; q += threads) logits[start + q] = 0UL;
+            return;
+        }
+        float xTarget = 0f;
+        if (tid == 0)
+        {
+            ulong word = logits[start + target / 4];
+            xTarget = BFloat16.ToFloat((ushort)(word >> (16 * (target % 4)))) + (hasBias != 0 ? bias.Load(target) : 0f);
+        }
+        float m = float.NegativeInfinity, e = 0f, sumX = 0f;
+        for (int q = tid; q < quads; q += threads)
+        {
+            ulong word = logits[start + q];
+            for (int i = 0; i < 4; i++)
+            {
+                int j = 4 * q + i;
+                if (j >= s.Vocab) break;
+                float x = BFloat16.ToFloat((ushort)(word >> (16 * i))) + (hasBias != 0 ? bias.Load(j) : 0f);
+                if (x > m)
+                {
+                    e = e * MathF.Exp(m - x) + 1f;
+                    m = x;
+                }
+                else
+                {
+                    e += MathF.Exp(x - m);
+                }
+                sumX += x;
+            }
+        }
+        float rowMax = GroupExtensions.AllReduce<float, MaxFloat>(m);
+        float lse = rowMax + MathF.Log(GroupExtensions.AllReduce<float, AddFloat>(e * MathF.Exp(m - rowMax)));
+        float totalX = s.Smoothing != 0f ? GroupExtensions.Reduce<float, AddFloat>(sumX) : 0f;
+        if (tid == 0)
+        {
+            float nll = lse - xTarget;
+            rowLoss[row] = s.Smoothing != 0f ? (1f - s.Smoothing) * nll + s.Smoothing * (lse - totalX / s.Vocab) : nll;
+        }
+        if (hasGrad == 0) return;
+        for (int q = tid; q < quads; q += threads)
+        {
+            ulong word = logits[start + q], packed = 0UL;
+            for (int i = 0; i < 4; i++)
+            {
+                int j = 4 * q + i;
+                if (j >= s.Vocab) break;
+                float p = MathF.Exp(BFloat16.ToFloat((ushort)(word >> (16 * i))) + (hasBias != 0 ? bias.Load(j) : 0f) - lse);
+                packed |= (ulong)BFloat16.FromFloat((p - (j == target ? s.OnTarget + s.Uniform : s.Uniform)) * s.InvCount) << (16 * i);
+            }
+            logits[start + q] = packed;
         }
     }
 
