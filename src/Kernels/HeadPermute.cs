@@ -26,6 +26,7 @@ public static class HeadPermute
         Check.That(heads >= 1, op, $"heads = {heads} must be ≥ 1 (qkv {s})");
         Check.That(s.Last % (3 * heads) == 0, op, $"qkv {s}: the last dimension must be 3·heads·head_dim with heads = {heads}");
         Check.That(which is >= 0 and <= 2, op, $"which = {which} must be 0 (q), 1 (k) or 2 (v) (qkv {s})");
+        Check.That(s.Numel <= int.MaxValue, op, $"qkv {s} has more than 2^31-1 elements (the copies index in 32 bits)");
         return new Shape(s[0], heads, s[1], s.Last / (3 * heads));
     }
 
@@ -36,7 +37,7 @@ public static class HeadPermute
         Check.Float(op, x);
         var s = x.Shape;
         Check.That(s.Rank == 4, op, $"input {s} must be [B, H, T, head_dim]");
-        Check.That((long)s[1] * s[3] <= int.MaxValue, op, $"input {s}: H·head_dim overflows");
+        Check.That(s.Numel <= int.MaxValue, op, $"input {s} has more than 2^31-1 elements (the copies index in 32 bits)");
         return new Shape(s[0], s[2], s[1] * s[3]);
     }
 
@@ -45,8 +46,8 @@ public static class HeadPermute
     {
         var shape = SelectShape(qkv, heads, which);
         CheckOutput("select_heads", output, shape, qkv.Shape);
-        var k = qkv.Device.Kernel("head_permute.select", acc => acc.LoadStreamKernel<FloatView, FloatView, int, int, int, int, long>(SelectKernel));
-        k(Launch.Elementwise(qkv.Device, output.Numel), FloatView.Of(qkv), FloatView.Of(output), shape[1], shape[2], shape[3], which, output.Numel);
+        var k = qkv.Device.Kernel("head_permute.select", acc => acc.LoadStreamKernel<FloatView, FloatView, int, int, int, int, int>(SelectKernel));
+        k(Launch.Elementwise(qkv.Device, output.Numel), FloatView.Of(qkv), FloatView.Of(output), shape[1], shape[2], shape[3], which, (int)output.Numel);
     }
 
     /// <summary>dqkv[part which] += doutput (the inverse of <see cref="Select"/>).</summary>
@@ -54,8 +55,8 @@ public static class HeadPermute
     {
         var shape = SelectShape(dqkv, heads, which);
         CheckOutput("select_heads_backward", doutput, shape, dqkv.Shape);
-        var k = dqkv.Device.Kernel("head_permute.select_bwd", acc => acc.LoadStreamKernel<FloatView, FloatView, int, int, int, int, long>(SelectBackwardKernel));
-        k(Launch.Elementwise(dqkv.Device, doutput.Numel), FloatView.Of(doutput), FloatView.Of(dqkv), shape[1], shape[2], shape[3], which, doutput.Numel);
+        var k = dqkv.Device.Kernel("head_permute.select_bwd", acc => acc.LoadStreamKernel<FloatView, FloatView, int, int, int, int, int>(SelectBackwardKernel));
+        k(Launch.Elementwise(dqkv.Device, doutput.Numel), FloatView.Of(doutput), FloatView.Of(dqkv), shape[1], shape[2], shape[3], which, (int)doutput.Numel);
     }
 
     /// <summary>y [B, T, H·hd] = x [B, H, T, hd] with heads side by side.</summary>
@@ -63,8 +64,8 @@ public static class HeadPermute
     {
         var shape = MergeShape(x);
         CheckOutput("merge_heads", y, shape, x.Shape);
-        var k = x.Device.Kernel("head_permute.merge", acc => acc.LoadStreamKernel<FloatView, FloatView, int, int, int, long>(MergeKernel));
-        k(Launch.Elementwise(x.Device, y.Numel), FloatView.Of(x), FloatView.Of(y), x.Shape[1], x.Shape[2], x.Shape[3], y.Numel);
+        var k = x.Device.Kernel("head_permute.merge", acc => acc.LoadStreamKernel<FloatView, FloatView, int, int, int, int>(MergeKernel));
+        k(Launch.Elementwise(x.Device, y.Numel), FloatView.Of(x), FloatView.Of(y), x.Shape[1], x.Shape[2], x.Shape[3], (int)y.Numel);
     }
 
     /// <summary>dx [B, H, T, hd] += dy [B, T, H·hd] rearranged (the inverse of <see cref="Merge"/>).</summary>
@@ -72,8 +73,8 @@ public static class HeadPermute
     {
         var shape = MergeShape(dx);
         CheckOutput("merge_heads_backward", dy, shape, dx.Shape);
-        var k = dx.Device.Kernel("head_permute.merge_bwd", acc => acc.LoadStreamKernel<FloatView, FloatView, int, int, int, long>(MergeBackwardKernel));
-        k(Launch.Elementwise(dx.Device, dx.Numel), FloatView.Of(dy), FloatView.Of(dx), dx.Shape[1], dx.Shape[2], dx.Shape[3], dx.Numel);
+        var k = dx.Device.Kernel("head_permute.merge_bwd", acc => acc.LoadStreamKernel<FloatView, FloatView, int, int, int, int>(MergeBackwardKernel));
+        k(Launch.Elementwise(dx.Device, dx.Numel), FloatView.Of(dy), FloatView.Of(dx), dx.Shape[1], dx.Shape[2], dx.Shape[3], (int)dx.Numel);
     }
 
     private static void CheckOutput(string op, Tensor t, Shape want, Shape source)
@@ -82,63 +83,67 @@ public static class HeadPermute
         Check.That(t.Shape.Equals(want), op, $"tensor {t.Shape} must be {want} for {source}");
     }
 
+    // 32-bit index arithmetic: with 64-bit divisions (four per element) these copies ran at ~135 GB/s on the H100,
+    // 62 µs for the 8 MB of one rtx5090 batch-32 q, k or v, and the six of a layer took 8% of a bf16 step.
+    // The entry points check that every index fits.
+
     /// <summary>Index of qkv[b, t, which·C + h·hd + d] for the [B, H, T, hd] flat index i.</summary>
-    private static long QkvIndex(long i, int heads, int t, int hd, int which)
+    private static int QkvIndex(int i, int heads, int t, int hd, int which)
     {
-        long d = i % hd;
-        long rest = i / hd;
-        long tt = rest % t;
+        int d = i % hd;
+        int rest = i / hd;
+        int tt = rest % t;
         rest /= t;
-        long h = rest % heads;
-        long b = rest / heads;
-        long c = (long)heads * hd;
+        int h = rest % heads;
+        int b = rest / heads;
+        int c = heads * hd;
         return (b * t + tt) * 3 * c + which * c + h * hd + d;
     }
 
     /// <summary>Index of x[b, h, t, d] for the [B, T, H·hd] flat index i.</summary>
-    private static long HeadIndex(long i, int heads, int t, int hd)
+    private static int HeadIndex(int i, int heads, int t, int hd)
     {
-        long c = (long)heads * hd;
-        long col = i % c;
-        long rest = i / c;
-        long tt = rest % t;
-        long b = rest / t;
-        long h = col / hd;
-        long d = col - h * hd;
+        int c = heads * hd;
+        int col = i % c;
+        int rest = i / c;
+        int tt = rest % t;
+        int b = rest / t;
+        int h = col / hd;
+        int d = col - h * hd;
         return ((b * heads + h) * t + tt) * hd + d;
     }
 
-    private static void SelectKernel(FloatView qkv, FloatView output, int heads, int t, int hd, int which, long n)
+    private static void SelectKernel(FloatView qkv, FloatView output, int heads, int t, int hd, int which, int n)
     {
-        long stride = (long)Grid.DimX * Group.DimX;
-        for (long i = Grid.GlobalIndex.X; i < n; i += stride) output.Store(i, qkv.Load(QkvIndex(i, heads, t, hd, which)));
+        int stride = Grid.DimX * Group.DimX;
+        for (int i = Grid.GlobalIndex.X; i < n; i += stride) output.Store(i, qkv.Load(QkvIndex(i, heads, t, hd, which)));
     }
 
-    private static void SelectBackwardKernel(FloatView doutput, FloatView dqkv, int heads, int t, int hd, int which, long n)
+    private static void SelectBackwardKernel(FloatView doutput, FloatView dqkv, int heads, int t, int hd, int which, int n)
     {
-        long stride = (long)Grid.DimX * Group.DimX;
-        for (long i = Grid.GlobalIndex.X; i < n; i += stride) dqkv.Add(QkvIndex(i, heads, t, hd, which), doutput.Load(i));
+        int stride = Grid.DimX * Group.DimX;
+        for (int i = Grid.GlobalIndex.X; i < n; i += stride) dqkv.Add(QkvIndex(i, heads, t, hd, which), doutput.Load(i));
     }
 
-    private static void MergeKernel(FloatView x, FloatView y, int heads, int t, int hd, long n)
+    private static void MergeKernel(FloatView x, FloatView y, int heads, int t, int hd, int n)
     {
-        long stride = (long)Grid.DimX * Group.DimX;
-        for (long i = Grid.GlobalIndex.X; i < n; i += stride) y.Store(i, x.Load(HeadIndex(i, heads, t, hd)));
+        int stride = Grid.DimX * Group.DimX;
+        for (int i = Grid.GlobalIndex.X; i < n; i += stride) y.Store(i, x.Load(HeadIndex(i, heads, t, hd)));
     }
 
     /// <summary>Walks dx in order (its writes coalesced); reads dy in hd-long runs.</summary>
-    private static void MergeBackwardKernel(FloatView dy, FloatView dx, int heads, int t, int hd, long n)
+    private static void MergeBackwardKernel(FloatView dy, FloatView dx, int heads, int t, int hd, int n)
     {
-        long stride = (long)Grid.DimX * Group.DimX;
-        for (long i = Grid.GlobalIndex.X; i < n; i += stride)
+        int stride = Grid.DimX * Group.DimX;
+        for (int i = Grid.GlobalIndex.X; i < n; i += stride)
         {
             // i indexes dx [B, H, T, hd]; the matching gradient is dy[b, t, h·hd + d].
-            long d = i % hd;
-            long rest = i / hd;
-            long tt = rest % t;
+            int d = i % hd;
+            int rest = i / hd;
+            int tt = rest % t;
             rest /= t;
-            long h = rest % heads;
-            long b = rest / heads;
+            int h = rest % heads;
+            int b = rest / heads;
             dx.Add(i, dy.Load((b * t + tt) * heads * hd + h * hd + d));
         }
     }
