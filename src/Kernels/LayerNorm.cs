@@ -329,7 +329,12 @@ public static class LayerNorm
         }
     }
 
-    /// <summary>dweight[c] += Σ_chunk partials[0, chunk, c]; dbias[c] += Σ_chunk partials[1, chunk, c] (flags select which).</summary>
+    /// <summary>
+    /// dweight[c] += Σ_chunk partials[0, chunk, c]; dbias[c] += Σ_chunk partials[1, chunk, c] (flags select which).
+    /// A thread per column adds the chunks' partials in chunk order, as the portable path does (the two paths give
+    /// bitwise-equal gradients). The loads go eight at a time ahead of the adds: one dependent load after another, a
+    /// thread's 2 × 256 loads took 62 µs per call on the H100.
+    /// </summary>
     private static void ParamSumKernel(ArrayView<float> partials, FloatView dweight, FloatView dbias,
         int chunks, int cols, int wantWeight, int wantBias)
     {
@@ -338,7 +343,18 @@ public static class LayerNorm
         for (long c = Grid.GlobalIndex.X; c < cols; c += stride)
         {
             float sw = 0f, sb = 0f;
-            for (int k = 0; k < chunks; k++)
+            int k = 0;
+            for (; k + 8 <= chunks; k += 8)
+            {
+                long i = (long)k * cols + c;
+                float w0 = partials[i], w1 = partials[i + cols], w2 = partials[i + 2 * cols], w3 = partials[i + 3 * cols];
+                float w4 = partials[i + 4 * cols], w5 = partials[i + 5 * cols], w6 = partials[i + 6 * cols], w7 = partials[i + 7 * cols];
+                float b0 = partials[items + i], b1 = partials[items + i + cols], b2 = partials[items + i + 2 * cols], b3 = partials[items + i + 3 * cols];
+                float b4 = partials[items + i + 4 * cols], b5 = partials[items + i + 5 * cols], b6 = partials[items + i + 6 * cols], b7 = partials[items + i + 7 * cols];
+                sw = sw + w0 + w1 + w2 + w3 + w4 + w5 + w6 + w7;
+                sb = sb + b0 + b1 + b2 + b3 + b4 + b5 + b6 + b7;
+            }
+            for (; k < chunks; k++)
             {
                 sw += partials[(long)k * cols + c];
                 sb += partials[items + (long)k * cols + c];
