@@ -36,13 +36,15 @@ public readonly record struct MatrixOperand(Tensor Tensor, long Offset, int Ld, 
 }
 
 /// <summary>
-/// Batched GEMM with float32 arithmetic: C[b] = alpha·op(A[b])·op(B[b]) (+ C[b] when accumulating), op(X) = X or Xᵀ,
-/// with op(A) M×K, op(B) K×N, C M×N. When C's batch stride is 0 and batch &gt; 1 the batch products are summed into the
-/// one C (the gradient of an operand that was broadcast over the batch), without atomics.
+/// Batched GEMM with float32 arithmetic: C[b] = alpha·op(A[b])·op(B[b]) (+ C[b] when accumulating) (+ bias broadcast
+/// over the rows, when given), op(X) = X or Xᵀ, with op(A) M×K, op(B) K×N, C M×N, bias [N]. When C's batch stride is 0
+/// and batch &gt; 1 the batch products are summed into the one C (the gradient of an operand that was broadcast over
+/// the batch), without atomics.
 /// Dtypes: A, B and C may each be float32 or bfloat16 (<see cref="FloatView"/>). Products and sums are float32 whatever
 /// the storage: bf16 elements are widened exactly on load, and a bf16 C is rounded once, after the whole dot product
-/// (and, when accumulating, after adding the old C in float32) — the mixed-precision contract "read bf16, accumulate
-/// in float32". Under mixed precision: activations × bf16 weight copies → bf16 activations, and dyᵀ·x (both bf16)
+/// (and, when accumulating, after adding the old C in float32, and after adding the bias) — the mixed-precision
+/// contract "read bf16, accumulate in float32". The bias (float32 or bf16, one value per column of C, the same for
+/// every batch) is the epilogue of a Linear layer fused into the GEMM: y = x·Wᵀ + b without a second pass over y. Under mixed precision: activations × bf16 weight copies → bf16 activations, and dyᵀ·x (both bf16)
 /// accumulated into a float32 weight gradient.
 ///
 /// Memory flow (tiled path, the CUDA default): one group of 256 threads owns one output tile of a <see cref="SimtTile"/>
@@ -56,11 +58,13 @@ public readonly record struct MatrixOperand(Tensor Tensor, long Offset, int Ld, 
 /// the other stage after the multiply; one barrier per slice. Global reads go along whichever index is contiguous in
 /// the stored operand (consecutive lanes, consecutive addresses, for every transpose combination); tiles wholly inside
 /// M and N take a path without bounds arithmetic, edge tiles and the last partial K slice zero-fill. The epilogue
-/// applies alpha and the accumulate and stores float4s when C is float32 with 16-byte aligned rows.
+/// reads the bias of the thread's columns once, applies alpha, the accumulate and the bias and stores float4s when C
+/// is float32 with 16-byte aligned rows.
 /// When the tiles leave multiprocessors idle and K is long (weight gradients: M, N ≤ 1024, K = B·T), K (with the
 /// summed batches) is split across groups that write float32 partial tiles to a workspace ("simt_gemm.split_k",
 /// <see cref="SplitKWorkspace"/>), summed in split order by a second kernel, which applies alpha and the accumulate:
-/// deterministic. The tile and split count come from a small cost model (<see cref="Plan"/>).
+/// deterministic; the bias is added there, once, not in the partials. The tile and split count come from a small
+/// cost model (<see cref="Plan"/>).
 ///
 /// Portable twin (<see cref="KernelPath.Portable"/>, the CPU accelerator's default, where barriers are OS-level
 /// rendezvous): no shared memory and no barriers. Each thread owns 4×4 output blocks, grid-stride over the blocks of
@@ -76,16 +80,17 @@ public static class MatMul
     private const int MicroTile = 4;
 
     /// <summary>
-    /// C[b] = alpha·op(A[b])·op(B[b]) (+ C[b] if <paramref name="accumulate"/>) for b &lt; <paramref name="batch"/>,
-    /// op(A) M×K, op(B) K×N. C must not overlap A or B, nor (unless its batch stride is 0, which sums) itself.
+    /// C[b] = alpha·op(A[b])·op(B[b]) (+ C[b] if <paramref name="accumulate"/>) (+ <paramref name="bias"/>[n] in every
+    /// row n of C) for b &lt; <paramref name="batch"/>, op(A) M×K, op(B) K×N, bias [N] float32 or bf16 (not with summed
+    /// batches). C must not overlap A, B or the bias, nor (unless its batch stride is 0, which sums) itself.
     /// </summary>
     public static void Gemm(MatrixOperand a, MatrixOperand b, MatrixOperand c, int m, int n, int k, int batch = 1,
-        float alpha = 1f, bool accumulate = false)
+        float alpha = 1f, bool accumulate = false, Tensor? bias = null)
     {
-        CheckGemm("matmul", a, b, c, m, n, k, batch);
+        CheckGemm("matmul", a, b, c, m, n, k, batch, bias);
         var device = a.Tensor.Device;
         // bf16 operands on CUDA go to the tensor cores (C float32 or bf16); where it declines (not CUDA), the SIMT kernels below run.
-        if (a.Tensor.DType == DType.BF16 && b.Tensor.DType == DType.BF16 && TensorCoreGemm.TryGemm(a, b, c, m, n, k, batch, alpha, accumulate))
+        if (a.Tensor.DType == DType.BF16 && b.Tensor.DType == DType.BF16 && TensorCoreGemm.TryGemm(a, b, c, m, n, k, batch, alpha, accumulate, bias))
             return;
         bool sumBatches = c.BatchStride == 0 && batch > 1;
         int outBatches = sumBatches ? 1 : batch;
@@ -97,8 +102,11 @@ public static class MatMul
             BStrideK = b.Transposed ? 1 : b.Ld, BStrideN = b.Transposed ? b.Ld : 1,
             COffset = c.Offset, CLd = c.Ld, CBatch = c.BatchStride,
             M = m, N = n, K = k, Batch = batch, OutBatches = outBatches, SumBatches = sumBatches ? 1 : 0,
-            Alpha = alpha, Accumulate = accumulate ? 1 : 0, Splits = 1,
+            Alpha = alpha, Accumulate = accumulate ? 1 : 0, Splits = 1, HasBias = bias is null ? 0 : 1,
         };
+        var cView = FloatView.Of(c.Tensor);
+        // Without a bias the kernels get C's view in its place (never read: HasBias is 0).
+        var biasView = bias is null ? cView : FloatView.Of(bias);
 
         var plan = Launch.Cooperative(device) ? PlanWithOverride(m, n, k, batch, sumBatches, device) : null;
         if (plan is null)
@@ -107,11 +115,11 @@ public static class MatMul
             p.TilesM = (m + MicroTile - 1) / MicroTile;
             p.TilesN = (n + MicroTile - 1) / MicroTile;
             var blocked = device.Kernel("matmul.gemm_f32_blocked",
-                acc => acc.LoadStreamKernel<FloatView, FloatView, FloatView, GemmParams>(BlockedKernel));
-            blocked(Launch.Elementwise(device, (long)p.TilesM * p.TilesN * outBatches), FloatView.Of(a.Tensor), FloatView.Of(b.Tensor), FloatView.Of(c.Tensor), p);
+                acc => acc.LoadStreamKernel<FloatView, FloatView, FloatView, FloatView, GemmParams>(BlockedKernel));
+            blocked(Launch.Elementwise(device, (long)p.TilesM * p.TilesN * outBatches), FloatView.Of(a.Tensor), FloatView.Of(b.Tensor), cView, biasView, p);
             return;
         }
-        Tiled(device, a, b, c, p, plan.Value);
+        Tiled(device, a, b, c, cView, biasView, p, plan.Value);
     }
 
     /// <summary>
@@ -130,7 +138,7 @@ public static class MatMul
     internal static string T(bool transposed) => transposed ? "ᵀ" : "";
 
     /// <summary>Shared by every GEMM entry (this SIMT GEMM and the tensor-core one), with the entry's op name in the messages.</summary>
-    internal static void CheckGemm(string op, MatrixOperand a, MatrixOperand b, MatrixOperand c, int m, int n, int k, int batch)
+    internal static void CheckGemm(string op, MatrixOperand a, MatrixOperand b, MatrixOperand c, int m, int n, int k, int batch, Tensor? bias = null)
     {
         string dims = $"M={m}, N={n}, K={k}, batch={batch}";
         if (m <= 0 || n <= 0 || k <= 0 || batch <= 0)
@@ -141,6 +149,19 @@ public static class MatMul
         CheckOperand(op, "C", c, m, n, batch, dims);
         Check.SameDevice(op, a.Tensor, b.Tensor);
         Check.SameDevice(op, a.Tensor, c.Tensor);
+        if (bias is not null) CheckBias(op, bias, c, n, batch, dims);
+    }
+
+    /// <summary>The epilogue's bias: [N] (one value per column of C), float32 or bf16, on C's device, and C not summing batches.</summary>
+    private static void CheckBias(string op, Tensor bias, MatrixOperand c, int n, int batch, string dims)
+    {
+        bias.ThrowIfDisposed();
+        Check.Float(op, bias, "bias");
+        if (bias.Shape.Rank != 1 || bias.Shape[0] != n)
+            throw new ShapeException(op, $"bias {bias.Shape} must be [{n}], one value per column of C {c} ({dims})");
+        if (c.BatchStride == 0 && batch > 1)
+            throw new ShapeException(op, $"bias {bias.Shape} cannot be added to C {c} that sums {batch} batch products (batch stride 0; {dims})");
+        Check.SameDevice(op, bias, c.Tensor);
     }
 
     /// <summary>The operand's logical op(X) is rows×cols; every element it addresses in every batch must lie inside its tensor.</summary>
@@ -171,6 +192,8 @@ public static class MatMul
         public int Lda, Ldb;
         public int M, N, K, Batch, OutBatches, TilesM, TilesN, KTiles, Splits, SlicesPerSplit;
         public int SumBatches, Accumulate;
+        /// <summary>1 when the epilogue adds the bias (the bias view is C's own otherwise, never read).</summary>
+        public int HasBias;
         /// <summary>1 when C is float32 and every row start of it is 16-byte aligned: the epilogue stores float4s.</summary>
         public int CVector;
         public float Alpha;
@@ -410,18 +433,18 @@ public static class MatMul
             .MakeGenericMethod(ShapeType(tile), Flag(AKContiguousBit), Flag(BKContiguousBit), Flag(ABf16Bit), Flag(BBf16Bit));
     }
 
-    private static Action<KernelConfig, FloatView, FloatView, FloatView, GemmParams> TiledLauncher(ComputeDevice device, SimtTile tile, int variant) =>
+    private static Action<KernelConfig, FloatView, FloatView, FloatView, FloatView, GemmParams> TiledLauncher(ComputeDevice device, SimtTile tile, int variant) =>
         device.Kernel(TiledKeys[(int)tile * 16 + variant], acc =>
         {
-            var kernel = (Action<FloatView, FloatView, FloatView, GemmParams>)Delegate.CreateDelegate(
-                typeof(Action<FloatView, FloatView, FloatView, GemmParams>), TiledMethod(tile, variant));
+            var kernel = (Action<FloatView, FloatView, FloatView, FloatView, GemmParams>)Delegate.CreateDelegate(
+                typeof(Action<FloatView, FloatView, FloatView, FloatView, GemmParams>), TiledMethod(tile, variant));
             // On CUDA: .maxntid 256 and .minnctapersm r, so ptxas keeps the registers within r groups per SM.
             return device.IsCuda ? acc.LoadStreamKernel(kernel, Specialization(tile)) : acc.LoadStreamKernel(kernel);
         });
 
     private static KernelSpecialization Specialization(SimtTile tile) => new(ThreadsOf(tile), ResidentOf(tile));
 
-    private static void Tiled(ComputeDevice device, MatrixOperand a, MatrixOperand b, MatrixOperand c, GemmParams p, SimtPlan plan)
+    private static void Tiled(ComputeDevice device, MatrixOperand a, MatrixOperand b, MatrixOperand c, FloatView cView, FloatView bias, GemmParams p, SimtPlan plan)
     {
         var tile = plan.Tile;
         p.TilesM = (p.M + TileMOf(tile) - 1) / TileMOf(tile);
@@ -434,26 +457,26 @@ public static class MatMul
         if (plan.Splits == 1)
         {
             p.CVector = Vectorizable(c, p.OutBatches) ? 1 : 0;
-            launch(config, FloatView.Of(a.Tensor), FloatView.Of(b.Tensor), FloatView.Of(c.Tensor), p);
+            launch(config, FloatView.Of(a.Tensor), FloatView.Of(b.Tensor), cView, bias, p);
             return;
         }
 
-        // float32 partial tiles [split][outBatch][M][N]; the sum applies alpha, the accumulate and C's dtype.
+        // float32 partial tiles [split][outBatch][M][N]; the sum applies alpha, the accumulate, the bias and C's dtype.
         using var partials = Tensor.Empty(device, new Shape(plan.Splits, p.OutBatches, p.M, p.N), DType.F32, MemoryCategory.Workspace, SplitKOp);
         var q = p;
         q.COffset = 0; q.CLd = p.N; q.CBatch = (long)p.M * p.N; q.SplitStride = (long)p.OutBatches * p.M * p.N;
-        q.Alpha = 1f; q.Accumulate = 0;
+        q.Alpha = 1f; q.Accumulate = 0; q.HasBias = 0;
         q.CVector = Vectorizable(new MatrixOperand(partials, 0, p.N, q.CBatch), p.OutBatches) && q.SplitStride % 4 == 0 ? 1 : 0;
-        launch(config, FloatView.Of(a.Tensor), FloatView.Of(b.Tensor), FloatView.Of(partials), q);
+        launch(config, FloatView.Of(a.Tensor), FloatView.Of(b.Tensor), FloatView.Of(partials), bias, q);
 
         var sp = new SplitSumParams
         {
             Splits = plan.Splits, SplitStride = q.SplitStride, N = p.N, MN = (long)p.M * p.N,
-            COffset = p.COffset, CBatch = p.CBatch, CLd = p.CLd, Accumulate = p.Accumulate, Alpha = p.Alpha,
+            COffset = p.COffset, CBatch = p.CBatch, CLd = p.CLd, Accumulate = p.Accumulate, Alpha = p.Alpha, HasBias = p.HasBias,
         };
         var sum = device.Kernel("matmul.split_k_sum",
-            acc => acc.LoadStreamKernel<ArrayView<float>, FloatView, SplitSumParams>(SplitSumKernel));
-        sum(Launch.Elementwise(device, q.SplitStride), partials.F32, FloatView.Of(c.Tensor), sp);
+            acc => acc.LoadStreamKernel<ArrayView<float>, FloatView, FloatView, SplitSumParams>(SplitSumKernel));
+        sum(Launch.Elementwise(device, q.SplitStride), partials.F32, cView, bias, sp);
     }
 
     /// <summary>
@@ -473,7 +496,7 @@ public static class MatMul
     /// stored operand's contiguous index: A not transposed, B transposed; bf16 storage), so every branch on them folds
     /// at compile time; only C's dtype and alignment are run-time (uniform) branches, in the epilogue.
     /// </summary>
-    private static void TiledKernel<TShape, TAKContiguous, TBKContiguous, TABf16, TBBf16>(FloatView a, FloatView b, FloatView c, GemmParams p)
+    private static void TiledKernel<TShape, TAKContiguous, TBKContiguous, TABf16, TBBf16>(FloatView a, FloatView b, FloatView c, FloatView bias, GemmParams p)
         where TShape : struct, ITileShape
         where TAKContiguous : struct, TensorCoreGemm.IFlag
         where TBKContiguous : struct, TensorCoreGemm.IFlag
@@ -606,17 +629,20 @@ public static class MatMul
 
         long cBase = p.COffset + split * p.SplitStride + outBatch * p.CBatch;
         int r0 = m0 + ty * 4, q0 = n0 + tx * 4, q1 = q0 + halfN;
-        StoreRow(c, p, cBase, r0 + 0, q0, q1, interior, subN2, acc.C00, acc.C01, acc.C02, acc.C03, acc.C04, acc.C05, acc.C06, acc.C07);
-        StoreRow(c, p, cBase, r0 + 1, q0, q1, interior, subN2, acc.C10, acc.C11, acc.C12, acc.C13, acc.C14, acc.C15, acc.C16, acc.C17);
-        StoreRow(c, p, cBase, r0 + 2, q0, q1, interior, subN2, acc.C20, acc.C21, acc.C22, acc.C23, acc.C24, acc.C25, acc.C26, acc.C27);
-        StoreRow(c, p, cBase, r0 + 3, q0, q1, interior, subN2, acc.C30, acc.C31, acc.C32, acc.C33, acc.C34, acc.C35, acc.C36, acc.C37);
+        // The bias of the thread's 4 (or 8) columns, read once for all its rows.
+        var e0 = ColumnBias(bias, p, q0);
+        var e1 = subN2 ? ColumnBias(bias, p, q1) : default;
+        StoreRow(c, p, cBase, r0 + 0, q0, q1, interior, subN2, e0, e1, acc.C00, acc.C01, acc.C02, acc.C03, acc.C04, acc.C05, acc.C06, acc.C07);
+        StoreRow(c, p, cBase, r0 + 1, q0, q1, interior, subN2, e0, e1, acc.C10, acc.C11, acc.C12, acc.C13, acc.C14, acc.C15, acc.C16, acc.C17);
+        StoreRow(c, p, cBase, r0 + 2, q0, q1, interior, subN2, e0, e1, acc.C20, acc.C21, acc.C22, acc.C23, acc.C24, acc.C25, acc.C26, acc.C27);
+        StoreRow(c, p, cBase, r0 + 3, q0, q1, interior, subN2, e0, e1, acc.C30, acc.C31, acc.C32, acc.C33, acc.C34, acc.C35, acc.C36, acc.C37);
         if (subM2)
         {
             int r1 = r0 + halfM;
-            StoreRow(c, p, cBase, r1 + 0, q0, q1, interior, subN2, acc.C40, acc.C41, acc.C42, acc.C43, acc.C44, acc.C45, acc.C46, acc.C47);
-            StoreRow(c, p, cBase, r1 + 1, q0, q1, interior, subN2, acc.C50, acc.C51, acc.C52, acc.C53, acc.C54, acc.C55, acc.C56, acc.C57);
-            StoreRow(c, p, cBase, r1 + 2, q0, q1, interior, subN2, acc.C60, acc.C61, acc.C62, acc.C63, acc.C64, acc.C65, acc.C66, acc.C67);
-            StoreRow(c, p, cBase, r1 + 3, q0, q1, interior, subN2, acc.C70, acc.C71, acc.C72, acc.C73, acc.C74, acc.C75, acc.C76, acc.C77);
+            StoreRow(c, p, cBase, r1 + 0, q0, q1, interior, subN2, e0, e1, acc.C40, acc.C41, acc.C42, acc.C43, acc.C44, acc.C45, acc.C46, acc.C47);
+            StoreRow(c, p, cBase, r1 + 1, q0, q1, interior, subN2, e0, e1, acc.C50, acc.C51, acc.C52, acc.C53, acc.C54, acc.C55, acc.C56, acc.C57);
+            StoreRow(c, p, cBase, r1 + 2, q0, q1, interior, subN2, e0, e1, acc.C60, acc.C61, acc.C62, acc.C63, acc.C64, acc.C65, acc.C66, acc.C67);
+            StoreRow(c, p, cBase, r1 + 3, q0, q1, interior, subN2, e0, e1, acc.C70, acc.C71, acc.C72, acc.C73, acc.C74, acc.C75, acc.C76, acc.C77);
         }
     }
 
@@ -721,50 +747,70 @@ public static class MatMul
         }
     }
 
-    /// <summary>One row of the thread's micro-tile: C[r, q0 + j] = v_j and, with a second N sub-block, C[r, q1 + j] = v_{4+j}.</summary>
+    /// <summary>
+    /// One row of the thread's micro-tile: C[r, q0 + j] = v_j and, with a second N sub-block, C[r, q1 + j] = v_{4+j};
+    /// e0 / e1 are the bias of columns q0.. / q1.. (<see cref="ColumnBias"/>).
+    /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void StoreRow(FloatView c, GemmParams p, long cBase, int r, int q0, int q1, bool interior, bool subN2,
+    private static void StoreRow(FloatView c, GemmParams p, long cBase, int r, int q0, int q1, bool interior, bool subN2, Quad e0, Quad e1,
         float v0, float v1, float v2, float v3, float v4, float v5, float v6, float v7)
     {
         if (!interior && r >= p.M) return;
         long rowBase = cBase + r * p.CLd;
-        StoreQuad(c, p, rowBase, q0, interior, v0, v1, v2, v3);
-        if (subN2) StoreQuad(c, p, rowBase, q1, interior, v4, v5, v6, v7);
+        StoreQuad(c, p, rowBase, q0, interior, e0, v0, v1, v2, v3);
+        if (subN2) StoreQuad(c, p, rowBase, q1, interior, e1, v4, v5, v6, v7);
     }
 
-    /// <summary>C[rowBase + q + j] = alpha·v_j (+ the old value), j &lt; 4: one float4 access when C allows, else per element past N.</summary>
+    /// <summary>
+    /// C[rowBase + q + j] = alpha·v_j (+ the old value) (+ e_j, the column's bias), j &lt; 4: one float4 access when C
+    /// allows, else per element past N.
+    /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void StoreQuad(FloatView c, GemmParams p, long rowBase, int q, bool interior, float v0, float v1, float v2, float v3)
+    private static void StoreQuad(FloatView c, GemmParams p, long rowBase, int q, bool interior, Quad e, float v0, float v1, float v2, float v3)
     {
         if (p.CVector != 0 && (interior || q + 3 < p.N))
         {
             var quads = c.F32.Cast<Quad>();
             long i = (rowBase + q) >> 2;
             float alpha = p.Alpha;
+            var r = new Quad(alpha * v0, alpha * v1, alpha * v2, alpha * v3);
             if (p.Accumulate != 0)
             {
                 var old = quads[i];
-                quads[i] = new Quad(old.X + alpha * v0, old.Y + alpha * v1, old.Z + alpha * v2, old.W + alpha * v3);
+                r = new Quad(old.X + r.X, old.Y + r.Y, old.Z + r.Z, old.W + r.W);
             }
-            else quads[i] = new Quad(alpha * v0, alpha * v1, alpha * v2, alpha * v3);
+            if (p.HasBias != 0) r = new Quad(r.X + e.X, r.Y + e.Y, r.Z + e.Z, r.W + e.W);
+            quads[i] = r;
             return;
         }
-        StoreOne(c, rowBase, q, p.N, p.Alpha, p.Accumulate, v0);
-        StoreOne(c, rowBase, q + 1, p.N, p.Alpha, p.Accumulate, v1);
-        StoreOne(c, rowBase, q + 2, p.N, p.Alpha, p.Accumulate, v2);
-        StoreOne(c, rowBase, q + 3, p.N, p.Alpha, p.Accumulate, v3);
+        StoreOne(c, p, rowBase, q, v0, e.X);
+        StoreOne(c, p, rowBase, q + 1, v1, e.Y);
+        StoreOne(c, p, rowBase, q + 2, v2, e.Z);
+        StoreOne(c, p, rowBase, q + 3, v3, e.W);
+    }
+
+    /// <summary>bias[q + j] for j &lt; 4, the epilogue's values for columns q..q+3 (0 past N; all 0, nothing read, without a bias).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Quad ColumnBias(FloatView bias, GemmParams p, int q)
+    {
+        if (p.HasBias == 0) return default;
+        return new Quad(q < p.N ? bias.Load(q) : 0f, q + 1 < p.N ? bias.Load(q + 1) : 0f,
+            q + 2 < p.N ? bias.Load(q + 2) : 0f, q + 3 < p.N ? bias.Load(q + 3) : 0f);
     }
 
     /// <summary>Arguments of the split-K sum (public for ILGPU's CPU backend).</summary>
     public struct SplitSumParams
     {
         public long SplitStride, MN, COffset, CBatch, CLd;
-        public int Splits, N, Accumulate;
+        public int Splits, N, Accumulate, HasBias;
         public float Alpha;
     }
 
-    /// <summary>C = alpha·Σ_s partial[s] (+ C), the splits summed in order (deterministic), one element per thread, grid-stride.</summary>
-    private static void SplitSumKernel(ArrayView<float> partials, FloatView c, SplitSumParams p)
+    /// <summary>
+    /// C = alpha·Σ_s partial[s] (+ C) (+ the column's bias), the splits summed in order (deterministic), one element per
+    /// thread, grid-stride. The only place a split-K GEMM adds the bias (the partials have none).
+    /// </summary>
+    private static void SplitSumKernel(ArrayView<float> partials, FloatView c, FloatView bias, SplitSumParams p)
     {
         long stride = (long)Grid.DimX * Group.DimX;
         for (long e = Grid.GlobalIndex.X; e < p.SplitStride; e += stride)
@@ -779,8 +825,12 @@ public static class MatMul
             long ob = e / p.MN;
             long inMatrix = e - ob * p.MN;
             long row = inMatrix / p.N;
-            long i = p.COffset + ob * p.CBatch + row * p.CLd + (inMatrix - row * p.N);
-            c.Store(i, p.Accumulate != 0 ? c.Load(i) + p.Alpha * sum : p.Alpha * sum);
+            long col = inMatrix - row * p.N;
+            long i = p.COffset + ob * p.CBatch + row * p.CLd + col;
+            float v = p.Alpha * sum;
+            if (p.Accumulate != 0) v = c.Load(i) + v;
+            if (p.HasBias != 0) v += bias.Load(col);
+            c.Store(i, v);
         }
     }
 
@@ -825,7 +875,7 @@ public static class MatMul
     /// The portable twin: thread-private 4×4 blocks of C (TilesM × TilesN blocks per output matrix, block side
     /// <see cref="MicroTile"/>), read from global memory, no shared memory, no barriers.
     /// </summary>
-    private static void BlockedKernel(FloatView a, FloatView b, FloatView c, GemmParams p)
+    private static void BlockedKernel(FloatView a, FloatView b, FloatView c, FloatView bias, GemmParams p)
     {
         long first = Grid.GlobalIndex.X;
         long stride = (long)Grid.DimX * Group.DimX;
@@ -873,30 +923,27 @@ public static class MatMul
             }
 
             long cBase = p.COffset + outBatch * p.CBatch;
-            Store(c, cBase, p, m0, n0, 1, c00, c01, c02, c03);
-            Store(c, cBase, p, m0 + 1, n0, 1, c10, c11, c12, c13);
-            Store(c, cBase, p, m0 + 2, n0, 1, c20, c21, c22, c23);
-            Store(c, cBase, p, m0 + 3, n0, 1, c30, c31, c32, c33);
+            var e = ColumnBias(bias, p, n0); // the block's 4 columns' bias, read once for its 4 rows
+            // The tiled kernel's row store as an edge tile with one N sub-block (CVector is 0 here: scalar stores).
+            StoreRow(c, p, cBase, m0, n0, 0, false, false, e, e, c00, c01, c02, c03, 0, 0, 0, 0);
+            StoreRow(c, p, cBase, m0 + 1, n0, 0, false, false, e, e, c10, c11, c12, c13, 0, 0, 0, 0);
+            StoreRow(c, p, cBase, m0 + 2, n0, 0, false, false, e, e, c20, c21, c22, c23, 0, 0, 0, 0);
+            StoreRow(c, p, cBase, m0 + 3, n0, 0, false, false, e, e, c30, c31, c32, c33, 0, 0, 0, 0);
         }
     }
 
-    /// <summary>Writes one micro-tile row: C[r, q + j·step] for j &lt; 4, skipping what lies past M or N.</summary>
-    private static void Store(FloatView c, long cBase, GemmParams p, int r, int q, int step, float v0, float v1, float v2, float v3)
+    /// <summary>
+    /// C[i] = alpha·v (+ C[i]) (+ e, the column's bias, with one): the old C and the bias are added in float32 and
+    /// the result rounded once if C is bf16.
+    /// </summary>
+    private static void StoreOne(FloatView c, GemmParams p, long rowBase, int q, float v, float e)
     {
-        if (r >= p.M) return;
-        long rowBase = cBase + r * p.CLd;
-        StoreOne(c, rowBase, q, p.N, p.Alpha, p.Accumulate, v0);
-        StoreOne(c, rowBase, q + step, p.N, p.Alpha, p.Accumulate, v1);
-        StoreOne(c, rowBase, q + 2 * step, p.N, p.Alpha, p.Accumulate, v2);
-        StoreOne(c, rowBase, q + 3 * step, p.N, p.Alpha, p.Accumulate, v3);
-    }
-
-    /// <summary>C[i] = alpha·v (+ C[i]): the old C is added in float32 and the sum rounded once if C is bf16.</summary>
-    private static void StoreOne(FloatView c, long rowBase, int q, int n, float alpha, int accumulate, float v)
-    {
-        if (q >= n) return;
+        if (q >= p.N) return;
         long i = rowBase + q;
-        c.Store(i, accumulate != 0 ? c.Load(i) + alpha * v : alpha * v);
+        float r = p.Alpha * v;
+        if (p.Accumulate != 0) r = c.Load(i) + r;
+        if (p.HasBias != 0) r += e;
+        c.Store(i, r);
     }
 
     /// <summary>Float64 CPU references.</summary>
@@ -904,12 +951,13 @@ public static class MatMul
     {
         /// <summary>
         /// The GEMM on flat arrays with the same addressing as <see cref="MatrixOperand"/>: updates <paramref name="c"/>
-        /// in place (C = alpha·op(A)·op(B) (+ C); a C batch stride of 0 with batch &gt; 1 sums the batch products).
+        /// in place (C = alpha·op(A)·op(B) (+ C) (+ bias[j] in column j); a C batch stride of 0 with batch &gt; 1 sums
+        /// the batch products).
         /// </summary>
         public static void Gemm(double[] a, long aOffset, int lda, long aBatch, bool transA,
             double[] b, long bOffset, int ldb, long bBatch, bool transB,
             double[] c, long cOffset, int ldc, long cBatch,
-            int m, int n, int k, int batch, double alpha = 1, bool accumulate = false)
+            int m, int n, int k, int batch, double alpha = 1, bool accumulate = false, double[]? bias = null)
         {
             bool sum = cBatch == 0 && batch > 1;
             var result = new double[(sum ? 1 : batch) * (long)m * n];
@@ -932,7 +980,7 @@ public static class MatMul
                     {
                         long ci = cOffset + bi * cBatch + (long)i * ldc + j;
                         double v = result[((long)bi * m + i) * n + j];
-                        c[ci] = accumulate ? c[ci] + v : v;
+                        c[ci] = (accumulate ? c[ci] + v : v) + (bias is null ? 0 : bias[j]);
                     }
         }
 

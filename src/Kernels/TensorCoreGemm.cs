@@ -7,10 +7,11 @@ using Memopt.Tensors;
 namespace Memopt.Kernels;
 
 /// <summary>
-/// Batched bf16 GEMM on tensor cores, fp32 accumulation: C[b] = alpha·op(A[b])·op(B[b]) (+ C[b] when accumulating),
-/// with the addressing and semantics of <see cref="MatMul.Gemm"/> (offsets, leading dimensions, batch strides, a batch
-/// stride of 0 broadcasting, a C batch stride of 0 with batch &gt; 1 summing the batch products). A and B are bf16;
-/// C is fp32 or bf16 (a bf16 C is rounded once, after alpha and after adding the old C).
+/// Batched bf16 GEMM on tensor cores, fp32 accumulation: C[b] = alpha·op(A[b])·op(B[b]) (+ C[b] when accumulating)
+/// (+ a bias per column of C, when given), with the addressing and semantics of <see cref="MatMul.Gemm"/> (offsets,
+/// leading dimensions, batch strides, a batch stride of 0 broadcasting, a C batch stride of 0 with batch &gt; 1 summing
+/// the batch products). A and B are bf16; C is fp32 or bf16 (a bf16 C is rounded once, after alpha, after adding the
+/// old C and after adding the bias); the bias is fp32 or bf16.
 ///
 /// Memory flow (CUDA): one 256-thread group owns one 128×BN output tile, BN = 128 ("narrow") or 256 ("wide"): 8 warps,
 /// 2 along M × 4 along N, each warp a 64×(BN/4) tile of m16n8 accumulators (64 or 128 fp32 registers per thread).
@@ -25,9 +26,11 @@ namespace Memopt.Kernels;
 /// step a warp issues 4 + BN/64 ldmatrix.x4 and BN/8 mma.sync.m16n8k16.row.col.f32.bf16 (16 or 32). Fragments,
 /// accumulators and this lane's ldmatrix addresses live in PTX registers named in the inline assembly (tca*, tcb*,
 /// tcc*, tcl*): ILGPU routes CudaAsm outputs through local memory and re-derives addresses inside loops, named
-/// registers do neither. Epilogue: alpha, accumulate, fp32 or bf16 store straight from the registers. When the output
-/// has too few tiles to fill the GPU and K is long (weight gradients: M, N ≤ 1024, K = B·T), K is split across groups
-/// that write fp32 partial tiles to a workspace, summed in a fixed order by a second kernel (deterministic).
+/// registers do neither. Epilogue: alpha, accumulate, bias (read once per accumulator column: a lane's 2 columns of
+/// each 8-wide fragment, before the fragment's rows are stored), fp32 or bf16 store straight from the registers. When
+/// the output has too few tiles to fill the GPU and K is long (weight gradients: M, N ≤ 1024, K = B·T), K is split
+/// across groups that write fp32 partial tiles to a workspace, summed in a fixed order by a second kernel
+/// (deterministic), which alone adds the bias.
 /// Measurements of each tile and version: docs/performance.md.
 ///
 /// The CPU accelerator cannot run PTX: <see cref="GemmEmulated"/> runs the same tile schedule with one thread per
@@ -93,10 +96,10 @@ public static class TensorCoreGemm
     /// or batch stride is not a multiple of 8 elements load with plain loads instead of cp.async (<see cref="LoadPath"/>).
     /// </summary>
     public static bool TryGemm(MatrixOperand a, MatrixOperand b, MatrixOperand c, int m, int n, int k, int batch = 1,
-        float alpha = 1f, bool accumulate = false)
+        float alpha = 1f, bool accumulate = false, Tensor? bias = null)
     {
         if (WhyNot(a, b, c) is not null) return false;
-        Run(a, b, c, m, n, k, batch, alpha, accumulate, emulate: false, splits: 0);
+        Run(a, b, c, m, n, k, batch, alpha, accumulate, bias, emulate: false, splits: 0);
         return true;
     }
 
@@ -106,10 +109,10 @@ public static class TensorCoreGemm
     /// &gt; 0 forces that many K splits (0 chooses as on CUDA); the tile comes from <see cref="UseTile"/> (narrow by default).
     /// </summary>
     public static void GemmEmulated(MatrixOperand a, MatrixOperand b, MatrixOperand c, int m, int n, int k, int batch = 1,
-        float alpha = 1f, bool accumulate = false, int splits = 0)
+        float alpha = 1f, bool accumulate = false, int splits = 0, Tensor? bias = null)
     {
         if (WhyNotDTypes(a, b, c) is string reason) throw new ShapeException("tc_gemm", reason);
-        Run(a, b, c, m, n, k, batch, alpha, accumulate, emulate: true, splits);
+        Run(a, b, c, m, n, k, batch, alpha, accumulate, bias, emulate: true, splits);
     }
 
     /// <summary>How an operand's slices reach shared memory: "cp.async" when every chunk address is 16-byte aligned, else "scalar" with the reason.</summary>
@@ -194,9 +197,9 @@ public static class TensorCoreGemm
     }
 
     private static void Run(MatrixOperand a, MatrixOperand b, MatrixOperand c, int m, int n, int k, int batch,
-        float alpha, bool accumulate, bool emulate, int splits)
+        float alpha, bool accumulate, Tensor? bias, bool emulate, int splits)
     {
-        MatMul.CheckGemm("tc_gemm", a, b, c, m, n, k, batch);
+        MatMul.CheckGemm("tc_gemm", a, b, c, m, n, k, batch, bias);
         var device = a.Tensor.Device;
         bool sumBatches = c.BatchStride == 0 && batch > 1;
         int layout = LayoutOf(a, b, batch);
@@ -216,7 +219,7 @@ public static class TensorCoreGemm
             M = m, N = n, K = k, Batch = batch, OutBatches = outBatches, SumBatches = sumBatches ? 1 : 0,
             BlockN = BlockNOf(tile), Stages = StagesOf(tile), SliceK = SliceKOf(tile),
             TilesM = plan.TilesM, TilesN = plan.TilesN, KTiles = plan.KTiles, Splits = splits, SlicesPerSplit = plan.SlicesPerSplit,
-            CBf16 = c.Tensor.DType == DType.BF16 ? 1 : 0, Accumulate = accumulate ? 1 : 0, Alpha = alpha,
+            CBf16 = c.Tensor.DType == DType.BF16 ? 1 : 0, Accumulate = accumulate ? 1 : 0, Alpha = alpha, HasBias = bias is null ? 0 : 1,
         };
 
         // The kernels take C as both an fp32 and a bf16 view; the unused one is C's own memory seen as the other type
@@ -228,20 +231,24 @@ public static class TensorCoreGemm
         {
             var cF = c.Tensor.DType == DType.F32 ? c.Tensor.F32 : standIn?.F32 ?? c.Tensor.Raw.SubView(0, c.Tensor.Bytes / 4 * 4).Cast<float>();
             var cH = c.Tensor.DType == DType.BF16 ? c.Tensor.BF16 : c.Tensor.Raw.Cast<ushort>();
+            // Without a bias the kernels get C's own memory (or the stand-in) in its place: never read (HasBias 0).
+            var biasView = FloatView.Of(bias ?? standIn ?? c.Tensor);
             var kernelC = cF;
             if (plan.SplitKWorkspace is Shape partialsShape)
             {
-                // fp32 partial tiles [split][outBatch][M][N]; the reduction applies alpha, accumulate and the dtype.
+                // fp32 partial tiles [split][outBatch][M][N]; the reduction applies alpha, accumulate, the bias and the dtype.
                 partials = Tensor.Empty(device, partialsShape, DType.F32, MemoryCategory.Workspace, SplitKOp);
                 kernelC = partials.F32;
                 p.Partial = 1;
                 p.COffset = 0; p.CBatch = (long)m * n; p.Ldc = n; p.SplitStride = (long)outBatches * m * n;
             }
 
-            if (emulate) LaunchEmulated(device, a.Tensor.BF16, b.Tensor.BF16, kernelC, cH, p, layout, blocks);
-            else LaunchCuda(device, tile, layout, (int)blocks, a.Tensor.BF16, b.Tensor.BF16, kernelC, cH, p);
+            var kernelP = p;
+            if (partials is not null) kernelP.HasBias = 0; // the partials stay raw sums: the bias is added once, by the reduction
+            if (emulate) LaunchEmulated(device, a.Tensor.BF16, b.Tensor.BF16, kernelC, cH, biasView, kernelP, layout, blocks);
+            else LaunchCuda(device, tile, layout, (int)blocks, a.Tensor.BF16, b.Tensor.BF16, kernelC, cH, biasView, kernelP);
 
-            if (partials is not null) ReduceSplits(device, partials, p, c, cF, cH);
+            if (partials is not null) ReduceSplits(device, partials, p, c, cF, cH, biasView);
         }
         finally
         {
@@ -324,6 +331,8 @@ public static class TensorCoreGemm
         public int Lda, Ldb, Ldc;
         public int M, N, K, Batch, OutBatches, SumBatches, BlockN, Stages, SliceK, TilesM, TilesN, KTiles, Splits, SlicesPerSplit;
         public int CBf16, Accumulate, Partial;
+        /// <summary>1 when the epilogue adds the bias (never in the split-K partials: the reduction adds it).</summary>
+        public int HasBias;
         public float Alpha;
     }
 
@@ -458,31 +467,52 @@ public static class TensorCoreGemm
         n0 = tn * p.BlockN;
     }
 
-    /// <summary>Stores accumulators (row, col) and (row, col + 1), packed low/high in <paramref name="pair"/>, through the epilogue.</summary>
-    private static void StorePair(ArrayView<float> cF, ArrayView<ushort> cH, TcParams p, long cBase, int row, int col, ulong pair)
+    /// <summary>
+    /// The bias of a lane's two accumulator columns, col and col + 1 (0 past N; 0, nothing read, without a bias). Read
+    /// once per column: the epilogues take each 8-wide fragment column's bias, then store all its rows.
+    /// </summary>
+    private static void BiasPair(FloatView bias, TcParams p, int col, out float b0, out float b1)
+    {
+        b0 = p.HasBias != 0 && col < p.N ? bias.Load(col) : 0f;
+        b1 = p.HasBias != 0 && col + 1 < p.N ? bias.Load(col + 1) : 0f;
+    }
+
+    /// <summary>
+    /// Stores accumulators (row, col) and (row, col + 1), packed low/high in <paramref name="pair"/>, through the
+    /// epilogue; <paramref name="b0"/>, <paramref name="b1"/> are the two columns' bias (<see cref="BiasPair"/>).
+    /// </summary>
+    private static void StorePair(ArrayView<float> cF, ArrayView<ushort> cH, TcParams p, long cBase, int row, int col, ulong pair, float b0, float b1)
     {
         if (row >= p.M) return;
         long i = cBase + (long)row * p.Ldc + col;
-        if (col < p.N) StoreOne(cF, cH, p, i, Interop.IntAsFloat((uint)pair));
-        if (col + 1 < p.N) StoreOne(cF, cH, p, i + 1, Interop.IntAsFloat((uint)(pair >> 32)));
+        if (col < p.N) StoreOne(cF, cH, p, i, Interop.IntAsFloat((uint)pair), b0);
+        if (col + 1 < p.N) StoreOne(cF, cH, p, i + 1, Interop.IntAsFloat((uint)(pair >> 32)), b1);
     }
 
-    private static void StoreOne(ArrayView<float> cF, ArrayView<ushort> cH, TcParams p, long i, float v)
+    /// <summary>C[i] = alpha·v (+ C[i]) (+ bias) (<see cref="Finish"/>); a split-K partial stores v as it is.</summary>
+    private static void StoreOne(ArrayView<float> cF, ArrayView<ushort> cH, TcParams p, long i, float v, float bias)
     {
-        if (p.Partial != 0)
+        if (p.Partial != 0) cF[i] = v;
+        else Finish(cF, cH, i, v, p.Alpha, p.Accumulate, p.HasBias, bias, p.CBf16);
+    }
+
+    /// <summary>
+    /// The epilogue of one element, shared by the kernels' stores and the split-K reduction: C[i] = alpha·v (+ C[i])
+    /// (+ bias), in fp32, rounded once for a bf16 C.
+    /// </summary>
+    private static void Finish(ArrayView<float> cF, ArrayView<ushort> cH, long i, float v, float alpha, int accumulate, int hasBias, float bias, int cBf16)
+    {
+        v *= alpha;
+        if (cBf16 != 0)
         {
-            cF[i] = v;
-            return;
-        }
-        v *= p.Alpha;
-        if (p.CBf16 != 0)
-        {
-            if (p.Accumulate != 0) v += BFloat16.ToFloat(cH[i]);
+            if (accumulate != 0) v += BFloat16.ToFloat(cH[i]);
+            if (hasBias != 0) v += bias;
             cH[i] = BFloat16.FromFloat(v);
         }
         else
         {
-            if (p.Accumulate != 0) v += cF[i];
+            if (accumulate != 0) v += cF[i];
+            if (hasBias != 0) v += bias;
             cF[i] = v;
         }
     }
@@ -522,12 +552,12 @@ public static class TensorCoreGemm
     }
 
     private static void LaunchCuda(ComputeDevice device, Tile tile, int layout, int blocks,
-        ArrayView<ushort> a, ArrayView<ushort> b, ArrayView<float> cF, ArrayView<ushort> cH, TcParams p)
+        ArrayView<ushort> a, ArrayView<ushort> b, ArrayView<float> cF, ArrayView<ushort> cH, FloatView bias, TcParams p)
     {
         var launch = device.Kernel(KernelKeys[(int)tile * 16 + layout], acc =>
         {
-            var kernel = (Action<ArrayView<ushort>, ArrayView<ushort>, ArrayView<float>, ArrayView<ushort>, TcParams>)Delegate.CreateDelegate(
-                typeof(Action<ArrayView<ushort>, ArrayView<ushort>, ArrayView<float>, ArrayView<ushort>, TcParams>), KernelMethod(tile, layout));
+            var kernel = (Action<ArrayView<ushort>, ArrayView<ushort>, ArrayView<float>, ArrayView<ushort>, FloatView, TcParams>)Delegate.CreateDelegate(
+                typeof(Action<ArrayView<ushort>, ArrayView<ushort>, ArrayView<float>, ArrayView<ushort>, FloatView, TcParams>), KernelMethod(tile, layout));
             var loaded = acc.LoadStreamKernel(kernel);
             if (IsDeep(tile)) AllowDynamicSharedMemory(loaded, DynamicBytes(tile));
             return loaded;
@@ -535,7 +565,7 @@ public static class TensorCoreGemm
         var config = IsDeep(tile)
             ? new KernelConfig(new Index1D(blocks), new Index1D(Threads), SharedMemoryConfig.RequestDynamic<byte>(DynamicBytes(tile)))
             : new KernelConfig(blocks, Threads);
-        launch(config, a, b, cF, cH, p);
+        launch(config, a, b, cF, cH, bias, p);
     }
 
     private static readonly System.Runtime.CompilerServices.ConditionalWeakTable<ComputeDevice, object> DeepProbe = new();
@@ -554,7 +584,7 @@ public static class TensorCoreGemm
                 using var scope = UseTile(Tile.NarrowDeep);
                 using var x = Tensor.Zeros(d, new Shape(8, 8), DType.BF16, MemoryCategory.Workspace, "tc_gemm.probe");
                 using var y = Tensor.Zeros(d, new Shape(8, 8), DType.F32, MemoryCategory.Workspace, "tc_gemm.probe");
-                Run(MatrixOperand.Dense(x), MatrixOperand.Dense(x), MatrixOperand.Dense(y), 8, 8, 8, 1, 1f, false, emulate: false, splits: 1);
+                Run(MatrixOperand.Dense(x), MatrixOperand.Dense(x), MatrixOperand.Dense(y), 8, 8, 8, 1, 1f, false, null, emulate: false, splits: 1);
                 d.Synchronize();
                 return (object)true;
             }
@@ -722,7 +752,7 @@ public static class TensorCoreGemm
 
 
     private static void TensorCoreKernel<TShape, TATransposed, TBTransposed, TAVector, TBVector>(
-        ArrayView<ushort> a, ArrayView<ushort> b, ArrayView<float> cF, ArrayView<ushort> cH, TcParams p)
+        ArrayView<ushort> a, ArrayView<ushort> b, ArrayView<float> cF, ArrayView<ushort> cH, FloatView bias, TcParams p)
         where TShape : struct, ITileShape
         where TATransposed : struct, IFlag
         where TBTransposed : struct, IFlag
@@ -864,8 +894,8 @@ public static class TensorCoreGemm
         long cBase = p.COffset + outBatch * p.CBatch + split * p.SplitStride;
         int row = m0 + wm * WarpM + (lane >> 2);
         int col = n0 + wn * (blockN / 4) + 2 * (lane & 3);
-        if (wide) StoreWide(cF, cH, p, cBase, row, col);
-        else StoreNarrow(cF, cH, p, cBase, row, col);
+        if (wide) StoreWide(cF, cH, bias, p, cBase, row, col);
+        else StoreNarrow(cF, cH, bias, p, cBase, row, col);
     }
 
     private const string LoadAKc64_0 = "{ .reg .u32 t; add.u32 t, tcla0, %0;\n\t" + LdsmA + "{tca0,tca1,tca2,tca3}, [t];\n\t" + LdsmA + "{tca4,tca5,tca6,tca7}, [t+2048];\n\t" + LdsmA + "{tca8,tca9,tca10,tca11}, [t+4096];\n\t" + LdsmA + "{tca12,tca13,tca14,tca15}, [t+6144]; }";
@@ -885,7 +915,7 @@ public static class TensorCoreGemm
     /// Each thread copies 4 chunks of each operand, derived from one (<see cref="ChunkStep"/>).
     /// </summary>
     private static void TensorCoreKernelK64<TATransposed, TBTransposed, TAVector, TBVector>(
-        ArrayView<ushort> a, ArrayView<ushort> b, ArrayView<float> cF, ArrayView<ushort> cH, TcParams p)
+        ArrayView<ushort> a, ArrayView<ushort> b, ArrayView<float> cF, ArrayView<ushort> cH, FloatView bias, TcParams p)
         where TATransposed : struct, IFlag
         where TBTransposed : struct, IFlag
         where TAVector : struct, IFlag
@@ -990,7 +1020,7 @@ public static class TensorCoreGemm
         }
 
         long cBase = p.COffset + outBatch * p.CBatch + split * p.SplitStride;
-        StoreNarrow(cF, cH, p, cBase, m0 + wm * WarpM + (lane >> 2), n0 + wn * (blockN / 4) + 2 * (lane & 3));
+        StoreNarrow(cF, cH, bias, p, cBase, m0 + wm * WarpM + (lane >> 2), n0 + wn * (blockN / 4) + 2 * (lane & 3));
     }
 
     /// <summary>The 64-deep kernel's copies of one slice: four chunks of A, four of B, derived from the first of each.</summary>
@@ -1021,112 +1051,129 @@ public static class TensorCoreGemm
         }
     }
 
-    /// <summary>The narrow warp tile's epilogue: accumulator pairs (tcc 2j, 2j+1) to rows row + 16·mi (+8), columns col + 8·ni.</summary>
-    private static void StoreNarrow(ArrayView<float> cF, ArrayView<ushort> cH, TcParams p, long cBase, int row, int col)
+    /// <summary>
+    /// The narrow warp tile's epilogue: accumulator pairs (tcc 2j, 2j+1) to rows row + 16·mi (+8), columns col + 8·ni,
+    /// one fragment column ni at a time, its bias read once for its 8 rows.
+    /// </summary>
+    private static void StoreNarrow(ArrayView<float> cF, ArrayView<ushort> cH, FloatView bias, TcParams p, long cBase, int row, int col)
     {
         ulong v;
-        CudaAsm.Emit("mov.b64 %0, {tcc0,tcc1};", out v); StorePair(cF, cH, p, cBase, row + 0, col + 0, v);
-        CudaAsm.Emit("mov.b64 %0, {tcc2,tcc3};", out v); StorePair(cF, cH, p, cBase, row + 8, col + 0, v);
-        CudaAsm.Emit("mov.b64 %0, {tcc4,tcc5};", out v); StorePair(cF, cH, p, cBase, row + 0, col + 8, v);
-        CudaAsm.Emit("mov.b64 %0, {tcc6,tcc7};", out v); StorePair(cF, cH, p, cBase, row + 8, col + 8, v);
-        CudaAsm.Emit("mov.b64 %0, {tcc8,tcc9};", out v); StorePair(cF, cH, p, cBase, row + 0, col + 16, v);
-        CudaAsm.Emit("mov.b64 %0, {tcc10,tcc11};", out v); StorePair(cF, cH, p, cBase, row + 8, col + 16, v);
-        CudaAsm.Emit("mov.b64 %0, {tcc12,tcc13};", out v); StorePair(cF, cH, p, cBase, row + 0, col + 24, v);
-        CudaAsm.Emit("mov.b64 %0, {tcc14,tcc15};", out v); StorePair(cF, cH, p, cBase, row + 8, col + 24, v);
-        CudaAsm.Emit("mov.b64 %0, {tcc16,tcc17};", out v); StorePair(cF, cH, p, cBase, row + 16, col + 0, v);
-        CudaAsm.Emit("mov.b64 %0, {tcc18,tcc19};", out v); StorePair(cF, cH, p, cBase, row + 24, col + 0, v);
-        CudaAsm.Emit("mov.b64 %0, {tcc20,tcc21};", out v); StorePair(cF, cH, p, cBase, row + 16, col + 8, v);
-        CudaAsm.Emit("mov.b64 %0, {tcc22,tcc23};", out v); StorePair(cF, cH, p, cBase, row + 24, col + 8, v);
-        CudaAsm.Emit("mov.b64 %0, {tcc24,tcc25};", out v); StorePair(cF, cH, p, cBase, row + 16, col + 16, v);
-        CudaAsm.Emit("mov.b64 %0, {tcc26,tcc27};", out v); StorePair(cF, cH, p, cBase, row + 24, col + 16, v);
-        CudaAsm.Emit("mov.b64 %0, {tcc28,tcc29};", out v); StorePair(cF, cH, p, cBase, row + 16, col + 24, v);
-        CudaAsm.Emit("mov.b64 %0, {tcc30,tcc31};", out v); StorePair(cF, cH, p, cBase, row + 24, col + 24, v);
-        CudaAsm.Emit("mov.b64 %0, {tcc32,tcc33};", out v); StorePair(cF, cH, p, cBase, row + 32, col + 0, v);
-        CudaAsm.Emit("mov.b64 %0, {tcc34,tcc35};", out v); StorePair(cF, cH, p, cBase, row + 40, col + 0, v);
-        CudaAsm.Emit("mov.b64 %0, {tcc36,tcc37};", out v); StorePair(cF, cH, p, cBase, row + 32, col + 8, v);
-        CudaAsm.Emit("mov.b64 %0, {tcc38,tcc39};", out v); StorePair(cF, cH, p, cBase, row + 40, col + 8, v);
-        CudaAsm.Emit("mov.b64 %0, {tcc40,tcc41};", out v); StorePair(cF, cH, p, cBase, row + 32, col + 16, v);
-        CudaAsm.Emit("mov.b64 %0, {tcc42,tcc43};", out v); StorePair(cF, cH, p, cBase, row + 40, col + 16, v);
-        CudaAsm.Emit("mov.b64 %0, {tcc44,tcc45};", out v); StorePair(cF, cH, p, cBase, row + 32, col + 24, v);
-        CudaAsm.Emit("mov.b64 %0, {tcc46,tcc47};", out v); StorePair(cF, cH, p, cBase, row + 40, col + 24, v);
-        CudaAsm.Emit("mov.b64 %0, {tcc48,tcc49};", out v); StorePair(cF, cH, p, cBase, row + 48, col + 0, v);
-        CudaAsm.Emit("mov.b64 %0, {tcc50,tcc51};", out v); StorePair(cF, cH, p, cBase, row + 56, col + 0, v);
-        CudaAsm.Emit("mov.b64 %0, {tcc52,tcc53};", out v); StorePair(cF, cH, p, cBase, row + 48, col + 8, v);
-        CudaAsm.Emit("mov.b64 %0, {tcc54,tcc55};", out v); StorePair(cF, cH, p, cBase, row + 56, col + 8, v);
-        CudaAsm.Emit("mov.b64 %0, {tcc56,tcc57};", out v); StorePair(cF, cH, p, cBase, row + 48, col + 16, v);
-        CudaAsm.Emit("mov.b64 %0, {tcc58,tcc59};", out v); StorePair(cF, cH, p, cBase, row + 56, col + 16, v);
-        CudaAsm.Emit("mov.b64 %0, {tcc60,tcc61};", out v); StorePair(cF, cH, p, cBase, row + 48, col + 24, v);
-        CudaAsm.Emit("mov.b64 %0, {tcc62,tcc63};", out v); StorePair(cF, cH, p, cBase, row + 56, col + 24, v);
+        float b0, b1;
+        BiasPair(bias, p, col + 0, out b0, out b1);
+        CudaAsm.Emit("mov.b64 %0, {tcc0,tcc1};", out v); StorePair(cF, cH, p, cBase, row + 0, col + 0, v, b0, b1);
+        CudaAsm.Emit("mov.b64 %0, {tcc2,tcc3};", out v); StorePair(cF, cH, p, cBase, row + 8, col + 0, v, b0, b1);
+        CudaAsm.Emit("mov.b64 %0, {tcc16,tcc17};", out v); StorePair(cF, cH, p, cBase, row + 16, col + 0, v, b0, b1);
+        CudaAsm.Emit("mov.b64 %0, {tcc18,tcc19};", out v); StorePair(cF, cH, p, cBase, row + 24, col + 0, v, b0, b1);
+        CudaAsm.Emit("mov.b64 %0, {tcc32,tcc33};", out v); StorePair(cF, cH, p, cBase, row + 32, col + 0, v, b0, b1);
+        CudaAsm.Emit("mov.b64 %0, {tcc34,tcc35};", out v); StorePair(cF, cH, p, cBase, row + 40, col + 0, v, b0, b1);
+        CudaAsm.Emit("mov.b64 %0, {tcc48,tcc49};", out v); StorePair(cF, cH, p, cBase, row + 48, col + 0, v, b0, b1);
+        CudaAsm.Emit("mov.b64 %0, {tcc50,tcc51};", out v); StorePair(cF, cH, p, cBase, row + 56, col + 0, v, b0, b1);
+        BiasPair(bias, p, col + 8, out b0, out b1);
+        CudaAsm.Emit("mov.b64 %0, {tcc4,tcc5};", out v); StorePair(cF, cH, p, cBase, row + 0, col + 8, v, b0, b1);
+        CudaAsm.Emit("mov.b64 %0, {tcc6,tcc7};", out v); StorePair(cF, cH, p, cBase, row + 8, col + 8, v, b0, b1);
+        CudaAsm.Emit("mov.b64 %0, {tcc20,tcc21};", out v); StorePair(cF, cH, p, cBase, row + 16, col + 8, v, b0, b1);
+        CudaAsm.Emit("mov.b64 %0, {tcc22,tcc23};", out v); StorePair(cF, cH, p, cBase, row + 24, col + 8, v, b0, b1);
+        CudaAsm.Emit("mov.b64 %0, {tcc36,tcc37};", out v); StorePair(cF, cH, p, cBase, row + 32, col + 8, v, b0, b1);
+        CudaAsm.Emit("mov.b64 %0, {tcc38,tcc39};", out v); StorePair(cF, cH, p, cBase, row + 40, col + 8, v, b0, b1);
+        CudaAsm.Emit("mov.b64 %0, {tcc52,tcc53};", out v); StorePair(cF, cH, p, cBase, row + 48, col + 8, v, b0, b1);
+        CudaAsm.Emit("mov.b64 %0, {tcc54,tcc55};", out v); StorePair(cF, cH, p, cBase, row + 56, col + 8, v, b0, b1);
+        BiasPair(bias, p, col + 16, out b0, out b1);
+        CudaAsm.Emit("mov.b64 %0, {tcc8,tcc9};", out v); StorePair(cF, cH, p, cBase, row + 0, col + 16, v, b0, b1);
+        CudaAsm.Emit("mov.b64 %0, {tcc10,tcc11};", out v); StorePair(cF, cH, p, cBase, row + 8, col + 16, v, b0, b1);
+        CudaAsm.Emit("mov.b64 %0, {tcc24,tcc25};", out v); StorePair(cF, cH, p, cBase, row + 16, col + 16, v, b0, b1);
+        CudaAsm.Emit("mov.b64 %0, {tcc26,tcc27};", out v); StorePair(cF, cH, p, cBase, row + 24, col + 16, v, b0, b1);
+        CudaAsm.Emit("mov.b64 %0, {tcc40,tcc41};", out v); StorePair(cF, cH, p, cBase, row + 32, col + 16, v, b0, b1);
+        CudaAsm.Emit("mov.b64 %0, {tcc42,tcc43};", out v); StorePair(cF, cH, p, cBase, row + 40, col + 16, v, b0, b1);
+        CudaAsm.Emit("mov.b64 %0, {tcc56,tcc57};", out v); StorePair(cF, cH, p, cBase, row + 48, col + 16, v, b0, b1);
+        CudaAsm.Emit("mov.b64 %0, {tcc58,tcc59};", out v); StorePair(cF, cH, p, cBase, row + 56, col + 16, v, b0, b1);
+        BiasPair(bias, p, col + 24, out b0, out b1);
+        CudaAsm.Emit("mov.b64 %0, {tcc12,tcc13};", out v); StorePair(cF, cH, p, cBase, row + 0, col + 24, v, b0, b1);
+        CudaAsm.Emit("mov.b64 %0, {tcc14,tcc15};", out v); StorePair(cF, cH, p, cBase, row + 8, col + 24, v, b0, b1);
+        CudaAsm.Emit("mov.b64 %0, {tcc28,tcc29};", out v); StorePair(cF, cH, p, cBase, row + 16, col + 24, v, b0, b1);
+        CudaAsm.Emit("mov.b64 %0, {tcc30,tcc31};", out v); StorePair(cF, cH, p, cBase, row + 24, col + 24, v, b0, b1);
+        CudaAsm.Emit("mov.b64 %0, {tcc44,tcc45};", out v); StorePair(cF, cH, p, cBase, row + 32, col + 24, v, b0, b1);
+        CudaAsm.Emit("mov.b64 %0, {tcc46,tcc47};", out v); StorePair(cF, cH, p, cBase, row + 40, col + 24, v, b0, b1);
+        CudaAsm.Emit("mov.b64 %0, {tcc60,tcc61};", out v); StorePair(cF, cH, p, cBase, row + 48, col + 24, v, b0, b1);
+        CudaAsm.Emit("mov.b64 %0, {tcc62,tcc63};", out v); StorePair(cF, cH, p, cBase, row + 56, col + 24, v, b0, b1);
     }
 
-    /// <summary>The wide warp tile's epilogue (8 fragments along N).</summary>
-    private static void StoreWide(ArrayView<float> cF, ArrayView<ushort> cH, TcParams p, long cBase, int row, int col)
+    /// <summary>The wide warp tile's epilogue (8 fragments along N), column by column as <see cref="StoreNarrow"/>.</summary>
+    private static void StoreWide(ArrayView<float> cF, ArrayView<ushort> cH, FloatView bias, TcParams p, long cBase, int row, int col)
     {
         ulong v;
-        CudaAsm.Emit("mov.b64 %0, {tcc0,tcc1};", out v); StorePair(cF, cH, p, cBase, row + 0, col + 0, v);
-        CudaAsm.Emit("mov.b64 %0, {tcc2,tcc3};", out v); StorePair(cF, cH, p, cBase, row + 8, col + 0, v);
-        CudaAsm.Emit("mov.b64 %0, {tcc4,tcc5};", out v); StorePair(cF, cH, p, cBase, row + 0, col + 8, v);
-        CudaAsm.Emit("mov.b64 %0, {tcc6,tcc7};", out v); StorePair(cF, cH, p, cBase, row + 8, col + 8, v);
-        CudaAsm.Emit("mov.b64 %0, {tcc8,tcc9};", out v); StorePair(cF, cH, p, cBase, row + 0, col + 16, v);
-        CudaAsm.Emit("mov.b64 %0, {tcc10,tcc11};", out v); StorePair(cF, cH, p, cBase, row + 8, col + 16, v);
-        CudaAsm.Emit("mov.b64 %0, {tcc12,tcc13};", out v); StorePair(cF, cH, p, cBase, row + 0, col + 24, v);
-        CudaAsm.Emit("mov.b64 %0, {tcc14,tcc15};", out v); StorePair(cF, cH, p, cBase, row + 8, col + 24, v);
-        CudaAsm.Emit("mov.b64 %0, {tcc16,tcc17};", out v); StorePair(cF, cH, p, cBase, row + 0, col + 32, v);
-        CudaAsm.Emit("mov.b64 %0, {tcc18,tcc19};", out v); StorePair(cF, cH, p, cBase, row + 8, col + 32, v);
-        CudaAsm.Emit("mov.b64 %0, {tcc20,tcc21};", out v); StorePair(cF, cH, p, cBase, row + 0, col + 40, v);
-        CudaAsm.Emit("mov.b64 %0, {tcc22,tcc23};", out v); StorePair(cF, cH, p, cBase, row + 8, col + 40, v);
-        CudaAsm.Emit("mov.b64 %0, {tcc24,tcc25};", out v); StorePair(cF, cH, p, cBase, row + 0, col + 48, v);
-        CudaAsm.Emit("mov.b64 %0, {tcc26,tcc27};", out v); StorePair(cF, cH, p, cBase, row + 8, col + 48, v);
-        CudaAsm.Emit("mov.b64 %0, {tcc28,tcc29};", out v); StorePair(cF, cH, p, cBase, row + 0, col + 56, v);
-        CudaAsm.Emit("mov.b64 %0, {tcc30,tcc31};", out v); StorePair(cF, cH, p, cBase, row + 8, col + 56, v);
-        CudaAsm.Emit("mov.b64 %0, {tcc32,tcc33};", out v); StorePair(cF, cH, p, cBase, row + 16, col + 0, v);
-        CudaAsm.Emit("mov.b64 %0, {tcc34,tcc35};", out v); StorePair(cF, cH, p, cBase, row + 24, col + 0, v);
-        CudaAsm.Emit("mov.b64 %0, {tcc36,tcc37};", out v); StorePair(cF, cH, p, cBase, row + 16, col + 8, v);
-        CudaAsm.Emit("mov.b64 %0, {tcc38,tcc39};", out v); StorePair(cF, cH, p, cBase, row + 24, col + 8, v);
-        CudaAsm.Emit("mov.b64 %0, {tcc40,tcc41};", out v); StorePair(cF, cH, p, cBase, row + 16, col + 16, v);
-        CudaAsm.Emit("mov.b64 %0, {tcc42,tcc43};", out v); StorePair(cF, cH, p, cBase, row + 24, col + 16, v);
-        CudaAsm.Emit("mov.b64 %0, {tcc44,tcc45};", out v); StorePair(cF, cH, p, cBase, row + 16, col + 24, v);
-        CudaAsm.Emit("mov.b64 %0, {tcc46,tcc47};", out v); StorePair(cF, cH, p, cBase, row + 24, col + 24, v);
-        CudaAsm.Emit("mov.b64 %0, {tcc48,tcc49};", out v); StorePair(cF, cH, p, cBase, row + 16, col + 32, v);
-        CudaAsm.Emit("mov.b64 %0, {tcc50,tcc51};", out v); StorePair(cF, cH, p, cBase, row + 24, col + 32, v);
-        CudaAsm.Emit("mov.b64 %0, {tcc52,tcc53};", out v); StorePair(cF, cH, p, cBase, row + 16, col + 40, v);
-        CudaAsm.Emit("mov.b64 %0, {tcc54,tcc55};", out v); StorePair(cF, cH, p, cBase, row + 24, col + 40, v);
-        CudaAsm.Emit("mov.b64 %0, {tcc56,tcc57};", out v); StorePair(cF, cH, p, cBase, row + 16, col + 48, v);
-        CudaAsm.Emit("mov.b64 %0, {tcc58,tcc59};", out v); StorePair(cF, cH, p, cBase, row + 24, col + 48, v);
-        CudaAsm.Emit("mov.b64 %0, {tcc60,tcc61};", out v); StorePair(cF, cH, p, cBase, row + 16, col + 56, v);
-        CudaAsm.Emit("mov.b64 %0, {tcc62,tcc63};", out v); StorePair(cF, cH, p, cBase, row + 24, col + 56, v);
-        CudaAsm.Emit("mov.b64 %0, {tcc64,tcc65};", out v); StorePair(cF, cH, p, cBase, row + 32, col + 0, v);
-        CudaAsm.Emit("mov.b64 %0, {tcc66,tcc67};", out v); StorePair(cF, cH, p, cBase, row + 40, col + 0, v);
-        CudaAsm.Emit("mov.b64 %0, {tcc68,tcc69};", out v); StorePair(cF, cH, p, cBase, row + 32, col + 8, v);
-        CudaAsm.Emit("mov.b64 %0, {tcc70,tcc71};", out v); StorePair(cF, cH, p, cBase, row + 40, col + 8, v);
-        CudaAsm.Emit("mov.b64 %0, {tcc72,tcc73};", out v); StorePair(cF, cH, p, cBase, row + 32, col + 16, v);
-        CudaAsm.Emit("mov.b64 %0, {tcc74,tcc75};", out v); StorePair(cF, cH, p, cBase, row + 40, col + 16, v);
-        CudaAsm.Emit("mov.b64 %0, {tcc76,tcc77};", out v); StorePair(cF, cH, p, cBase, row + 32, col + 24, v);
-        CudaAsm.Emit("mov.b64 %0, {tcc78,tcc79};", out v); StorePair(cF, cH, p, cBase, row + 40, col + 24, v);
-        CudaAsm.Emit("mov.b64 %0, {tcc80,tcc81};", out v); StorePair(cF, cH, p, cBase, row + 32, col + 32, v);
-        CudaAsm.Emit("mov.b64 %0, {tcc82,tcc83};", out v); StorePair(cF, cH, p, cBase, row + 40, col + 32, v);
-        CudaAsm.Emit("mov.b64 %0, {tcc84,tcc85};", out v); StorePair(cF, cH, p, cBase, row + 32, col + 40, v);
-        CudaAsm.Emit("mov.b64 %0, {tcc86,tcc87};", out v); StorePair(cF, cH, p, cBase, row + 40, col + 40, v);
-        CudaAsm.Emit("mov.b64 %0, {tcc88,tcc89};", out v); StorePair(cF, cH, p, cBase, row + 32, col + 48, v);
-        CudaAsm.Emit("mov.b64 %0, {tcc90,tcc91};", out v); StorePair(cF, cH, p, cBase, row + 40, col + 48, v);
-        CudaAsm.Emit("mov.b64 %0, {tcc92,tcc93};", out v); StorePair(cF, cH, p, cBase, row + 32, col + 56, v);
-        CudaAsm.Emit("mov.b64 %0, {tcc94,tcc95};", out v); StorePair(cF, cH, p, cBase, row + 40, col + 56, v);
-        CudaAsm.Emit("mov.b64 %0, {tcc96,tcc97};", out v); StorePair(cF, cH, p, cBase, row + 48, col + 0, v);
-        CudaAsm.Emit("mov.b64 %0, {tcc98,tcc99};", out v); StorePair(cF, cH, p, cBase, row + 56, col + 0, v);
-        CudaAsm.Emit("mov.b64 %0, {tcc100,tcc101};", out v); StorePair(cF, cH, p, cBase, row + 48, col + 8, v);
-        CudaAsm.Emit("mov.b64 %0, {tcc102,tcc103};", out v); StorePair(cF, cH, p, cBase, row + 56, col + 8, v);
-        CudaAsm.Emit("mov.b64 %0, {tcc104,tcc105};", out v); StorePair(cF, cH, p, cBase, row + 48, col + 16, v);
-        CudaAsm.Emit("mov.b64 %0, {tcc106,tcc107};", out v); StorePair(cF, cH, p, cBase, row + 56, col + 16, v);
-        CudaAsm.Emit("mov.b64 %0, {tcc108,tcc109};", out v); StorePair(cF, cH, p, cBase, row + 48, col + 24, v);
-        CudaAsm.Emit("mov.b64 %0, {tcc110,tcc111};", out v); StorePair(cF, cH, p, cBase, row + 56, col + 24, v);
-        CudaAsm.Emit("mov.b64 %0, {tcc112,tcc113};", out v); StorePair(cF, cH, p, cBase, row + 48, col + 32, v);
-        CudaAsm.Emit("mov.b64 %0, {tcc114,tcc115};", out v); StorePair(cF, cH, p, cBase, row + 56, col + 32, v);
-        CudaAsm.Emit("mov.b64 %0, {tcc116,tcc117};", out v); StorePair(cF, cH, p, cBase, row + 48, col + 40, v);
-        CudaAsm.Emit("mov.b64 %0, {tcc118,tcc119};", out v); StorePair(cF, cH, p, cBase, row + 56, col + 40, v);
-        CudaAsm.Emit("mov.b64 %0, {tcc120,tcc121};", out v); StorePair(cF, cH, p, cBase, row + 48, col + 48, v);
-        CudaAsm.Emit("mov.b64 %0, {tcc122,tcc123};", out v); StorePair(cF, cH, p, cBase, row + 56, col + 48, v);
-        CudaAsm.Emit("mov.b64 %0, {tcc124,tcc125};", out v); StorePair(cF, cH, p, cBase, row + 48, col + 56, v);
-        CudaAsm.Emit("mov.b64 %0, {tcc126,tcc127};", out v); StorePair(cF, cH, p, cBase, row + 56, col + 56, v);
+        float b0, b1;
+        BiasPair(bias, p, col + 0, out b0, out b1);
+        CudaAsm.Emit("mov.b64 %0, {tcc0,tcc1};", out v); StorePair(cF, cH, p, cBase, row + 0, col + 0, v, b0, b1);
+        CudaAsm.Emit("mov.b64 %0, {tcc2,tcc3};", out v); StorePair(cF, cH, p, cBase, row + 8, col + 0, v, b0, b1);
+        CudaAsm.Emit("mov.b64 %0, {tcc32,tcc33};", out v); StorePair(cF, cH, p, cBase, row + 16, col + 0, v, b0, b1);
+        CudaAsm.Emit("mov.b64 %0, {tcc34,tcc35};", out v); StorePair(cF, cH, p, cBase, row + 24, col + 0, v, b0, b1);
+        CudaAsm.Emit("mov.b64 %0, {tcc64,tcc65};", out v); StorePair(cF, cH, p, cBase, row + 32, col + 0, v, b0, b1);
+        CudaAsm.Emit("mov.b64 %0, {tcc66,tcc67};", out v); StorePair(cF, cH, p, cBase, row + 40, col + 0, v, b0, b1);
+        CudaAsm.Emit("mov.b64 %0, {tcc96,tcc97};", out v); StorePair(cF, cH, p, cBase, row + 48, col + 0, v, b0, b1);
+        CudaAsm.Emit("mov.b64 %0, {tcc98,tcc99};", out v); StorePair(cF, cH, p, cBase, row + 56, col + 0, v, b0, b1);
+        BiasPair(bias, p, col + 8, out b0, out b1);
+        CudaAsm.Emit("mov.b64 %0, {tcc4,tcc5};", out v); StorePair(cF, cH, p, cBase, row + 0, col + 8, v, b0, b1);
+        CudaAsm.Emit("mov.b64 %0, {tcc6,tcc7};", out v); StorePair(cF, cH, p, cBase, row + 8, col + 8, v, b0, b1);
+        CudaAsm.Emit("mov.b64 %0, {tcc36,tcc37};", out v); StorePair(cF, cH, p, cBase, row + 16, col + 8, v, b0, b1);
+        CudaAsm.Emit("mov.b64 %0, {tcc38,tcc39};", out v); StorePair(cF, cH, p, cBase, row + 24, col + 8, v, b0, b1);
+        CudaAsm.Emit("mov.b64 %0, {tcc68,tcc69};", out v); StorePair(cF, cH, p, cBase, row + 32, col + 8, v, b0, b1);
+        CudaAsm.Emit("mov.b64 %0, {tcc70,tcc71};", out v); StorePair(cF, cH, p, cBase, row + 40, col + 8, v, b0, b1);
+        CudaAsm.Emit("mov.b64 %0, {tcc100,tcc101};", out v); StorePair(cF, cH, p, cBase, row + 48, col + 8, v, b0, b1);
+        CudaAsm.Emit("mov.b64 %0, {tcc102,tcc103};", out v); StorePair(cF, cH, p, cBase, row + 56, col + 8, v, b0, b1);
+        BiasPair(bias, p, col + 16, out b0, out b1);
+        CudaAsm.Emit("mov.b64 %0, {tcc8,tcc9};", out v); StorePair(cF, cH, p, cBase, row + 0, col + 16, v, b0, b1);
+        CudaAsm.Emit("mov.b64 %0, {tcc10,tcc11};", out v); StorePair(cF, cH, p, cBase, row + 8, col + 16, v, b0, b1);
+        CudaAsm.Emit("mov.b64 %0, {tcc40,tcc41};", out v); StorePair(cF, cH, p, cBase, row + 16, col + 16, v, b0, b1);
+        CudaAsm.Emit("mov.b64 %0, {tcc42,tcc43};", out v); StorePair(cF, cH, p, cBase, row + 24, col + 16, v, b0, b1);
+        CudaAsm.Emit("mov.b64 %0, {tcc72,tcc73};", out v); StorePair(cF, cH, p, cBase, row + 32, col + 16, v, b0, b1);
+        CudaAsm.Emit("mov.b64 %0, {tcc74,tcc75};", out v); StorePair(cF, cH, p, cBase, row + 40, col + 16, v, b0, b1);
+        CudaAsm.Emit("mov.b64 %0, {tcc104,tcc105};", out v); StorePair(cF, cH, p, cBase, row + 48, col + 16, v, b0, b1);
+        CudaAsm.Emit("mov.b64 %0, {tcc106,tcc107};", out v); StorePair(cF, cH, p, cBase, row + 56, col + 16, v, b0, b1);
+        BiasPair(bias, p, col + 24, out b0, out b1);
+        CudaAsm.Emit("mov.b64 %0, {tcc12,tcc13};", out v); StorePair(cF, cH, p, cBase, row + 0, col + 24, v, b0, b1);
+        CudaAsm.Emit("mov.b64 %0, {tcc14,tcc15};", out v); StorePair(cF, cH, p, cBase, row + 8, col + 24, v, b0, b1);
+        CudaAsm.Emit("mov.b64 %0, {tcc44,tcc45};", out v); StorePair(cF, cH, p, cBase, row + 16, col + 24, v, b0, b1);
+        CudaAsm.Emit("mov.b64 %0, {tcc46,tcc47};", out v); StorePair(cF, cH, p, cBase, row + 24, col + 24, v, b0, b1);
+        CudaAsm.Emit("mov.b64 %0, {tcc76,tcc77};", out v); StorePair(cF, cH, p, cBase, row + 32, col + 24, v, b0, b1);
+        CudaAsm.Emit("mov.b64 %0, {tcc78,tcc79};", out v); StorePair(cF, cH, p, cBase, row + 40, col + 24, v, b0, b1);
+        CudaAsm.Emit("mov.b64 %0, {tcc108,tcc109};", out v); StorePair(cF, cH, p, cBase, row + 48, col + 24, v, b0, b1);
+        CudaAsm.Emit("mov.b64 %0, {tcc110,tcc111};", out v); StorePair(cF, cH, p, cBase, row + 56, col + 24, v, b0, b1);
+        BiasPair(bias, p, col + 32, out b0, out b1);
+        CudaAsm.Emit("mov.b64 %0, {tcc16,tcc17};", out v); StorePair(cF, cH, p, cBase, row + 0, col + 32, v, b0, b1);
+        CudaAsm.Emit("mov.b64 %0, {tcc18,tcc19};", out v); StorePair(cF, cH, p, cBase, row + 8, col + 32, v, b0, b1);
+        CudaAsm.Emit("mov.b64 %0, {tcc48,tcc49};", out v); StorePair(cF, cH, p, cBase, row + 16, col + 32, v, b0, b1);
+        CudaAsm.Emit("mov.b64 %0, {tcc50,tcc51};", out v); StorePair(cF, cH, p, cBase, row + 24, col + 32, v, b0, b1);
+        CudaAsm.Emit("mov.b64 %0, {tcc80,tcc81};", out v); StorePair(cF, cH, p, cBase, row + 32, col + 32, v, b0, b1);
+        CudaAsm.Emit("mov.b64 %0, {tcc82,tcc83};", out v); StorePair(cF, cH, p, cBase, row + 40, col + 32, v, b0, b1);
+        CudaAsm.Emit("mov.b64 %0, {tcc112,tcc113};", out v); StorePair(cF, cH, p, cBase, row + 48, col + 32, v, b0, b1);
+        CudaAsm.Emit("mov.b64 %0, {tcc114,tcc115};", out v); StorePair(cF, cH, p, cBase, row + 56, col + 32, v, b0, b1);
+        BiasPair(bias, p, col + 40, out b0, out b1);
+        CudaAsm.Emit("mov.b64 %0, {tcc20,tcc21};", out v); StorePair(cF, cH, p, cBase, row + 0, col + 40, v, b0, b1);
+        CudaAsm.Emit("mov.b64 %0, {tcc22,tcc23};", out v); StorePair(cF, cH, p, cBase, row + 8, col + 40, v, b0, b1);
+        CudaAsm.Emit("mov.b64 %0, {tcc52,tcc53};", out v); StorePair(cF, cH, p, cBase, row + 16, col + 40, v, b0, b1);
+        CudaAsm.Emit("mov.b64 %0, {tcc54,tcc55};", out v); StorePair(cF, cH, p, cBase, row + 24, col + 40, v, b0, b1);
+        CudaAsm.Emit("mov.b64 %0, {tcc84,tcc85};", out v); StorePair(cF, cH, p, cBase, row + 32, col + 40, v, b0, b1);
+        CudaAsm.Emit("mov.b64 %0, {tcc86,tcc87};", out v); StorePair(cF, cH, p, cBase, row + 40, col + 40, v, b0, b1);
+        CudaAsm.Emit("mov.b64 %0, {tcc116,tcc117};", out v); StorePair(cF, cH, p, cBase, row + 48, col + 40, v, b0, b1);
+        CudaAsm.Emit("mov.b64 %0, {tcc118,tcc119};", out v); StorePair(cF, cH, p, cBase, row + 56, col + 40, v, b0, b1);
+        BiasPair(bias, p, col + 48, out b0, out b1);
+        CudaAsm.Emit("mov.b64 %0, {tcc24,tcc25};", out v); StorePair(cF, cH, p, cBase, row + 0, col + 48, v, b0, b1);
+        CudaAsm.Emit("mov.b64 %0, {tcc26,tcc27};", out v); StorePair(cF, cH, p, cBase, row + 8, col + 48, v, b0, b1);
+        CudaAsm.Emit("mov.b64 %0, {tcc56,tcc57};", out v); StorePair(cF, cH, p, cBase, row + 16, col + 48, v, b0, b1);
+        CudaAsm.Emit("mov.b64 %0, {tcc58,tcc59};", out v); StorePair(cF, cH, p, cBase, row + 24, col + 48, v, b0, b1);
+        CudaAsm.Emit("mov.b64 %0, {tcc88,tcc89};", out v); StorePair(cF, cH, p, cBase, row + 32, col + 48, v, b0, b1);
+        CudaAsm.Emit("mov.b64 %0, {tcc90,tcc91};", out v); StorePair(cF, cH, p, cBase, row + 40, col + 48, v, b0, b1);
+        CudaAsm.Emit("mov.b64 %0, {tcc120,tcc121};", out v); StorePair(cF, cH, p, cBase, row + 48, col + 48, v, b0, b1);
+        CudaAsm.Emit("mov.b64 %0, {tcc122,tcc123};", out v); StorePair(cF, cH, p, cBase, row + 56, col + 48, v, b0, b1);
+        BiasPair(bias, p, col + 56, out b0, out b1);
+        CudaAsm.Emit("mov.b64 %0, {tcc28,tcc29};", out v); StorePair(cF, cH, p, cBase, row + 0, col + 56, v, b0, b1);
+        CudaAsm.Emit("mov.b64 %0, {tcc30,tcc31};", out v); StorePair(cF, cH, p, cBase, row + 8, col + 56, v, b0, b1);
+        CudaAsm.Emit("mov.b64 %0, {tcc60,tcc61};", out v); StorePair(cF, cH, p, cBase, row + 16, col + 56, v, b0, b1);
+        CudaAsm.Emit("mov.b64 %0, {tcc62,tcc63};", out v); StorePair(cF, cH, p, cBase, row + 24, col + 56, v, b0, b1);
+        CudaAsm.Emit("mov.b64 %0, {tcc92,tcc93};", out v); StorePair(cF, cH, p, cBase, row + 32, col + 56, v, b0, b1);
+        CudaAsm.Emit("mov.b64 %0, {tcc94,tcc95};", out v); StorePair(cF, cH, p, cBase, row + 40, col + 56, v, b0, b1);
+        CudaAsm.Emit("mov.b64 %0, {tcc124,tcc125};", out v); StorePair(cF, cH, p, cBase, row + 48, col + 56, v, b0, b1);
+        CudaAsm.Emit("mov.b64 %0, {tcc126,tcc127};", out v); StorePair(cF, cH, p, cBase, row + 56, col + 56, v, b0, b1);
     }
 
     /// <summary>
@@ -1200,29 +1247,32 @@ public static class TensorCoreGemm
     // Split-K reduction.
     // ---------------------------------------------------------------------------------------------------------------
 
-    private static void ReduceSplits(ComputeDevice device, Tensor partials, TcParams p, MatrixOperand c, ArrayView<float> cF, ArrayView<ushort> cH)
+    private static void ReduceSplits(ComputeDevice device, Tensor partials, TcParams p, MatrixOperand c, ArrayView<float> cF, ArrayView<ushort> cH, FloatView bias)
     {
         var rp = new ReduceParams
         {
             Splits = p.Splits, M = p.M, N = p.N, OutBatches = p.OutBatches, SplitStride = p.SplitStride,
             COffset = c.Offset, CBatch = c.BatchStride, Ldc = c.Ld,
-            CBf16 = p.CBf16, Accumulate = p.Accumulate, Alpha = p.Alpha,
+            CBf16 = p.CBf16, Accumulate = p.Accumulate, Alpha = p.Alpha, HasBias = p.HasBias,
         };
         var kernel = device.Kernel("tc_gemm.split_k_sum",
-            acc => acc.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<ushort>, ReduceParams>(ReduceKernel));
-        kernel(Launch.Elementwise(device, p.SplitStride), partials.F32, cF, cH, rp);
+            acc => acc.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<ushort>, FloatView, ReduceParams>(ReduceKernel));
+        kernel(Launch.Elementwise(device, p.SplitStride), partials.F32, cF, cH, bias, rp);
     }
 
     /// <summary>Arguments of the split-K sum (public for ILGPU's CPU backend).</summary>
     public struct ReduceParams
     {
         public long SplitStride, COffset, CBatch;
-        public int Splits, M, N, OutBatches, Ldc, CBf16, Accumulate;
+        public int Splits, M, N, OutBatches, Ldc, CBf16, Accumulate, HasBias;
         public float Alpha;
     }
 
-    /// <summary>C = alpha·Σ_s partial[s] (+ C), the splits summed in order (deterministic), one element per thread, grid-stride.</summary>
-    private static void ReduceKernel(ArrayView<float> partials, ArrayView<float> cF, ArrayView<ushort> cH, ReduceParams p)
+    /// <summary>
+    /// C = alpha·Σ_s partial[s] (+ C) (+ the column's bias), the splits summed in order (deterministic), one element per
+    /// thread, grid-stride: the only place a split-K GEMM adds the bias.
+    /// </summary>
+    private static void ReduceKernel(ArrayView<float> partials, ArrayView<float> cF, ArrayView<ushort> cH, FloatView bias, ReduceParams p)
     {
         // Splits·SplitStride < 2^31 (ChooseSplits): 32-bit index math.
         int stride = Grid.DimX * Group.DimX;
@@ -1236,17 +1286,7 @@ public static class TensorCoreGemm
             int row = rest / p.N;
             int col = rest - row * p.N;
             long i = p.COffset + ob * p.CBatch + (long)row * p.Ldc + col;
-            float v = p.Alpha * sum;
-            if (p.CBf16 != 0)
-            {
-                if (p.Accumulate != 0) v += BFloat16.ToFloat(cH[i]);
-                cH[i] = BFloat16.FromFloat(v);
-            }
-            else
-            {
-                if (p.Accumulate != 0) v += cF[i];
-                cF[i] = v;
-            }
+            Finish(cF, cH, i, sum, p.Alpha, p.Accumulate, p.HasBias, p.HasBias != 0 ? bias.Load(col) : 0f, p.CBf16);
         }
     }
 
@@ -1259,7 +1299,7 @@ public static class TensorCoreGemm
     private const int AccPerLane = 128;                                         // tcc0..127
 
     private static void LaunchEmulated(ComputeDevice device, ArrayView<ushort> a, ArrayView<ushort> b, ArrayView<float> cF, ArrayView<ushort> cH,
-        TcParams p, int layout, long blocks)
+        FloatView bias, TcParams p, int layout, long blocks)
     {
         // A few threads, each with its own emulated shared memory (96 KB) and register file (160 KB).
         int group = Launch.GroupSize(device, 16);
@@ -1270,13 +1310,13 @@ public static class TensorCoreGemm
         using var regs = Tensor.Empty(device, new Shape(workers, Threads * RegsPerLane), DType.I32, MemoryCategory.Workspace, "tc_gemm.emulated_regs");
         using var acc = Tensor.Empty(device, new Shape(workers, Threads * AccPerLane), DType.F32, MemoryCategory.Workspace, "tc_gemm.emulated_acc");
         var kernel = device.Kernel("tc_gemm.emulated",
-            ac => ac.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, ArrayView<float>, ArrayView<ushort>, TcParams, int, long,
+            ac => ac.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, ArrayView<float>, ArrayView<ushort>, FloatView, TcParams, int, long,
                 ArrayView<ushort>, ArrayView<uint>, ArrayView<float>>(EmulatedKernel));
-        kernel(config, a, b, cF, cH, p, layout, blocks, smem.BF16, regs.I32.Cast<uint>(), acc.F32);
+        kernel(config, a, b, cF, cH, bias, p, layout, blocks, smem.BF16, regs.I32.Cast<uint>(), acc.F32);
         device.Synchronize(); // the scratch tensors are released when this returns
     }
 
-    private static void EmulatedKernel(ArrayView<ushort> a, ArrayView<ushort> b, ArrayView<float> cF, ArrayView<ushort> cH,
+    private static void EmulatedKernel(ArrayView<ushort> a, ArrayView<ushort> b, ArrayView<float> cF, ArrayView<ushort> cH, FloatView bias,
         TcParams p, int layout, long blocks, ArrayView<ushort> smemAll, ArrayView<uint> regsAll, ArrayView<float> accAll)
     {
         long worker = Grid.GlobalIndex.X;
@@ -1285,10 +1325,10 @@ public static class TensorCoreGemm
         var regs = regsAll.SubView(worker * Threads * RegsPerLane, Threads * RegsPerLane);
         var acc = accAll.SubView(worker * Threads * AccPerLane, Threads * AccPerLane);
         for (long block = worker; block < blocks; block += stride)
-            EmulateGroup(a, b, cF, cH, p, layout, (int)block, smem, regs, acc);
+            EmulateGroup(a, b, cF, cH, bias, p, layout, (int)block, smem, regs, acc);
     }
 
-    private static void EmulateGroup(ArrayView<ushort> a, ArrayView<ushort> b, ArrayView<float> cF, ArrayView<ushort> cH,
+    private static void EmulateGroup(ArrayView<ushort> a, ArrayView<ushort> b, ArrayView<float> cF, ArrayView<ushort> cH, FloatView bias,
         TcParams p, int layout, int block, ArrayView<ushort> smem, ArrayView<uint> regs, ArrayView<float> acc)
     {
         bool aKc = (layout & ATransposedBit) == 0, bKc = (layout & BTransposedBit) != 0;
@@ -1346,13 +1386,17 @@ public static class TensorCoreGemm
             int lane = t & 31, warp = t >> 5;
             int row = m0 + (warp >> 2) * WarpM + (lane >> 2);
             int col = n0 + (warp & 3) * (blockN / 4) + 2 * (lane & 3);
-            for (int mi = 0; mi < 4; mi++)
-                for (int ni = 0; ni < fragmentsN; ni++)
+            // Fragment column by fragment column, as StoreNarrow / StoreWide: the column's bias, then its rows.
+            for (int ni = 0; ni < fragmentsN; ni++)
+            {
+                BiasPair(bias, p, col + ni * 8, out float b0, out float b1);
+                for (int mi = 0; mi < 4; mi++)
                 {
                     int q = t * AccPerLane + (mi * fragmentsN + ni) * 4;
-                    StorePair(cF, cH, p, cBase, row + mi * 16, col + ni * 8, Pack(acc[q], acc[q + 1]));
-                    StorePair(cF, cH, p, cBase, row + mi * 16 + 8, col + ni * 8, Pack(acc[q + 2], acc[q + 3]));
+                    StorePair(cF, cH, p, cBase, row + mi * 16, col + ni * 8, Pack(acc[q], acc[q + 1]), b0, b1);
+                    StorePair(cF, cH, p, cBase, row + mi * 16 + 8, col + ni * 8, Pack(acc[q + 2], acc[q + 3]), b0, b1);
                 }
+            }
         }
     }
 
@@ -1455,15 +1499,16 @@ public static class TensorCoreGemm
     {
         /// <summary>
         /// The GEMM on bf16 words widened exactly to float64, with <see cref="MatMul.Reference.Gemm"/>'s addressing; the
-        /// result (after alpha and the accumulate) is what a perfectly accumulated kernel would produce before any bf16
+        /// result (after alpha, the accumulate and the bias) is what a perfectly accumulated kernel would produce before any bf16
         /// rounding of C.
         /// </summary>
         public static void Gemm(ushort[] a, long aOffset, int lda, long aBatch, bool transA,
             ushort[] b, long bOffset, int ldb, long bBatch, bool transB,
-            double[] c, long cOffset, int ldc, long cBatch, int m, int n, int k, int batch, double alpha = 1, bool accumulate = false)
+            double[] c, long cOffset, int ldc, long cBatch, int m, int n, int k, int batch, double alpha = 1, bool accumulate = false,
+            double[]? bias = null)
         {
             MatMul.Reference.Gemm(Widen(a), aOffset, lda, aBatch, transA, Widen(b), bOffset, ldb, bBatch, transB,
-                c, cOffset, ldc, cBatch, m, n, k, batch, alpha, accumulate);
+                c, cOffset, ldc, cBatch, m, n, k, batch, alpha, accumulate, bias);
         }
 
         public static double[] Widen(ushort[] words) => Array.ConvertAll(words, w => (double)BFloat16.ToFloat(w));

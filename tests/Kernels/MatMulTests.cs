@@ -14,8 +14,12 @@ public class MatMulTests
     // u = 2^-24) of the exact value of its float32 inputs; alpha and the accumulate add one rounding each. So every
     // element must be within (K + 3)·u·(|alpha|·(|A|·|B|) + |C₀|). This is the worst case and does not depend on
     // cancellation, so it cannot flake; a wrong index or a dropped K-tail breaks it by orders of magnitude.
+    // With a bias (the fused epilogue of a Linear layer) alpha, the accumulate and the bias add one rounding each, still
+    // within the 3, and |bias| joins the bound: (K + 3)·u·(|alpha|·(|A|·|B|) + |C₀| + |bias|).
     private const double UnitRoundoff = 1.0 / (1 << 24);
     private const int RoundingsBeyondK = 3;
+    // A bf16 C is then rounded once more: ≤ 2^-9 of the value (half an ulp of an 8-bit significand); 2^-8 keeps a factor 2.
+    private const double Bf16Rounding = 1.0 / 256;
     // Gradients (via GradCheck, relative to the largest entry): each gradient entry is a dot product of length ≤ 17
     // (N for dA, M for dB), so its float32 error is ≤ 17·u ≈ 1e-6 of Σ|terms| (the seed r is rounded to float32 too:
     // one more u). The harness divides by the largest |entry| of the whole tensor, which for random inputs is within a
@@ -127,6 +131,79 @@ public class MatMulTests
             MatMul.Reference.Gemm(Abs(a), 0, M, (long)K * M, true, Abs(b), 0, N, (long)K * N, false, bound, 0, N, 0, M, N, K, B, 1, accumulate);
             AssertWithinRounding(ct.ToFloatArray(), want, bound, K * B, $"Σ over {B} batches");
         });
+    }
+
+    /// <summary>
+    /// The fused bias on both paths (portable twin; 16×16 tiled kernel with forced K splits, where only the split sum may
+    /// add it: added to every partial it would count S times): a batched A times a broadcast B (a Linear layer's rows
+    /// and weight), every transpose, float32 or bf16 operands, C and bias, with and without the accumulate.
+    /// </summary>
+    [Property(MaxTest = 25)]
+    public void Gemm_adds_the_bias_of_each_column_once_for_every_transpose_dtype_and_split(
+        PositiveInt m, PositiveInt n, PositiveInt k, PositiveInt batch, bool transA, bool transB, bool accumulate,
+        PositiveInt dtypes, PositiveInt splits, int seed)
+    {
+        KernelPaths.ForEach(() =>
+        {
+            int M = Pick(Awkward, m), N = Pick(Awkward, n), K = Pick(Awkward, k), B = batch.Get % 3 + 1, S = splits.Get % 3 + 1;
+            bool operandsBf16 = (dtypes.Get & 1) != 0, cBf16 = (dtypes.Get & 2) != 0, biasBf16 = (dtypes.Get & 4) != 0;
+            var aShape = new Shape(B, transA ? K : M, transA ? M : K);
+            var bShape = new Shape(transB ? N : K, transB ? K : N);
+            var rng = new Random(seed);
+            // bf16-representable values, so every dtype stores exactly the numbers the reference uses.
+            float[] a = Bf16Check.RoundToBf16(GradCheck.RandomValues(rng, aShape.Numel)), b = Bf16Check.RoundToBf16(GradCheck.RandomValues(rng, bShape.Numel));
+            float[] c0 = Bf16Check.RoundToBf16(GradCheck.RandomValues(rng, (long)B * M * N)), bias = Bf16Check.RoundToBf16(GradCheck.RandomValues(rng, N, 4.0));
+            float alpha = accumulate ? -0.75f : 1f;
+
+            var dev = TestDevice.Get();
+            using var at = Tensor.FromHost(dev, a, aShape, MemoryCategory.Data, "a", operandsBf16 ? DType.BF16 : DType.F32);
+            using var bt = Tensor.FromHost(dev, b, bShape, MemoryCategory.Data, "b", operandsBf16 ? DType.BF16 : DType.F32);
+            using var ct = Tensor.FromHost(dev, c0, new Shape(B, M, N), MemoryCategory.Data, "c", cBf16 ? DType.BF16 : DType.F32);
+            using var biasT = Tensor.FromHost(dev, bias, new Shape(N), MemoryCategory.Data, "bias", biasBf16 ? DType.BF16 : DType.F32);
+            using (MatMul.UseSimtPlan(splits: S))
+                MatMul.Gemm(MatrixOperand.Dense(at, transA), MatrixOperand.Dense(bt, transB), MatrixOperand.Dense(ct), M, N, K, B, alpha, accumulate, biasT);
+
+            double[] want = D(c0), bound = Abs(c0);
+            MatMul.Reference.Gemm(D(a), 0, aShape.Last, (long)aShape[1] * aShape[2], transA, D(b), 0, bShape.Last, 0, transB,
+                want, 0, N, (long)M * N, M, N, K, B, alpha, accumulate, D(bias));
+            MatMul.Reference.Gemm(Abs(a), 0, aShape.Last, (long)aShape[1] * aShape[2], transA, Abs(b), 0, bShape.Last, 0, transB,
+                bound, 0, N, (long)M * N, M, N, K, B, Math.Abs(alpha), accumulate, Abs(bias));
+            AssertWithinRounding(ct.ToFloatArray(), want, bound, K,
+                $"A {aShape}{T(transA)} · B {bShape}{T(transB)} + bias [{N}] ({(operandsBf16 ? "bf16" : "f32")} operands, C {(cBf16 ? "bf16" : "f32")}, " +
+                $"bias {(biasBf16 ? "bf16" : "f32")}, accumulate {accumulate}, {S} splits)", cBf16);
+        });
+    }
+
+    [Fact]
+    public void Gemm_rejects_a_bias_that_is_not_one_float_per_column_naming_the_op_and_shapes()
+    {
+        var dev = TestDevice.Get();
+        using var x = Tensor.Zeros(dev, new Shape(2, 4, 8), DType.F32, MemoryCategory.Data, "x");
+        using var w = Tensor.Zeros(dev, new Shape(6, 8), DType.F32, MemoryCategory.Data, "w");
+        using var y = Tensor.Zeros(dev, new Shape(2, 4, 6), DType.F32, MemoryCategory.Data, "y");
+        using var sum = Tensor.Zeros(dev, new Shape(8, 6), DType.F32, MemoryCategory.Data, "sum");
+        using var longer = Tensor.Zeros(dev, new Shape(7), DType.F32, MemoryCategory.Data, "b7");
+        using var matrix = Tensor.Zeros(dev, new Shape(1, 6), DType.F32, MemoryCategory.Data, "b1x6");
+        using var ints = Tensor.Zeros(dev, new Shape(6), DType.I32, MemoryCategory.Data, "bi");
+        using var good = Tensor.Zeros(dev, new Shape(6), DType.F32, MemoryCategory.Data, "b6");
+        void Linear(Tensor bias) => MatMul.Gemm(MatrixOperand.Rows(x), MatrixOperand.Dense(w, transposed: true), MatrixOperand.Rows(y), 8, 6, 8, bias: bias);
+
+        var e = Assert.Throws<ShapeException>(() => Linear(longer));
+        Assert.Equal("matmul", e.Op);
+        Assert.Contains("bias [7] must be [6]", e.Message);
+        Assert.Contains("[2, 4, 6]", e.Message);
+        Assert.Contains("bias [1, 6]", Assert.Throws<ShapeException>(() => Linear(matrix)).Message);
+        Assert.Contains("bias [6] is int32", Assert.Throws<ShapeException>(() => Linear(ints)).Message);
+        // Batch products summed into one C (a weight gradient) take no bias.
+        var summed = Assert.Throws<ShapeException>(() =>
+            MatMul.Gemm(MatrixOperand.Dense(x, transposed: true), MatrixOperand.Dense(y), MatrixOperand.Dense(sum), 8, 6, 4, 2, bias: good));
+        Assert.Contains("sums 2 batch products", summed.Message);
+        // The tensor-core entry checks the same, under its own name.
+        using var h = Tensor.Zeros(dev, new Shape(8, 8), DType.BF16, MemoryCategory.Data, "h");
+        var tc = Assert.Throws<ShapeException>(() =>
+            TensorCoreGemm.GemmEmulated(MatrixOperand.Dense(h), MatrixOperand.Dense(h), MatrixOperand.Dense(sum), 8, 6, 8, bias: longer));
+        Assert.Equal("tc_gemm", tc.Op);
+        Assert.Contains("bias [7] must be [6]", tc.Message);
     }
 
     [Property(MaxTest = 30)]
@@ -252,13 +329,17 @@ public class MatMulTests
 
     internal static double[] Abs(float[] x) => x.Select(v => Math.Abs((double)v)).ToArray();
 
-    /// <summary>Every element within (length + 3)·u of its bound (|alpha|·|A|·|B| + |C₀|, computed in float64).</summary>
-    internal static void AssertWithinRounding(float[] got, double[] want, double[] bound, int length, string what)
+    /// <summary>
+    /// Every element within (length + 3)·u of its bound (|alpha|·|A|·|B| + |C₀| (+ |bias|), computed in float64); for a
+    /// bf16 C (<paramref name="bf16"/>) plus its one rounding, 2^-8 of the value.
+    /// </summary>
+    internal static void AssertWithinRounding(float[] got, double[] want, double[] bound, int length, string what, bool bf16 = false)
     {
         Assert.Equal(want.Length, got.Length);
         for (int i = 0; i < got.Length; i++)
         {
             double tolerance = (length + RoundingsBeyondK) * UnitRoundoff * bound[i];
+            if (bf16) tolerance += Bf16Rounding * (Math.Abs(want[i]) + tolerance);
             double error = Math.Abs(got[i] - want[i]);
             Assert.True(error <= tolerance, $"{what}: element {i} is {got[i]}, want {want[i]} (error {error:E2} > bound {tolerance:E2})");
         }

@@ -10,8 +10,9 @@ public class TensorCoreGemmTests
 {
     // Tolerance, per element. bf16 inputs are exact in float32 and so is each product (8-bit significands multiply into
     // 16 bits), so the only rounding is the float32 accumulation: a sum of L = K·(batches summed) products, in any
-    // order, is within γ_L·Σ|a·b| (Higham §3.1, γ_L = L·u/(1−L·u), u = 2^-24) of the exact sum; alpha, the split-K
-    // partial sums and the accumulate add ≤ 3 roundings. A bf16 C then rounds once more: ≤ 2^-9 relative (half an ulp
+    // order, is within γ_L·Σ|a·b| (Higham §3.1, γ_L = L·u/(1−L·u), u = 2^-24) of the exact sum (split-K only reorders
+    // those L − 1 additions: every split holds a term); alpha, the accumulate and the bias add ≤ 3 roundings, with
+    // |C₀| and |bias| in the bound. A bf16 C then rounds once more: ≤ 2^-9 relative (half an ulp
     // of an 8-bit significand); 2^-8 keeps a factor 2. Worst-case bounds, so they cannot flake; a wrong fragment index
     // or swizzle moves elements by O(|a||b|), orders of magnitude past them.
     private const double UnitRoundoff = 1.0 / (1 << 24);
@@ -47,6 +48,22 @@ public class TensorCoreGemmTests
     /// multiples of 8 (the CUDA kernel's scalar-load path) and batch strides with gaps; C strided too, elements
     /// outside the addressed matrices untouched.
     /// </summary>
+    /// <summary>
+    /// The fused bias (fp32 or bf16, one value per column of every batch's C) on every tile: in the epilogue of the
+    /// accumulator registers, or with K split, once, in the reduction (added to every partial it would count S times).
+    /// </summary>
+    [Property(MaxTest = 20)]
+    public void Emulated_kernel_adds_the_bias_of_each_column_once_with_and_without_split_k(
+        PositiveInt m, PositiveInt n, PositiveInt k, PositiveInt batch, bool transA, bool transB, PositiveInt mode,
+        bool cBf16, bool biasBf16, bool accumulate, PositiveInt splits, PositiveInt tile, int seed)
+    {
+        var g = new Case(Pick(MnSizes, m), Pick(MnSizes, n) + n.Get % 2 * 200, Pick(KSizes, k), batch.Get % 3 + 1, transA, transB,
+            (BatchMode)(mode.Get % 3), cBf16, accumulate, Alpha: accumulate ? -0.75f : 1f, Splits: splits.Get % 4, Pad: 0, seed,
+            biasBf16 ? BiasKind.Bf16 : BiasKind.F32);
+        using var scope = TensorCoreGemm.UseTile(Tiles[tile.Get % Tiles.Length]);
+        g.Check(emulate: true);
+    }
+
     [Property(MaxTest = 15)]
     public void Emulated_kernel_addresses_submatrices_at_odd_offsets_and_padded_strides(
         PositiveInt m, PositiveInt n, PositiveInt k, PositiveInt batch, bool transA, bool transB, PositiveInt pad, bool cBf16, PositiveInt tile, int seed)
@@ -65,9 +82,12 @@ public class TensorCoreGemmTests
     public void TryGemm_matches_float64_on_cuda_and_declines_elsewhere(
         PositiveInt m, PositiveInt n, PositiveInt k, PositiveInt batch, bool transA, bool transB, PositiveInt mode, bool cBf16, PositiveInt pad, int seed)
     {
+        // A bias (fp32, bf16 or none) wherever C does not sum the batches.
+        var batchMode = (BatchMode)(mode.Get % 4);
+        var bias = batchMode == BatchMode.SumIntoOneC ? BiasKind.None : (BiasKind)(mode.Get / 4 % 3);
         var g = new Case(Pick(MnSizes, m) + m.Get % 3 * 64, Pick(MnSizes, n) + n.Get % 3 * 64, Pick(KSizes, k) + k.Get % 3 * 96,
-            batch.Get % 3 + 1, transA, transB, (BatchMode)(mode.Get % 4), cBf16, Accumulate: mode.Get % 2 == 0, Alpha: 0.5f, Splits: 0,
-            Pad: pad.Get % 3 == 0 ? 1 : 0, seed);
+            batch.Get % 3 + 1, transA, transB, batchMode, cBf16, Accumulate: mode.Get % 2 == 0, Alpha: 0.5f, Splits: 0,
+            Pad: pad.Get % 3 == 0 ? 1 : 0, seed, bias);
         // Auto on every other case; a forced tile on the rest (on CUDA, the deep ones only where the device runs them).
         var tile = mode.Get % 2 == 0 ? TensorCoreGemm.Tile.Auto : Tiles[pad.Get % Tiles.Length];
         var dev = TestDevice.Get();
@@ -204,9 +224,11 @@ public class TensorCoreGemmTests
 
     private enum BatchMode { BothBatched, ABroadcast, BBroadcast, SumIntoOneC }
 
+    private enum BiasKind { None, F32, Bf16 }
+
     /// <summary>One random GEMM: operands laid out inside flat tensors (with optional padding), run, compared with float64.</summary>
     private sealed record Case(int M, int N, int K, int Batch, bool TransA, bool TransB, BatchMode Mode, bool CBf16,
-        bool Accumulate, float Alpha, int Splits, int Pad, int Seed)
+        bool Accumulate, float Alpha, int Splits, int Pad, int Seed, BiasKind Bias = BiasKind.None)
     {
         public void Check(bool emulate)
         {
@@ -226,12 +248,16 @@ public class TensorCoreGemmTests
             if (CBf16) c0 = c0.Select(BFloat16.Round).ToArray();
             using var cT = Tensor.FromHost(dev, c0, new Shape(checked((int)cSize)), MemoryCategory.Data, "c", CBf16 ? DType.BF16 : DType.F32);
             var cOp = new MatrixOperand(cT, cOffset, ldc, cBatch);
+            // Bias values of a few units (the size of a product sum here), bf16-representable for a bf16 bias.
+            float[]? bias = Bias == BiasKind.None ? null : GradCheck.RandomValues(rng, N, 4.0);
+            if (Bias == BiasKind.Bf16) bias = bias!.Select(BFloat16.Round).ToArray();
+            using var biasT = bias is null ? null : Tensor.FromHost(dev, bias, new Shape(N), MemoryCategory.Data, "bias", Bias == BiasKind.Bf16 ? DType.BF16 : DType.F32);
 
             string what = $"{M}×{N}×{K} batch {Batch} {Mode} A{(TransA ? "ᵀ" : "")} B{(TransB ? "ᵀ" : "")} C {(CBf16 ? "bf16" : "f32")}" +
-                          $" accumulate {Accumulate} alpha {Alpha} splits {Splits} pad {Pad}";
+                          $" accumulate {Accumulate} alpha {Alpha} splits {Splits} pad {Pad} bias {Bias}";
             if (emulate)
-                TensorCoreGemm.GemmEmulated(aOp, bOp, cOp, M, N, K, Batch, Alpha, Accumulate, Splits);
-            else if (!TensorCoreGemm.TryGemm(aOp, bOp, cOp, M, N, K, Batch, Alpha, Accumulate))
+                TensorCoreGemm.GemmEmulated(aOp, bOp, cOp, M, N, K, Batch, Alpha, Accumulate, Splits, biasT);
+            else if (!TensorCoreGemm.TryGemm(aOp, bOp, cOp, M, N, K, Batch, Alpha, Accumulate, biasT))
             {
                 Assert.False(dev.IsCuda, $"TryGemm declined on CUDA: {TensorCoreGemm.WhyNot(aOp, bOp, cOp)} ({what})");
                 Assert.Equal(c0, cT.ToFloatArray());
@@ -240,10 +266,10 @@ public class TensorCoreGemmTests
 
             double[] want = c0.Select(v => (double)v).ToArray();
             TensorCoreGemm.Reference.Gemm(aWords, aOp.Offset, aOp.Ld, aOp.BatchStride, TransA, bWords, bOp.Offset, bOp.Ld, bOp.BatchStride, TransB,
-                want, cOffset, ldc, cBatch, M, N, K, Batch, Alpha, Accumulate);
+                want, cOffset, ldc, cBatch, M, N, K, Batch, Alpha, Accumulate, bias?.Select(v => (double)v).ToArray());
             double[] bound = c0.Select(v => Math.Abs((double)v)).ToArray();
             MatMul.Reference.Gemm(Abs(aWords), aOp.Offset, aOp.Ld, aOp.BatchStride, TransA, Abs(bWords), bOp.Offset, bOp.Ld, bOp.BatchStride, TransB,
-                bound, cOffset, ldc, cBatch, M, N, K, Batch, Math.Abs(Alpha), Accumulate);
+                bound, cOffset, ldc, cBatch, M, N, K, Batch, Math.Abs(Alpha), Accumulate, bias?.Select(v => Math.Abs((double)v)).ToArray());
 
             int terms = K * (sum ? Batch : 1);
             double factor = (terms + RoundingsBeyondK) * UnitRoundoff * (emulate ? 1 : HardwareFactor);

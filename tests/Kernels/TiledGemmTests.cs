@@ -101,6 +101,53 @@ public class TiledGemmTests(WideGroupDevice wide) : IClassFixture<WideGroupDevic
             $"M={M} N={N} K={K} batch={batch} mode={mode} C pad {pad} (elements outside the product must keep their values)");
     }
 
+    /// <summary>
+    /// The fused bias on the CUDA tiles: the float4 epilogue (C float32 with 16-byte aligned rows), the scalar one
+    /// (misaligned rows, or a bf16 C), edge tiles on both sides, and split-K, where only the split sum may add it (added
+    /// in every partial it would count S times). A Linear layer's layout: batched A, B broadcast over the batch.
+    /// </summary>
+    [Property(MaxTest = 6)]
+    public void Cuda_tiles_add_the_bias_once_in_the_epilogue_and_in_the_split_k_sum(
+        PositiveInt tileIndex, PositiveInt m, PositiveInt n, PositiveInt k, bool transA, bool transB, PositiveInt splits,
+        PositiveInt cKind, bool biasBf16, bool accumulate, int seed)
+    {
+        var tile = CudaTiles[tileIndex.Get % CudaTiles.Length];
+        int tm = MatMul.TileMOf(tile), tn = MatMul.TileNOf(tile);
+        int[] ms = [3, tm + 5], ns = [tn, tn - 3, tn + 1], ks = [5, 9, 20];
+        int M = ms[m.Get % ms.Length], N = ns[n.Get % ns.Length], K = ks[k.Get % ks.Length], S = splits.Get % 3 + 1;
+        const int batch = 2;
+        // C: 0 float32 with aligned rows (float4 stores where N allows), 1 float32 with rows 1 float off, 2 bf16.
+        int kind = cKind.Get % 3;
+        bool cBf16 = kind == 2;
+        int pad = kind == 1 ? 1 : 0, ldc = N + pad;
+        var rng = new Random(seed);
+        var aShape = new Shape(batch, transA ? K : M, transA ? M : K);
+        var bShape = new Shape(transB ? N : K, transB ? K : N);
+        var a = RoundToBf16(GradCheck.RandomValues(rng, aShape.Numel));
+        var b = RoundToBf16(GradCheck.RandomValues(rng, bShape.Numel));
+        var c0 = RoundToBf16(GradCheck.RandomValues(rng, pad + (long)batch * M * ldc));
+        var bias = RoundToBf16(GradCheck.RandomValues(rng, N, 4.0));
+        float alpha = accumulate ? 0.75f : 1f;
+
+        var dev = wide.Device;
+        using var at = Tensor.FromHost(dev, a, aShape, MemoryCategory.Data, "a");
+        using var bt = Tensor.FromHost(dev, b, bShape, MemoryCategory.Data, "b");
+        using var ct = Tensor.FromHost(dev, c0, new Shape(c0.Length), MemoryCategory.Data, "c", cBf16 ? DType.BF16 : DType.F32);
+        using var biasT = Tensor.FromHost(dev, bias, new Shape(N), MemoryCategory.Data, "bias", biasBf16 ? DType.BF16 : DType.F32);
+        long aBatch = (long)aShape[1] * aShape[2], cBatch = (long)M * ldc;
+        using (Launch.UsePath(KernelPath.Cooperative))
+        using (MatMul.UseSimtPlan(tile, S))
+            MatMul.Gemm(new MatrixOperand(at, 0, aShape[2], aBatch, transA), MatrixOperand.Dense(bt, transB), new MatrixOperand(ct, pad, ldc, cBatch),
+                M, N, K, batch, alpha, accumulate, biasT);
+
+        double[] want = D(c0), bound = Abs(c0);
+        MatMul.Reference.Gemm(D(a), 0, aShape[2], aBatch, transA, D(b), 0, bShape[1], 0, transB, want, pad, ldc, cBatch, M, N, K, batch, alpha, accumulate, D(bias));
+        MatMul.Reference.Gemm(Abs(a), 0, aShape[2], aBatch, transA, Abs(b), 0, bShape[1], 0, transB, bound, pad, ldc, cBatch, M, N, K, batch, alpha, accumulate, Abs(bias));
+        AssertWithinRounding(ct.ToFloatArray(), want, bound, K,
+            $"{tile} split {S}: M={M} N={N} K={K} A{(transA ? "ᵀ" : "")} B{(transB ? "ᵀ" : "")} C {(cBf16 ? "bf16" : $"f32 pad {pad}")} " +
+            $"bias {(biasBf16 ? "bf16" : "f32")} accumulate {accumulate}", cBf16);
+    }
+
     /// <summary>Split-K on the suite's device (the 16×16 tile on the CPU, the CUDA tiles on the GPU): any split count, summed batches included, is within the bound and bitwise repeatable.</summary>
     [Property(MaxTest = 20)]
     public void Split_k_matches_float64_and_is_deterministic(PositiveInt m, PositiveInt n, PositiveInt k, PositiveInt batch, PositiveInt splits, bool sum, bool accumulate, int seed)

@@ -12,7 +12,8 @@ public static partial class Ops
     /// Keeps W only if x needs a gradient and x only if W does.
     /// Mixed precision: with a bf16 x and a parameter that has a bf16 shadow (<see cref="Parameter.Bf16Copy"/>), the
     /// GEMMs read the shadow (so both operands are bf16) and y is bf16; dW still accumulates, in float32, into the
-    /// parameter's float32 gradient, and the bias (float32) is added in float32 before y is rounded.
+    /// parameter's float32 gradient. The bias is added in the GEMM's epilogue (no second pass over y), in float32 to
+    /// the float32 product, so a bf16 y is rounded once.
     /// </summary>
     public static Var Linear(Var x, Var weight, Var? bias = null, string op = "linear")
     {
@@ -27,8 +28,7 @@ public static partial class Ops
 
         var y = NewOutput(x, x.Shape.WithLast(outFeatures), op);
         Kernels.MatMul.Gemm(MatrixOperand.Rows(x.Value), MatrixOperand.Dense(w, transposed: true), MatrixOperand.Rows(y.Value),
-            rows, outFeatures, inFeatures);
-        if (bias is not null) BiasAdd.Forward(y.Value, bias.Value, y.Value);
+            rows, outFeatures, inFeatures, bias: bias?.Value);
 
         bool needX = x.RequiresGrad, needW = weight.RequiresGrad;
         Tensor[] saved = (needX, needW) switch
