@@ -62,6 +62,48 @@ public class BiasAddTests
         });
     }
 
+    /// <summary>Widths that are multiples of 4 (the four-column pass 1): one quad, a few, and ones that leave chunks partly empty.</summary>
+    private static readonly int[] QuadColumns = [4, 8, 12, 20, 36, 64, 100, 260];
+
+    /// <summary>
+    /// The cooperative four-column pass 1 in each of its read forms — bf16 words and float32 quads for aligned dy, four
+    /// scalar reads for a dy that starts one element into its storage — through one row block (adding into db) and
+    /// several (partials, then the second pass): within the reference's bound, and bitwise the same in every form and
+    /// dtype, since the order of the sums depends only on the layout.
+    /// </summary>
+    [Property(MaxTest = 20)]
+    public void Backward_sums_four_columns_per_thread_in_every_read_form_and_row_blocking(PositiveInt rows, PositiveInt cols, PositiveInt blocks, int seed)
+    {
+        int R = rows.Get % 150 + 1, C = QuadColumns[cols.Get % QuadColumns.Length];
+        int? rowBlocks = (blocks.Get % 4) switch { 0 => null, 1 => 1, 2 => Math.Min(R, 3), _ => R };
+        var rng = new Random(seed);
+        // bf16-representable dy, so both dtypes hold the same values.
+        float[] dy = GradCheck.RandomValues(rng, (long)R * C).Select(BFloat16.Round).ToArray(), db0 = GradCheck.RandomValues(rng, C);
+        var dev = TestDevice.Get();
+        float[] Sum(DType dtype, int offset)
+        {
+            using var storage = Tensor.FromHost(dev, new float[offset].Concat(dy).ToArray(), new Shape(offset + R * C), MemoryCategory.Data, "dy", dtype);
+            using var view = storage.View(new Shape(R, C), offset);
+            using var db = Tensor.FromHost(dev, db0, new Shape(C), MemoryCategory.Data, "db");
+            using (Launch.UsePath(KernelPath.Cooperative)) BiasAdd.Backward(view, db, rowBlocks);
+            return db.ToFloatArray();
+        }
+
+        float[] words = Sum(DType.BF16, 0);
+        string what = $"[{R}, {C}] with {rowBlocks?.ToString() ?? "default"} row blocks";
+        double[] sums = BiasAdd.Reference.Backward(MatMulTests.D(dy), C);
+        double[] magnitudes = BiasAdd.Reference.Backward(MatMulTests.Abs(dy), C);
+        for (int c = 0; c < C; c++)
+        {
+            double want = db0[c] + sums[c];
+            double tolerance = (R + 2) * UnitRoundoff * (Math.Abs(db0[c]) + magnitudes[c]);
+            Assert.True(Math.Abs(words[c] - want) <= tolerance, $"{what}, column {c}: {words[c]} vs {want} (tolerance {tolerance:E2})");
+        }
+        Assert.Equal(words, Sum(DType.F32, 0));
+        Assert.Equal(words, Sum(DType.BF16, 1));
+        Assert.Equal(words, Sum(DType.F32, 1));
+    }
+
     [Fact]
     public void Bias_that_does_not_match_the_last_dimension_names_the_op_and_shapes()
     {
