@@ -103,8 +103,9 @@ public static class BiasAdd
         using var partial = Tensor.Empty(device, new Shape((int)blocks, cols), DType.F32, MemoryCategory.Workspace, "bias_add_backward");
         pass1(config, FloatView.Of(partial), rows, cols, width, rowsPerBlock, 0);
         var pass2 = device.Kernel("bias_add.colsum_final",
-            acc => acc.LoadStreamKernel<ArrayView<float>, FloatView, int, int>(ColumnFinalKernel));
-        pass2(Launch.Elementwise(device, cols), partial.F32, FloatView.Of(dbias), (int)blocks, cols);
+            acc => acc.LoadStreamKernel<ArrayView<float>, FloatView, int, int, int>(ColumnFinalKernel));
+        int columnsPerGroup = Math.Min(FinalColumns, group);
+        pass2(new KernelConfig((cols + columnsPerGroup - 1) / columnsPerGroup, group), partial.F32, FloatView.Of(dbias), (int)blocks, cols, columnsPerGroup);
     }
 
     /// <summary>Pass 1 with dy bound: (config, output, rows, cols, width, rowsPerBlock, addIntoOutput).</summary>
@@ -323,15 +324,30 @@ public static class BiasAdd
         }
     }
 
-    private static void ColumnFinalKernel(ArrayView<float> partial, FloatView dbias, int blocks, int cols)
+    /// <summary>Columns per group in pass 2: a warp's width, so each row of partials is read 128 bytes at a time.</summary>
+    private const int FinalColumns = 32;
+
+    /// <summary>
+    /// Pass 2: a group owns <paramref name="columnsPerGroup"/> columns; its threads form row lanes that each sum every
+    /// lanes-th block of a column, and lane 0 adds the lanes' sums in lane order (fixed: deterministic). One thread per
+    /// column walking all the blocks (264–512 at rtx5090's shapes) took 86 µs per call on the H100.
+    /// </summary>
+    private static void ColumnFinalKernel(ArrayView<float> partial, FloatView dbias, int blocks, int cols, int columnsPerGroup)
     {
-        int stride = Grid.DimX * Group.DimX;
-        for (int c = Grid.GlobalIndex.X; c < cols; c += stride)
-        {
-            float s = 0;
-            for (int b = 0; b < blocks; b++) s += partial[(long)b * cols + c];
-            dbias.Add(c, s);
-        }
+        var sums = SharedMemory.Allocate<float>(MaxGroup);
+        int tid = Group.IdxX;
+        int lanes = Group.DimX / columnsPerGroup;
+        int lane = tid / columnsPerGroup, local = tid - lane * columnsPerGroup;
+        int c = Grid.IdxX * columnsPerGroup + local;
+        float s = 0f;
+        if (lane < lanes && c < cols)
+            for (int b = lane; b < blocks; b += lanes) s += partial[(long)b * cols + c];
+        sums[tid] = s;
+        Group.Barrier();
+        if (lane != 0 || c >= cols) return;
+        float total = 0f;
+        for (int l = 0; l < lanes; l++) total += sums[l * columnsPerGroup + local];
+        dbias.Add(c, total);
     }
 
     /// <summary>Float64 CPU references.</summary>
