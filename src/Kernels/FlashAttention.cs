@@ -36,6 +36,10 @@ namespace Memopt.Kernels;
 /// see it), recomputing P from L: no atomics, each gradient row has one writer.
 /// Dtypes: qkv and y float32 or bfloat16 (y takes qkv's dtype); dy and d(qkv) float32 or bfloat16 each; L, D and all
 /// arithmetic float32. A bf16 d(qkv) on the cooperative path gets dq through an fp32 scratch (no bf16 atomics).
+/// Tensor cores: for a bf16 qkv with head dim 32 or 64 on a CUDA GPU with bf16 tensor cores (compute capability ≥ 8),
+/// Forward runs <see cref="FlashAttentionTensorCore"/> instead of the cooperative kernel (same outputs and memory;
+/// P is rounded to bf16 before P·V); <see cref="FlashAttentionTensorCore.PathFor"/> says which path runs and
+/// <see cref="FlashAttentionTensorCore.Use"/> forces one.
 /// </summary>
 public static class FlashAttention
 {
@@ -87,12 +91,8 @@ public static class FlashAttention
     /// <summary>y [B, T, C] (qkv's dtype) and lse [B, H, T] (float32) from qkv [B, T, 3C].</summary>
     public static void Forward(Tensor qkv, int heads, int? window, Tensor y, Tensor lse)
     {
-        const string op = "flash_attention";
-        var yShape = CheckArguments(op, qkv, heads, window);
-        Check.That(y.Shape.Equals(yShape) && y.DType == qkv.DType, op, $"output {y.Shape} {y.DType.Name()} must be {yShape} {qkv.DType.Name()} for qkv {qkv.Shape}");
-        CheckLse(op, lse, qkv, heads);
-        Check.SameDevice(op, qkv, y);
-        Check.SameDevice(op, qkv, lse);
+        CheckForward("flash_attention", qkv, heads, window, y, lse);
+        if (FlashAttentionTensorCore.TryForward(qkv, heads, window, y, lse)) return;
         var device = qkv.Device;
         bool cooperative = Launch.Cooperative(device);
         var p = Layout(device, qkv, heads, window, cooperative);
@@ -155,6 +155,16 @@ public static class FlashAttention
         k(TileConfig(device, p), qf, qh, gf, gh, lse.F32, delta.F32, df, dh, dq.F32, p);
         var add = device.Kernel("flash_attention.add_dq_bf16", acc => acc.LoadStreamKernel<ArrayView<float>, ArrayView<ushort>, Params>(AddDqBf16Kernel));
         add(Launch.Elementwise(device, dq.Numel), dq.F32, dh, p);
+    }
+
+    /// <summary>The forward's argument checks: qkv, heads and window, y [B, T, C] in qkv's dtype, lse [B, H, T] float32, one device.</summary>
+    internal static void CheckForward(string op, Tensor qkv, int heads, int? window, Tensor y, Tensor lse)
+    {
+        var yShape = CheckArguments(op, qkv, heads, window);
+        Check.That(y.Shape.Equals(yShape) && y.DType == qkv.DType, op, $"output {y.Shape} {y.DType.Name()} must be {yShape} {qkv.DType.Name()} for qkv {qkv.Shape}");
+        CheckLse(op, lse, qkv, heads);
+        Check.SameDevice(op, qkv, y);
+        Check.SameDevice(op, qkv, lse);
     }
 
     private static void CheckLse(string op, Tensor lse, Tensor qkv, int heads)

@@ -161,11 +161,7 @@ public static class TensorCoreGemm
     public static string CompilePtx(ComputeDevice device, Tile tile)
     {
         var method = KernelMethod(tile == Tile.Auto ? Tile.Narrow : tile, AVectorBit | BVectorBit);
-        var entry = ILGPU.Backends.EntryPoints.EntryPointDescription.FromExplicitlyGroupedKernel(method);
-        if (device.Accelerator is CudaAccelerator cuda)
-            return ((ILGPU.Backends.PTX.PTXCompiledKernel)cuda.Backend.Compile(entry, default)).PTXAssembly;
-        using var backend = new ILGPU.Backends.PTX.PTXBackend(device.Context, CudaArchitecture.SM_90, CudaInstructionSet.ISA_88, null!);
-        return ((ILGPU.Backends.PTX.PTXCompiledKernel)backend.Compile(entry, default)).PTXAssembly;
+        return WarpMma.CompilePtx(device, method);
     }
 
     private static string? WhyNotDTypes(MatrixOperand a, MatrixOperand b, MatrixOperand c)

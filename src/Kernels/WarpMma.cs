@@ -99,6 +99,19 @@ public static class WarpMma
         }
     }
 
+    /// <summary>
+    /// The PTX ILGPU generates for an explicitly grouped kernel method, for inspection (ptxas -v, cuobjdump, tests that
+    /// the inline assembly compiles): the device's own backend on CUDA, an sm_90 one elsewhere (no GPU needed).
+    /// </summary>
+    public static string CompilePtx(ComputeDevice device, System.Reflection.MethodInfo kernel)
+    {
+        var entry = ILGPU.Backends.EntryPoints.EntryPointDescription.FromExplicitlyGroupedKernel(kernel);
+        if (device.Accelerator is ILGPU.Runtime.Cuda.CudaAccelerator cuda)
+            return ((ILGPU.Backends.PTX.PTXCompiledKernel)cuda.Backend.Compile(entry, default)).PTXAssembly;
+        using var backend = new ILGPU.Backends.PTX.PTXBackend(device.Context, ILGPU.Runtime.Cuda.CudaArchitecture.SM_90, ILGPU.Runtime.Cuda.CudaInstructionSet.ISA_88, null!);
+        return ((ILGPU.Backends.PTX.PTXCompiledKernel)backend.Compile(entry, default)).PTXAssembly;
+    }
+
     /// <summary>The device address of a tensor's element 0 (the operand of cp.async and of inline global stores).</summary>
     public static ulong DevicePointer(Tensor t)
     {
