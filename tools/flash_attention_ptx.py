@@ -152,6 +152,187 @@ def fwd_finish(hd):
     return b
 
 
+# ---------------------------------------------------------------------------------------------------------------------
+# Backward: shared memory K | V | Q | dO (each [64][hd]) | dSᵀ [64][64] | −L·log2 e [64] | D [64] (fp32).
+
+def bwd_layout(hd):
+    tile = 64 * hd * 2
+    ds = 4 * tile
+    stats = ds + 64 * 64 * 2
+    return tile, ds, stats, stats + 512
+
+
+def dq_reg(hd, i):
+    """dQ's accumulators reuse the S and dP registers (both free once dS is in shared memory)."""
+    return f"fbs{i}" if i < 16 else f"fbd{i - 16}"
+
+
+def bwd_declare(hd):
+    ks = hd // 16
+    tile, ds, stats, total = bwd_layout(hd)
+    b = Block()
+    b.add(f".shared .align 128 .b8 memopt_fb_smem[{total}];")
+    b.add(".reg .f32 fbs<16>;", ".reg .f32 fbd<16>;", f".reg .f32 fbk<{hd // 2}>;", f".reg .f32 fbv<{hd // 2}>;", ".reg .b32 fba<4>;", ".reg .b32 fbb<4>;")
+    b.add(".reg .u32 tcsb;", f".reg .u32 fbka<{ks}>;", f".reg .u32 fbqb<{ks}>;", f".reg .u32 fbqt<{ks}>;", f".reg .u32 fbkt<{ks}>;", ".reg .u32 fbsa;")
+    b.add("mov.u32 tcsb, memopt_fb_smem;")
+    for n, name in enumerate(["fbka", "fbqb"]):
+        b.add(*[f"add.u32 {name}{i}, tcsb, %{n * ks + i};" for i in range(ks)])
+    b.add(f"add.u32 fbsa, tcsb, %{2 * ks};")
+    for name in ("fbk", "fbv"):
+        for start in range(0, hd // 2, 8):
+            b.add(*[f"mov.f32 {name}{i}, {ZERO};" for i in range(start, start + 8)])
+    return b
+
+
+def bwd_declare_trans(hd):
+    ks = hd // 16
+    b = Block()
+    for n, name in enumerate(["fbqt", "fbkt"]):
+        b.add(*[f"add.u32 {name}{i}, tcsb, %{n * ks + i};" for i in range(ks)])
+    return b
+
+
+def bwd_scores(hd):
+    tile = 64 * hd * 2
+    step = 16 * hd * 2
+    b = Block()
+    b.add("{ .reg .u32 t;")
+    for name in ("fbs", "fbd"):
+        for start in range(0, 16, 8):
+            b.add(*[f"mov.f32 {name}{i}, {ZERO};" for i in range(start, start + 8)])
+    for k in range(hd // 16):
+        b.add(f"add.u32 t, fbqb{k}, %0;")
+        for acc, a_off, b_off in (("fbs", 0, 0), ("fbd", tile, tile)):
+            b.add(f"{LDSM} {regs('fba', 0)}, [fbka{k}+{a_off}];")
+            for pair in range(2):
+                b.add(f"{LDSM} {regs('fbb', 0)}, [t+{b_off + pair * step}];")
+                b.add(mma(regs(acc, 8 * pair), "{fba0,fba1,fba2,fba3}", "{fbb0,fbb1}"))
+                b.add(mma(regs(acc, 8 * pair + 4), "{fba0,fba1,fba2,fba3}", "{fbb2,fbb3}"))
+    b.add("}")
+    return b
+
+
+def bwd_mask():
+    b = Block()
+    b.add("{ .reg .s32 d; .reg .pred p;")
+    for ni in range(4):
+        b.add(*[f"add.s32 d, %0, {8 * ni + (r & 1) - 8 * (r >> 1)}; setp.lt.u32 p, d, %1; selp.f32 fbs{4 * ni + r}, fbs{4 * ni + r}, {NEG_INF}, p;" for r in range(4)])
+    b.add("}")
+    return b
+
+
+def bwd_probs():
+    b = Block()
+    b.add("{ .reg .u32 t; .reg .f32 l0, l1, e0, e1, x;", "add.u32 t, tcsb, %1;")
+    for ni in range(4):
+        b.add(f"ld.shared.v2.f32 {{l0, l1}}, [t+{32 * ni}];", f"ld.shared.v2.f32 {{e0, e1}}, [t+{256 + 32 * ni}];")
+        for r in range(4):
+            s, d = f"fbs{4 * ni + r}", f"fbd{4 * ni + r}"
+            b.add(f"fma.rn.f32 {s}, {s}, %0, l{r & 1};", f"ex2.approx.ftz.f32 {s}, {s};", f"sub.f32 x, {d}, e{r & 1};", f"mul.f32 {d}, {s}, x;")
+    b.add("}")
+    return b
+
+
+def bwd_grads(hd):
+    tile = 64 * hd * 2
+    step = 16 * hd * 2
+    pairs = hd // 16
+    b = Block()
+    b.add("{ " + " ".join(f".reg .u32 t{i};" for i in range(pairs)))
+    b.add(*[f"add.u32 t{i}, fbqt{i}, %0;" for i in range(pairs)])
+    for kk in range(2):
+        for src, acc, off in (("fbs", "fbv", tile), ("fbd", "fbk", 0)):
+            b.add(*p_fragment("fba", lambda i, src=src: f"{src}{i}", kk))
+            for pair in range(pairs):
+                b.add(f"{LDSMT} {regs('fbb', 0)}, [t{pair}+{off + kk * step}];")
+                b.add(mma(regs(acc, 8 * pair), "{fba0,fba1,fba2,fba3}", "{fbb0,fbb1}"))
+                b.add(mma(regs(acc, 8 * pair + 4), "{fba0,fba1,fba2,fba3}", "{fbb2,fbb3}"))
+    b.add("}")
+    return b
+
+
+def bwd_store_ds():
+    b = Block()
+    b.add("{ .reg .u32 a, x; .reg .b32 w;", "add.u32 a, tcsb, %0;")
+    for ni in range(4):
+        b.add(f"xor.b32 x, %1, {ni}; shl.b32 x, x, 4; add.u32 x, x, a;",
+              f"cvt.rn.bf16x2.f32 w, fbd{4 * ni + 1}, fbd{4 * ni}; st.shared.b32 [x], w;",
+              f"cvt.rn.bf16x2.f32 w, fbd{4 * ni + 3}, fbd{4 * ni + 2}; st.shared.b32 [x+1024], w;")
+    b.add("}")
+    return b
+
+
+def bwd_dq(hd):
+    step = 16 * hd * 2
+    b = Block()
+    for start in range(0, hd // 2, 8):
+        b.add(*[f"mov.f32 {dq_reg(hd, i)}, {ZERO};" for i in range(start, start + 8)])
+    for k in range(4):
+        b.add(f"{LDSMT} {regs('fba', 0)}, [fbsa+{k * 16 * 128}];")
+        for pair in range(hd // 16):
+            c0 = "{" + ",".join(dq_reg(hd, 8 * pair + i) for i in range(4)) + "}"
+            c1 = "{" + ",".join(dq_reg(hd, 8 * pair + 4 + i) for i in range(4)) + "}"
+            b.add(f"{LDSMT} {regs('fbb', 0)}, [fbkt{pair}+{k * step}];")
+            b.add(mma(c0, "{fba0,fba1,fba2,fba3}", "{fbb0,fbb1}"))
+            b.add(mma(c1, "{fba0,fba1,fba2,fba3}", "{fbb2,fbb3}"))
+    return b
+
+
+def bwd_dq_add(hd):
+    b = Block()
+    b.add("{ .reg .f32 x; .reg .u64 a1; .reg .pred p0, p1;", "setp.ne.s32 p0, %2, 0; setp.ne.s32 p1, %3, 0; add.u64 a1, %0, %1;")
+    for ni in range(hd // 8):
+        b.add(*[f"mul.f32 x, {dq_reg(hd, 4 * ni + r)}, %4; @p{r >> 1} red.global.add.f32 [{'%0' if r < 2 else 'a1'}+{(8 * ni + (r & 1)) * 4}], x;" for r in range(4)])
+    b.add("}")
+    return b
+
+
+def bwd_store(hd, bf16):
+    b = Block()
+    if bf16:
+        b.add("{ .reg .b32 w; .reg .f32 x, y; .reg .u64 k1, v0, v1; .reg .pred p0, p1;")
+    else:
+        b.add("{ .reg .f32 x, y; .reg .u64 k1, v0, v1; .reg .pred p0, p1;")
+    b.add("setp.ne.s32 p0, %3, 0; setp.ne.s32 p1, %4, 0; add.u64 k1, %0, %1; add.u64 v0, %0, %2; add.u64 v1, k1, %2;")
+    for ni in range(hd // 8):
+        for h in (0, 1):
+            p = f"p{h}"
+            k_at, v_at = ("%0", "v0") if h == 0 else ("k1", "v1")
+            lo, hi = 4 * ni + 2 * h, 4 * ni + 2 * h + 1
+            if bf16:
+                off = 16 * ni
+                for acc, at, scaled in (("fbk", k_at, True), ("fbv", v_at, False)):
+                    add = (f"fma.rn.f32 x, {acc}{lo}, %5, x; fma.rn.f32 y, {acc}{hi}, %5, y;" if scaled
+                           else f"add.f32 x, x, {acc}{lo}; add.f32 y, y, {acc}{hi};")
+                    b.add(f"@{p} ld.global.b32 w, [{at}+{off}];", "shl.b32 x, w, 16; and.b32 y, w, 0xffff0000;", add,
+                          f"cvt.rn.bf16x2.f32 w, y, x; @{p} st.global.b32 [{at}+{off}], w;")
+            else:
+                off = 32 * ni
+                for acc, at, scaled in (("fbk", k_at, True), ("fbv", v_at, False)):
+                    add = (f"fma.rn.f32 x, {acc}{lo}, %5, x; fma.rn.f32 y, {acc}{hi}, %5, y;" if scaled
+                           else f"add.f32 x, x, {acc}{lo}; add.f32 y, y, {acc}{hi};")
+                    b.add(f"@{p} ld.global.v2.f32 {{x, y}}, [{at}+{off}];", add, f"@{p} st.global.v2.f32 [{at}+{off}], {{x, y}};")
+    b.add("}")
+    return b
+
+
+def backward_consts():
+    out = []
+    out.append(cs_const("BwdMask", "Scores outside the visible band (0 ≤ query − key &lt; W; %0 = this lane's query − key of fbs0, %1 = W) become −∞.", bwd_mask()))
+    out.append(cs_const("BwdProbs", "P = 2^(s·%0 − L·log2 e) in fbs and dS = P ∘ (dP − D) in fbd; %1 = this lane's offset of −L·log2 e in shared memory (D 256 bytes further).", bwd_probs()))
+    out.append(cs_const("BwdStoreDs", "dSᵀ (fbd) rounded to bf16 into the shared dSᵀ tile: %0 = this lane's row offset (row g; g + 8 is 1024 bytes further), %1 = g XOR the half's first chunk.", bwd_store_ds()))
+    for hd in (32, 64):
+        out.append(cs_const(f"BwdDeclare{hd}", f"hd {hd}: shared memory, named registers, this lane's ldmatrix addresses (%0..: K as A and Q as B per k16 step, then dSᵀ as A.trans), dK = dV = 0.", bwd_declare(hd)))
+        out.append(cs_const(f"BwdDeclareTrans{hd}", f"hd {hd}: this lane's ldmatrix.trans addresses (%0..: Q as B per n pair, then K as B per n pair).", bwd_declare_trans(hd)))
+        out.append(cs_const(f"BwdScores{hd}", f"hd {hd}: Sᵀ = K·Qᵀ (fbs) and dPᵀ = V·dOᵀ (fbd) for this warp's 16 keys and the 32 queries of the half at row offset %0.", bwd_scores(hd)))
+        out.append(cs_const(f"BwdGrads{hd}", f"hd {hd}: dV += Pᵀ·dO and dK += dSᵀ·Q (P, dS rounded to bf16 A-fragments; dO and Q by ldmatrix.trans at row offset %0).", bwd_grads(hd)))
+        out.append(cs_const(f"BwdDq{hd}", f"hd {hd}: this warp's 16 query rows of dQ = dS·K (dS by ldmatrix.trans from the dSᵀ tile) into the S and dP registers.", bwd_dq(hd)))
+        out.append(cs_const(f"BwdDqAdd{hd}", f"hd {hd}: dq += %4·dQ by fp32 atomics at %0 (row g) and %0 + %1 (row g + 8) where %2, %3 ≠ 0.", bwd_dq_add(hd)))
+        out.append(cs_const(f"BwdStoreF32{hd}", f"hd {hd}: float32 d(qkv) += (%5·dK, dV): dK at %0 (row g), %0 + %1 (row g + 8), dV %2 bytes further, where %3, %4 ≠ 0.", bwd_store(hd, False)))
+        out.append(cs_const(f"BwdStoreBf16{hd}", f"hd {hd}: bfloat16 d(qkv) += (%5·dK, dV), each element rounded once; addresses as BwdStoreF32.", bwd_store(hd, True)))
+    return out
+
+
 def main():
     out = []
     out.append("// Generated by tools/flash_attention_ptx.py: do not edit by hand; change the script and run it again.\n")
@@ -165,6 +346,7 @@ def main():
         out.append(cs_const(f"FwdSoftmax{hd}", f"hd {hd}: online softmax on S (%0 = scale·log2 e): new row max, P = 2^(s·%0 − m·%0) in fas, l and O rescaled.", fwd_softmax(hd)))
         out.append(cs_const(f"FwdPv{hd}", f"hd {hd}: O += P·V, P rounded to bf16 A-fragments from fas, V by ldmatrix.trans from stage %0.", fwd_pv(hd)))
         out.append(cs_const(f"FwdFinish{hd}", f"hd {hd}: l summed over the row's 4 lanes, y = O/l stored as bf16 pairs at %0 (row g) and %0 + %1 (row g + 8) where %2, %3 ≠ 0.", fwd_finish(hd)))
+    out.extend(backward_consts())
     out.append("}\n")
     path = os.path.join("src", "Kernels", "FlashAttentionTensorCore.Ptx.cs")
     with open(path, "w") as f:

@@ -30,11 +30,30 @@ namespace Memopt.Kernels;
 /// (faq 16, fas 32, fao 32, temporaries and addresses ≈ 20), so several groups per multiprocessor.
 /// Nothing is allocated: y and L are the caller's, as on the SIMT path.
 ///
-/// The CPU accelerator cannot run PTX: <see cref="ForwardEmulated"/> runs the same schedule with one thread per
-/// group, emulating cp.async, ldmatrix and mma lane by lane (<see cref="WarpMma"/>) through the same tile, chunk and
-/// lane-address helpers as the CUDA kernel, and the softmax on the emulated accumulators as the PTX does it.
-/// Precision: P is rounded to bf16 before P·V (relative error ≤ 2⁻⁹ per probability), so y differs from the exact
-/// softmax-weighted sum by at most 2⁻⁹·Σ_j P_ij·|v_j| ≤ 2⁻⁹·max|v| before y's own bf16 rounding (another 2⁻⁹·|y|).
+/// Backward memory flow (CUDA; FlashAttention-2): <see cref="FlashAttention.Backward"/> computes D = rowsum(dy ∘ y)
+/// [B, H, T] and, for a bf16 d(qkv), rents the fp32 dq scratch [B, T, C], exactly as on the cooperative SIMT path; then
+/// one group of 4 warps per (b, h, 64-key tile), key tile 0 (seen by the most query tiles) first; each warp owns 16
+/// keys and keeps their dK and dV (hd/2 fp32 accumulators each per lane) in registers. Shared memory (static): K, V,
+/// Q, dO tiles [64][hd] (swizzled as above), the dSᵀ tile [64 keys][64 queries] bf16, and −L·log2 e and D of the
+/// query tile (64 floats each): 4 × 64·hd·2 + 8 KB + 512 B = 40.5 KB at hd 64, 24.5 KB at hd 32. K and V are copied
+/// once; for every query tile that sees the key tile (the diagonal one to the last the window reaches), in two halves
+/// of 32 queries: Sᵀ = K·Qᵀ and dPᵀ = V·dOᵀ (K, V as A fragments, Q, dO as B fragments by ldmatrix), the mask on
+/// diagonal and window-edge tiles, P = 2^(s·scale·log2 e − L·log2 e) and dS = P ∘ (dP − D) in the accumulators,
+/// dV += Pᵀ·dO and dK += dSᵀ·Q with P and dS rounded to bf16 A fragments in registers (dO, Q by ldmatrix.trans), and
+/// dSᵀ stored as bf16 to shared memory. After a barrier the next query tile's Q, dO (cp.async) and statistics load
+/// while each warp computes 16 query rows of dQ = dS·K (dSᵀ by ldmatrix.trans as A, K by ldmatrix.trans as B) and adds
+/// scale·dQ with fp32 atomics (red.global.add) into d(qkv) or the scratch: two barriers per query tile. Queries past T
+/// get L = +∞ (P = 0). At the end scale·dK and dV are added into d(qkv) (float2 or rounded bf16x2 read-modify-writes;
+/// this group is their only writer). Registers: fbs/fbd (Sᵀ/P, dPᵀ/dS, 16 each, dQ's accumulators afterwards),
+/// fbk/fbv (32 each at hd 64), fragment temporaries and lane addresses: expected ≈ 130 at hd 64, ≈ 100 at hd 32.
+///
+/// The CPU accelerator cannot run PTX: <see cref="ForwardEmulated"/> and <see cref="BackwardEmulated"/> run the same
+/// schedules with one thread per group, emulating cp.async, ldmatrix and mma lane by lane (<see cref="WarpMma"/>)
+/// through the same tile, chunk and lane-address helpers as the CUDA kernels, and the softmax, mask and dS arithmetic
+/// on the emulated accumulators as the PTX does it.
+/// Precision (u = 2⁻⁸, bf16's unit roundoff): P is rounded to bf16 before P·V, so y differs from the exact
+/// softmax-weighted sum by at most u·Σ_j P_ij·|v_j| ≤ u·max|v| before y's own bf16 rounding (another u·|y|); the
+/// backward rounds P for dV and dS for dK and dQ likewise (bounds in FlashAttentionTensorCoreTests).
 /// </summary>
 public static partial class FlashAttentionTensorCore
 {
@@ -67,20 +86,36 @@ public static partial class FlashAttentionTensorCore
     /// dy for the backward) bf16 and 16-byte aligned, head dim 32 or 64, a CUDA device with bf16 tensor cores, and the
     /// cooperative kernel path (a forced portable path keeps the SIMT kernels, whose memory the memory model predicts).
     /// </summary>
-    public static string? WhyNot(Tensor qkv, int heads, Tensor? dy = null) =>
-        WhyNotShape(qkv, heads, dy) ?? TensorCoreGemm.WhyNotOn(qkv.Device)
+    public static string? WhyNot(Tensor qkv, int heads, Tensor? dy = null, Tensor? dqkv = null) =>
+        WhyNotShape(qkv, heads, dy, dqkv) ?? TensorCoreGemm.WhyNotOn(qkv.Device)
         ?? (Launch.Cooperative(qkv.Device) ? null : "the portable kernel path is forced");
 
-    /// <summary>The implementation <see cref="FlashAttention"/> runs for these tensors now: "tensor cores", "emulated tensor cores" or "simt (why)".</summary>
-    public static string PathFor(Tensor qkv, int heads, Tensor? dy = null)
+    /// <summary>
+    /// The implementation <see cref="FlashAttention"/> runs for these tensors now (the forward's without
+    /// <paramref name="dy"/>, the backward's with it): "tensor cores", "emulated tensor cores" or "simt (why)".
+    /// </summary>
+    public static string PathFor(Tensor qkv, int heads, Tensor? dy = null, Tensor? dqkv = null) => Choose(qkv, heads, dy, dqkv, out string why) switch
+    {
+        null => $"simt ({why})",
+        true => "emulated tensor cores",
+        false => "tensor cores",
+    };
+
+    /// <summary>Null: the SIMT path (<paramref name="why"/> says why); false: the CUDA kernel; true: the emulated twin.</summary>
+    private static bool? Choose(Tensor qkv, int heads, Tensor? dy, Tensor? dqkv, out string why)
     {
         var mode = ModeOverride.Value;
-        if (mode == Mode.Off) return "simt (tensor cores turned off)";
-        string? why = mode == Mode.Emulated ? WhyNotShape(qkv, heads, dy) : WhyNot(qkv, heads, dy);
-        return why is not null ? $"simt ({why})" : mode == Mode.Emulated ? "emulated tensor cores" : "tensor cores";
+        string? reason = mode switch
+        {
+            Mode.Off => "tensor cores turned off",
+            Mode.Emulated => WhyNotShape(qkv, heads, dy, dqkv),
+            _ => WhyNot(qkv, heads, dy, dqkv),
+        };
+        why = reason ?? "";
+        return reason is not null ? null : mode == Mode.Emulated;
     }
 
-    private static string? WhyNotShape(Tensor qkv, int heads, Tensor? dy)
+    private static string? WhyNotShape(Tensor qkv, int heads, Tensor? dy, Tensor? dqkv)
     {
         if (qkv.DType != DType.BF16) return $"qkv is {qkv.DType.Name()}, not bf16";
         if (dy is not null && dy.DType != DType.BF16) return $"dy is {dy.DType.Name()}, not bf16";
@@ -88,18 +123,21 @@ public static partial class FlashAttentionTensorCore
         if (!SupportsHeadDim(hd)) return $"head dim {hd} is not 32 or 64";
         if (WarpMma.DevicePointer(qkv) % 16 != 0) return "qkv does not start on a 16-byte boundary";
         if (dy is not null && WarpMma.DevicePointer(dy) % 16 != 0) return "dy does not start on a 16-byte boundary";
+        // d(qkv) is read and written in pairs of elements (8-byte float2 or 4-byte bf16x2 accesses).
+        if (dqkv is not null && WarpMma.DevicePointer(dqkv) % (ulong)(2 * dqkv.DType.SizeOf()) != 0) return "d(qkv) is not aligned to a pair of elements";
         return null;
     }
 
     /// <summary>Runs the forward on tensor cores (or their emulation, as <see cref="Use"/> says) when possible; false when the SIMT path must run. Arguments are checked by the caller.</summary>
     internal static bool TryForward(Tensor qkv, int heads, int? window, Tensor y, Tensor lse)
     {
-        var mode = ModeOverride.Value;
-        if (mode == Mode.Off) return false;
-        if ((mode == Mode.Emulated ? WhyNotShape(qkv, heads, null) : WhyNot(qkv, heads)) is not null) return false;
-        RunForward(qkv, heads, window, y, lse, emulate: mode == Mode.Emulated);
+        if (Choose(qkv, heads, null, null, out _) is not bool emulate) return false;
+        RunForward(qkv, heads, window, y, lse, emulate);
         return true;
     }
+
+    /// <summary>How <see cref="FlashAttention.Backward"/> runs: null for the SIMT kernels, else whether the tensor-core kernel is emulated.</summary>
+    internal static bool? BackwardChoice(Tensor qkv, int heads, Tensor dy, Tensor dqkv) => Choose(qkv, heads, dy, dqkv, out _);
 
     /// <summary>
     /// The emulated twin of the forward on any device (the CPU accelerator in tests): y [B, T, C] (bf16) and lse
@@ -109,13 +147,27 @@ public static partial class FlashAttentionTensorCore
     {
         const string op = "flash_attention_tc";
         FlashAttention.CheckForward(op, qkv, heads, window, y, lse);
-        if (WhyNotShape(qkv, heads, null) is string reason) throw new ShapeException(op, $"{reason} (qkv {qkv.Shape}, {heads} heads)");
+        if (WhyNotShape(qkv, heads, null, null) is string reason) throw new ShapeException(op, $"{reason} (qkv {qkv.Shape}, {heads} heads)");
         RunForward(qkv, heads, window, y, lse, emulate: true);
     }
 
-    /// <summary>The PTX of the forward kernel for head dim <paramref name="hd"/> (see <see cref="WarpMma.CompilePtx"/>).</summary>
-    public static string CompilePtx(ComputeDevice device, int hd) =>
-        WarpMma.CompilePtx(device, typeof(FlashAttentionTensorCore).GetMethod(nameof(ForwardKernel), System.Reflection.BindingFlags.NonPublic | System.Reflection.BindingFlags.Static)!
+    /// <summary>
+    /// d(qkv) += the attention gradient through the emulated twin of the backward on any device: <see
+    /// cref="FlashAttention.Backward"/> (D = rowsum(dy ∘ y), a float32 dq scratch for a bf16 d(qkv)) with the tensor-core
+    /// kernel emulated. qkv and dy bf16, head dim 32 or 64; d(qkv) float32 or bfloat16.
+    /// </summary>
+    public static void BackwardEmulated(Tensor qkv, Tensor y, Tensor lse, Tensor dy, int heads, int? window, Tensor dqkv)
+    {
+        const string op = "flash_attention_tc_backward";
+        FlashAttention.CheckArguments(op, qkv, heads, window);
+        if (WhyNotShape(qkv, heads, dy, dqkv) is string reason) throw new ShapeException(op, $"{reason} (qkv {qkv.Shape}, dy {dy.Shape}, {heads} heads)");
+        using (Use(Mode.Emulated)) FlashAttention.Backward(qkv, y, lse, dy, heads, window, dqkv);
+    }
+
+    /// <summary>The PTX of the forward (or backward) kernel for head dim <paramref name="hd"/> (see <see cref="WarpMma.CompilePtx"/>).</summary>
+    public static string CompilePtx(ComputeDevice device, int hd, bool backward = false) =>
+        WarpMma.CompilePtx(device, typeof(FlashAttentionTensorCore).GetMethod(backward ? nameof(BackwardKernel) : nameof(ForwardKernel),
+                System.Reflection.BindingFlags.NonPublic | System.Reflection.BindingFlags.Static)!
             .MakeGenericMethod(hd == 64 ? typeof(Hd64) : typeof(Hd32)));
 
     // ---------------------------------------------------------------------------------------------------------------
@@ -124,10 +176,13 @@ public static partial class FlashAttentionTensorCore
     /// <summary>Kernel arguments (public because ILGPU's CPU backend must see the type); pointers are device addresses of element 0.</summary>
     public struct TcParams
     {
-        public ulong Qkv, Y;
+        /// <summary>qkv, y (forward); dy, the fp32 dq target of the atomics (d(qkv) itself or a scratch) and d(qkv) (backward).</summary>
+        public ulong Qkv, Y, Dy, Dq, Dqkv;
         public int Batch, T, Heads, C, Window, Tiles;
-        /// <summary>3C: elements between rows of qkv.</summary>
-        public long RowStride;
+        /// <summary>1 where d(qkv) is bfloat16.</summary>
+        public int GradBf16;
+        /// <summary>3C: elements between rows of qkv and d(qkv); elements between rows of the dq target (3C or C).</summary>
+        public long RowStride, DqStride;
         /// <summary>1/√hd, and it times log2 e (the exponent base of ex2).</summary>
         public float Scale, ScaleLog2;
     }
@@ -143,7 +198,7 @@ public static partial class FlashAttentionTensorCore
             Window = window is int w && w < t ? w : t,
             Tiles = (t + Tile - 1) / Tile,
             RowStride = 3L * c,
-            Scale = scale, ScaleLog2 = scale * 1.44269504f,
+            Scale = scale, ScaleLog2 = scale * Log2E,
         };
     }
 
@@ -167,6 +222,43 @@ public static partial class FlashAttentionTensorCore
             device.Kernel("flash_attention_tc.fwd64", a => a.LoadStreamKernel<ArrayView<ushort>, ArrayView<float>, TcParams>(ForwardKernel<Hd64>))(config, qkv.BF16, lse.F32, p);
         else
             device.Kernel("flash_attention_tc.fwd32", a => a.LoadStreamKernel<ArrayView<ushort>, ArrayView<float>, TcParams>(ForwardKernel<Hd32>))(config, qkv.BF16, lse.F32, p);
+    }
+
+    /// <summary>
+    /// The tensor-core part of <see cref="FlashAttention.Backward"/> (arguments checked there, D computed): dK and dV
+    /// added into <paramref name="dqkv"/>, dQ added with fp32 atomics into <paramref name="dq"/> (d(qkv) itself when
+    /// float32, else the caller's [B, T, C] scratch; <paramref name="dqStride"/> elements between its rows), unscaled by
+    /// nothing further: dq receives scale·dS·K.
+    /// </summary>
+    internal static void RunBackward(Tensor qkv, Tensor lse, Tensor delta, Tensor dy, int heads, int? window, Tensor dqkv, Tensor dq, long dqStride, bool emulate)
+    {
+        var device = qkv.Device;
+        var p = Layout(qkv, heads, window);
+        p.Dy = WarpMma.DevicePointer(dy);
+        p.Dq = WarpMma.DevicePointer(dq);
+        p.Dqkv = WarpMma.DevicePointer(dqkv);
+        p.DqStride = dqStride;
+        p.GradBf16 = dqkv.DType == DType.BF16 ? 1 : 0;
+        long blocks = (long)p.Tiles * p.Batch * p.Heads;
+        if (blocks > int.MaxValue) throw new ShapeException("flash_attention_tc_backward", $"{blocks} key tiles is more than one launch can take (qkv {qkv.Shape})");
+        // The kernels take d(qkv) as both views; the one of the other dtype is never touched (stand-in: lse's memory).
+        var gradF = dqkv.DType == DType.F32 ? dqkv.F32 : lse.F32;
+        var gradH = dqkv.DType == DType.BF16 ? dqkv.BF16 : lse.Raw.Cast<ushort>();
+        if (emulate)
+        {
+            LaunchEmulated(device, blocks, (config, smem, regs, acc) =>
+                device.Kernel("flash_attention_tc.bwd_emulated", a => a.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, ArrayView<float>, ArrayView<float>,
+                        ArrayView<float>, ArrayView<float>, ArrayView<ushort>, TcParams, int, ArrayView<ushort>, ArrayView<uint>, ArrayView<float>>(BackwardEmulatedKernel))
+                    (config, qkv.BF16, dy.BF16, lse.F32, delta.F32, dq.F32, gradF, gradH, p, (int)blocks, smem, regs, acc));
+            return;
+        }
+        var config = new KernelConfig((int)blocks, Threads);
+        if (p.C / heads == 64)
+            device.Kernel("flash_attention_tc.bwd64", a => a.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, ArrayView<float>, ArrayView<float>, TcParams>(BackwardKernel<Hd64>))
+                (config, qkv.BF16, dy.BF16, lse.F32, delta.F32, p);
+        else
+            device.Kernel("flash_attention_tc.bwd32", a => a.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, ArrayView<float>, ArrayView<float>, TcParams>(BackwardKernel<Hd32>))
+                (config, qkv.BF16, dy.BF16, lse.F32, delta.F32, p);
     }
 
     /// <summary>
@@ -202,6 +294,14 @@ public static partial class FlashAttentionTensorCore
     /// <summary>Lane address for ldmatrix of A fragment rows mi·16…+15, k16 step ks, from a tile stored [m][k] (Q as the forward's A).</summary>
     public static int OperandA(int lane, int ks, int mi, int elems) => TensorCoreGemm.LdmatrixOffsetA(true, lane, 0, ks, mi, elems);
 
+    /// <summary>
+    /// Lane address for ldmatrix.x4.trans of A fragment rows mi·16…+15 at k16 step ks from a tile stored [k][m] (dSᵀ
+    /// in dQ = dS·K): matrices (m 0–7, k 0–7), (m 8–15, k 0–7), (m 0–7, k 8–15), (m 8–15, k 8–15), so lane l gives k-row
+    /// ks·16 + (l mod 8) + 8·(l/16) of m chunk mi·2 + (l/8) mod 2.
+    /// </summary>
+    public static int OperandATrans(int lane, int ks, int mi, int elems) =>
+        TileOffset(ks * 16 + (lane & 7) + (lane >> 4) * 8, mi * 2 + ((lane >> 3) & 1), elems);
+
     /// <summary>Lane address for ldmatrix.x4 of B fragments 2·pair, 2·pair + 1 (n = pair·16…+15), k16 step ks, from a tile stored [n][k] (K in S = Q·Kᵀ).</summary>
     public static int OperandB(int lane, int ks, int pair, int elems) => TensorCoreGemm.LdmatrixOffsetB(true, lane, 0, ks, pair, 4 * Tile, elems);
 
@@ -227,6 +327,36 @@ public static partial class FlashAttentionTensorCore
 
     /// <summary>Whether a (query tile, key tile) pair has masked scores: the diagonal tile, or one reaching past the window's start.</summary>
     public static bool NeedsMask(int q0, int k0, int window) => k0 + Tile - 1 > q0 || q0 + Tile - 1 - k0 >= window;
+
+    /// <summary>The group's (b, h, key tile) in the backward: key tile 0 (seen by the most query tiles) first across all heads.</summary>
+    public static void BackwardTileOf(int block, TcParams p, out int b, out int h, out int kt)
+    {
+        int bh = block % (p.Batch * p.Heads);
+        kt = block / (p.Batch * p.Heads);
+        h = bh % p.Heads;
+        b = bh / p.Heads;
+    }
+
+    /// <summary>The last query tile that sees a key tile (its first is the diagonal one).</summary>
+    public static int LastQueryTile(int k0, int window, int tiles) => Math.Min(tiles - 1, (k0 + Tile - 1 + window - 1) / Tile);
+
+    /// <summary>Bytes of the backward's shared memory: K, V, Q, dO tiles, the dSᵀ tile [64][64] bf16, −L·log2 e and D (64 floats each).</summary>
+    public static int BackwardSmemBytes(int hd) => 4 * TileBytes(hd) + DsBytes + 512;
+    private const int DsBytes = Tile * Tile * 2, BackwardSmemBytes64 = 4 * Tile * 64 * 2 + DsBytes + 512;
+
+    /// <summary>
+    /// The row statistic thread <paramref name="tid"/> stages for query tile q0: threads 0–63 −L·log2 e of query
+    /// q0 + tid (−∞ past T: P = 0 there), threads 64–127 D of query q0 + tid − 64 (0 past T); shared float tid.
+    /// </summary>
+    private static float RowStat(ArrayView<float> lse, ArrayView<float> delta, TcParams p, int b, int h, int q0, int tid)
+    {
+        int q = q0 + (tid & (Tile - 1));
+        long at = ((long)b * p.Heads + h) * p.T + q;
+        if (tid < Tile) return q < p.T ? -lse[at] * Log2E : float.NegativeInfinity;
+        return q < p.T ? delta[at] : 0f;
+    }
+
+    private const float Log2E = 1.44269504f;
 
     /// <summary>L = m·scale + ln l for a stored row (m the raw row max, l the row sum of 2^(s·scale·log2 e − m·scale·log2 e)).</summary>
     private static void StoreLse(ArrayView<float> lse, TcParams p, int b, int h, int row, float m, float l)
@@ -331,16 +461,130 @@ public static partial class FlashAttentionTensorCore
         }
     }
 
+    /// <summary>Stores one fp32 row statistic (%1) at shared offset %0 (relative to the base).</summary>
+    private const string StoreStat = "{ .reg .u32 t; add.u32 t, tcsb, %0; st.shared.f32 [t], %1; }";
+
+    private static void BackwardKernel<THd>(ArrayView<ushort> qkv, ArrayView<ushort> dy, ArrayView<float> lse, ArrayView<float> delta, TcParams p)
+        where THd : struct, IHeadDim
+    {
+        int tid = Group.IdxX;
+        int block = Grid.IdxX;
+        bool hd64 = default(THd).Dims == 64;
+        int hd = hd64 ? 64 : 32;
+        int tileBytes = TileBytes(hd), dsAt = 4 * tileBytes, statsAt = dsAt + DsBytes;
+        BackwardTileOf(block, p, out int b, out int h, out int kt);
+        int lane = tid & 31, warp = tid >> 5, g = lane >> 2, pairCol = 2 * (lane & 3);
+        int k0 = kt * Tile;
+        // Lane addresses: K (tile 0) and V (+ tileBytes) as A; Q (tile 2) and dO (+ tileBytes) as B, per k16 step;
+        // Q and dO (+ tileBytes) as B.trans, K as B.trans, per n pair; the dSᵀ tile as A.trans.
+        if (hd64)
+        {
+            CudaAsm.Emit(BwdDeclare64,
+                OperandA(lane, 0, warp, 64), OperandA(lane, 1, warp, 64), OperandA(lane, 2, warp, 64), OperandA(lane, 3, warp, 64),
+                2 * tileBytes + OperandB(lane, 0, 0, 64), 2 * tileBytes + OperandB(lane, 1, 0, 64), 2 * tileBytes + OperandB(lane, 2, 0, 64), 2 * tileBytes + OperandB(lane, 3, 0, 64),
+                dsAt + OperandATrans(lane, 0, warp, Tile));
+            CudaAsm.Emit(BwdDeclareTrans64,
+                2 * tileBytes + OperandBTrans(lane, 0, 0, 64), 2 * tileBytes + OperandBTrans(lane, 0, 1, 64),
+                2 * tileBytes + OperandBTrans(lane, 0, 2, 64), 2 * tileBytes + OperandBTrans(lane, 0, 3, 64),
+                OperandBTrans(lane, 0, 0, 64), OperandBTrans(lane, 0, 1, 64), OperandBTrans(lane, 0, 2, 64), OperandBTrans(lane, 0, 3, 64));
+        }
+        else
+        {
+            CudaAsm.Emit(BwdDeclare32, OperandA(lane, 0, warp, 32), OperandA(lane, 1, warp, 32),
+                2 * tileBytes + OperandB(lane, 0, 0, 32), 2 * tileBytes + OperandB(lane, 1, 0, 32), dsAt + OperandATrans(lane, 0, warp, Tile));
+            CudaAsm.Emit(BwdDeclareTrans32, 2 * tileBytes + OperandBTrans(lane, 0, 0, 32), 2 * tileBytes + OperandBTrans(lane, 0, 1, 32),
+                OperandBTrans(lane, 0, 0, 32), OperandBTrans(lane, 0, 1, 32));
+        }
+
+        long origin = (long)b * p.T * p.RowStride + h * hd, dyOrigin = (long)b * p.T * p.C + h * hd;
+        int qLast = LastQueryTile(k0, p.Window, p.Tiles);
+        CopyTile(qkv, p.Qkv, 0, origin + p.C, k0, p.T, p.RowStride, tid, hd);
+        CopyTile(qkv, p.Qkv, tileBytes, origin + 2 * p.C, k0, p.T, p.RowStride, tid, hd);
+        CopyTile(qkv, p.Qkv, 2 * tileBytes, origin, k0, p.T, p.RowStride, tid, hd);
+        CopyTile(dy, p.Dy, 3 * tileBytes, dyOrigin, k0, p.T, p.C, tid, hd);
+        CudaAsm.Emit("cp.async.commit_group;");
+        CudaAsm.Emit(StoreStat, statsAt + 4 * tid, RowStat(lse, delta, p, b, h, k0, tid));
+        int key = k0 + warp * 16 + g;
+        int dsRow = dsAt + (warp * 16 + g) * Tile * 2 + 2 * pairCol;
+        // The first query tile is the diagonal one (q0 = k0).
+        for (int qt = kt; qt <= qLast; qt++)
+        {
+            // Q, dO and the row statistics of tile qt are in; every warp is done with tile qt-1's dQ (the dSᵀ tile is free).
+            CudaAsm.Emit("cp.async.wait_group 0;");
+            Group.Barrier();
+            int q0 = qt * Tile;
+            bool mask = NeedsMask(q0, k0, p.Window);
+            for (int half = 0; half < 2; half++)
+            {
+                int rows = half * 32 * hd * 2;
+                if (hd64) CudaAsm.Emit(BwdScores64, rows);
+                else CudaAsm.Emit(BwdScores32, rows);
+                if (mask) CudaAsm.Emit(BwdMask, q0 + half * 32 + pairCol - key, p.Window);
+                CudaAsm.Emit(BwdProbs, p.ScaleLog2, statsAt + half * 128 + 4 * pairCol);
+                if (hd64) CudaAsm.Emit(BwdGrads64, rows);
+                else CudaAsm.Emit(BwdGrads32, rows);
+                CudaAsm.Emit(BwdStoreDs, dsRow, g ^ (4 * half));
+            }
+            // dSᵀ is complete; Q, dO and the statistics of tile qt are no longer read: tile qt+1's copies go in now.
+            Group.Barrier();
+            float next = 0f;
+            if (qt < qLast)
+            {
+                CopyTile(qkv, p.Qkv, 2 * tileBytes, origin, q0 + Tile, p.T, p.RowStride, tid, hd);
+                CopyTile(dy, p.Dy, 3 * tileBytes, dyOrigin, q0 + Tile, p.T, p.C, tid, hd);
+                next = RowStat(lse, delta, p, b, h, q0 + Tile, tid);
+            }
+            CudaAsm.Emit("cp.async.commit_group;");
+            int query = q0 + warp * 16 + g;
+            ulong dqAddress = p.Dq + (ulong)((((long)b * p.T + query) * p.DqStride + h * hd + pairCol) * 4);
+            ulong dqEightRows = (ulong)(32L * p.DqStride);
+            int dqValid0 = query < p.T ? 1 : 0, dqValid1 = query + 8 < p.T ? 1 : 0;
+            if (hd64)
+            {
+                CudaAsm.Emit(BwdDq64);
+                CudaAsm.Emit(BwdDqAdd64, dqAddress, dqEightRows, dqValid0, dqValid1, p.Scale);
+            }
+            else
+            {
+                CudaAsm.Emit(BwdDq32);
+                CudaAsm.Emit(BwdDqAdd32, dqAddress, dqEightRows, dqValid0, dqValid1, p.Scale);
+            }
+            if (qt < qLast) CudaAsm.Emit(StoreStat, statsAt + 4 * tid, next);
+        }
+
+        // d(qkv) rows of this warp's keys: dK at column C + h·hd, dV C further; this group is their only writer.
+        long size = p.GradBf16 != 0 ? 2 : 4;
+        ulong kAddress = p.Dqkv + (ulong)(((((long)b * p.T + key) * p.RowStride) + p.C + h * hd + pairCol) * size);
+        ulong eightRows = (ulong)(8 * p.RowStride * size), toV = (ulong)(p.C * size);
+        int valid0 = key < p.T ? 1 : 0, valid1 = key + 8 < p.T ? 1 : 0;
+        if (p.GradBf16 != 0)
+        {
+            if (hd64) CudaAsm.Emit(BwdStoreBf1664, kAddress, eightRows, toV, valid0, valid1, p.Scale);
+            else CudaAsm.Emit(BwdStoreBf1632, kAddress, eightRows, toV, valid0, valid1, p.Scale);
+        }
+        else
+        {
+            if (hd64) CudaAsm.Emit(BwdStoreF3264, kAddress, eightRows, toV, valid0, valid1, p.Scale);
+            else CudaAsm.Emit(BwdStoreF3232, kAddress, eightRows, toV, valid0, valid1, p.Scale);
+        }
+    }
+
     // ---------------------------------------------------------------------------------------------------------------
     // The emulation (any device): one thread plays a whole 128-thread group.
     // ---------------------------------------------------------------------------------------------------------------
 
-    /// <summary>Emulated shared memory per worker: the forward's 5 tiles at hd 64, as bf16 words.</summary>
-    private const int SmemWords = 5 * Tile * 64;
-    /// <summary>Emulated 32-bit registers per lane: Q fragments (faq, 16), a B fragment pair (fab, 4), a P fragment (fap, 4).</summary>
+    /// <summary>Emulated shared memory per worker, as bf16 words: the larger of the forward's and the backward's at hd 64.</summary>
+    private const int SmemWords = BackwardSmemBytes64 / 2;
+    /// <summary>
+    /// Emulated 32-bit registers per lane. Forward: Q fragments (faq, 16), a B fragment pair (fab, 4), a P fragment
+    /// (fap, 4). Backward: an A fragment (fba) at SlotQ, a B fragment pair (fbb) at SlotB.
+    /// </summary>
     private const int RegsPerLane = 24, SlotQ = 0, SlotB = 16, SlotP = 20;
-    /// <summary>Emulated fp32 registers per lane: S (fas, 32), O (fao, 32), row max (fam, 2), row sum (fal, 2).</summary>
-    private const int AccPerLane = 68, AccS = 0, AccO = 32, AccM = 64, AccL = 66;
+    /// <summary>
+    /// Emulated fp32 registers per lane. Forward: S (fas, 32), O (fao, 32), row max (fam, 2), row sum (fal, 2).
+    /// Backward: Sᵀ/P (fbs, 16), dPᵀ/dS (fbd, 16) — together dQ's 32 — dK (fbk, 32), dV (fbv, 32).
+    /// </summary>
+    private const int AccPerLane = 96, AccS = 0, AccO = 32, AccM = 64, AccL = 66, AccBs = 0, AccBd = 16, AccBk = 32, AccBv = 64;
     private const float NegBig = -1e30f, Ln2 = 0.693147181f;
 
     private static void ForwardEmulatedKernel(ArrayView<ushort> qkv, ArrayView<ushort> y, ArrayView<float> lse, TcParams p, int blocks,
@@ -374,14 +618,15 @@ public static partial class FlashAttentionTensorCore
             rowAddress[l] = at + mode switch
             {
                 Operand.A => OperandA(l, ks, sub, elems),
+                Operand.ATrans => OperandATrans(l, ks, sub, elems),
                 Operand.B => OperandB(l, ks, sub, elems),
                 _ => OperandBTrans(l, ks, sub, elems),
             };
-        WarpMma.EmulateLdmatrix(smem, rowAddress, mode == Operand.BTrans, regs, (long)warp * 32 * RegsPerLane + slot, RegsPerLane);
+        WarpMma.EmulateLdmatrix(smem, rowAddress, mode is Operand.ATrans or Operand.BTrans, regs, (long)warp * 32 * RegsPerLane + slot, RegsPerLane);
     }
 
     /// <summary>How a tile is read into fragments (the lane-address helper used).</summary>
-    private enum Operand { A, B, BTrans }
+    private enum Operand { A, ATrans, B, BTrans }
 
     /// <summary>mma for one warp: A at register slot a, B at slot b, accumulators at fp32 slot c.</summary>
     private static void EmulateMma(ArrayView<uint> regs, ArrayView<float> acc, int warp, int a, int b, int c)
@@ -542,6 +787,205 @@ public static partial class FlashAttentionTensorCore
                 }
                 if ((lane & 3) == 0) StoreLse(lse, p, b, h, row, acc[a + AccM + half], lSum);
             }
+        }
+    }
+
+    private static void BackwardEmulatedKernel(ArrayView<ushort> qkv, ArrayView<ushort> dy, ArrayView<float> lse, ArrayView<float> delta,
+        ArrayView<float> dq, ArrayView<float> gradF, ArrayView<ushort> gradH, TcParams p, int blocks,
+        ArrayView<ushort> smemAll, ArrayView<uint> regsAll, ArrayView<float> accAll)
+    {
+        int worker = Grid.GlobalIndex.X;
+        int stride = Grid.DimX * Group.DimX;
+        var smem = smemAll.SubView((long)worker * SmemWords, SmemWords);
+        var regs = regsAll.SubView((long)worker * Threads * RegsPerLane, Threads * RegsPerLane);
+        var acc = accAll.SubView((long)worker * Threads * AccPerLane, Threads * AccPerLane);
+        var rowAddress = LocalMemory.Allocate<int>(32);
+        for (int block = worker; block < blocks; block += stride)
+            EmulateBackwardGroup(qkv, dy, lse, delta, dq, gradF, gradH, p, block, smem, regs, acc, rowAddress);
+    }
+
+    /// <summary>The 128 row statistics of query tile q0 into emulated shared memory, as every thread's StoreStat.</summary>
+    private static void EmulateStageStats(ArrayView<ushort> smem, int statsAt, ArrayView<float> lse, ArrayView<float> delta, TcParams p, int b, int h, int q0)
+    {
+        for (int tid = 0; tid < Threads; tid++)
+        {
+            uint bits = Interop.FloatAsInt(RowStat(lse, delta, p, b, h, q0, tid));
+            smem[statsAt / 2 + 2 * tid] = (ushort)bits;
+            smem[statsAt / 2 + 2 * tid + 1] = (ushort)(bits >> 16);
+        }
+    }
+
+    private static float EmulatedStat(ArrayView<ushort> smem, int statsAt, int index) =>
+        Interop.IntAsFloat(smem[statsAt / 2 + 2 * index] | ((uint)smem[statsAt / 2 + 2 * index + 1] << 16));
+
+    private static void EmulateBackwardGroup(ArrayView<ushort> qkv, ArrayView<ushort> dy, ArrayView<float> lse, ArrayView<float> delta,
+        ArrayView<float> dq, ArrayView<float> gradF, ArrayView<ushort> gradH, TcParams p, int block,
+        ArrayView<ushort> smem, ArrayView<uint> regs, ArrayView<float> acc, ArrayView<int> rowAddress)
+    {
+        int hd = p.C / p.Heads;
+        int tileBytes = TileBytes(hd), dsAt = 4 * tileBytes, statsAt = dsAt + DsBytes;
+        BackwardTileOf(block, p, out int b, out int h, out int kt);
+        int k0 = kt * Tile;
+        for (int i = 0; i < Threads; i++)
+            for (int j = 0; j < 64; j++) acc[(long)i * AccPerLane + AccBk + j] = 0f;
+        long origin = (long)b * p.T * p.RowStride + h * hd, dyOrigin = (long)b * p.T * p.C + h * hd;
+        int qLast = LastQueryTile(k0, p.Window, p.Tiles);
+        EmulateCopyTile(qkv, smem, 0, origin + p.C, k0, p.T, p.RowStride, hd);
+        EmulateCopyTile(qkv, smem, tileBytes, origin + 2 * p.C, k0, p.T, p.RowStride, hd);
+        EmulateCopyTile(qkv, smem, 2 * tileBytes, origin, k0, p.T, p.RowStride, hd);
+        EmulateCopyTile(dy, smem, 3 * tileBytes, dyOrigin, k0, p.T, p.C, hd);
+        EmulateStageStats(smem, statsAt, lse, delta, p, b, h, k0);
+        for (int qt = kt; qt <= qLast; qt++)
+        {
+            int q0 = qt * Tile;
+            bool mask = NeedsMask(q0, k0, p.Window);
+            for (int half = 0; half < 2; half++)
+                for (int warp = 0; warp < 4; warp++)
+                {
+                    for (int i = warp * 32; i < warp * 32 + 32; i++)
+                        for (int j = 0; j < 32; j++) acc[(long)i * AccPerLane + AccBs + j] = 0f;
+                    for (int ks = 0; ks < hd / 16; ks++)
+                    {
+                        EmulateLoad(smem, regs, rowAddress, warp, SlotQ, 0, Operand.A, ks, warp, hd);
+                        for (int pair = 0; pair < 2; pair++)
+                        {
+                            EmulateLoad(smem, regs, rowAddress, warp, SlotB, 2 * tileBytes, Operand.B, ks, 2 * half + pair, hd);
+                            EmulateMma(regs, acc, warp, SlotQ, SlotB, AccBs + 8 * pair);
+                            EmulateMma(regs, acc, warp, SlotQ, SlotB + 2, AccBs + 8 * pair + 4);
+                        }
+                        EmulateLoad(smem, regs, rowAddress, warp, SlotQ, tileBytes, Operand.A, ks, warp, hd);
+                        for (int pair = 0; pair < 2; pair++)
+                        {
+                            EmulateLoad(smem, regs, rowAddress, warp, SlotB, 3 * tileBytes, Operand.B, ks, 2 * half + pair, hd);
+                            EmulateMma(regs, acc, warp, SlotQ, SlotB, AccBd + 8 * pair);
+                            EmulateMma(regs, acc, warp, SlotQ, SlotB + 2, AccBd + 8 * pair + 4);
+                        }
+                    }
+                    EmulateProbs(smem, acc, statsAt, warp, mask ? q0 + half * 32 - k0 - warp * 16 : int.MinValue, p.Window, half, p.ScaleLog2);
+                    for (int kk = 0; kk < 2; kk++)
+                    {
+                        EmulatePFragment(regs, acc, warp, SlotQ, AccBs + 8 * kk);
+                        for (int pair = 0; pair < hd / 16; pair++)
+                        {
+                            EmulateLoad(smem, regs, rowAddress, warp, SlotB, 3 * tileBytes, Operand.BTrans, 2 * half + kk, pair, hd);
+                            EmulateMma(regs, acc, warp, SlotQ, SlotB, AccBv + 8 * pair);
+                            EmulateMma(regs, acc, warp, SlotQ, SlotB + 2, AccBv + 8 * pair + 4);
+                        }
+                        EmulatePFragment(regs, acc, warp, SlotQ, AccBd + 8 * kk);
+                        for (int pair = 0; pair < hd / 16; pair++)
+                        {
+                            EmulateLoad(smem, regs, rowAddress, warp, SlotB, 2 * tileBytes, Operand.BTrans, 2 * half + kk, pair, hd);
+                            EmulateMma(regs, acc, warp, SlotQ, SlotB, AccBk + 8 * pair);
+                            EmulateMma(regs, acc, warp, SlotQ, SlotB + 2, AccBk + 8 * pair + 4);
+                        }
+                    }
+                    EmulateStoreDs(smem, acc, dsAt, warp, half);
+                }
+            if (qt < qLast)
+            {
+                EmulateCopyTile(qkv, smem, 2 * tileBytes, origin, q0 + Tile, p.T, p.RowStride, hd);
+                EmulateCopyTile(dy, smem, 3 * tileBytes, dyOrigin, q0 + Tile, p.T, p.C, hd);
+            }
+            for (int warp = 0; warp < 4; warp++)
+            {
+                for (int i = warp * 32; i < warp * 32 + 32; i++)
+                    for (int j = 0; j < hd / 2; j++) acc[(long)i * AccPerLane + AccBs + j] = 0f;
+                for (int ks = 0; ks < 4; ks++)
+                {
+                    EmulateLoad(smem, regs, rowAddress, warp, SlotQ, dsAt, Operand.ATrans, ks, warp, Tile);
+                    for (int pair = 0; pair < hd / 16; pair++)
+                    {
+                        EmulateLoad(smem, regs, rowAddress, warp, SlotB, 0, Operand.BTrans, ks, pair, hd);
+                        EmulateMma(regs, acc, warp, SlotQ, SlotB, AccBs + 8 * pair);
+                        EmulateMma(regs, acc, warp, SlotQ, SlotB + 2, AccBs + 8 * pair + 4);
+                    }
+                }
+                EmulateDqAdd(dq, acc, p, b, h, q0 + warp * 16, warp, hd);
+            }
+            if (qt < qLast) EmulateStageStats(smem, statsAt, lse, delta, p, b, h, q0 + Tile);
+        }
+        EmulateBackwardStore(gradF, gradH, acc, p, b, h, k0, hd);
+    }
+
+    /// <summary>
+    /// BwdMask (when <paramref name="queryMinusKey"/> is not int.MinValue: query − key of lane 0's fbs0, before the lane
+    /// offsets) and BwdProbs for one warp: P = 2^(s·scale·log2 e − L·log2 e), dS = P ∘ (dP − D), statistics from shared memory.
+    /// </summary>
+    private static void EmulateProbs(ArrayView<ushort> smem, ArrayView<float> acc, int statsAt, int warp, int queryMinusKey, int window, int half, float sl2)
+    {
+        for (int i = 0; i < 32; i++)
+        {
+            long a = (long)(warp * 32 + i) * AccPerLane;
+            int d0 = queryMinusKey + 2 * (i & 3) - (i >> 2);
+            for (int ni = 0; ni < 4; ni++)
+                for (int r = 0; r < 4; r++)
+                {
+                    long s = a + AccBs + 4 * ni + r, dp = a + AccBd + 4 * ni + r;
+                    if (queryMinusKey != int.MinValue && (uint)(d0 + 8 * ni + (r & 1) - 8 * (r >> 1)) >= (uint)window) acc[s] = float.NegativeInfinity;
+                    int column = half * 32 + 8 * ni + 2 * (i & 3) + (r & 1);
+                    acc[s] = Exp2(acc[s] * sl2 + EmulatedStat(smem, statsAt, column));
+                    acc[dp] = acc[s] * (acc[dp] - EmulatedStat(smem, statsAt, Tile + column));
+                }
+        }
+    }
+
+    /// <summary>BwdStoreDs for one warp: dSᵀ (key row, query column) rounded to bf16 into the swizzled [64][64] tile.</summary>
+    private static void EmulateStoreDs(ArrayView<ushort> smem, ArrayView<float> acc, int dsAt, int warp, int half)
+    {
+        for (int i = 0; i < 32; i++)
+        {
+            long a = (long)(warp * 32 + i) * AccPerLane + AccBd;
+            for (int ni = 0; ni < 4; ni++)
+                for (int r = 0; r < 4; r += 2)
+                {
+                    int row = warp * 16 + WarpMma.AccumulatorRow(i, r), col = half * 32 + 8 * ni + WarpMma.AccumulatorCol(i, r);
+                    int w = (dsAt + TileOffset(row, col >> 3, Tile)) / 2 + (col & 7);
+                    smem[w] = BFloat16.FromFloat(acc[a + 4 * ni + r]);
+                    smem[w + 1] = BFloat16.FromFloat(acc[a + 4 * ni + r + 1]);
+                }
+        }
+    }
+
+    /// <summary>BwdDqAdd for one warp: dq[query][d] += scale·dQ (the atomics, in lane order).</summary>
+    private static void EmulateDqAdd(ArrayView<float> dq, ArrayView<float> acc, TcParams p, int b, int h, int query0, int warp, int hd)
+    {
+        for (int i = 0; i < 32; i++)
+        {
+            long a = (long)(warp * 32 + i) * AccPerLane + AccBs;
+            for (int ni = 0; ni < hd / 8; ni++)
+                for (int r = 0; r < 4; r++)
+                {
+                    int query = query0 + WarpMma.AccumulatorRow(i, r);
+                    if (query < p.T) dq[((long)b * p.T + query) * p.DqStride + h * hd + 8 * ni + WarpMma.AccumulatorCol(i, r)] += acc[a + 4 * ni + r] * p.Scale;
+                }
+        }
+    }
+
+    /// <summary>BwdStoreF32/BwdStoreBf16: d(qkv) += (scale·dK, dV) for the group's keys, a bf16 element rounded once.</summary>
+    private static void EmulateBackwardStore(ArrayView<float> gradF, ArrayView<ushort> gradH, ArrayView<float> acc, TcParams p, int b, int h, int k0, int hd)
+    {
+        for (int i = 0; i < Threads; i++)
+        {
+            int lane = i & 31, warp = i >> 5;
+            long a = (long)i * AccPerLane;
+            for (int ni = 0; ni < hd / 8; ni++)
+                for (int r = 0; r < 4; r++)
+                {
+                    int key = k0 + warp * 16 + WarpMma.AccumulatorRow(lane, r);
+                    if (key >= p.T) continue;
+                    long at = ((long)b * p.T + key) * p.RowStride + p.C + h * hd + 8 * ni + WarpMma.AccumulatorCol(lane, r);
+                    float dk = acc[a + AccBk + 4 * ni + r] * p.Scale, dv = acc[a + AccBv + 4 * ni + r];
+                    if (p.GradBf16 != 0)
+                    {
+                        gradH[at] = BFloat16.FromFloat(BFloat16.ToFloat(gradH[at]) + dk);
+                        gradH[at + p.C] = BFloat16.FromFloat(BFloat16.ToFloat(gradH[at + p.C]) + dv);
+                    }
+                    else
+                    {
+                        gradF[at] += dk;
+                        gradF[at + p.C] += dv;
+                    }
+                }
         }
     }
 }
