@@ -24,6 +24,14 @@ def mma(c, a, b):
     return f"{MMA} {c}, {a}, {b}, {c};"
 
 
+def mma_pair(block, load, a, c0, c1):
+    """One ldmatrix.x4 into fab/fbb-style temporaries, then the two n8 blocks it holds: C0 += A·B[0:2], C1 += A·B[2:4]."""
+    temp = load.split("{")[1].split("0,")[0]
+    block.add(load)
+    block.add(mma(c0, a, "{" + f"{temp}0,{temp}1" + "}"))
+    block.add(mma(c1, a, "{" + f"{temp}2,{temp}3" + "}"))
+
+
 class Block:
     def __init__(self):
         self.lines = []
@@ -32,11 +40,34 @@ class Block:
         self.lines.append(" ".join(instructions))
 
 
-def cs_const(name, doc, block):
-    body = " +\n        ".join('"' + line + '\\n\\t"' for line in block.lines[:-1])
-    last = '"' + block.lines[-1] + '"'
-    text = (body + " +\n        " + last) if body else last
+def cs_text(lines, last_newline=False):
+    parts = ['"' + line + '\\n\\t"' for line in lines[:-1]]
+    parts.append('"' + lines[-1] + ('\\n\\t"' if last_newline else '"'))
+    return " +\n        ".join(parts)
+
+
+def cs_const(name, doc, block, prefix=None):
+    text = cs_text(block.lines)
+    if prefix is not None:
+        text = prefix + " +\n        " + text
     return f"    /// <summary>{doc}</summary>\n    private const string {name} =\n        {text};\n"
+
+
+def cs_pair(name, doc, make):
+    """The hd 32 and hd 64 variants of a block; the lines they start with are one shared constant."""
+    b32, b64 = make(32), make(64)
+    common = 0
+    while common < min(len(b32.lines), len(b64.lines)) - 1 and b32.lines[common] == b64.lines[common]:
+        common += 1
+    out = []
+    prefix = None
+    if common >= 2:
+        out.append(f"    /// <summary>The lines {name}32 and {name}64 start with.</summary>\n    private const string {name}Start =\n        {cs_text(b32.lines[:common], True)};\n")
+        prefix = f"{name}Start"
+        b32.lines, b64.lines = b32.lines[common:], b64.lines[common:]
+    out.append(cs_const(f"{name}32", f"hd 32: {doc}", b32, prefix))
+    out.append(cs_const(f"{name}64", f"hd 64: {doc}", b64, prefix))
+    return out
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -77,23 +108,24 @@ def fwd_scores(hd):
     for k in range(hd // 16):
         b.add(f"add.u32 t, fak{k}, %0;")
         for pair in range(4):
-            b.add(f"{LDSM} {regs('fab', 0)}, [t+{pair * pair_bytes}];")
-            b.add(mma(regs("fas", 8 * pair), regs("faq", 4 * k), "{fab0,fab1}"))
-            b.add(mma(regs("fas", 8 * pair + 4), regs("faq", 4 * k), "{fab2,fab3}"))
+            mma_pair(b, f"{LDSM} {regs('fab', 0)}, [t+{pair * pair_bytes}];", regs("faq", 4 * k), regs("fas", 8 * pair), regs("fas", 8 * pair + 4))
+    b.add("}")
+    return b
+
+
+def mask(acc, fragments, offset):
+    """Accumulators (n block ni, register r) whose %0 + offset(ni, r) is outside [0, %1) become −∞ (one unsigned compare)."""
+    b = Block()
+    b.add("{ .reg .s32 d; .reg .pred p;")
+    for ni in range(fragments):
+        b.add(*[f"add.s32 d, %0, {offset(ni, r)}; setp.lt.u32 p, d, %1; selp.f32 {acc}{4 * ni + r}, {acc}{4 * ni + r}, {NEG_INF}, p;" for r in range(4)])
     b.add("}")
     return b
 
 
 def fwd_mask():
-    b = Block()
-    b.add("{ .reg .s32 d; .reg .pred p;")
-    for ni in range(8):
-        for r in range(4):
-            imm = 8 * (r >> 1) - 8 * ni - (r & 1)
-            x = f"fas{4 * ni + r}"
-            b.add(f"add.s32 d, %0, {imm};", "setp.lt.u32 p, d, %1;", f"selp.f32 {x}, {x}, {NEG_INF}, p;")
-    b.add("}")
-    return b
+    # Row − key of (ni, r): rows g + 8(r/2), keys 8ni + 2t + (r mod 2).
+    return mask("fas", 8, lambda ni, r: 8 * (r >> 1) - 8 * ni - (r & 1))
 
 
 def fwd_softmax(hd):
@@ -122,18 +154,22 @@ def p_fragment(dst, src, kk):
             f"cvt.rn.bf16x2.f32 {dst}2, {src(8 * kk + 5)}, {src(8 * kk + 4)};", f"cvt.rn.bf16x2.f32 {dst}3, {src(8 * kk + 7)}, {src(8 * kk + 6)};"]
 
 
+def per_pair_addresses(base, pairs):
+    """A block opening with t0.. = base0.. + %0: one ldmatrix.trans address per n pair, moved by the operand."""
+    b = Block()
+    b.add("{ " + " ".join(f".reg .u32 t{i};" for i in range(pairs)))
+    b.add(*[f"add.u32 t{i}, {base}{i}, %0;" for i in range(pairs)])
+    return b
+
+
 def fwd_pv(hd):
     step = 16 * hd * 2
     pairs = hd // 16
-    b = Block()
-    b.add("{ " + " ".join(f".reg .u32 t{i};" for i in range(pairs)))
-    b.add(*[f"add.u32 t{i}, fav{i}, %0;" for i in range(pairs)])
+    b = per_pair_addresses("fav", pairs)
     for kk in range(4):
         b.add(*p_fragment("fap", lambda i: f"fas{i}", kk))
         for pair in range(pairs):
-            b.add(f"{LDSMT} {regs('fab', 0)}, [t{pair}+{kk * step}];")
-            b.add(mma(regs("fao", 8 * pair), "{fap0,fap1,fap2,fap3}", "{fab0,fab1}"))
-            b.add(mma(regs("fao", 8 * pair + 4), "{fap0,fap1,fap2,fap3}", "{fab2,fab3}"))
+            mma_pair(b, f"{LDSMT} {regs('fab', 0)}, [t{pair}+{kk * step}];", "{fap0,fap1,fap2,fap3}", regs("fao", 8 * pair), regs("fao", 8 * pair + 4))
     b.add("}")
     return b
 
@@ -154,6 +190,9 @@ def fwd_finish(hd):
 
 # ---------------------------------------------------------------------------------------------------------------------
 # Backward: shared memory K | V | Q | dO (each [64][hd]) | dSᵀ [64][64] | −L·log2 e [64] | D [64] (fp32).
+
+FBA = "{fba0,fba1,fba2,fba3}"
+
 
 def bwd_layout(hd):
     tile = 64 * hd * 2
@@ -205,20 +244,14 @@ def bwd_scores(hd):
         for acc, a_off, b_off in (("fbs", 0, 0), ("fbd", tile, tile)):
             b.add(f"{LDSM} {regs('fba', 0)}, [fbka{k}+{a_off}];")
             for pair in range(2):
-                b.add(f"{LDSM} {regs('fbb', 0)}, [t+{b_off + pair * step}];")
-                b.add(mma(regs(acc, 8 * pair), "{fba0,fba1,fba2,fba3}", "{fbb0,fbb1}"))
-                b.add(mma(regs(acc, 8 * pair + 4), "{fba0,fba1,fba2,fba3}", "{fbb2,fbb3}"))
+                mma_pair(b, f"{LDSM} {regs('fbb', 0)}, [t+{b_off + pair * step}];", FBA, regs(acc, 8 * pair), regs(acc, 8 * pair + 4))
     b.add("}")
     return b
 
 
 def bwd_mask():
-    b = Block()
-    b.add("{ .reg .s32 d; .reg .pred p;")
-    for ni in range(4):
-        b.add(*[f"add.s32 d, %0, {8 * ni + (r & 1) - 8 * (r >> 1)}; setp.lt.u32 p, d, %1; selp.f32 fbs{4 * ni + r}, fbs{4 * ni + r}, {NEG_INF}, p;" for r in range(4)])
-    b.add("}")
-    return b
+    # Query − key of (ni, r): keys g + 8(r/2), queries 8ni + 2t + (r mod 2).
+    return mask("fbs", 4, lambda ni, r: 8 * ni + (r & 1) - 8 * (r >> 1))
 
 
 def bwd_probs():
@@ -237,16 +270,12 @@ def bwd_grads(hd):
     tile = 64 * hd * 2
     step = 16 * hd * 2
     pairs = hd // 16
-    b = Block()
-    b.add("{ " + " ".join(f".reg .u32 t{i};" for i in range(pairs)))
-    b.add(*[f"add.u32 t{i}, fbqt{i}, %0;" for i in range(pairs)])
+    b = per_pair_addresses("fbqt", pairs)
     for kk in range(2):
         for src, acc, off in (("fbs", "fbv", tile), ("fbd", "fbk", 0)):
             b.add(*p_fragment("fba", lambda i, src=src: f"{src}{i}", kk))
             for pair in range(pairs):
-                b.add(f"{LDSMT} {regs('fbb', 0)}, [t{pair}+{off + kk * step}];")
-                b.add(mma(regs(acc, 8 * pair), "{fba0,fba1,fba2,fba3}", "{fbb0,fbb1}"))
-                b.add(mma(regs(acc, 8 * pair + 4), "{fba0,fba1,fba2,fba3}", "{fbb2,fbb3}"))
+                mma_pair(b, f"{LDSMT} {regs('fbb', 0)}, [t{pair}+{off + kk * step}];", FBA, regs(acc, 8 * pair), regs(acc, 8 * pair + 4))
     b.add("}")
     return b
 
@@ -272,9 +301,7 @@ def bwd_dq(hd):
         for pair in range(hd // 16):
             c0 = "{" + ",".join(dq_reg(hd, 8 * pair + i) for i in range(4)) + "}"
             c1 = "{" + ",".join(dq_reg(hd, 8 * pair + 4 + i) for i in range(4)) + "}"
-            b.add(f"{LDSMT} {regs('fbb', 0)}, [fbkt{pair}+{k * step}];")
-            b.add(mma(c0, "{fba0,fba1,fba2,fba3}", "{fbb0,fbb1}"))
-            b.add(mma(c1, "{fba0,fba1,fba2,fba3}", "{fbb2,fbb3}"))
+            mma_pair(b, f"{LDSMT} {regs('fbb', 0)}, [fbkt{pair}+{k * step}];", FBA, c0, c1)
     return b
 
 
@@ -316,37 +343,40 @@ def bwd_store(hd, bf16):
     return b
 
 
-def backward_consts():
-    out = []
-    out.append(cs_const("BwdMask", "Scores outside the visible band (0 ≤ query − key &lt; W; %0 = this lane's query − key of fbs0, %1 = W) become −∞.", bwd_mask()))
-    out.append(cs_const("BwdProbs", "P = 2^(s·%0 − L·log2 e) in fbs and dS = P ∘ (dP − D) in fbd; %1 = this lane's offset of −L·log2 e in shared memory (D 256 bytes further).", bwd_probs()))
-    out.append(cs_const("BwdStoreDs", "dSᵀ (fbd) rounded to bf16 into the shared dSᵀ tile: %0 = this lane's row offset (row g; g + 8 is 1024 bytes further), %1 = g XOR the half's first chunk.", bwd_store_ds()))
-    for hd in (32, 64):
-        out.append(cs_const(f"BwdDeclare{hd}", f"hd {hd}: shared memory, named registers, this lane's ldmatrix addresses (%0..: K as A and Q as B per k16 step, then dSᵀ as A.trans), dK = dV = 0.", bwd_declare(hd)))
-        out.append(cs_const(f"BwdDeclareTrans{hd}", f"hd {hd}: this lane's ldmatrix.trans addresses (%0..: Q as B per n pair, then K as B per n pair).", bwd_declare_trans(hd)))
-        out.append(cs_const(f"BwdScores{hd}", f"hd {hd}: Sᵀ = K·Qᵀ (fbs) and dPᵀ = V·dOᵀ (fbd) for this warp's 16 keys and the 32 queries of the half at row offset %0.", bwd_scores(hd)))
-        out.append(cs_const(f"BwdGrads{hd}", f"hd {hd}: dV += Pᵀ·dO and dK += dSᵀ·Q (P, dS rounded to bf16 A-fragments; dO and Q by ldmatrix.trans at row offset %0).", bwd_grads(hd)))
-        out.append(cs_const(f"BwdDq{hd}", f"hd {hd}: this warp's 16 query rows of dQ = dS·K (dS by ldmatrix.trans from the dSᵀ tile) into the S and dP registers.", bwd_dq(hd)))
-        out.append(cs_const(f"BwdDqAdd{hd}", f"hd {hd}: dq += %4·dQ by fp32 atomics at %0 (row g) and %0 + %1 (row g + 8) where %2, %3 ≠ 0.", bwd_dq_add(hd)))
-        out.append(cs_const(f"BwdStoreF32{hd}", f"hd {hd}: float32 d(qkv) += (%5·dK, dV): dK at %0 (row g), %0 + %1 (row g + 8), dV %2 bytes further, where %3, %4 ≠ 0.", bwd_store(hd, False)))
-        out.append(cs_const(f"BwdStoreBf16{hd}", f"hd {hd}: bfloat16 d(qkv) += (%5·dK, dV), each element rounded once; addresses as BwdStoreF32.", bwd_store(hd, True)))
-    return out
+# Blocks that do not depend on the head dim: (constant, what it does, generator).
+SINGLE = [
+    ("FwdMask", "Scores outside the visible band (0 ≤ row − key &lt; W; %0 = this lane's row − key of fas0, %1 = W) become −∞.", fwd_mask),
+    ("BwdMask", "Scores outside the visible band (0 ≤ query − key &lt; W; %0 = this lane's query − key of fbs0, %1 = W) become −∞.", bwd_mask),
+    ("BwdProbs", "P = 2^(s·%0 − L·log2 e) in fbs and dS = P ∘ (dP − D) in fbd; %1 = this lane's offset of −L·log2 e in shared memory (D 256 bytes further).", bwd_probs),
+    ("BwdStoreDs", "dSᵀ (fbd) rounded to bf16 into the shared dSᵀ tile: %0 = this lane's row offset (row g; g + 8 is 1024 bytes further), %1 = g XOR the half's first chunk.", bwd_store_ds),
+]
+
+# Blocks written per head dim (32 and 64), generated from hd.
+PER_HEAD_DIM = [
+    ("FwdDeclare", "shared memory, named registers, this lane's K/V ldmatrix addresses in stage 0 (%0.. offsets from the base), O = 0, m = −1e30, l = 0.", fwd_declare),
+    ("FwdLoadQ", "this warp's Q A-fragments (faq) from the Q tile (%k: lane offset of k16 step k).", fwd_load_q),
+    ("FwdScores", "S = Q·Kᵀ for the key tile in stage %0 (fas, 16 rows × 64 keys per warp).", fwd_scores),
+    ("FwdSoftmax", "online softmax on S (%0 = scale·log2 e): new row max, P = 2^(s·%0 − m·%0) in fas, l and O rescaled.", fwd_softmax),
+    ("FwdPv", "O += P·V, P rounded to bf16 A-fragments from fas, V by ldmatrix.trans from stage %0.", fwd_pv),
+    ("FwdFinish", "l summed over the row's 4 lanes, y = O/l stored as bf16 pairs at %0 (row g) and %0 + %1 (row g + 8) where %2, %3 ≠ 0.", fwd_finish),
+    ("BwdDeclare", "shared memory, named registers, this lane's ldmatrix addresses (%0..: K as A and Q as B per k16 step, then dSᵀ as A.trans), dK = dV = 0.", bwd_declare),
+    ("BwdDeclareTrans", "this lane's ldmatrix.trans addresses (%0..: Q as B per n pair, then K as B per n pair).", bwd_declare_trans),
+    ("BwdScores", "Sᵀ = K·Qᵀ (fbs) and dPᵀ = V·dOᵀ (fbd) for this warp's 16 keys and the 32 queries of the half at row offset %0.", bwd_scores),
+    ("BwdGrads", "dV += Pᵀ·dO and dK += dSᵀ·Q (P, dS rounded to bf16 A-fragments; dO and Q by ldmatrix.trans at row offset %0).", bwd_grads),
+    ("BwdDq", "this warp's 16 query rows of dQ = dS·K (dS by ldmatrix.trans from the dSᵀ tile) into the S and dP registers.", bwd_dq),
+    ("BwdDqAdd", "dq += %4·dQ by fp32 atomics at %0 (row g) and %0 + %1 (row g + 8) where %2, %3 ≠ 0.", bwd_dq_add),
+    ("BwdStoreF32", "float32 d(qkv) += (%5·dK, dV): dK at %0 (row g), %0 + %1 (row g + 8), dV %2 bytes further, where %3, %4 ≠ 0.", lambda hd: bwd_store(hd, False)),
+    ("BwdStoreBf16", "bfloat16 d(qkv) += (%5·dK, dV), each element rounded once; addresses as BwdStoreF32.", lambda hd: bwd_store(hd, True)),
+]
 
 
 def main():
-    out = []
-    out.append("// Generated by tools/flash_attention_ptx.py: do not edit by hand; change the script and run it again.\n")
-    out.append("namespace Memopt.Kernels;\n")
-    out.append("public static partial class FlashAttentionTensorCore\n{\n")
-    out.append(cs_const("FwdMask", "Scores outside the visible band (0 ≤ row − key &lt; W; %0 = this lane's row − key of fas0, %1 = W) become −∞.", fwd_mask()))
-    for hd in (32, 64):
-        out.append(cs_const(f"FwdDeclare{hd}", f"hd {hd}: shared memory, named registers, this lane's K/V ldmatrix addresses in stage 0 (%0.. offsets from the base), O = 0, m = −1e30, l = 0.", fwd_declare(hd)))
-        out.append(cs_const(f"FwdLoadQ{hd}", f"hd {hd}: this warp's Q A-fragments (faq) from the Q tile (%k: lane offset of k16 step k).", fwd_load_q(hd)))
-        out.append(cs_const(f"FwdScores{hd}", f"hd {hd}: S = Q·Kᵀ for the key tile in stage %0 (fas, 16 rows × 64 keys per warp).", fwd_scores(hd)))
-        out.append(cs_const(f"FwdSoftmax{hd}", f"hd {hd}: online softmax on S (%0 = scale·log2 e): new row max, P = 2^(s·%0 − m·%0) in fas, l and O rescaled.", fwd_softmax(hd)))
-        out.append(cs_const(f"FwdPv{hd}", f"hd {hd}: O += P·V, P rounded to bf16 A-fragments from fas, V by ldmatrix.trans from stage %0.", fwd_pv(hd)))
-        out.append(cs_const(f"FwdFinish{hd}", f"hd {hd}: l summed over the row's 4 lanes, y = O/l stored as bf16 pairs at %0 (row g) and %0 + %1 (row g + 8) where %2, %3 ≠ 0.", fwd_finish(hd)))
-    out.extend(backward_consts())
+    out = ["// Generated by tools/flash_attention_ptx.py: do not edit by hand; change the script and run it again.\n",
+           "namespace Memopt.Kernels;\n", "public static partial class FlashAttentionTensorCore\n{\n"]
+    for name, doc, make in SINGLE:
+        out.append(cs_const(name, doc, make()))
+    for name, doc, make in PER_HEAD_DIM:
+        out += cs_pair(name, doc, make)
     out.append("}\n")
     path = os.path.join("src", "Kernels", "FlashAttentionTensorCore.Ptx.cs")
     with open(path, "w") as f:

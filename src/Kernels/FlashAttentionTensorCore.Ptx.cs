@@ -8,38 +8,57 @@ public static partial class FlashAttentionTensorCore
     /// <summary>Scores outside the visible band (0 ≤ row − key &lt; W; %0 = this lane's row − key of fas0, %1 = W) become −∞.</summary>
     private const string FwdMask =
         "{ .reg .s32 d; .reg .pred p;\n\t" +
-        "add.s32 d, %0, 0; setp.lt.u32 p, d, %1; selp.f32 fas0, fas0, 0fFF800000, p;\n\t" +
-        "add.s32 d, %0, -1; setp.lt.u32 p, d, %1; selp.f32 fas1, fas1, 0fFF800000, p;\n\t" +
-        "add.s32 d, %0, 8; setp.lt.u32 p, d, %1; selp.f32 fas2, fas2, 0fFF800000, p;\n\t" +
-        "add.s32 d, %0, 7; setp.lt.u32 p, d, %1; selp.f32 fas3, fas3, 0fFF800000, p;\n\t" +
-        "add.s32 d, %0, -8; setp.lt.u32 p, d, %1; selp.f32 fas4, fas4, 0fFF800000, p;\n\t" +
-        "add.s32 d, %0, -9; setp.lt.u32 p, d, %1; selp.f32 fas5, fas5, 0fFF800000, p;\n\t" +
-        "add.s32 d, %0, 0; setp.lt.u32 p, d, %1; selp.f32 fas6, fas6, 0fFF800000, p;\n\t" +
-        "add.s32 d, %0, -1; setp.lt.u32 p, d, %1; selp.f32 fas7, fas7, 0fFF800000, p;\n\t" +
-        "add.s32 d, %0, -16; setp.lt.u32 p, d, %1; selp.f32 fas8, fas8, 0fFF800000, p;\n\t" +
-        "add.s32 d, %0, -17; setp.lt.u32 p, d, %1; selp.f32 fas9, fas9, 0fFF800000, p;\n\t" +
-        "add.s32 d, %0, -8; setp.lt.u32 p, d, %1; selp.f32 fas10, fas10, 0fFF800000, p;\n\t" +
-        "add.s32 d, %0, -9; setp.lt.u32 p, d, %1; selp.f32 fas11, fas11, 0fFF800000, p;\n\t" +
-        "add.s32 d, %0, -24; setp.lt.u32 p, d, %1; selp.f32 fas12, fas12, 0fFF800000, p;\n\t" +
-        "add.s32 d, %0, -25; setp.lt.u32 p, d, %1; selp.f32 fas13, fas13, 0fFF800000, p;\n\t" +
-        "add.s32 d, %0, -16; setp.lt.u32 p, d, %1; selp.f32 fas14, fas14, 0fFF800000, p;\n\t" +
-        "add.s32 d, %0, -17; setp.lt.u32 p, d, %1; selp.f32 fas15, fas15, 0fFF800000, p;\n\t" +
-        "add.s32 d, %0, -32; setp.lt.u32 p, d, %1; selp.f32 fas16, fas16, 0fFF800000, p;\n\t" +
-        "add.s32 d, %0, -33; setp.lt.u32 p, d, %1; selp.f32 fas17, fas17, 0fFF800000, p;\n\t" +
-        "add.s32 d, %0, -24; setp.lt.u32 p, d, %1; selp.f32 fas18, fas18, 0fFF800000, p;\n\t" +
-        "add.s32 d, %0, -25; setp.lt.u32 p, d, %1; selp.f32 fas19, fas19, 0fFF800000, p;\n\t" +
-        "add.s32 d, %0, -40; setp.lt.u32 p, d, %1; selp.f32 fas20, fas20, 0fFF800000, p;\n\t" +
-        "add.s32 d, %0, -41; setp.lt.u32 p, d, %1; selp.f32 fas21, fas21, 0fFF800000, p;\n\t" +
-        "add.s32 d, %0, -32; setp.lt.u32 p, d, %1; selp.f32 fas22, fas22, 0fFF800000, p;\n\t" +
-        "add.s32 d, %0, -33; setp.lt.u32 p, d, %1; selp.f32 fas23, fas23, 0fFF800000, p;\n\t" +
-        "add.s32 d, %0, -48; setp.lt.u32 p, d, %1; selp.f32 fas24, fas24, 0fFF800000, p;\n\t" +
-        "add.s32 d, %0, -49; setp.lt.u32 p, d, %1; selp.f32 fas25, fas25, 0fFF800000, p;\n\t" +
-        "add.s32 d, %0, -40; setp.lt.u32 p, d, %1; selp.f32 fas26, fas26, 0fFF800000, p;\n\t" +
-        "add.s32 d, %0, -41; setp.lt.u32 p, d, %1; selp.f32 fas27, fas27, 0fFF800000, p;\n\t" +
-        "add.s32 d, %0, -56; setp.lt.u32 p, d, %1; selp.f32 fas28, fas28, 0fFF800000, p;\n\t" +
-        "add.s32 d, %0, -57; setp.lt.u32 p, d, %1; selp.f32 fas29, fas29, 0fFF800000, p;\n\t" +
-        "add.s32 d, %0, -48; setp.lt.u32 p, d, %1; selp.f32 fas30, fas30, 0fFF800000, p;\n\t" +
-        "add.s32 d, %0, -49; setp.lt.u32 p, d, %1; selp.f32 fas31, fas31, 0fFF800000, p;\n\t" +
+        "add.s32 d, %0, 0; setp.lt.u32 p, d, %1; selp.f32 fas0, fas0, 0fFF800000, p; add.s32 d, %0, -1; setp.lt.u32 p, d, %1; selp.f32 fas1, fas1, 0fFF800000, p; add.s32 d, %0, 8; setp.lt.u32 p, d, %1; selp.f32 fas2, fas2, 0fFF800000, p; add.s32 d, %0, 7; setp.lt.u32 p, d, %1; selp.f32 fas3, fas3, 0fFF800000, p;\n\t" +
+        "add.s32 d, %0, -8; setp.lt.u32 p, d, %1; selp.f32 fas4, fas4, 0fFF800000, p; add.s32 d, %0, -9; setp.lt.u32 p, d, %1; selp.f32 fas5, fas5, 0fFF800000, p; add.s32 d, %0, 0; setp.lt.u32 p, d, %1; selp.f32 fas6, fas6, 0fFF800000, p; add.s32 d, %0, -1; setp.lt.u32 p, d, %1; selp.f32 fas7, fas7, 0fFF800000, p;\n\t" +
+        "add.s32 d, %0, -16; setp.lt.u32 p, d, %1; selp.f32 fas8, fas8, 0fFF800000, p; add.s32 d, %0, -17; setp.lt.u32 p, d, %1; selp.f32 fas9, fas9, 0fFF800000, p; add.s32 d, %0, -8; setp.lt.u32 p, d, %1; selp.f32 fas10, fas10, 0fFF800000, p; add.s32 d, %0, -9; setp.lt.u32 p, d, %1; selp.f32 fas11, fas11, 0fFF800000, p;\n\t" +
+        "add.s32 d, %0, -24; setp.lt.u32 p, d, %1; selp.f32 fas12, fas12, 0fFF800000, p; add.s32 d, %0, -25; setp.lt.u32 p, d, %1; selp.f32 fas13, fas13, 0fFF800000, p; add.s32 d, %0, -16; setp.lt.u32 p, d, %1; selp.f32 fas14, fas14, 0fFF800000, p; add.s32 d, %0, -17; setp.lt.u32 p, d, %1; selp.f32 fas15, fas15, 0fFF800000, p;\n\t" +
+        "add.s32 d, %0, -32; setp.lt.u32 p, d, %1; selp.f32 fas16, fas16, 0fFF800000, p; add.s32 d, %0, -33; setp.lt.u32 p, d, %1; selp.f32 fas17, fas17, 0fFF800000, p; add.s32 d, %0, -24; setp.lt.u32 p, d, %1; selp.f32 fas18, fas18, 0fFF800000, p; add.s32 d, %0, -25; setp.lt.u32 p, d, %1; selp.f32 fas19, fas19, 0fFF800000, p;\n\t" +
+        "add.s32 d, %0, -40; setp.lt.u32 p, d, %1; selp.f32 fas20, fas20, 0fFF800000, p; add.s32 d, %0, -41; setp.lt.u32 p, d, %1; selp.f32 fas21, fas21, 0fFF800000, p; add.s32 d, %0, -32; setp.lt.u32 p, d, %1; selp.f32 fas22, fas22, 0fFF800000, p; add.s32 d, %0, -33; setp.lt.u32 p, d, %1; selp.f32 fas23, fas23, 0fFF800000, p;\n\t" +
+        "add.s32 d, %0, -48; setp.lt.u32 p, d, %1; selp.f32 fas24, fas24, 0fFF800000, p; add.s32 d, %0, -49; setp.lt.u32 p, d, %1; selp.f32 fas25, fas25, 0fFF800000, p; add.s32 d, %0, -40; setp.lt.u32 p, d, %1; selp.f32 fas26, fas26, 0fFF800000, p; add.s32 d, %0, -41; setp.lt.u32 p, d, %1; selp.f32 fas27, fas27, 0fFF800000, p;\n\t" +
+        "add.s32 d, %0, -56; setp.lt.u32 p, d, %1; selp.f32 fas28, fas28, 0fFF800000, p; add.s32 d, %0, -57; setp.lt.u32 p, d, %1; selp.f32 fas29, fas29, 0fFF800000, p; add.s32 d, %0, -48; setp.lt.u32 p, d, %1; selp.f32 fas30, fas30, 0fFF800000, p; add.s32 d, %0, -49; setp.lt.u32 p, d, %1; selp.f32 fas31, fas31, 0fFF800000, p;\n\t" +
+        "}";
+
+    /// <summary>Scores outside the visible band (0 ≤ query − key &lt; W; %0 = this lane's query − key of fbs0, %1 = W) become −∞.</summary>
+    private const string BwdMask =
+        "{ .reg .s32 d; .reg .pred p;\n\t" +
+        "add.s32 d, %0, 0; setp.lt.u32 p, d, %1; selp.f32 fbs0, fbs0, 0fFF800000, p; add.s32 d, %0, 1; setp.lt.u32 p, d, %1; selp.f32 fbs1, fbs1, 0fFF800000, p; add.s32 d, %0, -8; setp.lt.u32 p, d, %1; selp.f32 fbs2, fbs2, 0fFF800000, p; add.s32 d, %0, -7; setp.lt.u32 p, d, %1; selp.f32 fbs3, fbs3, 0fFF800000, p;\n\t" +
+        "add.s32 d, %0, 8; setp.lt.u32 p, d, %1; selp.f32 fbs4, fbs4, 0fFF800000, p; add.s32 d, %0, 9; setp.lt.u32 p, d, %1; selp.f32 fbs5, fbs5, 0fFF800000, p; add.s32 d, %0, 0; setp.lt.u32 p, d, %1; selp.f32 fbs6, fbs6, 0fFF800000, p; add.s32 d, %0, 1; setp.lt.u32 p, d, %1; selp.f32 fbs7, fbs7, 0fFF800000, p;\n\t" +
+        "add.s32 d, %0, 16; setp.lt.u32 p, d, %1; selp.f32 fbs8, fbs8, 0fFF800000, p; add.s32 d, %0, 17; setp.lt.u32 p, d, %1; selp.f32 fbs9, fbs9, 0fFF800000, p; add.s32 d, %0, 8; setp.lt.u32 p, d, %1; selp.f32 fbs10, fbs10, 0fFF800000, p; add.s32 d, %0, 9; setp.lt.u32 p, d, %1; selp.f32 fbs11, fbs11, 0fFF800000, p;\n\t" +
+        "add.s32 d, %0, 24; setp.lt.u32 p, d, %1; selp.f32 fbs12, fbs12, 0fFF800000, p; add.s32 d, %0, 25; setp.lt.u32 p, d, %1; selp.f32 fbs13, fbs13, 0fFF800000, p; add.s32 d, %0, 16; setp.lt.u32 p, d, %1; selp.f32 fbs14, fbs14, 0fFF800000, p; add.s32 d, %0, 17; setp.lt.u32 p, d, %1; selp.f32 fbs15, fbs15, 0fFF800000, p;\n\t" +
+        "}";
+
+    /// <summary>P = 2^(s·%0 − L·log2 e) in fbs and dS = P ∘ (dP − D) in fbd; %1 = this lane's offset of −L·log2 e in shared memory (D 256 bytes further).</summary>
+    private const string BwdProbs =
+        "{ .reg .u32 t; .reg .f32 l0, l1, e0, e1, x; add.u32 t, tcsb, %1;\n\t" +
+        "ld.shared.v2.f32 {l0, l1}, [t+0]; ld.shared.v2.f32 {e0, e1}, [t+256];\n\t" +
+        "fma.rn.f32 fbs0, fbs0, %0, l0; ex2.approx.ftz.f32 fbs0, fbs0; sub.f32 x, fbd0, e0; mul.f32 fbd0, fbs0, x;\n\t" +
+        "fma.rn.f32 fbs1, fbs1, %0, l1; ex2.approx.ftz.f32 fbs1, fbs1; sub.f32 x, fbd1, e1; mul.f32 fbd1, fbs1, x;\n\t" +
+        "fma.rn.f32 fbs2, fbs2, %0, l0; ex2.approx.ftz.f32 fbs2, fbs2; sub.f32 x, fbd2, e0; mul.f32 fbd2, fbs2, x;\n\t" +
+        "fma.rn.f32 fbs3, fbs3, %0, l1; ex2.approx.ftz.f32 fbs3, fbs3; sub.f32 x, fbd3, e1; mul.f32 fbd3, fbs3, x;\n\t" +
+        "ld.shared.v2.f32 {l0, l1}, [t+32]; ld.shared.v2.f32 {e0, e1}, [t+288];\n\t" +
+        "fma.rn.f32 fbs4, fbs4, %0, l0; ex2.approx.ftz.f32 fbs4, fbs4; sub.f32 x, fbd4, e0; mul.f32 fbd4, fbs4, x;\n\t" +
+        "fma.rn.f32 fbs5, fbs5, %0, l1; ex2.approx.ftz.f32 fbs5, fbs5; sub.f32 x, fbd5, e1; mul.f32 fbd5, fbs5, x;\n\t" +
+        "fma.rn.f32 fbs6, fbs6, %0, l0; ex2.approx.ftz.f32 fbs6, fbs6; sub.f32 x, fbd6, e0; mul.f32 fbd6, fbs6, x;\n\t" +
+        "fma.rn.f32 fbs7, fbs7, %0, l1; ex2.approx.ftz.f32 fbs7, fbs7; sub.f32 x, fbd7, e1; mul.f32 fbd7, fbs7, x;\n\t" +
+        "ld.shared.v2.f32 {l0, l1}, [t+64]; ld.shared.v2.f32 {e0, e1}, [t+320];\n\t" +
+        "fma.rn.f32 fbs8, fbs8, %0, l0; ex2.approx.ftz.f32 fbs8, fbs8; sub.f32 x, fbd8, e0; mul.f32 fbd8, fbs8, x;\n\t" +
+        "fma.rn.f32 fbs9, fbs9, %0, l1; ex2.approx.ftz.f32 fbs9, fbs9; sub.f32 x, fbd9, e1; mul.f32 fbd9, fbs9, x;\n\t" +
+        "fma.rn.f32 fbs10, fbs10, %0, l0; ex2.approx.ftz.f32 fbs10, fbs10; sub.f32 x, fbd10, e0; mul.f32 fbd10, fbs10, x;\n\t" +
+        "fma.rn.f32 fbs11, fbs11, %0, l1; ex2.approx.ftz.f32 fbs11, fbs11; sub.f32 x, fbd11, e1; mul.f32 fbd11, fbs11, x;\n\t" +
+        "ld.shared.v2.f32 {l0, l1}, [t+96]; ld.shared.v2.f32 {e0, e1}, [t+352];\n\t" +
+        "fma.rn.f32 fbs12, fbs12, %0, l0; ex2.approx.ftz.f32 fbs12, fbs12; sub.f32 x, fbd12, e0; mul.f32 fbd12, fbs12, x;\n\t" +
+        "fma.rn.f32 fbs13, fbs13, %0, l1; ex2.approx.ftz.f32 fbs13, fbs13; sub.f32 x, fbd13, e1; mul.f32 fbd13, fbs13, x;\n\t" +
+        "fma.rn.f32 fbs14, fbs14, %0, l0; ex2.approx.ftz.f32 fbs14, fbs14; sub.f32 x, fbd14, e0; mul.f32 fbd14, fbs14, x;\n\t" +
+        "fma.rn.f32 fbs15, fbs15, %0, l1; ex2.approx.ftz.f32 fbs15, fbs15; sub.f32 x, fbd15, e1; mul.f32 fbd15, fbs15, x;\n\t" +
+        "}";
+
+    /// <summary>dSᵀ (fbd) rounded to bf16 into the shared dSᵀ tile: %0 = this lane's row offset (row g; g + 8 is 1024 bytes further), %1 = g XOR the half's first chunk.</summary>
+    private const string BwdStoreDs =
+        "{ .reg .u32 a, x; .reg .b32 w; add.u32 a, tcsb, %0;\n\t" +
+        "xor.b32 x, %1, 0; shl.b32 x, x, 4; add.u32 x, x, a; cvt.rn.bf16x2.f32 w, fbd1, fbd0; st.shared.b32 [x], w; cvt.rn.bf16x2.f32 w, fbd3, fbd2; st.shared.b32 [x+1024], w;\n\t" +
+        "xor.b32 x, %1, 1; shl.b32 x, x, 4; add.u32 x, x, a; cvt.rn.bf16x2.f32 w, fbd5, fbd4; st.shared.b32 [x], w; cvt.rn.bf16x2.f32 w, fbd7, fbd6; st.shared.b32 [x+1024], w;\n\t" +
+        "xor.b32 x, %1, 2; shl.b32 x, x, 4; add.u32 x, x, a; cvt.rn.bf16x2.f32 w, fbd9, fbd8; st.shared.b32 [x], w; cvt.rn.bf16x2.f32 w, fbd11, fbd10; st.shared.b32 [x+1024], w;\n\t" +
+        "xor.b32 x, %1, 3; shl.b32 x, x, 4; add.u32 x, x, a; cvt.rn.bf16x2.f32 w, fbd13, fbd12; st.shared.b32 [x], w; cvt.rn.bf16x2.f32 w, fbd15, fbd14; st.shared.b32 [x+1024], w;\n\t" +
         "}";
 
     /// <summary>hd 32: shared memory, named registers, this lane's K/V ldmatrix addresses in stage 0 (%0.. offsets from the base), O = 0, m = −1e30, l = 0.</summary>
@@ -54,15 +73,40 @@ public static partial class FlashAttentionTensorCore
         "mov.f32 fao8, 0f00000000; mov.f32 fao9, 0f00000000; mov.f32 fao10, 0f00000000; mov.f32 fao11, 0f00000000; mov.f32 fao12, 0f00000000; mov.f32 fao13, 0f00000000; mov.f32 fao14, 0f00000000; mov.f32 fao15, 0f00000000;\n\t" +
         "mov.f32 fam0, 0fF149F2CA; mov.f32 fam1, 0fF149F2CA; mov.f32 fal0, 0f00000000; mov.f32 fal1, 0f00000000;";
 
-    /// <summary>hd 32: this warp's Q A-fragments (faq) from the Q tile (%k: lane offset of k16 step k).</summary>
-    private const string FwdLoadQ32 =
+    /// <summary>hd 64: shared memory, named registers, this lane's K/V ldmatrix addresses in stage 0 (%0.. offsets from the base), O = 0, m = −1e30, l = 0.</summary>
+    private const string FwdDeclare64 =
+        ".shared .align 128 .b8 memopt_fa_smem[40960];\n\t" +
+        ".reg .b32 faq<16>; .reg .f32 fas<32>; .reg .f32 fao<32>; .reg .f32 fam<2>; .reg .f32 fal<2>;\n\t" +
+        ".reg .b32 fab<4>; .reg .b32 fap<4>; .reg .u32 tcsb; .reg .u32 fak<4>; .reg .u32 fav<4>;\n\t" +
+        "mov.u32 tcsb, memopt_fa_smem;\n\t" +
+        "add.u32 fak0, tcsb, %0; add.u32 fak1, tcsb, %1; add.u32 fak2, tcsb, %2; add.u32 fak3, tcsb, %3;\n\t" +
+        "add.u32 fav0, tcsb, %4; add.u32 fav1, tcsb, %5; add.u32 fav2, tcsb, %6; add.u32 fav3, tcsb, %7;\n\t" +
+        "mov.f32 fao0, 0f00000000; mov.f32 fao1, 0f00000000; mov.f32 fao2, 0f00000000; mov.f32 fao3, 0f00000000; mov.f32 fao4, 0f00000000; mov.f32 fao5, 0f00000000; mov.f32 fao6, 0f00000000; mov.f32 fao7, 0f00000000;\n\t" +
+        "mov.f32 fao8, 0f00000000; mov.f32 fao9, 0f00000000; mov.f32 fao10, 0f00000000; mov.f32 fao11, 0f00000000; mov.f32 fao12, 0f00000000; mov.f32 fao13, 0f00000000; mov.f32 fao14, 0f00000000; mov.f32 fao15, 0f00000000;\n\t" +
+        "mov.f32 fao16, 0f00000000; mov.f32 fao17, 0f00000000; mov.f32 fao18, 0f00000000; mov.f32 fao19, 0f00000000; mov.f32 fao20, 0f00000000; mov.f32 fao21, 0f00000000; mov.f32 fao22, 0f00000000; mov.f32 fao23, 0f00000000;\n\t" +
+        "mov.f32 fao24, 0f00000000; mov.f32 fao25, 0f00000000; mov.f32 fao26, 0f00000000; mov.f32 fao27, 0f00000000; mov.f32 fao28, 0f00000000; mov.f32 fao29, 0f00000000; mov.f32 fao30, 0f00000000; mov.f32 fao31, 0f00000000;\n\t" +
+        "mov.f32 fam0, 0fF149F2CA; mov.f32 fam1, 0fF149F2CA; mov.f32 fal0, 0f00000000; mov.f32 fal1, 0f00000000;";
+
+    /// <summary>The lines FwdLoadQ32 and FwdLoadQ64 start with.</summary>
+    private const string FwdLoadQStart =
         "{ .reg .u32 t;\n\t" +
         "add.u32 t, tcsb, %0; ldmatrix.sync.aligned.m8n8.x4.shared.b16 {faq0,faq1,faq2,faq3}, [t];\n\t" +
-        "add.u32 t, tcsb, %1; ldmatrix.sync.aligned.m8n8.x4.shared.b16 {faq4,faq5,faq6,faq7}, [t];\n\t" +
+        "add.u32 t, tcsb, %1; ldmatrix.sync.aligned.m8n8.x4.shared.b16 {faq4,faq5,faq6,faq7}, [t];\n\t";
+
+    /// <summary>hd 32: this warp's Q A-fragments (faq) from the Q tile (%k: lane offset of k16 step k).</summary>
+    private const string FwdLoadQ32 =
+        FwdLoadQStart +
         "}";
 
-    /// <summary>hd 32: S = Q·Kᵀ for the key tile in stage %0 (fas, 16 rows × 64 keys per warp).</summary>
-    private const string FwdScores32 =
+    /// <summary>hd 64: this warp's Q A-fragments (faq) from the Q tile (%k: lane offset of k16 step k).</summary>
+    private const string FwdLoadQ64 =
+        FwdLoadQStart +
+        "add.u32 t, tcsb, %2; ldmatrix.sync.aligned.m8n8.x4.shared.b16 {faq8,faq9,faq10,faq11}, [t];\n\t" +
+        "add.u32 t, tcsb, %3; ldmatrix.sync.aligned.m8n8.x4.shared.b16 {faq12,faq13,faq14,faq15}, [t];\n\t" +
+        "}";
+
+    /// <summary>The lines FwdScores32 and FwdScores64 start with.</summary>
+    private const string FwdScoresStart =
         "{ .reg .u32 t;\n\t" +
         "mov.f32 fas0, 0f00000000; mov.f32 fas1, 0f00000000; mov.f32 fas2, 0f00000000; mov.f32 fas3, 0f00000000; mov.f32 fas4, 0f00000000; mov.f32 fas5, 0f00000000; mov.f32 fas6, 0f00000000; mov.f32 fas7, 0f00000000;\n\t" +
         "mov.f32 fas8, 0f00000000; mov.f32 fas9, 0f00000000; mov.f32 fas10, 0f00000000; mov.f32 fas11, 0f00000000; mov.f32 fas12, 0f00000000; mov.f32 fas13, 0f00000000; mov.f32 fas14, 0f00000000; mov.f32 fas15, 0f00000000;\n\t" +
@@ -71,7 +115,11 @@ public static partial class FlashAttentionTensorCore
         "add.u32 t, fak0, %0;\n\t" +
         "ldmatrix.sync.aligned.m8n8.x4.shared.b16 {fab0,fab1,fab2,fab3}, [t+0];\n\t" +
         "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {fas0,fas1,fas2,fas3}, {faq0,faq1,faq2,faq3}, {fab0,fab1}, {fas0,fas1,fas2,fas3};\n\t" +
-        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {fas4,fas5,fas6,fas7}, {faq0,faq1,faq2,faq3}, {fab2,fab3}, {fas4,fas5,fas6,fas7};\n\t" +
+        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {fas4,fas5,fas6,fas7}, {faq0,faq1,faq2,faq3}, {fab2,fab3}, {fas4,fas5,fas6,fas7};\n\t";
+
+    /// <summary>hd 32: S = Q·Kᵀ for the key tile in stage %0 (fas, 16 rows × 64 keys per warp).</summary>
+    private const string FwdScores32 =
+        FwdScoresStart +
         "ldmatrix.sync.aligned.m8n8.x4.shared.b16 {fab0,fab1,fab2,fab3}, [t+1024];\n\t" +
         "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {fas8,fas9,fas10,fas11}, {faq0,faq1,faq2,faq3}, {fab0,fab1}, {fas8,fas9,fas10,fas11};\n\t" +
         "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {fas12,fas13,fas14,fas15}, {faq0,faq1,faq2,faq3}, {fab2,fab3}, {fas12,fas13,fas14,fas15};\n\t" +
@@ -96,115 +144,9 @@ public static partial class FlashAttentionTensorCore
         "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {fas28,fas29,fas30,fas31}, {faq4,faq5,faq6,faq7}, {fab2,fab3}, {fas28,fas29,fas30,fas31};\n\t" +
         "}";
 
-    /// <summary>hd 32: online softmax on S (%0 = scale·log2 e): new row max, P = 2^(s·%0 − m·%0) in fas, l and O rescaled.</summary>
-    private const string FwdSoftmax32 =
-        "{ .reg .f32 x0, x1, y, a0, a1, n0, n1;\n\t" +
-        "max.f32 x0, fas0, fas1; max.f32 x0, x0, fas4; max.f32 x0, x0, fas5; max.f32 x0, x0, fas8; max.f32 x0, x0, fas9; max.f32 x0, x0, fas12; max.f32 x0, x0, fas13; max.f32 x0, x0, fas16; max.f32 x0, x0, fas17; max.f32 x0, x0, fas20; max.f32 x0, x0, fas21; max.f32 x0, x0, fas24; max.f32 x0, x0, fas25; max.f32 x0, x0, fas28; max.f32 x0, x0, fas29;\n\t" +
-        "shfl.sync.bfly.b32 y, x0, 1, 31, 0xffffffff; max.f32 x0, x0, y; shfl.sync.bfly.b32 y, x0, 2, 31, 0xffffffff; max.f32 x0, x0, y;\n\t" +
-        "max.f32 x0, x0, fam0; mul.f32 n0, x0, %0; mul.f32 a0, fam0, %0; sub.f32 a0, a0, n0; ex2.approx.ftz.f32 a0, a0; mov.f32 fam0, x0; neg.f32 n0, n0;\n\t" +
-        "max.f32 x1, fas2, fas3; max.f32 x1, x1, fas6; max.f32 x1, x1, fas7; max.f32 x1, x1, fas10; max.f32 x1, x1, fas11; max.f32 x1, x1, fas14; max.f32 x1, x1, fas15; max.f32 x1, x1, fas18; max.f32 x1, x1, fas19; max.f32 x1, x1, fas22; max.f32 x1, x1, fas23; max.f32 x1, x1, fas26; max.f32 x1, x1, fas27; max.f32 x1, x1, fas30; max.f32 x1, x1, fas31;\n\t" +
-        "shfl.sync.bfly.b32 y, x1, 1, 31, 0xffffffff; max.f32 x1, x1, y; shfl.sync.bfly.b32 y, x1, 2, 31, 0xffffffff; max.f32 x1, x1, y;\n\t" +
-        "max.f32 x1, x1, fam1; mul.f32 n1, x1, %0; mul.f32 a1, fam1, %0; sub.f32 a1, a1, n1; ex2.approx.ftz.f32 a1, a1; mov.f32 fam1, x1; neg.f32 n1, n1;\n\t" +
-        "fma.rn.f32 fas0, fas0, %0, n0; ex2.approx.ftz.f32 fas0, fas0; fma.rn.f32 fas1, fas1, %0, n0; ex2.approx.ftz.f32 fas1, fas1; fma.rn.f32 fas2, fas2, %0, n1; ex2.approx.ftz.f32 fas2, fas2; fma.rn.f32 fas3, fas3, %0, n1; ex2.approx.ftz.f32 fas3, fas3;\n\t" +
-        "fma.rn.f32 fas4, fas4, %0, n0; ex2.approx.ftz.f32 fas4, fas4; fma.rn.f32 fas5, fas5, %0, n0; ex2.approx.ftz.f32 fas5, fas5; fma.rn.f32 fas6, fas6, %0, n1; ex2.approx.ftz.f32 fas6, fas6; fma.rn.f32 fas7, fas7, %0, n1; ex2.approx.ftz.f32 fas7, fas7;\n\t" +
-        "fma.rn.f32 fas8, fas8, %0, n0; ex2.approx.ftz.f32 fas8, fas8; fma.rn.f32 fas9, fas9, %0, n0; ex2.approx.ftz.f32 fas9, fas9; fma.rn.f32 fas10, fas10, %0, n1; ex2.approx.ftz.f32 fas10, fas10; fma.rn.f32 fas11, fas11, %0, n1; ex2.approx.ftz.f32 fas11, fas11;\n\t" +
-        "fma.rn.f32 fas12, fas12, %0, n0; ex2.approx.ftz.f32 fas12, fas12; fma.rn.f32 fas13, fas13, %0, n0; ex2.approx.ftz.f32 fas13, fas13; fma.rn.f32 fas14, fas14, %0, n1; ex2.approx.ftz.f32 fas14, fas14; fma.rn.f32 fas15, fas15, %0, n1; ex2.approx.ftz.f32 fas15, fas15;\n\t" +
-        "fma.rn.f32 fas16, fas16, %0, n0; ex2.approx.ftz.f32 fas16, fas16; fma.rn.f32 fas17, fas17, %0, n0; ex2.approx.ftz.f32 fas17, fas17; fma.rn.f32 fas18, fas18, %0, n1; ex2.approx.ftz.f32 fas18, fas18; fma.rn.f32 fas19, fas19, %0, n1; ex2.approx.ftz.f32 fas19, fas19;\n\t" +
-        "fma.rn.f32 fas20, fas20, %0, n0; ex2.approx.ftz.f32 fas20, fas20; fma.rn.f32 fas21, fas21, %0, n0; ex2.approx.ftz.f32 fas21, fas21; fma.rn.f32 fas22, fas22, %0, n1; ex2.approx.ftz.f32 fas22, fas22; fma.rn.f32 fas23, fas23, %0, n1; ex2.approx.ftz.f32 fas23, fas23;\n\t" +
-        "fma.rn.f32 fas24, fas24, %0, n0; ex2.approx.ftz.f32 fas24, fas24; fma.rn.f32 fas25, fas25, %0, n0; ex2.approx.ftz.f32 fas25, fas25; fma.rn.f32 fas26, fas26, %0, n1; ex2.approx.ftz.f32 fas26, fas26; fma.rn.f32 fas27, fas27, %0, n1; ex2.approx.ftz.f32 fas27, fas27;\n\t" +
-        "fma.rn.f32 fas28, fas28, %0, n0; ex2.approx.ftz.f32 fas28, fas28; fma.rn.f32 fas29, fas29, %0, n0; ex2.approx.ftz.f32 fas29, fas29; fma.rn.f32 fas30, fas30, %0, n1; ex2.approx.ftz.f32 fas30, fas30; fma.rn.f32 fas31, fas31, %0, n1; ex2.approx.ftz.f32 fas31, fas31;\n\t" +
-        "mul.f32 fal0, fal0, a0; add.f32 fal0, fal0, fas0; add.f32 fal0, fal0, fas1; add.f32 fal0, fal0, fas4; add.f32 fal0, fal0, fas5; add.f32 fal0, fal0, fas8; add.f32 fal0, fal0, fas9; add.f32 fal0, fal0, fas12; add.f32 fal0, fal0, fas13; add.f32 fal0, fal0, fas16; add.f32 fal0, fal0, fas17; add.f32 fal0, fal0, fas20; add.f32 fal0, fal0, fas21; add.f32 fal0, fal0, fas24; add.f32 fal0, fal0, fas25; add.f32 fal0, fal0, fas28; add.f32 fal0, fal0, fas29;\n\t" +
-        "mul.f32 fal1, fal1, a1; add.f32 fal1, fal1, fas2; add.f32 fal1, fal1, fas3; add.f32 fal1, fal1, fas6; add.f32 fal1, fal1, fas7; add.f32 fal1, fal1, fas10; add.f32 fal1, fal1, fas11; add.f32 fal1, fal1, fas14; add.f32 fal1, fal1, fas15; add.f32 fal1, fal1, fas18; add.f32 fal1, fal1, fas19; add.f32 fal1, fal1, fas22; add.f32 fal1, fal1, fas23; add.f32 fal1, fal1, fas26; add.f32 fal1, fal1, fas27; add.f32 fal1, fal1, fas30; add.f32 fal1, fal1, fas31;\n\t" +
-        "mul.f32 fao0, fao0, a0; mul.f32 fao1, fao1, a0; mul.f32 fao2, fao2, a1; mul.f32 fao3, fao3, a1;\n\t" +
-        "mul.f32 fao4, fao4, a0; mul.f32 fao5, fao5, a0; mul.f32 fao6, fao6, a1; mul.f32 fao7, fao7, a1;\n\t" +
-        "mul.f32 fao8, fao8, a0; mul.f32 fao9, fao9, a0; mul.f32 fao10, fao10, a1; mul.f32 fao11, fao11, a1;\n\t" +
-        "mul.f32 fao12, fao12, a0; mul.f32 fao13, fao13, a0; mul.f32 fao14, fao14, a1; mul.f32 fao15, fao15, a1;\n\t" +
-        "}";
-
-    /// <summary>hd 32: O += P·V, P rounded to bf16 A-fragments from fas, V by ldmatrix.trans from stage %0.</summary>
-    private const string FwdPv32 =
-        "{ .reg .u32 t0; .reg .u32 t1;\n\t" +
-        "add.u32 t0, fav0, %0; add.u32 t1, fav1, %0;\n\t" +
-        "cvt.rn.bf16x2.f32 fap0, fas1, fas0; cvt.rn.bf16x2.f32 fap1, fas3, fas2; cvt.rn.bf16x2.f32 fap2, fas5, fas4; cvt.rn.bf16x2.f32 fap3, fas7, fas6;\n\t" +
-        "ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {fab0,fab1,fab2,fab3}, [t0+0];\n\t" +
-        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {fao0,fao1,fao2,fao3}, {fap0,fap1,fap2,fap3}, {fab0,fab1}, {fao0,fao1,fao2,fao3};\n\t" +
-        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {fao4,fao5,fao6,fao7}, {fap0,fap1,fap2,fap3}, {fab2,fab3}, {fao4,fao5,fao6,fao7};\n\t" +
-        "ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {fab0,fab1,fab2,fab3}, [t1+0];\n\t" +
-        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {fao8,fao9,fao10,fao11}, {fap0,fap1,fap2,fap3}, {fab0,fab1}, {fao8,fao9,fao10,fao11};\n\t" +
-        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {fao12,fao13,fao14,fao15}, {fap0,fap1,fap2,fap3}, {fab2,fab3}, {fao12,fao13,fao14,fao15};\n\t" +
-        "cvt.rn.bf16x2.f32 fap0, fas9, fas8; cvt.rn.bf16x2.f32 fap1, fas11, fas10; cvt.rn.bf16x2.f32 fap2, fas13, fas12; cvt.rn.bf16x2.f32 fap3, fas15, fas14;\n\t" +
-        "ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {fab0,fab1,fab2,fab3}, [t0+1024];\n\t" +
-        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {fao0,fao1,fao2,fao3}, {fap0,fap1,fap2,fap3}, {fab0,fab1}, {fao0,fao1,fao2,fao3};\n\t" +
-        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {fao4,fao5,fao6,fao7}, {fap0,fap1,fap2,fap3}, {fab2,fab3}, {fao4,fao5,fao6,fao7};\n\t" +
-        "ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {fab0,fab1,fab2,fab3}, [t1+1024];\n\t" +
-        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {fao8,fao9,fao10,fao11}, {fap0,fap1,fap2,fap3}, {fab0,fab1}, {fao8,fao9,fao10,fao11};\n\t" +
-        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {fao12,fao13,fao14,fao15}, {fap0,fap1,fap2,fap3}, {fab2,fab3}, {fao12,fao13,fao14,fao15};\n\t" +
-        "cvt.rn.bf16x2.f32 fap0, fas17, fas16; cvt.rn.bf16x2.f32 fap1, fas19, fas18; cvt.rn.bf16x2.f32 fap2, fas21, fas20; cvt.rn.bf16x2.f32 fap3, fas23, fas22;\n\t" +
-        "ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {fab0,fab1,fab2,fab3}, [t0+2048];\n\t" +
-        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {fao0,fao1,fao2,fao3}, {fap0,fap1,fap2,fap3}, {fab0,fab1}, {fao0,fao1,fao2,fao3};\n\t" +
-        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {fao4,fao5,fao6,fao7}, {fap0,fap1,fap2,fap3}, {fab2,fab3}, {fao4,fao5,fao6,fao7};\n\t" +
-        "ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {fab0,fab1,fab2,fab3}, [t1+2048];\n\t" +
-        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {fao8,fao9,fao10,fao11}, {fap0,fap1,fap2,fap3}, {fab0,fab1}, {fao8,fao9,fao10,fao11};\n\t" +
-        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {fao12,fao13,fao14,fao15}, {fap0,fap1,fap2,fap3}, {fab2,fab3}, {fao12,fao13,fao14,fao15};\n\t" +
-        "cvt.rn.bf16x2.f32 fap0, fas25, fas24; cvt.rn.bf16x2.f32 fap1, fas27, fas26; cvt.rn.bf16x2.f32 fap2, fas29, fas28; cvt.rn.bf16x2.f32 fap3, fas31, fas30;\n\t" +
-        "ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {fab0,fab1,fab2,fab3}, [t0+3072];\n\t" +
-        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {fao0,fao1,fao2,fao3}, {fap0,fap1,fap2,fap3}, {fab0,fab1}, {fao0,fao1,fao2,fao3};\n\t" +
-        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {fao4,fao5,fao6,fao7}, {fap0,fap1,fap2,fap3}, {fab2,fab3}, {fao4,fao5,fao6,fao7};\n\t" +
-        "ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {fab0,fab1,fab2,fab3}, [t1+3072];\n\t" +
-        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {fao8,fao9,fao10,fao11}, {fap0,fap1,fap2,fap3}, {fab0,fab1}, {fao8,fao9,fao10,fao11};\n\t" +
-        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {fao12,fao13,fao14,fao15}, {fap0,fap1,fap2,fap3}, {fab2,fab3}, {fao12,fao13,fao14,fao15};\n\t" +
-        "}";
-
-    /// <summary>hd 32: l summed over the row's 4 lanes, y = O/l stored as bf16 pairs at %0 (row g) and %0 + %1 (row g + 8) where %2, %3 ≠ 0.</summary>
-    private const string FwdFinish32 =
-        "{ .reg .f32 y, i0, i1; .reg .b32 w; .reg .u64 a1; .reg .pred p0, p1;\n\t" +
-        "shfl.sync.bfly.b32 y, fal0, 1, 31, 0xffffffff; add.f32 fal0, fal0, y; shfl.sync.bfly.b32 y, fal0, 2, 31, 0xffffffff; add.f32 fal0, fal0, y;\n\t" +
-        "shfl.sync.bfly.b32 y, fal1, 1, 31, 0xffffffff; add.f32 fal1, fal1, y; shfl.sync.bfly.b32 y, fal1, 2, 31, 0xffffffff; add.f32 fal1, fal1, y;\n\t" +
-        "rcp.rn.f32 i0, fal0; rcp.rn.f32 i1, fal1; setp.ne.s32 p0, %2, 0; setp.ne.s32 p1, %3, 0; add.u64 a1, %0, %1;\n\t" +
-        "mul.f32 fao0, fao0, i0; mul.f32 fao1, fao1, i0; cvt.rn.bf16x2.f32 w, fao1, fao0; @p0 st.global.b32 [%0+0], w;\n\t" +
-        "mul.f32 fao2, fao2, i1; mul.f32 fao3, fao3, i1; cvt.rn.bf16x2.f32 w, fao3, fao2; @p1 st.global.b32 [a1+0], w;\n\t" +
-        "mul.f32 fao4, fao4, i0; mul.f32 fao5, fao5, i0; cvt.rn.bf16x2.f32 w, fao5, fao4; @p0 st.global.b32 [%0+16], w;\n\t" +
-        "mul.f32 fao6, fao6, i1; mul.f32 fao7, fao7, i1; cvt.rn.bf16x2.f32 w, fao7, fao6; @p1 st.global.b32 [a1+16], w;\n\t" +
-        "mul.f32 fao8, fao8, i0; mul.f32 fao9, fao9, i0; cvt.rn.bf16x2.f32 w, fao9, fao8; @p0 st.global.b32 [%0+32], w;\n\t" +
-        "mul.f32 fao10, fao10, i1; mul.f32 fao11, fao11, i1; cvt.rn.bf16x2.f32 w, fao11, fao10; @p1 st.global.b32 [a1+32], w;\n\t" +
-        "mul.f32 fao12, fao12, i0; mul.f32 fao13, fao13, i0; cvt.rn.bf16x2.f32 w, fao13, fao12; @p0 st.global.b32 [%0+48], w;\n\t" +
-        "mul.f32 fao14, fao14, i1; mul.f32 fao15, fao15, i1; cvt.rn.bf16x2.f32 w, fao15, fao14; @p1 st.global.b32 [a1+48], w;\n\t" +
-        "}";
-
-    /// <summary>hd 64: shared memory, named registers, this lane's K/V ldmatrix addresses in stage 0 (%0.. offsets from the base), O = 0, m = −1e30, l = 0.</summary>
-    private const string FwdDeclare64 =
-        ".shared .align 128 .b8 memopt_fa_smem[40960];\n\t" +
-        ".reg .b32 faq<16>; .reg .f32 fas<32>; .reg .f32 fao<32>; .reg .f32 fam<2>; .reg .f32 fal<2>;\n\t" +
-        ".reg .b32 fab<4>; .reg .b32 fap<4>; .reg .u32 tcsb; .reg .u32 fak<4>; .reg .u32 fav<4>;\n\t" +
-        "mov.u32 tcsb, memopt_fa_smem;\n\t" +
-        "add.u32 fak0, tcsb, %0; add.u32 fak1, tcsb, %1; add.u32 fak2, tcsb, %2; add.u32 fak3, tcsb, %3;\n\t" +
-        "add.u32 fav0, tcsb, %4; add.u32 fav1, tcsb, %5; add.u32 fav2, tcsb, %6; add.u32 fav3, tcsb, %7;\n\t" +
-        "mov.f32 fao0, 0f00000000; mov.f32 fao1, 0f00000000; mov.f32 fao2, 0f00000000; mov.f32 fao3, 0f00000000; mov.f32 fao4, 0f00000000; mov.f32 fao5, 0f00000000; mov.f32 fao6, 0f00000000; mov.f32 fao7, 0f00000000;\n\t" +
-        "mov.f32 fao8, 0f00000000; mov.f32 fao9, 0f00000000; mov.f32 fao10, 0f00000000; mov.f32 fao11, 0f00000000; mov.f32 fao12, 0f00000000; mov.f32 fao13, 0f00000000; mov.f32 fao14, 0f00000000; mov.f32 fao15, 0f00000000;\n\t" +
-        "mov.f32 fao16, 0f00000000; mov.f32 fao17, 0f00000000; mov.f32 fao18, 0f00000000; mov.f32 fao19, 0f00000000; mov.f32 fao20, 0f00000000; mov.f32 fao21, 0f00000000; mov.f32 fao22, 0f00000000; mov.f32 fao23, 0f00000000;\n\t" +
-        "mov.f32 fao24, 0f00000000; mov.f32 fao25, 0f00000000; mov.f32 fao26, 0f00000000; mov.f32 fao27, 0f00000000; mov.f32 fao28, 0f00000000; mov.f32 fao29, 0f00000000; mov.f32 fao30, 0f00000000; mov.f32 fao31, 0f00000000;\n\t" +
-        "mov.f32 fam0, 0fF149F2CA; mov.f32 fam1, 0fF149F2CA; mov.f32 fal0, 0f00000000; mov.f32 fal1, 0f00000000;";
-
-    /// <summary>hd 64: this warp's Q A-fragments (faq) from the Q tile (%k: lane offset of k16 step k).</summary>
-    private const string FwdLoadQ64 =
-        "{ .reg .u32 t;\n\t" +
-        "add.u32 t, tcsb, %0; ldmatrix.sync.aligned.m8n8.x4.shared.b16 {faq0,faq1,faq2,faq3}, [t];\n\t" +
-        "add.u32 t, tcsb, %1; ldmatrix.sync.aligned.m8n8.x4.shared.b16 {faq4,faq5,faq6,faq7}, [t];\n\t" +
-        "add.u32 t, tcsb, %2; ldmatrix.sync.aligned.m8n8.x4.shared.b16 {faq8,faq9,faq10,faq11}, [t];\n\t" +
-        "add.u32 t, tcsb, %3; ldmatrix.sync.aligned.m8n8.x4.shared.b16 {faq12,faq13,faq14,faq15}, [t];\n\t" +
-        "}";
-
     /// <summary>hd 64: S = Q·Kᵀ for the key tile in stage %0 (fas, 16 rows × 64 keys per warp).</summary>
     private const string FwdScores64 =
-        "{ .reg .u32 t;\n\t" +
-        "mov.f32 fas0, 0f00000000; mov.f32 fas1, 0f00000000; mov.f32 fas2, 0f00000000; mov.f32 fas3, 0f00000000; mov.f32 fas4, 0f00000000; mov.f32 fas5, 0f00000000; mov.f32 fas6, 0f00000000; mov.f32 fas7, 0f00000000;\n\t" +
-        "mov.f32 fas8, 0f00000000; mov.f32 fas9, 0f00000000; mov.f32 fas10, 0f00000000; mov.f32 fas11, 0f00000000; mov.f32 fas12, 0f00000000; mov.f32 fas13, 0f00000000; mov.f32 fas14, 0f00000000; mov.f32 fas15, 0f00000000;\n\t" +
-        "mov.f32 fas16, 0f00000000; mov.f32 fas17, 0f00000000; mov.f32 fas18, 0f00000000; mov.f32 fas19, 0f00000000; mov.f32 fas20, 0f00000000; mov.f32 fas21, 0f00000000; mov.f32 fas22, 0f00000000; mov.f32 fas23, 0f00000000;\n\t" +
-        "mov.f32 fas24, 0f00000000; mov.f32 fas25, 0f00000000; mov.f32 fas26, 0f00000000; mov.f32 fas27, 0f00000000; mov.f32 fas28, 0f00000000; mov.f32 fas29, 0f00000000; mov.f32 fas30, 0f00000000; mov.f32 fas31, 0f00000000;\n\t" +
-        "add.u32 t, fak0, %0;\n\t" +
-        "ldmatrix.sync.aligned.m8n8.x4.shared.b16 {fab0,fab1,fab2,fab3}, [t+0];\n\t" +
-        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {fas0,fas1,fas2,fas3}, {faq0,faq1,faq2,faq3}, {fab0,fab1}, {fas0,fas1,fas2,fas3};\n\t" +
-        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {fas4,fas5,fas6,fas7}, {faq0,faq1,faq2,faq3}, {fab2,fab3}, {fas4,fas5,fas6,fas7};\n\t" +
+        FwdScoresStart +
         "ldmatrix.sync.aligned.m8n8.x4.shared.b16 {fab0,fab1,fab2,fab3}, [t+2048];\n\t" +
         "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {fas8,fas9,fas10,fas11}, {faq0,faq1,faq2,faq3}, {fab0,fab1}, {fas8,fas9,fas10,fas11};\n\t" +
         "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {fas12,fas13,fas14,fas15}, {faq0,faq1,faq2,faq3}, {fab2,fab3}, {fas12,fas13,fas14,fas15};\n\t" +
@@ -255,8 +197,8 @@ public static partial class FlashAttentionTensorCore
         "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {fas28,fas29,fas30,fas31}, {faq12,faq13,faq14,faq15}, {fab2,fab3}, {fas28,fas29,fas30,fas31};\n\t" +
         "}";
 
-    /// <summary>hd 64: online softmax on S (%0 = scale·log2 e): new row max, P = 2^(s·%0 − m·%0) in fas, l and O rescaled.</summary>
-    private const string FwdSoftmax64 =
+    /// <summary>The lines FwdSoftmax32 and FwdSoftmax64 start with.</summary>
+    private const string FwdSoftmaxStart =
         "{ .reg .f32 x0, x1, y, a0, a1, n0, n1;\n\t" +
         "max.f32 x0, fas0, fas1; max.f32 x0, x0, fas4; max.f32 x0, x0, fas5; max.f32 x0, x0, fas8; max.f32 x0, x0, fas9; max.f32 x0, x0, fas12; max.f32 x0, x0, fas13; max.f32 x0, x0, fas16; max.f32 x0, x0, fas17; max.f32 x0, x0, fas20; max.f32 x0, x0, fas21; max.f32 x0, x0, fas24; max.f32 x0, x0, fas25; max.f32 x0, x0, fas28; max.f32 x0, x0, fas29;\n\t" +
         "shfl.sync.bfly.b32 y, x0, 1, 31, 0xffffffff; max.f32 x0, x0, y; shfl.sync.bfly.b32 y, x0, 2, 31, 0xffffffff; max.f32 x0, x0, y;\n\t" +
@@ -277,11 +219,54 @@ public static partial class FlashAttentionTensorCore
         "mul.f32 fao0, fao0, a0; mul.f32 fao1, fao1, a0; mul.f32 fao2, fao2, a1; mul.f32 fao3, fao3, a1;\n\t" +
         "mul.f32 fao4, fao4, a0; mul.f32 fao5, fao5, a0; mul.f32 fao6, fao6, a1; mul.f32 fao7, fao7, a1;\n\t" +
         "mul.f32 fao8, fao8, a0; mul.f32 fao9, fao9, a0; mul.f32 fao10, fao10, a1; mul.f32 fao11, fao11, a1;\n\t" +
-        "mul.f32 fao12, fao12, a0; mul.f32 fao13, fao13, a0; mul.f32 fao14, fao14, a1; mul.f32 fao15, fao15, a1;\n\t" +
+        "mul.f32 fao12, fao12, a0; mul.f32 fao13, fao13, a0; mul.f32 fao14, fao14, a1; mul.f32 fao15, fao15, a1;\n\t";
+
+    /// <summary>hd 32: online softmax on S (%0 = scale·log2 e): new row max, P = 2^(s·%0 − m·%0) in fas, l and O rescaled.</summary>
+    private const string FwdSoftmax32 =
+        FwdSoftmaxStart +
+        "}";
+
+    /// <summary>hd 64: online softmax on S (%0 = scale·log2 e): new row max, P = 2^(s·%0 − m·%0) in fas, l and O rescaled.</summary>
+    private const string FwdSoftmax64 =
+        FwdSoftmaxStart +
         "mul.f32 fao16, fao16, a0; mul.f32 fao17, fao17, a0; mul.f32 fao18, fao18, a1; mul.f32 fao19, fao19, a1;\n\t" +
         "mul.f32 fao20, fao20, a0; mul.f32 fao21, fao21, a0; mul.f32 fao22, fao22, a1; mul.f32 fao23, fao23, a1;\n\t" +
         "mul.f32 fao24, fao24, a0; mul.f32 fao25, fao25, a0; mul.f32 fao26, fao26, a1; mul.f32 fao27, fao27, a1;\n\t" +
         "mul.f32 fao28, fao28, a0; mul.f32 fao29, fao29, a0; mul.f32 fao30, fao30, a1; mul.f32 fao31, fao31, a1;\n\t" +
+        "}";
+
+    /// <summary>hd 32: O += P·V, P rounded to bf16 A-fragments from fas, V by ldmatrix.trans from stage %0.</summary>
+    private const string FwdPv32 =
+        "{ .reg .u32 t0; .reg .u32 t1;\n\t" +
+        "add.u32 t0, fav0, %0; add.u32 t1, fav1, %0;\n\t" +
+        "cvt.rn.bf16x2.f32 fap0, fas1, fas0; cvt.rn.bf16x2.f32 fap1, fas3, fas2; cvt.rn.bf16x2.f32 fap2, fas5, fas4; cvt.rn.bf16x2.f32 fap3, fas7, fas6;\n\t" +
+        "ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {fab0,fab1,fab2,fab3}, [t0+0];\n\t" +
+        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {fao0,fao1,fao2,fao3}, {fap0,fap1,fap2,fap3}, {fab0,fab1}, {fao0,fao1,fao2,fao3};\n\t" +
+        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {fao4,fao5,fao6,fao7}, {fap0,fap1,fap2,fap3}, {fab2,fab3}, {fao4,fao5,fao6,fao7};\n\t" +
+        "ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {fab0,fab1,fab2,fab3}, [t1+0];\n\t" +
+        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {fao8,fao9,fao10,fao11}, {fap0,fap1,fap2,fap3}, {fab0,fab1}, {fao8,fao9,fao10,fao11};\n\t" +
+        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {fao12,fao13,fao14,fao15}, {fap0,fap1,fap2,fap3}, {fab2,fab3}, {fao12,fao13,fao14,fao15};\n\t" +
+        "cvt.rn.bf16x2.f32 fap0, fas9, fas8; cvt.rn.bf16x2.f32 fap1, fas11, fas10; cvt.rn.bf16x2.f32 fap2, fas13, fas12; cvt.rn.bf16x2.f32 fap3, fas15, fas14;\n\t" +
+        "ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {fab0,fab1,fab2,fab3}, [t0+1024];\n\t" +
+        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {fao0,fao1,fao2,fao3}, {fap0,fap1,fap2,fap3}, {fab0,fab1}, {fao0,fao1,fao2,fao3};\n\t" +
+        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {fao4,fao5,fao6,fao7}, {fap0,fap1,fap2,fap3}, {fab2,fab3}, {fao4,fao5,fao6,fao7};\n\t" +
+        "ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {fab0,fab1,fab2,fab3}, [t1+1024];\n\t" +
+        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {fao8,fao9,fao10,fao11}, {fap0,fap1,fap2,fap3}, {fab0,fab1}, {fao8,fao9,fao10,fao11};\n\t" +
+        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {fao12,fao13,fao14,fao15}, {fap0,fap1,fap2,fap3}, {fab2,fab3}, {fao12,fao13,fao14,fao15};\n\t" +
+        "cvt.rn.bf16x2.f32 fap0, fas17, fas16; cvt.rn.bf16x2.f32 fap1, fas19, fas18; cvt.rn.bf16x2.f32 fap2, fas21, fas20; cvt.rn.bf16x2.f32 fap3, fas23, fas22;\n\t" +
+        "ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {fab0,fab1,fab2,fab3}, [t0+2048];\n\t" +
+        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {fao0,fao1,fao2,fao3}, {fap0,fap1,fap2,fap3}, {fab0,fab1}, {fao0,fao1,fao2,fao3};\n\t" +
+        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {fao4,fao5,fao6,fao7}, {fap0,fap1,fap2,fap3}, {fab2,fab3}, {fao4,fao5,fao6,fao7};\n\t" +
+        "ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {fab0,fab1,fab2,fab3}, [t1+2048];\n\t" +
+        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {fao8,fao9,fao10,fao11}, {fap0,fap1,fap2,fap3}, {fab0,fab1}, {fao8,fao9,fao10,fao11};\n\t" +
+        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {fao12,fao13,fao14,fao15}, {fap0,fap1,fap2,fap3}, {fab2,fab3}, {fao12,fao13,fao14,fao15};\n\t" +
+        "cvt.rn.bf16x2.f32 fap0, fas25, fas24; cvt.rn.bf16x2.f32 fap1, fas27, fas26; cvt.rn.bf16x2.f32 fap2, fas29, fas28; cvt.rn.bf16x2.f32 fap3, fas31, fas30;\n\t" +
+        "ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {fab0,fab1,fab2,fab3}, [t0+3072];\n\t" +
+        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {fao0,fao1,fao2,fao3}, {fap0,fap1,fap2,fap3}, {fab0,fab1}, {fao0,fao1,fao2,fao3};\n\t" +
+        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {fao4,fao5,fao6,fao7}, {fap0,fap1,fap2,fap3}, {fab2,fab3}, {fao4,fao5,fao6,fao7};\n\t" +
+        "ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {fab0,fab1,fab2,fab3}, [t1+3072];\n\t" +
+        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {fao8,fao9,fao10,fao11}, {fap0,fap1,fap2,fap3}, {fab0,fab1}, {fao8,fao9,fao10,fao11};\n\t" +
+        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {fao12,fao13,fao14,fao15}, {fap0,fap1,fap2,fap3}, {fab2,fab3}, {fao12,fao13,fao14,fao15};\n\t" +
         "}";
 
     /// <summary>hd 64: O += P·V, P rounded to bf16 A-fragments from fas, V by ldmatrix.trans from stage %0.</summary>
@@ -342,8 +327,8 @@ public static partial class FlashAttentionTensorCore
         "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {fao28,fao29,fao30,fao31}, {fap0,fap1,fap2,fap3}, {fab2,fab3}, {fao28,fao29,fao30,fao31};\n\t" +
         "}";
 
-    /// <summary>hd 64: l summed over the row's 4 lanes, y = O/l stored as bf16 pairs at %0 (row g) and %0 + %1 (row g + 8) where %2, %3 ≠ 0.</summary>
-    private const string FwdFinish64 =
+    /// <summary>The lines FwdFinish32 and FwdFinish64 start with.</summary>
+    private const string FwdFinishStart =
         "{ .reg .f32 y, i0, i1; .reg .b32 w; .reg .u64 a1; .reg .pred p0, p1;\n\t" +
         "shfl.sync.bfly.b32 y, fal0, 1, 31, 0xffffffff; add.f32 fal0, fal0, y; shfl.sync.bfly.b32 y, fal0, 2, 31, 0xffffffff; add.f32 fal0, fal0, y;\n\t" +
         "shfl.sync.bfly.b32 y, fal1, 1, 31, 0xffffffff; add.f32 fal1, fal1, y; shfl.sync.bfly.b32 y, fal1, 2, 31, 0xffffffff; add.f32 fal1, fal1, y;\n\t" +
@@ -355,7 +340,16 @@ public static partial class FlashAttentionTensorCore
         "mul.f32 fao8, fao8, i0; mul.f32 fao9, fao9, i0; cvt.rn.bf16x2.f32 w, fao9, fao8; @p0 st.global.b32 [%0+32], w;\n\t" +
         "mul.f32 fao10, fao10, i1; mul.f32 fao11, fao11, i1; cvt.rn.bf16x2.f32 w, fao11, fao10; @p1 st.global.b32 [a1+32], w;\n\t" +
         "mul.f32 fao12, fao12, i0; mul.f32 fao13, fao13, i0; cvt.rn.bf16x2.f32 w, fao13, fao12; @p0 st.global.b32 [%0+48], w;\n\t" +
-        "mul.f32 fao14, fao14, i1; mul.f32 fao15, fao15, i1; cvt.rn.bf16x2.f32 w, fao15, fao14; @p1 st.global.b32 [a1+48], w;\n\t" +
+        "mul.f32 fao14, fao14, i1; mul.f32 fao15, fao15, i1; cvt.rn.bf16x2.f32 w, fao15, fao14; @p1 st.global.b32 [a1+48], w;\n\t";
+
+    /// <summary>hd 32: l summed over the row's 4 lanes, y = O/l stored as bf16 pairs at %0 (row g) and %0 + %1 (row g + 8) where %2, %3 ≠ 0.</summary>
+    private const string FwdFinish32 =
+        FwdFinishStart +
+        "}";
+
+    /// <summary>hd 64: l summed over the row's 4 lanes, y = O/l stored as bf16 pairs at %0 (row g) and %0 + %1 (row g + 8) where %2, %3 ≠ 0.</summary>
+    private const string FwdFinish64 =
+        FwdFinishStart +
         "mul.f32 fao16, fao16, i0; mul.f32 fao17, fao17, i0; cvt.rn.bf16x2.f32 w, fao17, fao16; @p0 st.global.b32 [%0+64], w;\n\t" +
         "mul.f32 fao18, fao18, i1; mul.f32 fao19, fao19, i1; cvt.rn.bf16x2.f32 w, fao19, fao18; @p1 st.global.b32 [a1+64], w;\n\t" +
         "mul.f32 fao20, fao20, i0; mul.f32 fao21, fao21, i0; cvt.rn.bf16x2.f32 w, fao21, fao20; @p0 st.global.b32 [%0+80], w;\n\t" +
@@ -364,49 +358,6 @@ public static partial class FlashAttentionTensorCore
         "mul.f32 fao26, fao26, i1; mul.f32 fao27, fao27, i1; cvt.rn.bf16x2.f32 w, fao27, fao26; @p1 st.global.b32 [a1+96], w;\n\t" +
         "mul.f32 fao28, fao28, i0; mul.f32 fao29, fao29, i0; cvt.rn.bf16x2.f32 w, fao29, fao28; @p0 st.global.b32 [%0+112], w;\n\t" +
         "mul.f32 fao30, fao30, i1; mul.f32 fao31, fao31, i1; cvt.rn.bf16x2.f32 w, fao31, fao30; @p1 st.global.b32 [a1+112], w;\n\t" +
-        "}";
-
-    /// <summary>Scores outside the visible band (0 ≤ query − key &lt; W; %0 = this lane's query − key of fbs0, %1 = W) become −∞.</summary>
-    private const string BwdMask =
-        "{ .reg .s32 d; .reg .pred p;\n\t" +
-        "add.s32 d, %0, 0; setp.lt.u32 p, d, %1; selp.f32 fbs0, fbs0, 0fFF800000, p; add.s32 d, %0, 1; setp.lt.u32 p, d, %1; selp.f32 fbs1, fbs1, 0fFF800000, p; add.s32 d, %0, -8; setp.lt.u32 p, d, %1; selp.f32 fbs2, fbs2, 0fFF800000, p; add.s32 d, %0, -7; setp.lt.u32 p, d, %1; selp.f32 fbs3, fbs3, 0fFF800000, p;\n\t" +
-        "add.s32 d, %0, 8; setp.lt.u32 p, d, %1; selp.f32 fbs4, fbs4, 0fFF800000, p; add.s32 d, %0, 9; setp.lt.u32 p, d, %1; selp.f32 fbs5, fbs5, 0fFF800000, p; add.s32 d, %0, 0; setp.lt.u32 p, d, %1; selp.f32 fbs6, fbs6, 0fFF800000, p; add.s32 d, %0, 1; setp.lt.u32 p, d, %1; selp.f32 fbs7, fbs7, 0fFF800000, p;\n\t" +
-        "add.s32 d, %0, 16; setp.lt.u32 p, d, %1; selp.f32 fbs8, fbs8, 0fFF800000, p; add.s32 d, %0, 17; setp.lt.u32 p, d, %1; selp.f32 fbs9, fbs9, 0fFF800000, p; add.s32 d, %0, 8; setp.lt.u32 p, d, %1; selp.f32 fbs10, fbs10, 0fFF800000, p; add.s32 d, %0, 9; setp.lt.u32 p, d, %1; selp.f32 fbs11, fbs11, 0fFF800000, p;\n\t" +
-        "add.s32 d, %0, 24; setp.lt.u32 p, d, %1; selp.f32 fbs12, fbs12, 0fFF800000, p; add.s32 d, %0, 25; setp.lt.u32 p, d, %1; selp.f32 fbs13, fbs13, 0fFF800000, p; add.s32 d, %0, 16; setp.lt.u32 p, d, %1; selp.f32 fbs14, fbs14, 0fFF800000, p; add.s32 d, %0, 17; setp.lt.u32 p, d, %1; selp.f32 fbs15, fbs15, 0fFF800000, p;\n\t" +
-        "}";
-
-    /// <summary>P = 2^(s·%0 − L·log2 e) in fbs and dS = P ∘ (dP − D) in fbd; %1 = this lane's offset of −L·log2 e in shared memory (D 256 bytes further).</summary>
-    private const string BwdProbs =
-        "{ .reg .u32 t; .reg .f32 l0, l1, e0, e1, x; add.u32 t, tcsb, %1;\n\t" +
-        "ld.shared.v2.f32 {l0, l1}, [t+0]; ld.shared.v2.f32 {e0, e1}, [t+256];\n\t" +
-        "fma.rn.f32 fbs0, fbs0, %0, l0; ex2.approx.ftz.f32 fbs0, fbs0; sub.f32 x, fbd0, e0; mul.f32 fbd0, fbs0, x;\n\t" +
-        "fma.rn.f32 fbs1, fbs1, %0, l1; ex2.approx.ftz.f32 fbs1, fbs1; sub.f32 x, fbd1, e1; mul.f32 fbd1, fbs1, x;\n\t" +
-        "fma.rn.f32 fbs2, fbs2, %0, l0; ex2.approx.ftz.f32 fbs2, fbs2; sub.f32 x, fbd2, e0; mul.f32 fbd2, fbs2, x;\n\t" +
-        "fma.rn.f32 fbs3, fbs3, %0, l1; ex2.approx.ftz.f32 fbs3, fbs3; sub.f32 x, fbd3, e1; mul.f32 fbd3, fbs3, x;\n\t" +
-        "ld.shared.v2.f32 {l0, l1}, [t+32]; ld.shared.v2.f32 {e0, e1}, [t+288];\n\t" +
-        "fma.rn.f32 fbs4, fbs4, %0, l0; ex2.approx.ftz.f32 fbs4, fbs4; sub.f32 x, fbd4, e0; mul.f32 fbd4, fbs4, x;\n\t" +
-        "fma.rn.f32 fbs5, fbs5, %0, l1; ex2.approx.ftz.f32 fbs5, fbs5; sub.f32 x, fbd5, e1; mul.f32 fbd5, fbs5, x;\n\t" +
-        "fma.rn.f32 fbs6, fbs6, %0, l0; ex2.approx.ftz.f32 fbs6, fbs6; sub.f32 x, fbd6, e0; mul.f32 fbd6, fbs6, x;\n\t" +
-        "fma.rn.f32 fbs7, fbs7, %0, l1; ex2.approx.ftz.f32 fbs7, fbs7; sub.f32 x, fbd7, e1; mul.f32 fbd7, fbs7, x;\n\t" +
-        "ld.shared.v2.f32 {l0, l1}, [t+64]; ld.shared.v2.f32 {e0, e1}, [t+320];\n\t" +
-        "fma.rn.f32 fbs8, fbs8, %0, l0; ex2.approx.ftz.f32 fbs8, fbs8; sub.f32 x, fbd8, e0; mul.f32 fbd8, fbs8, x;\n\t" +
-        "fma.rn.f32 fbs9, fbs9, %0, l1; ex2.approx.ftz.f32 fbs9, fbs9; sub.f32 x, fbd9, e1; mul.f32 fbd9, fbs9, x;\n\t" +
-        "fma.rn.f32 fbs10, fbs10, %0, l0; ex2.approx.ftz.f32 fbs10, fbs10; sub.f32 x, fbd10, e0; mul.f32 fbd10, fbs10, x;\n\t" +
-        "fma.rn.f32 fbs11, fbs11, %0, l1; ex2.approx.ftz.f32 fbs11, fbs11; sub.f32 x, fbd11, e1; mul.f32 fbd11, fbs11, x;\n\t" +
-        "ld.shared.v2.f32 {l0, l1}, [t+96]; ld.shared.v2.f32 {e0, e1}, [t+352];\n\t" +
-        "fma.rn.f32 fbs12, fbs12, %0, l0; ex2.approx.ftz.f32 fbs12, fbs12; sub.f32 x, fbd12, e0; mul.f32 fbd12, fbs12, x;\n\t" +
-        "fma.rn.f32 fbs13, fbs13, %0, l1; ex2.approx.ftz.f32 fbs13, fbs13; sub.f32 x, fbd13, e1; mul.f32 fbd13, fbs13, x;\n\t" +
-        "fma.rn.f32 fbs14, fbs14, %0, l0; ex2.approx.ftz.f32 fbs14, fbs14; sub.f32 x, fbd14, e0; mul.f32 fbd14, fbs14, x;\n\t" +
-        "fma.rn.f32 fbs15, fbs15, %0, l1; ex2.approx.ftz.f32 fbs15, fbs15; sub.f32 x, fbd15, e1; mul.f32 fbd15, fbs15, x;\n\t" +
-        "}";
-
-    /// <summary>dSᵀ (fbd) rounded to bf16 into the shared dSᵀ tile: %0 = this lane's row offset (row g; g + 8 is 1024 bytes further), %1 = g XOR the half's first chunk.</summary>
-    private const string BwdStoreDs =
-        "{ .reg .u32 a, x; .reg .b32 w; add.u32 a, tcsb, %0;\n\t" +
-        "xor.b32 x, %1, 0; shl.b32 x, x, 4; add.u32 x, x, a; cvt.rn.bf16x2.f32 w, fbd1, fbd0; st.shared.b32 [x], w; cvt.rn.bf16x2.f32 w, fbd3, fbd2; st.shared.b32 [x+1024], w;\n\t" +
-        "xor.b32 x, %1, 1; shl.b32 x, x, 4; add.u32 x, x, a; cvt.rn.bf16x2.f32 w, fbd5, fbd4; st.shared.b32 [x], w; cvt.rn.bf16x2.f32 w, fbd7, fbd6; st.shared.b32 [x+1024], w;\n\t" +
-        "xor.b32 x, %1, 2; shl.b32 x, x, 4; add.u32 x, x, a; cvt.rn.bf16x2.f32 w, fbd9, fbd8; st.shared.b32 [x], w; cvt.rn.bf16x2.f32 w, fbd11, fbd10; st.shared.b32 [x+1024], w;\n\t" +
-        "xor.b32 x, %1, 3; shl.b32 x, x, 4; add.u32 x, x, a; cvt.rn.bf16x2.f32 w, fbd13, fbd12; st.shared.b32 [x], w; cvt.rn.bf16x2.f32 w, fbd15, fbd14; st.shared.b32 [x+1024], w;\n\t" +
         "}";
 
     /// <summary>hd 32: shared memory, named registers, this lane's ldmatrix addresses (%0..: K as A and Q as B per k16 step, then dSᵀ as A.trans), dK = dV = 0.</summary>
@@ -423,13 +374,36 @@ public static partial class FlashAttentionTensorCore
         "mov.f32 fbv0, 0f00000000; mov.f32 fbv1, 0f00000000; mov.f32 fbv2, 0f00000000; mov.f32 fbv3, 0f00000000; mov.f32 fbv4, 0f00000000; mov.f32 fbv5, 0f00000000; mov.f32 fbv6, 0f00000000; mov.f32 fbv7, 0f00000000;\n\t" +
         "mov.f32 fbv8, 0f00000000; mov.f32 fbv9, 0f00000000; mov.f32 fbv10, 0f00000000; mov.f32 fbv11, 0f00000000; mov.f32 fbv12, 0f00000000; mov.f32 fbv13, 0f00000000; mov.f32 fbv14, 0f00000000; mov.f32 fbv15, 0f00000000;";
 
+    /// <summary>hd 64: shared memory, named registers, this lane's ldmatrix addresses (%0..: K as A and Q as B per k16 step, then dSᵀ as A.trans), dK = dV = 0.</summary>
+    private const string BwdDeclare64 =
+        ".shared .align 128 .b8 memopt_fb_smem[41472];\n\t" +
+        ".reg .f32 fbs<16>; .reg .f32 fbd<16>; .reg .f32 fbk<32>; .reg .f32 fbv<32>; .reg .b32 fba<4>; .reg .b32 fbb<4>;\n\t" +
+        ".reg .u32 tcsb; .reg .u32 fbka<4>; .reg .u32 fbqb<4>; .reg .u32 fbqt<4>; .reg .u32 fbkt<4>; .reg .u32 fbsa;\n\t" +
+        "mov.u32 tcsb, memopt_fb_smem;\n\t" +
+        "add.u32 fbka0, tcsb, %0; add.u32 fbka1, tcsb, %1; add.u32 fbka2, tcsb, %2; add.u32 fbka3, tcsb, %3;\n\t" +
+        "add.u32 fbqb0, tcsb, %4; add.u32 fbqb1, tcsb, %5; add.u32 fbqb2, tcsb, %6; add.u32 fbqb3, tcsb, %7;\n\t" +
+        "add.u32 fbsa, tcsb, %8;\n\t" +
+        "mov.f32 fbk0, 0f00000000; mov.f32 fbk1, 0f00000000; mov.f32 fbk2, 0f00000000; mov.f32 fbk3, 0f00000000; mov.f32 fbk4, 0f00000000; mov.f32 fbk5, 0f00000000; mov.f32 fbk6, 0f00000000; mov.f32 fbk7, 0f00000000;\n\t" +
+        "mov.f32 fbk8, 0f00000000; mov.f32 fbk9, 0f00000000; mov.f32 fbk10, 0f00000000; mov.f32 fbk11, 0f00000000; mov.f32 fbk12, 0f00000000; mov.f32 fbk13, 0f00000000; mov.f32 fbk14, 0f00000000; mov.f32 fbk15, 0f00000000;\n\t" +
+        "mov.f32 fbk16, 0f00000000; mov.f32 fbk17, 0f00000000; mov.f32 fbk18, 0f00000000; mov.f32 fbk19, 0f00000000; mov.f32 fbk20, 0f00000000; mov.f32 fbk21, 0f00000000; mov.f32 fbk22, 0f00000000; mov.f32 fbk23, 0f00000000;\n\t" +
+        "mov.f32 fbk24, 0f00000000; mov.f32 fbk25, 0f00000000; mov.f32 fbk26, 0f00000000; mov.f32 fbk27, 0f00000000; mov.f32 fbk28, 0f00000000; mov.f32 fbk29, 0f00000000; mov.f32 fbk30, 0f00000000; mov.f32 fbk31, 0f00000000;\n\t" +
+        "mov.f32 fbv0, 0f00000000; mov.f32 fbv1, 0f00000000; mov.f32 fbv2, 0f00000000; mov.f32 fbv3, 0f00000000; mov.f32 fbv4, 0f00000000; mov.f32 fbv5, 0f00000000; mov.f32 fbv6, 0f00000000; mov.f32 fbv7, 0f00000000;\n\t" +
+        "mov.f32 fbv8, 0f00000000; mov.f32 fbv9, 0f00000000; mov.f32 fbv10, 0f00000000; mov.f32 fbv11, 0f00000000; mov.f32 fbv12, 0f00000000; mov.f32 fbv13, 0f00000000; mov.f32 fbv14, 0f00000000; mov.f32 fbv15, 0f00000000;\n\t" +
+        "mov.f32 fbv16, 0f00000000; mov.f32 fbv17, 0f00000000; mov.f32 fbv18, 0f00000000; mov.f32 fbv19, 0f00000000; mov.f32 fbv20, 0f00000000; mov.f32 fbv21, 0f00000000; mov.f32 fbv22, 0f00000000; mov.f32 fbv23, 0f00000000;\n\t" +
+        "mov.f32 fbv24, 0f00000000; mov.f32 fbv25, 0f00000000; mov.f32 fbv26, 0f00000000; mov.f32 fbv27, 0f00000000; mov.f32 fbv28, 0f00000000; mov.f32 fbv29, 0f00000000; mov.f32 fbv30, 0f00000000; mov.f32 fbv31, 0f00000000;";
+
     /// <summary>hd 32: this lane's ldmatrix.trans addresses (%0..: Q as B per n pair, then K as B per n pair).</summary>
     private const string BwdDeclareTrans32 =
         "add.u32 fbqt0, tcsb, %0; add.u32 fbqt1, tcsb, %1;\n\t" +
         "add.u32 fbkt0, tcsb, %2; add.u32 fbkt1, tcsb, %3;";
 
-    /// <summary>hd 32: Sᵀ = K·Qᵀ (fbs) and dPᵀ = V·dOᵀ (fbd) for this warp's 16 keys and the 32 queries of the half at row offset %0.</summary>
-    private const string BwdScores32 =
+    /// <summary>hd 64: this lane's ldmatrix.trans addresses (%0..: Q as B per n pair, then K as B per n pair).</summary>
+    private const string BwdDeclareTrans64 =
+        "add.u32 fbqt0, tcsb, %0; add.u32 fbqt1, tcsb, %1; add.u32 fbqt2, tcsb, %2; add.u32 fbqt3, tcsb, %3;\n\t" +
+        "add.u32 fbkt0, tcsb, %4; add.u32 fbkt1, tcsb, %5; add.u32 fbkt2, tcsb, %6; add.u32 fbkt3, tcsb, %7;";
+
+    /// <summary>The lines BwdScores32 and BwdScores64 start with.</summary>
+    private const string BwdScoresStart =
         "{ .reg .u32 t;\n\t" +
         "mov.f32 fbs0, 0f00000000; mov.f32 fbs1, 0f00000000; mov.f32 fbs2, 0f00000000; mov.f32 fbs3, 0f00000000; mov.f32 fbs4, 0f00000000; mov.f32 fbs5, 0f00000000; mov.f32 fbs6, 0f00000000; mov.f32 fbs7, 0f00000000;\n\t" +
         "mov.f32 fbs8, 0f00000000; mov.f32 fbs9, 0f00000000; mov.f32 fbs10, 0f00000000; mov.f32 fbs11, 0f00000000; mov.f32 fbs12, 0f00000000; mov.f32 fbs13, 0f00000000; mov.f32 fbs14, 0f00000000; mov.f32 fbs15, 0f00000000;\n\t" +
@@ -439,7 +413,11 @@ public static partial class FlashAttentionTensorCore
         "ldmatrix.sync.aligned.m8n8.x4.shared.b16 {fba0,fba1,fba2,fba3}, [fbka0+0];\n\t" +
         "ldmatrix.sync.aligned.m8n8.x4.shared.b16 {fbb0,fbb1,fbb2,fbb3}, [t+0];\n\t" +
         "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {fbs0,fbs1,fbs2,fbs3}, {fba0,fba1,fba2,fba3}, {fbb0,fbb1}, {fbs0,fbs1,fbs2,fbs3};\n\t" +
-        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {fbs4,fbs5,fbs6,fbs7}, {fba0,fba1,fba2,fba3}, {fbb2,fbb3}, {fbs4,fbs5,fbs6,fbs7};\n\t" +
+        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {fbs4,fbs5,fbs6,fbs7}, {fba0,fba1,fba2,fba3}, {fbb2,fbb3}, {fbs4,fbs5,fbs6,fbs7};\n\t";
+
+    /// <summary>hd 32: Sᵀ = K·Qᵀ (fbs) and dPᵀ = V·dOᵀ (fbd) for this warp's 16 keys and the 32 queries of the half at row offset %0.</summary>
+    private const string BwdScores32 =
+        BwdScoresStart +
         "ldmatrix.sync.aligned.m8n8.x4.shared.b16 {fbb0,fbb1,fbb2,fbb3}, [t+1024];\n\t" +
         "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {fbs8,fbs9,fbs10,fbs11}, {fba0,fba1,fba2,fba3}, {fbb0,fbb1}, {fbs8,fbs9,fbs10,fbs11};\n\t" +
         "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {fbs12,fbs13,fbs14,fbs15}, {fba0,fba1,fba2,fba3}, {fbb2,fbb3}, {fbs12,fbs13,fbs14,fbs15};\n\t" +
@@ -467,161 +445,9 @@ public static partial class FlashAttentionTensorCore
         "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {fbd12,fbd13,fbd14,fbd15}, {fba0,fba1,fba2,fba3}, {fbb2,fbb3}, {fbd12,fbd13,fbd14,fbd15};\n\t" +
         "}";
 
-    /// <summary>hd 32: dV += Pᵀ·dO and dK += dSᵀ·Q (P, dS rounded to bf16 A-fragments; dO and Q by ldmatrix.trans at row offset %0).</summary>
-    private const string BwdGrads32 =
-        "{ .reg .u32 t0; .reg .u32 t1;\n\t" +
-        "add.u32 t0, fbqt0, %0; add.u32 t1, fbqt1, %0;\n\t" +
-        "cvt.rn.bf16x2.f32 fba0, fbs1, fbs0; cvt.rn.bf16x2.f32 fba1, fbs3, fbs2; cvt.rn.bf16x2.f32 fba2, fbs5, fbs4; cvt.rn.bf16x2.f32 fba3, fbs7, fbs6;\n\t" +
-        "ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {fbb0,fbb1,fbb2,fbb3}, [t0+4096];\n\t" +
-        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {fbv0,fbv1,fbv2,fbv3}, {fba0,fba1,fba2,fba3}, {fbb0,fbb1}, {fbv0,fbv1,fbv2,fbv3};\n\t" +
-        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {fbv4,fbv5,fbv6,fbv7}, {fba0,fba1,fba2,fba3}, {fbb2,fbb3}, {fbv4,fbv5,fbv6,fbv7};\n\t" +
-        "ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {fbb0,fbb1,fbb2,fbb3}, [t1+4096];\n\t" +
-        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {fbv8,fbv9,fbv10,fbv11}, {fba0,fba1,fba2,fba3}, {fbb0,fbb1}, {fbv8,fbv9,fbv10,fbv11};\n\t" +
-        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {fbv12,fbv13,fbv14,fbv15}, {fba0,fba1,fba2,fba3}, {fbb2,fbb3}, {fbv12,fbv13,fbv14,fbv15};\n\t" +
-        "cvt.rn.bf16x2.f32 fba0, fbd1, fbd0; cvt.rn.bf16x2.f32 fba1, fbd3, fbd2; cvt.rn.bf16x2.f32 fba2, fbd5, fbd4; cvt.rn.bf16x2.f32 fba3, fbd7, fbd6;\n\t" +
-        "ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {fbb0,fbb1,fbb2,fbb3}, [t0+0];\n\t" +
-        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {fbk0,fbk1,fbk2,fbk3}, {fba0,fba1,fba2,fba3}, {fbb0,fbb1}, {fbk0,fbk1,fbk2,fbk3};\n\t" +
-        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {fbk4,fbk5,fbk6,fbk7}, {fba0,fba1,fba2,fba3}, {fbb2,fbb3}, {fbk4,fbk5,fbk6,fbk7};\n\t" +
-        "ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {fbb0,fbb1,fbb2,fbb3}, [t1+0];\n\t" +
-        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {fbk8,fbk9,fbk10,fbk11}, {fba0,fba1,fba2,fba3}, {fbb0,fbb1}, {fbk8,fbk9,fbk10,fbk11};\n\t" +
-        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {fbk12,fbk13,fbk14,fbk15}, {fba0,fba1,fba2,fba3}, {fbb2,fbb3}, {fbk12,fbk13,fbk14,fbk15};\n\t" +
-        "cvt.rn.bf16x2.f32 fba0, fbs9, fbs8; cvt.rn.bf16x2.f32 fba1, fbs11, fbs10; cvt.rn.bf16x2.f32 fba2, fbs13, fbs12; cvt.rn.bf16x2.f32 fba3, fbs15, fbs14;\n\t" +
-        "ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {fbb0,fbb1,fbb2,fbb3}, [t0+5120];\n\t" +
-        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {fbv0,fbv1,fbv2,fbv3}, {fba0,fba1,fba2,fba3}, {fbb0,fbb1}, {fbv0,fbv1,fbv2,fbv3};\n\t" +
-        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {fbv4,fbv5,fbv6,fbv7}, {fba0,fba1,fba2,fba3}, {fbb2,fbb3}, {fbv4,fbv5,fbv6,fbv7};\n\t" +
-        "ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {fbb0,fbb1,fbb2,fbb3}, [t1+5120];\n\t" +
-        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {fbv8,fbv9,fbv10,fbv11}, {fba0,fba1,fba2,fba3}, {fbb0,fbb1}, {fbv8,fbv9,fbv10,fbv11};\n\t" +
-        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {fbv12,fbv13,fbv14,fbv15}, {fba0,fba1,fba2,fba3}, {fbb2,fbb3}, {fbv12,fbv13,fbv14,fbv15};\n\t" +
-        "cvt.rn.bf16x2.f32 fba0, fbd9, fbd8; cvt.rn.bf16x2.f32 fba1, fbd11, fbd10; cvt.rn.bf16x2.f32 fba2, fbd13, fbd12; cvt.rn.bf16x2.f32 fba3, fbd15, fbd14;\n\t" +
-        "ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {fbb0,fbb1,fbb2,fbb3}, [t0+1024];\n\t" +
-        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {fbk0,fbk1,fbk2,fbk3}, {fba0,fba1,fba2,fba3}, {fbb0,fbb1}, {fbk0,fbk1,fbk2,fbk3};\n\t" +
-        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {fbk4,fbk5,fbk6,fbk7}, {fba0,fba1,fba2,fba3}, {fbb2,fbb3}, {fbk4,fbk5,fbk6,fbk7};\n\t" +
-        "ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {fbb0,fbb1,fbb2,fbb3}, [t1+1024];\n\t" +
-        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {fbk8,fbk9,fbk10,fbk11}, {fba0,fba1,fba2,fba3}, {fbb0,fbb1}, {fbk8,fbk9,fbk10,fbk11};\n\t" +
-        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {fbk12,fbk13,fbk14,fbk15}, {fba0,fba1,fba2,fba3}, {fbb2,fbb3}, {fbk12,fbk13,fbk14,fbk15};\n\t" +
-        "}";
-
-    /// <summary>hd 32: this warp's 16 query rows of dQ = dS·K (dS by ldmatrix.trans from the dSᵀ tile) into the S and dP registers.</summary>
-    private const string BwdDq32 =
-        "mov.f32 fbs0, 0f00000000; mov.f32 fbs1, 0f00000000; mov.f32 fbs2, 0f00000000; mov.f32 fbs3, 0f00000000; mov.f32 fbs4, 0f00000000; mov.f32 fbs5, 0f00000000; mov.f32 fbs6, 0f00000000; mov.f32 fbs7, 0f00000000;\n\t" +
-        "mov.f32 fbs8, 0f00000000; mov.f32 fbs9, 0f00000000; mov.f32 fbs10, 0f00000000; mov.f32 fbs11, 0f00000000; mov.f32 fbs12, 0f00000000; mov.f32 fbs13, 0f00000000; mov.f32 fbs14, 0f00000000; mov.f32 fbs15, 0f00000000;\n\t" +
-        "ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {fba0,fba1,fba2,fba3}, [fbsa+0];\n\t" +
-        "ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {fbb0,fbb1,fbb2,fbb3}, [fbkt0+0];\n\t" +
-        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {fbs0,fbs1,fbs2,fbs3}, {fba0,fba1,fba2,fba3}, {fbb0,fbb1}, {fbs0,fbs1,fbs2,fbs3};\n\t" +
-        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {fbs4,fbs5,fbs6,fbs7}, {fba0,fba1,fba2,fba3}, {fbb2,fbb3}, {fbs4,fbs5,fbs6,fbs7};\n\t" +
-        "ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {fbb0,fbb1,fbb2,fbb3}, [fbkt1+0];\n\t" +
-        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {fbs8,fbs9,fbs10,fbs11}, {fba0,fba1,fba2,fba3}, {fbb0,fbb1}, {fbs8,fbs9,fbs10,fbs11};\n\t" +
-        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {fbs12,fbs13,fbs14,fbs15}, {fba0,fba1,fba2,fba3}, {fbb2,fbb3}, {fbs12,fbs13,fbs14,fbs15};\n\t" +
-        "ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {fba0,fba1,fba2,fba3}, [fbsa+2048];\n\t" +
-        "ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {fbb0,fbb1,fbb2,fbb3}, [fbkt0+1024];\n\t" +
-        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {fbs0,fbs1,fbs2,fbs3}, {fba0,fba1,fba2,fba3}, {fbb0,fbb1}, {fbs0,fbs1,fbs2,fbs3};\n\t" +
-        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {fbs4,fbs5,fbs6,fbs7}, {fba0,fba1,fba2,fba3}, {fbb2,fbb3}, {fbs4,fbs5,fbs6,fbs7};\n\t" +
-        "ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {fbb0,fbb1,fbb2,fbb3}, [fbkt1+1024];\n\t" +
-        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {fbs8,fbs9,fbs10,fbs11}, {fba0,fba1,fba2,fba3}, {fbb0,fbb1}, {fbs8,fbs9,fbs10,fbs11};\n\t" +
-        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {fbs12,fbs13,fbs14,fbs15}, {fba0,fba1,fba2,fba3}, {fbb2,fbb3}, {fbs12,fbs13,fbs14,fbs15};\n\t" +
-        "ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {fba0,fba1,fba2,fba3}, [fbsa+4096];\n\t" +
-        "ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {fbb0,fbb1,fbb2,fbb3}, [fbkt0+2048];\n\t" +
-        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {fbs0,fbs1,fbs2,fbs3}, {fba0,fba1,fba2,fba3}, {fbb0,fbb1}, {fbs0,fbs1,fbs2,fbs3};\n\t" +
-        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {fbs4,fbs5,fbs6,fbs7}, {fba0,fba1,fba2,fba3}, {fbb2,fbb3}, {fbs4,fbs5,fbs6,fbs7};\n\t" +
-        "ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {fbb0,fbb1,fbb2,fbb3}, [fbkt1+2048];\n\t" +
-        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {fbs8,fbs9,fbs10,fbs11}, {fba0,fba1,fba2,fba3}, {fbb0,fbb1}, {fbs8,fbs9,fbs10,fbs11};\n\t" +
-        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {fbs12,fbs13,fbs14,fbs15}, {fba0,fba1,fba2,fba3}, {fbb2,fbb3}, {fbs12,fbs13,fbs14,fbs15};\n\t" +
-        "ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {fba0,fba1,fba2,fba3}, [fbsa+6144];\n\t" +
-        "ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {fbb0,fbb1,fbb2,fbb3}, [fbkt0+3072];\n\t" +
-        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {fbs0,fbs1,fbs2,fbs3}, {fba0,fba1,fba2,fba3}, {fbb0,fbb1}, {fbs0,fbs1,fbs2,fbs3};\n\t" +
-        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {fbs4,fbs5,fbs6,fbs7}, {fba0,fba1,fba2,fba3}, {fbb2,fbb3}, {fbs4,fbs5,fbs6,fbs7};\n\t" +
-        "ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {fbb0,fbb1,fbb2,fbb3}, [fbkt1+3072];\n\t" +
-        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {fbs8,fbs9,fbs10,fbs11}, {fba0,fba1,fba2,fba3}, {fbb0,fbb1}, {fbs8,fbs9,fbs10,fbs11};\n\t" +
-        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {fbs12,fbs13,fbs14,fbs15}, {fba0,fba1,fba2,fba3}, {fbb2,fbb3}, {fbs12,fbs13,fbs14,fbs15};";
-
-    /// <summary>hd 32: dq += %4·dQ by fp32 atomics at %0 (row g) and %0 + %1 (row g + 8) where %2, %3 ≠ 0.</summary>
-    private const string BwdDqAdd32 =
-        "{ .reg .f32 x; .reg .u64 a1; .reg .pred p0, p1; setp.ne.s32 p0, %2, 0; setp.ne.s32 p1, %3, 0; add.u64 a1, %0, %1;\n\t" +
-        "mul.f32 x, fbs0, %4; @p0 red.global.add.f32 [%0+0], x; mul.f32 x, fbs1, %4; @p0 red.global.add.f32 [%0+4], x; mul.f32 x, fbs2, %4; @p1 red.global.add.f32 [a1+0], x; mul.f32 x, fbs3, %4; @p1 red.global.add.f32 [a1+4], x;\n\t" +
-        "mul.f32 x, fbs4, %4; @p0 red.global.add.f32 [%0+32], x; mul.f32 x, fbs5, %4; @p0 red.global.add.f32 [%0+36], x; mul.f32 x, fbs6, %4; @p1 red.global.add.f32 [a1+32], x; mul.f32 x, fbs7, %4; @p1 red.global.add.f32 [a1+36], x;\n\t" +
-        "mul.f32 x, fbs8, %4; @p0 red.global.add.f32 [%0+64], x; mul.f32 x, fbs9, %4; @p0 red.global.add.f32 [%0+68], x; mul.f32 x, fbs10, %4; @p1 red.global.add.f32 [a1+64], x; mul.f32 x, fbs11, %4; @p1 red.global.add.f32 [a1+68], x;\n\t" +
-        "mul.f32 x, fbs12, %4; @p0 red.global.add.f32 [%0+96], x; mul.f32 x, fbs13, %4; @p0 red.global.add.f32 [%0+100], x; mul.f32 x, fbs14, %4; @p1 red.global.add.f32 [a1+96], x; mul.f32 x, fbs15, %4; @p1 red.global.add.f32 [a1+100], x;\n\t" +
-        "}";
-
-    /// <summary>hd 32: float32 d(qkv) += (%5·dK, dV): dK at %0 (row g), %0 + %1 (row g + 8), dV %2 bytes further, where %3, %4 ≠ 0.</summary>
-    private const string BwdStoreF3232 =
-        "{ .reg .f32 x, y; .reg .u64 k1, v0, v1; .reg .pred p0, p1;\n\t" +
-        "setp.ne.s32 p0, %3, 0; setp.ne.s32 p1, %4, 0; add.u64 k1, %0, %1; add.u64 v0, %0, %2; add.u64 v1, k1, %2;\n\t" +
-        "@p0 ld.global.v2.f32 {x, y}, [%0+0]; fma.rn.f32 x, fbk0, %5, x; fma.rn.f32 y, fbk1, %5, y; @p0 st.global.v2.f32 [%0+0], {x, y};\n\t" +
-        "@p0 ld.global.v2.f32 {x, y}, [v0+0]; add.f32 x, x, fbv0; add.f32 y, y, fbv1; @p0 st.global.v2.f32 [v0+0], {x, y};\n\t" +
-        "@p1 ld.global.v2.f32 {x, y}, [k1+0]; fma.rn.f32 x, fbk2, %5, x; fma.rn.f32 y, fbk3, %5, y; @p1 st.global.v2.f32 [k1+0], {x, y};\n\t" +
-        "@p1 ld.global.v2.f32 {x, y}, [v1+0]; add.f32 x, x, fbv2; add.f32 y, y, fbv3; @p1 st.global.v2.f32 [v1+0], {x, y};\n\t" +
-        "@p0 ld.global.v2.f32 {x, y}, [%0+32]; fma.rn.f32 x, fbk4, %5, x; fma.rn.f32 y, fbk5, %5, y; @p0 st.global.v2.f32 [%0+32], {x, y};\n\t" +
-        "@p0 ld.global.v2.f32 {x, y}, [v0+32]; add.f32 x, x, fbv4; add.f32 y, y, fbv5; @p0 st.global.v2.f32 [v0+32], {x, y};\n\t" +
-        "@p1 ld.global.v2.f32 {x, y}, [k1+32]; fma.rn.f32 x, fbk6, %5, x; fma.rn.f32 y, fbk7, %5, y; @p1 st.global.v2.f32 [k1+32], {x, y};\n\t" +
-        "@p1 ld.global.v2.f32 {x, y}, [v1+32]; add.f32 x, x, fbv6; add.f32 y, y, fbv7; @p1 st.global.v2.f32 [v1+32], {x, y};\n\t" +
-        "@p0 ld.global.v2.f32 {x, y}, [%0+64]; fma.rn.f32 x, fbk8, %5, x; fma.rn.f32 y, fbk9, %5, y; @p0 st.global.v2.f32 [%0+64], {x, y};\n\t" +
-        "@p0 ld.global.v2.f32 {x, y}, [v0+64]; add.f32 x, x, fbv8; add.f32 y, y, fbv9; @p0 st.global.v2.f32 [v0+64], {x, y};\n\t" +
-        "@p1 ld.global.v2.f32 {x, y}, [k1+64]; fma.rn.f32 x, fbk10, %5, x; fma.rn.f32 y, fbk11, %5, y; @p1 st.global.v2.f32 [k1+64], {x, y};\n\t" +
-        "@p1 ld.global.v2.f32 {x, y}, [v1+64]; add.f32 x, x, fbv10; add.f32 y, y, fbv11; @p1 st.global.v2.f32 [v1+64], {x, y};\n\t" +
-        "@p0 ld.global.v2.f32 {x, y}, [%0+96]; fma.rn.f32 x, fbk12, %5, x; fma.rn.f32 y, fbk13, %5, y; @p0 st.global.v2.f32 [%0+96], {x, y};\n\t" +
-        "@p0 ld.global.v2.f32 {x, y}, [v0+96]; add.f32 x, x, fbv12; add.f32 y, y, fbv13; @p0 st.global.v2.f32 [v0+96], {x, y};\n\t" +
-        "@p1 ld.global.v2.f32 {x, y}, [k1+96]; fma.rn.f32 x, fbk14, %5, x; fma.rn.f32 y, fbk15, %5, y; @p1 st.global.v2.f32 [k1+96], {x, y};\n\t" +
-        "@p1 ld.global.v2.f32 {x, y}, [v1+96]; add.f32 x, x, fbv14; add.f32 y, y, fbv15; @p1 st.global.v2.f32 [v1+96], {x, y};\n\t" +
-        "}";
-
-    /// <summary>hd 32: bfloat16 d(qkv) += (%5·dK, dV), each element rounded once; addresses as BwdStoreF32.</summary>
-    private const string BwdStoreBf1632 =
-        "{ .reg .b32 w; .reg .f32 x, y; .reg .u64 k1, v0, v1; .reg .pred p0, p1;\n\t" +
-        "setp.ne.s32 p0, %3, 0; setp.ne.s32 p1, %4, 0; add.u64 k1, %0, %1; add.u64 v0, %0, %2; add.u64 v1, k1, %2;\n\t" +
-        "@p0 ld.global.b32 w, [%0+0]; shl.b32 x, w, 16; and.b32 y, w, 0xffff0000; fma.rn.f32 x, fbk0, %5, x; fma.rn.f32 y, fbk1, %5, y; cvt.rn.bf16x2.f32 w, y, x; @p0 st.global.b32 [%0+0], w;\n\t" +
-        "@p0 ld.global.b32 w, [v0+0]; shl.b32 x, w, 16; and.b32 y, w, 0xffff0000; add.f32 x, x, fbv0; add.f32 y, y, fbv1; cvt.rn.bf16x2.f32 w, y, x; @p0 st.global.b32 [v0+0], w;\n\t" +
-        "@p1 ld.global.b32 w, [k1+0]; shl.b32 x, w, 16; and.b32 y, w, 0xffff0000; fma.rn.f32 x, fbk2, %5, x; fma.rn.f32 y, fbk3, %5, y; cvt.rn.bf16x2.f32 w, y, x; @p1 st.global.b32 [k1+0], w;\n\t" +
-        "@p1 ld.global.b32 w, [v1+0]; shl.b32 x, w, 16; and.b32 y, w, 0xffff0000; add.f32 x, x, fbv2; add.f32 y, y, fbv3; cvt.rn.bf16x2.f32 w, y, x; @p1 st.global.b32 [v1+0], w;\n\t" +
-        "@p0 ld.global.b32 w, [%0+16]; shl.b32 x, w, 16; and.b32 y, w, 0xffff0000; fma.rn.f32 x, fbk4, %5, x; fma.rn.f32 y, fbk5, %5, y; cvt.rn.bf16x2.f32 w, y, x; @p0 st.global.b32 [%0+16], w;\n\t" +
-        "@p0 ld.global.b32 w, [v0+16]; shl.b32 x, w, 16; and.b32 y, w, 0xffff0000; add.f32 x, x, fbv4; add.f32 y, y, fbv5; cvt.rn.bf16x2.f32 w, y, x; @p0 st.global.b32 [v0+16], w;\n\t" +
-        "@p1 ld.global.b32 w, [k1+16]; shl.b32 x, w, 16; and.b32 y, w, 0xffff0000; fma.rn.f32 x, fbk6, %5, x; fma.rn.f32 y, fbk7, %5, y; cvt.rn.bf16x2.f32 w, y, x; @p1 st.global.b32 [k1+16], w;\n\t" +
-        "@p1 ld.global.b32 w, [v1+16]; shl.b32 x, w, 16; and.b32 y, w, 0xffff0000; add.f32 x, x, fbv6; add.f32 y, y, fbv7; cvt.rn.bf16x2.f32 w, y, x; @p1 st.global.b32 [v1+16], w;\n\t" +
-        "@p0 ld.global.b32 w, [%0+32]; shl.b32 x, w, 16; and.b32 y, w, 0xffff0000; fma.rn.f32 x, fbk8, %5, x; fma.rn.f32 y, fbk9, %5, y; cvt.rn.bf16x2.f32 w, y, x; @p0 st.global.b32 [%0+32], w;\n\t" +
-        "@p0 ld.global.b32 w, [v0+32]; shl.b32 x, w, 16; and.b32 y, w, 0xffff0000; add.f32 x, x, fbv8; add.f32 y, y, fbv9; cvt.rn.bf16x2.f32 w, y, x; @p0 st.global.b32 [v0+32], w;\n\t" +
-        "@p1 ld.global.b32 w, [k1+32]; shl.b32 x, w, 16; and.b32 y, w, 0xffff0000; fma.rn.f32 x, fbk10, %5, x; fma.rn.f32 y, fbk11, %5, y; cvt.rn.bf16x2.f32 w, y, x; @p1 st.global.b32 [k1+32], w;\n\t" +
-        "@p1 ld.global.b32 w, [v1+32]; shl.b32 x, w, 16; and.b32 y, w, 0xffff0000; add.f32 x, x, fbv10; add.f32 y, y, fbv11; cvt.rn.bf16x2.f32 w, y, x; @p1 st.global.b32 [v1+32], w;\n\t" +
-        "@p0 ld.global.b32 w, [%0+48]; shl.b32 x, w, 16; and.b32 y, w, 0xffff0000; fma.rn.f32 x, fbk12, %5, x; fma.rn.f32 y, fbk13, %5, y; cvt.rn.bf16x2.f32 w, y, x; @p0 st.global.b32 [%0+48], w;\n\t" +
-        "@p0 ld.global.b32 w, [v0+48]; shl.b32 x, w, 16; and.b32 y, w, 0xffff0000; add.f32 x, x, fbv12; add.f32 y, y, fbv13; cvt.rn.bf16x2.f32 w, y, x; @p0 st.global.b32 [v0+48], w;\n\t" +
-        "@p1 ld.global.b32 w, [k1+48]; shl.b32 x, w, 16; and.b32 y, w, 0xffff0000; fma.rn.f32 x, fbk14, %5, x; fma.rn.f32 y, fbk15, %5, y; cvt.rn.bf16x2.f32 w, y, x; @p1 st.global.b32 [k1+48], w;\n\t" +
-        "@p1 ld.global.b32 w, [v1+48]; shl.b32 x, w, 16; and.b32 y, w, 0xffff0000; add.f32 x, x, fbv14; add.f32 y, y, fbv15; cvt.rn.bf16x2.f32 w, y, x; @p1 st.global.b32 [v1+48], w;\n\t" +
-        "}";
-
-    /// <summary>hd 64: shared memory, named registers, this lane's ldmatrix addresses (%0..: K as A and Q as B per k16 step, then dSᵀ as A.trans), dK = dV = 0.</summary>
-    private const string BwdDeclare64 =
-        ".shared .align 128 .b8 memopt_fb_smem[41472];\n\t" +
-        ".reg .f32 fbs<16>; .reg .f32 fbd<16>; .reg .f32 fbk<32>; .reg .f32 fbv<32>; .reg .b32 fba<4>; .reg .b32 fbb<4>;\n\t" +
-        ".reg .u32 tcsb; .reg .u32 fbka<4>; .reg .u32 fbqb<4>; .reg .u32 fbqt<4>; .reg .u32 fbkt<4>; .reg .u32 fbsa;\n\t" +
-        "mov.u32 tcsb, memopt_fb_smem;\n\t" +
-        "add.u32 fbka0, tcsb, %0; add.u32 fbka1, tcsb, %1; add.u32 fbka2, tcsb, %2; add.u32 fbka3, tcsb, %3;\n\t" +
-        "add.u32 fbqb0, tcsb, %4; add.u32 fbqb1, tcsb, %5; add.u32 fbqb2, tcsb, %6; add.u32 fbqb3, tcsb, %7;\n\t" +
-        "add.u32 fbsa, tcsb, %8;\n\t" +
-        "mov.f32 fbk0, 0f00000000; mov.f32 fbk1, 0f00000000; mov.f32 fbk2, 0f00000000; mov.f32 fbk3, 0f00000000; mov.f32 fbk4, 0f00000000; mov.f32 fbk5, 0f00000000; mov.f32 fbk6, 0f00000000; mov.f32 fbk7, 0f00000000;\n\t" +
-        "mov.f32 fbk8, 0f00000000; mov.f32 fbk9, 0f00000000; mov.f32 fbk10, 0f00000000; mov.f32 fbk11, 0f00000000; mov.f32 fbk12, 0f00000000; mov.f32 fbk13, 0f00000000; mov.f32 fbk14, 0f00000000; mov.f32 fbk15, 0f00000000;\n\t" +
-        "mov.f32 fbk16, 0f00000000; mov.f32 fbk17, 0f00000000; mov.f32 fbk18, 0f00000000; mov.f32 fbk19, 0f00000000; mov.f32 fbk20, 0f00000000; mov.f32 fbk21, 0f00000000; mov.f32 fbk22, 0f00000000; mov.f32 fbk23, 0f00000000;\n\t" +
-        "mov.f32 fbk24, 0f00000000; mov.f32 fbk25, 0f00000000; mov.f32 fbk26, 0f00000000; mov.f32 fbk27, 0f00000000; mov.f32 fbk28, 0f00000000; mov.f32 fbk29, 0f00000000; mov.f32 fbk30, 0f00000000; mov.f32 fbk31, 0f00000000;\n\t" +
-        "mov.f32 fbv0, 0f00000000; mov.f32 fbv1, 0f00000000; mov.f32 fbv2, 0f00000000; mov.f32 fbv3, 0f00000000; mov.f32 fbv4, 0f00000000; mov.f32 fbv5, 0f00000000; mov.f32 fbv6, 0f00000000; mov.f32 fbv7, 0f00000000;\n\t" +
-        "mov.f32 fbv8, 0f00000000; mov.f32 fbv9, 0f00000000; mov.f32 fbv10, 0f00000000; mov.f32 fbv11, 0f00000000; mov.f32 fbv12, 0f00000000; mov.f32 fbv13, 0f00000000; mov.f32 fbv14, 0f00000000; mov.f32 fbv15, 0f00000000;\n\t" +
-        "mov.f32 fbv16, 0f00000000; mov.f32 fbv17, 0f00000000; mov.f32 fbv18, 0f00000000; mov.f32 fbv19, 0f00000000; mov.f32 fbv20, 0f00000000; mov.f32 fbv21, 0f00000000; mov.f32 fbv22, 0f00000000; mov.f32 fbv23, 0f00000000;\n\t" +
-        "mov.f32 fbv24, 0f00000000; mov.f32 fbv25, 0f00000000; mov.f32 fbv26, 0f00000000; mov.f32 fbv27, 0f00000000; mov.f32 fbv28, 0f00000000; mov.f32 fbv29, 0f00000000; mov.f32 fbv30, 0f00000000; mov.f32 fbv31, 0f00000000;";
-
-    /// <summary>hd 64: this lane's ldmatrix.trans addresses (%0..: Q as B per n pair, then K as B per n pair).</summary>
-    private const string BwdDeclareTrans64 =
-        "add.u32 fbqt0, tcsb, %0; add.u32 fbqt1, tcsb, %1; add.u32 fbqt2, tcsb, %2; add.u32 fbqt3, tcsb, %3;\n\t" +
-        "add.u32 fbkt0, tcsb, %4; add.u32 fbkt1, tcsb, %5; add.u32 fbkt2, tcsb, %6; add.u32 fbkt3, tcsb, %7;";
-
     /// <summary>hd 64: Sᵀ = K·Qᵀ (fbs) and dPᵀ = V·dOᵀ (fbd) for this warp's 16 keys and the 32 queries of the half at row offset %0.</summary>
     private const string BwdScores64 =
-        "{ .reg .u32 t;\n\t" +
-        "mov.f32 fbs0, 0f00000000; mov.f32 fbs1, 0f00000000; mov.f32 fbs2, 0f00000000; mov.f32 fbs3, 0f00000000; mov.f32 fbs4, 0f00000000; mov.f32 fbs5, 0f00000000; mov.f32 fbs6, 0f00000000; mov.f32 fbs7, 0f00000000;\n\t" +
-        "mov.f32 fbs8, 0f00000000; mov.f32 fbs9, 0f00000000; mov.f32 fbs10, 0f00000000; mov.f32 fbs11, 0f00000000; mov.f32 fbs12, 0f00000000; mov.f32 fbs13, 0f00000000; mov.f32 fbs14, 0f00000000; mov.f32 fbs15, 0f00000000;\n\t" +
-        "mov.f32 fbd0, 0f00000000; mov.f32 fbd1, 0f00000000; mov.f32 fbd2, 0f00000000; mov.f32 fbd3, 0f00000000; mov.f32 fbd4, 0f00000000; mov.f32 fbd5, 0f00000000; mov.f32 fbd6, 0f00000000; mov.f32 fbd7, 0f00000000;\n\t" +
-        "mov.f32 fbd8, 0f00000000; mov.f32 fbd9, 0f00000000; mov.f32 fbd10, 0f00000000; mov.f32 fbd11, 0f00000000; mov.f32 fbd12, 0f00000000; mov.f32 fbd13, 0f00000000; mov.f32 fbd14, 0f00000000; mov.f32 fbd15, 0f00000000;\n\t" +
-        "add.u32 t, fbqb0, %0;\n\t" +
-        "ldmatrix.sync.aligned.m8n8.x4.shared.b16 {fba0,fba1,fba2,fba3}, [fbka0+0];\n\t" +
-        "ldmatrix.sync.aligned.m8n8.x4.shared.b16 {fbb0,fbb1,fbb2,fbb3}, [t+0];\n\t" +
-        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {fbs0,fbs1,fbs2,fbs3}, {fba0,fba1,fba2,fba3}, {fbb0,fbb1}, {fbs0,fbs1,fbs2,fbs3};\n\t" +
-        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {fbs4,fbs5,fbs6,fbs7}, {fba0,fba1,fba2,fba3}, {fbb2,fbb3}, {fbs4,fbs5,fbs6,fbs7};\n\t" +
+        BwdScoresStart +
         "ldmatrix.sync.aligned.m8n8.x4.shared.b16 {fbb0,fbb1,fbb2,fbb3}, [t+2048];\n\t" +
         "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {fbs8,fbs9,fbs10,fbs11}, {fba0,fba1,fba2,fba3}, {fbb0,fbb1}, {fbs8,fbs9,fbs10,fbs11};\n\t" +
         "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {fbs12,fbs13,fbs14,fbs15}, {fba0,fba1,fba2,fba3}, {fbb2,fbb3}, {fbs12,fbs13,fbs14,fbs15};\n\t" +
@@ -677,6 +503,40 @@ public static partial class FlashAttentionTensorCore
         "ldmatrix.sync.aligned.m8n8.x4.shared.b16 {fbb0,fbb1,fbb2,fbb3}, [t+10240];\n\t" +
         "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {fbd8,fbd9,fbd10,fbd11}, {fba0,fba1,fba2,fba3}, {fbb0,fbb1}, {fbd8,fbd9,fbd10,fbd11};\n\t" +
         "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {fbd12,fbd13,fbd14,fbd15}, {fba0,fba1,fba2,fba3}, {fbb2,fbb3}, {fbd12,fbd13,fbd14,fbd15};\n\t" +
+        "}";
+
+    /// <summary>hd 32: dV += Pᵀ·dO and dK += dSᵀ·Q (P, dS rounded to bf16 A-fragments; dO and Q by ldmatrix.trans at row offset %0).</summary>
+    private const string BwdGrads32 =
+        "{ .reg .u32 t0; .reg .u32 t1;\n\t" +
+        "add.u32 t0, fbqt0, %0; add.u32 t1, fbqt1, %0;\n\t" +
+        "cvt.rn.bf16x2.f32 fba0, fbs1, fbs0; cvt.rn.bf16x2.f32 fba1, fbs3, fbs2; cvt.rn.bf16x2.f32 fba2, fbs5, fbs4; cvt.rn.bf16x2.f32 fba3, fbs7, fbs6;\n\t" +
+        "ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {fbb0,fbb1,fbb2,fbb3}, [t0+4096];\n\t" +
+        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {fbv0,fbv1,fbv2,fbv3}, {fba0,fba1,fba2,fba3}, {fbb0,fbb1}, {fbv0,fbv1,fbv2,fbv3};\n\t" +
+        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {fbv4,fbv5,fbv6,fbv7}, {fba0,fba1,fba2,fba3}, {fbb2,fbb3}, {fbv4,fbv5,fbv6,fbv7};\n\t" +
+        "ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {fbb0,fbb1,fbb2,fbb3}, [t1+4096];\n\t" +
+        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {fbv8,fbv9,fbv10,fbv11}, {fba0,fba1,fba2,fba3}, {fbb0,fbb1}, {fbv8,fbv9,fbv10,fbv11};\n\t" +
+        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {fbv12,fbv13,fbv14,fbv15}, {fba0,fba1,fba2,fba3}, {fbb2,fbb3}, {fbv12,fbv13,fbv14,fbv15};\n\t" +
+        "cvt.rn.bf16x2.f32 fba0, fbd1, fbd0; cvt.rn.bf16x2.f32 fba1, fbd3, fbd2; cvt.rn.bf16x2.f32 fba2, fbd5, fbd4; cvt.rn.bf16x2.f32 fba3, fbd7, fbd6;\n\t" +
+        "ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {fbb0,fbb1,fbb2,fbb3}, [t0+0];\n\t" +
+        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {fbk0,fbk1,fbk2,fbk3}, {fba0,fba1,fba2,fba3}, {fbb0,fbb1}, {fbk0,fbk1,fbk2,fbk3};\n\t" +
+        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {fbk4,fbk5,fbk6,fbk7}, {fba0,fba1,fba2,fba3}, {fbb2,fbb3}, {fbk4,fbk5,fbk6,fbk7};\n\t" +
+        "ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {fbb0,fbb1,fbb2,fbb3}, [t1+0];\n\t" +
+        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {fbk8,fbk9,fbk10,fbk11}, {fba0,fba1,fba2,fba3}, {fbb0,fbb1}, {fbk8,fbk9,fbk10,fbk11};\n\t" +
+        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {fbk12,fbk13,fbk14,fbk15}, {fba0,fba1,fba2,fba3}, {fbb2,fbb3}, {fbk12,fbk13,fbk14,fbk15};\n\t" +
+        "cvt.rn.bf16x2.f32 fba0, fbs9, fbs8; cvt.rn.bf16x2.f32 fba1, fbs11, fbs10; cvt.rn.bf16x2.f32 fba2, fbs13, fbs12; cvt.rn.bf16x2.f32 fba3, fbs15, fbs14;\n\t" +
+        "ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {fbb0,fbb1,fbb2,fbb3}, [t0+5120];\n\t" +
+        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {fbv0,fbv1,fbv2,fbv3}, {fba0,fba1,fba2,fba3}, {fbb0,fbb1}, {fbv0,fbv1,fbv2,fbv3};\n\t" +
+        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {fbv4,fbv5,fbv6,fbv7}, {fba0,fba1,fba2,fba3}, {fbb2,fbb3}, {fbv4,fbv5,fbv6,fbv7};\n\t" +
+        "ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {fbb0,fbb1,fbb2,fbb3}, [t1+5120];\n\t" +
+        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {fbv8,fbv9,fbv10,fbv11}, {fba0,fba1,fba2,fba3}, {fbb0,fbb1}, {fbv8,fbv9,fbv10,fbv11};\n\t" +
+        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {fbv12,fbv13,fbv14,fbv15}, {fba0,fba1,fba2,fba3}, {fbb2,fbb3}, {fbv12,fbv13,fbv14,fbv15};\n\t" +
+        "cvt.rn.bf16x2.f32 fba0, fbd9, fbd8; cvt.rn.bf16x2.f32 fba1, fbd11, fbd10; cvt.rn.bf16x2.f32 fba2, fbd13, fbd12; cvt.rn.bf16x2.f32 fba3, fbd15, fbd14;\n\t" +
+        "ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {fbb0,fbb1,fbb2,fbb3}, [t0+1024];\n\t" +
+        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {fbk0,fbk1,fbk2,fbk3}, {fba0,fba1,fba2,fba3}, {fbb0,fbb1}, {fbk0,fbk1,fbk2,fbk3};\n\t" +
+        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {fbk4,fbk5,fbk6,fbk7}, {fba0,fba1,fba2,fba3}, {fbb2,fbb3}, {fbk4,fbk5,fbk6,fbk7};\n\t" +
+        "ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {fbb0,fbb1,fbb2,fbb3}, [t1+1024];\n\t" +
+        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {fbk8,fbk9,fbk10,fbk11}, {fba0,fba1,fba2,fba3}, {fbb0,fbb1}, {fbk8,fbk9,fbk10,fbk11};\n\t" +
+        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {fbk12,fbk13,fbk14,fbk15}, {fba0,fba1,fba2,fba3}, {fbb2,fbb3}, {fbk12,fbk13,fbk14,fbk15};\n\t" +
         "}";
 
     /// <summary>hd 64: dV += Pᵀ·dO and dK += dSᵀ·Q (P, dS rounded to bf16 A-fragments; dO and Q by ldmatrix.trans at row offset %0).</summary>
@@ -737,10 +597,46 @@ public static partial class FlashAttentionTensorCore
         "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {fbk28,fbk29,fbk30,fbk31}, {fba0,fba1,fba2,fba3}, {fbb2,fbb3}, {fbk28,fbk29,fbk30,fbk31};\n\t" +
         "}";
 
+    /// <summary>The lines BwdDq32 and BwdDq64 start with.</summary>
+    private const string BwdDqStart =
+        "mov.f32 fbs0, 0f00000000; mov.f32 fbs1, 0f00000000; mov.f32 fbs2, 0f00000000; mov.f32 fbs3, 0f00000000; mov.f32 fbs4, 0f00000000; mov.f32 fbs5, 0f00000000; mov.f32 fbs6, 0f00000000; mov.f32 fbs7, 0f00000000;\n\t" +
+        "mov.f32 fbs8, 0f00000000; mov.f32 fbs9, 0f00000000; mov.f32 fbs10, 0f00000000; mov.f32 fbs11, 0f00000000; mov.f32 fbs12, 0f00000000; mov.f32 fbs13, 0f00000000; mov.f32 fbs14, 0f00000000; mov.f32 fbs15, 0f00000000;\n\t";
+
+    /// <summary>hd 32: this warp's 16 query rows of dQ = dS·K (dS by ldmatrix.trans from the dSᵀ tile) into the S and dP registers.</summary>
+    private const string BwdDq32 =
+        BwdDqStart +
+        "ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {fba0,fba1,fba2,fba3}, [fbsa+0];\n\t" +
+        "ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {fbb0,fbb1,fbb2,fbb3}, [fbkt0+0];\n\t" +
+        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {fbs0,fbs1,fbs2,fbs3}, {fba0,fba1,fba2,fba3}, {fbb0,fbb1}, {fbs0,fbs1,fbs2,fbs3};\n\t" +
+        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {fbs4,fbs5,fbs6,fbs7}, {fba0,fba1,fba2,fba3}, {fbb2,fbb3}, {fbs4,fbs5,fbs6,fbs7};\n\t" +
+        "ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {fbb0,fbb1,fbb2,fbb3}, [fbkt1+0];\n\t" +
+        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {fbs8,fbs9,fbs10,fbs11}, {fba0,fba1,fba2,fba3}, {fbb0,fbb1}, {fbs8,fbs9,fbs10,fbs11};\n\t" +
+        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {fbs12,fbs13,fbs14,fbs15}, {fba0,fba1,fba2,fba3}, {fbb2,fbb3}, {fbs12,fbs13,fbs14,fbs15};\n\t" +
+        "ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {fba0,fba1,fba2,fba3}, [fbsa+2048];\n\t" +
+        "ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {fbb0,fbb1,fbb2,fbb3}, [fbkt0+1024];\n\t" +
+        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {fbs0,fbs1,fbs2,fbs3}, {fba0,fba1,fba2,fba3}, {fbb0,fbb1}, {fbs0,fbs1,fbs2,fbs3};\n\t" +
+        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {fbs4,fbs5,fbs6,fbs7}, {fba0,fba1,fba2,fba3}, {fbb2,fbb3}, {fbs4,fbs5,fbs6,fbs7};\n\t" +
+        "ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {fbb0,fbb1,fbb2,fbb3}, [fbkt1+1024];\n\t" +
+        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {fbs8,fbs9,fbs10,fbs11}, {fba0,fba1,fba2,fba3}, {fbb0,fbb1}, {fbs8,fbs9,fbs10,fbs11};\n\t" +
+        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {fbs12,fbs13,fbs14,fbs15}, {fba0,fba1,fba2,fba3}, {fbb2,fbb3}, {fbs12,fbs13,fbs14,fbs15};\n\t" +
+        "ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {fba0,fba1,fba2,fba3}, [fbsa+4096];\n\t" +
+        "ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {fbb0,fbb1,fbb2,fbb3}, [fbkt0+2048];\n\t" +
+        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {fbs0,fbs1,fbs2,fbs3}, {fba0,fba1,fba2,fba3}, {fbb0,fbb1}, {fbs0,fbs1,fbs2,fbs3};\n\t" +
+        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {fbs4,fbs5,fbs6,fbs7}, {fba0,fba1,fba2,fba3}, {fbb2,fbb3}, {fbs4,fbs5,fbs6,fbs7};\n\t" +
+        "ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {fbb0,fbb1,fbb2,fbb3}, [fbkt1+2048];\n\t" +
+        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {fbs8,fbs9,fbs10,fbs11}, {fba0,fba1,fba2,fba3}, {fbb0,fbb1}, {fbs8,fbs9,fbs10,fbs11};\n\t" +
+        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {fbs12,fbs13,fbs14,fbs15}, {fba0,fba1,fba2,fba3}, {fbb2,fbb3}, {fbs12,fbs13,fbs14,fbs15};\n\t" +
+        "ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {fba0,fba1,fba2,fba3}, [fbsa+6144];\n\t" +
+        "ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {fbb0,fbb1,fbb2,fbb3}, [fbkt0+3072];\n\t" +
+        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {fbs0,fbs1,fbs2,fbs3}, {fba0,fba1,fba2,fba3}, {fbb0,fbb1}, {fbs0,fbs1,fbs2,fbs3};\n\t" +
+        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {fbs4,fbs5,fbs6,fbs7}, {fba0,fba1,fba2,fba3}, {fbb2,fbb3}, {fbs4,fbs5,fbs6,fbs7};\n\t" +
+        "ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {fbb0,fbb1,fbb2,fbb3}, [fbkt1+3072];\n\t" +
+        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {fbs8,fbs9,fbs10,fbs11}, {fba0,fba1,fba2,fba3}, {fbb0,fbb1}, {fbs8,fbs9,fbs10,fbs11};\n\t" +
+        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {fbs12,fbs13,fbs14,fbs15}, {fba0,fba1,fba2,fba3}, {fbb2,fbb3}, {fbs12,fbs13,fbs14,fbs15};";
+
     /// <summary>hd 64: this warp's 16 query rows of dQ = dS·K (dS by ldmatrix.trans from the dSᵀ tile) into the S and dP registers.</summary>
     private const string BwdDq64 =
-        "mov.f32 fbs0, 0f00000000; mov.f32 fbs1, 0f00000000; mov.f32 fbs2, 0f00000000; mov.f32 fbs3, 0f00000000; mov.f32 fbs4, 0f00000000; mov.f32 fbs5, 0f00000000; mov.f32 fbs6, 0f00000000; mov.f32 fbs7, 0f00000000;\n\t" +
-        "mov.f32 fbs8, 0f00000000; mov.f32 fbs9, 0f00000000; mov.f32 fbs10, 0f00000000; mov.f32 fbs11, 0f00000000; mov.f32 fbs12, 0f00000000; mov.f32 fbs13, 0f00000000; mov.f32 fbs14, 0f00000000; mov.f32 fbs15, 0f00000000;\n\t" +
+        BwdDqStart +
         "mov.f32 fbd0, 0f00000000; mov.f32 fbd1, 0f00000000; mov.f32 fbd2, 0f00000000; mov.f32 fbd3, 0f00000000; mov.f32 fbd4, 0f00000000; mov.f32 fbd5, 0f00000000; mov.f32 fbd6, 0f00000000; mov.f32 fbd7, 0f00000000;\n\t" +
         "mov.f32 fbd8, 0f00000000; mov.f32 fbd9, 0f00000000; mov.f32 fbd10, 0f00000000; mov.f32 fbd11, 0f00000000; mov.f32 fbd12, 0f00000000; mov.f32 fbd13, 0f00000000; mov.f32 fbd14, 0f00000000; mov.f32 fbd15, 0f00000000;\n\t" +
         "ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {fba0,fba1,fba2,fba3}, [fbsa+0];\n\t" +
@@ -796,21 +692,30 @@ public static partial class FlashAttentionTensorCore
         "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {fbd8,fbd9,fbd10,fbd11}, {fba0,fba1,fba2,fba3}, {fbb0,fbb1}, {fbd8,fbd9,fbd10,fbd11};\n\t" +
         "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {fbd12,fbd13,fbd14,fbd15}, {fba0,fba1,fba2,fba3}, {fbb2,fbb3}, {fbd12,fbd13,fbd14,fbd15};";
 
-    /// <summary>hd 64: dq += %4·dQ by fp32 atomics at %0 (row g) and %0 + %1 (row g + 8) where %2, %3 ≠ 0.</summary>
-    private const string BwdDqAdd64 =
+    /// <summary>The lines BwdDqAdd32 and BwdDqAdd64 start with.</summary>
+    private const string BwdDqAddStart =
         "{ .reg .f32 x; .reg .u64 a1; .reg .pred p0, p1; setp.ne.s32 p0, %2, 0; setp.ne.s32 p1, %3, 0; add.u64 a1, %0, %1;\n\t" +
         "mul.f32 x, fbs0, %4; @p0 red.global.add.f32 [%0+0], x; mul.f32 x, fbs1, %4; @p0 red.global.add.f32 [%0+4], x; mul.f32 x, fbs2, %4; @p1 red.global.add.f32 [a1+0], x; mul.f32 x, fbs3, %4; @p1 red.global.add.f32 [a1+4], x;\n\t" +
         "mul.f32 x, fbs4, %4; @p0 red.global.add.f32 [%0+32], x; mul.f32 x, fbs5, %4; @p0 red.global.add.f32 [%0+36], x; mul.f32 x, fbs6, %4; @p1 red.global.add.f32 [a1+32], x; mul.f32 x, fbs7, %4; @p1 red.global.add.f32 [a1+36], x;\n\t" +
         "mul.f32 x, fbs8, %4; @p0 red.global.add.f32 [%0+64], x; mul.f32 x, fbs9, %4; @p0 red.global.add.f32 [%0+68], x; mul.f32 x, fbs10, %4; @p1 red.global.add.f32 [a1+64], x; mul.f32 x, fbs11, %4; @p1 red.global.add.f32 [a1+68], x;\n\t" +
-        "mul.f32 x, fbs12, %4; @p0 red.global.add.f32 [%0+96], x; mul.f32 x, fbs13, %4; @p0 red.global.add.f32 [%0+100], x; mul.f32 x, fbs14, %4; @p1 red.global.add.f32 [a1+96], x; mul.f32 x, fbs15, %4; @p1 red.global.add.f32 [a1+100], x;\n\t" +
+        "mul.f32 x, fbs12, %4; @p0 red.global.add.f32 [%0+96], x; mul.f32 x, fbs13, %4; @p0 red.global.add.f32 [%0+100], x; mul.f32 x, fbs14, %4; @p1 red.global.add.f32 [a1+96], x; mul.f32 x, fbs15, %4; @p1 red.global.add.f32 [a1+100], x;\n\t";
+
+    /// <summary>hd 32: dq += %4·dQ by fp32 atomics at %0 (row g) and %0 + %1 (row g + 8) where %2, %3 ≠ 0.</summary>
+    private const string BwdDqAdd32 =
+        BwdDqAddStart +
+        "}";
+
+    /// <summary>hd 64: dq += %4·dQ by fp32 atomics at %0 (row g) and %0 + %1 (row g + 8) where %2, %3 ≠ 0.</summary>
+    private const string BwdDqAdd64 =
+        BwdDqAddStart +
         "mul.f32 x, fbd0, %4; @p0 red.global.add.f32 [%0+128], x; mul.f32 x, fbd1, %4; @p0 red.global.add.f32 [%0+132], x; mul.f32 x, fbd2, %4; @p1 red.global.add.f32 [a1+128], x; mul.f32 x, fbd3, %4; @p1 red.global.add.f32 [a1+132], x;\n\t" +
         "mul.f32 x, fbd4, %4; @p0 red.global.add.f32 [%0+160], x; mul.f32 x, fbd5, %4; @p0 red.global.add.f32 [%0+164], x; mul.f32 x, fbd6, %4; @p1 red.global.add.f32 [a1+160], x; mul.f32 x, fbd7, %4; @p1 red.global.add.f32 [a1+164], x;\n\t" +
         "mul.f32 x, fbd8, %4; @p0 red.global.add.f32 [%0+192], x; mul.f32 x, fbd9, %4; @p0 red.global.add.f32 [%0+196], x; mul.f32 x, fbd10, %4; @p1 red.global.add.f32 [a1+192], x; mul.f32 x, fbd11, %4; @p1 red.global.add.f32 [a1+196], x;\n\t" +
         "mul.f32 x, fbd12, %4; @p0 red.global.add.f32 [%0+224], x; mul.f32 x, fbd13, %4; @p0 red.global.add.f32 [%0+228], x; mul.f32 x, fbd14, %4; @p1 red.global.add.f32 [a1+224], x; mul.f32 x, fbd15, %4; @p1 red.global.add.f32 [a1+228], x;\n\t" +
         "}";
 
-    /// <summary>hd 64: float32 d(qkv) += (%5·dK, dV): dK at %0 (row g), %0 + %1 (row g + 8), dV %2 bytes further, where %3, %4 ≠ 0.</summary>
-    private const string BwdStoreF3264 =
+    /// <summary>The lines BwdStoreF3232 and BwdStoreF3264 start with.</summary>
+    private const string BwdStoreF32Start =
         "{ .reg .f32 x, y; .reg .u64 k1, v0, v1; .reg .pred p0, p1;\n\t" +
         "setp.ne.s32 p0, %3, 0; setp.ne.s32 p1, %4, 0; add.u64 k1, %0, %1; add.u64 v0, %0, %2; add.u64 v1, k1, %2;\n\t" +
         "@p0 ld.global.v2.f32 {x, y}, [%0+0]; fma.rn.f32 x, fbk0, %5, x; fma.rn.f32 y, fbk1, %5, y; @p0 st.global.v2.f32 [%0+0], {x, y};\n\t" +
@@ -828,7 +733,16 @@ public static partial class FlashAttentionTensorCore
         "@p0 ld.global.v2.f32 {x, y}, [%0+96]; fma.rn.f32 x, fbk12, %5, x; fma.rn.f32 y, fbk13, %5, y; @p0 st.global.v2.f32 [%0+96], {x, y};\n\t" +
         "@p0 ld.global.v2.f32 {x, y}, [v0+96]; add.f32 x, x, fbv12; add.f32 y, y, fbv13; @p0 st.global.v2.f32 [v0+96], {x, y};\n\t" +
         "@p1 ld.global.v2.f32 {x, y}, [k1+96]; fma.rn.f32 x, fbk14, %5, x; fma.rn.f32 y, fbk15, %5, y; @p1 st.global.v2.f32 [k1+96], {x, y};\n\t" +
-        "@p1 ld.global.v2.f32 {x, y}, [v1+96]; add.f32 x, x, fbv14; add.f32 y, y, fbv15; @p1 st.global.v2.f32 [v1+96], {x, y};\n\t" +
+        "@p1 ld.global.v2.f32 {x, y}, [v1+96]; add.f32 x, x, fbv14; add.f32 y, y, fbv15; @p1 st.global.v2.f32 [v1+96], {x, y};\n\t";
+
+    /// <summary>hd 32: float32 d(qkv) += (%5·dK, dV): dK at %0 (row g), %0 + %1 (row g + 8), dV %2 bytes further, where %3, %4 ≠ 0.</summary>
+    private const string BwdStoreF3232 =
+        BwdStoreF32Start +
+        "}";
+
+    /// <summary>hd 64: float32 d(qkv) += (%5·dK, dV): dK at %0 (row g), %0 + %1 (row g + 8), dV %2 bytes further, where %3, %4 ≠ 0.</summary>
+    private const string BwdStoreF3264 =
+        BwdStoreF32Start +
         "@p0 ld.global.v2.f32 {x, y}, [%0+128]; fma.rn.f32 x, fbk16, %5, x; fma.rn.f32 y, fbk17, %5, y; @p0 st.global.v2.f32 [%0+128], {x, y};\n\t" +
         "@p0 ld.global.v2.f32 {x, y}, [v0+128]; add.f32 x, x, fbv16; add.f32 y, y, fbv17; @p0 st.global.v2.f32 [v0+128], {x, y};\n\t" +
         "@p1 ld.global.v2.f32 {x, y}, [k1+128]; fma.rn.f32 x, fbk18, %5, x; fma.rn.f32 y, fbk19, %5, y; @p1 st.global.v2.f32 [k1+128], {x, y};\n\t" +
@@ -847,8 +761,8 @@ public static partial class FlashAttentionTensorCore
         "@p1 ld.global.v2.f32 {x, y}, [v1+224]; add.f32 x, x, fbv30; add.f32 y, y, fbv31; @p1 st.global.v2.f32 [v1+224], {x, y};\n\t" +
         "}";
 
-    /// <summary>hd 64: bfloat16 d(qkv) += (%5·dK, dV), each element rounded once; addresses as BwdStoreF32.</summary>
-    private const string BwdStoreBf1664 =
+    /// <summary>The lines BwdStoreBf1632 and BwdStoreBf1664 start with.</summary>
+    private const string BwdStoreBf16Start =
         "{ .reg .b32 w; .reg .f32 x, y; .reg .u64 k1, v0, v1; .reg .pred p0, p1;\n\t" +
         "setp.ne.s32 p0, %3, 0; setp.ne.s32 p1, %4, 0; add.u64 k1, %0, %1; add.u64 v0, %0, %2; add.u64 v1, k1, %2;\n\t" +
         "@p0 ld.global.b32 w, [%0+0]; shl.b32 x, w, 16; and.b32 y, w, 0xffff0000; fma.rn.f32 x, fbk0, %5, x; fma.rn.f32 y, fbk1, %5, y; cvt.rn.bf16x2.f32 w, y, x; @p0 st.global.b32 [%0+0], w;\n\t" +
@@ -866,7 +780,16 @@ public static partial class FlashAttentionTensorCore
         "@p0 ld.global.b32 w, [%0+48]; shl.b32 x, w, 16; and.b32 y, w, 0xffff0000; fma.rn.f32 x, fbk12, %5, x; fma.rn.f32 y, fbk13, %5, y; cvt.rn.bf16x2.f32 w, y, x; @p0 st.global.b32 [%0+48], w;\n\t" +
         "@p0 ld.global.b32 w, [v0+48]; shl.b32 x, w, 16; and.b32 y, w, 0xffff0000; add.f32 x, x, fbv12; add.f32 y, y, fbv13; cvt.rn.bf16x2.f32 w, y, x; @p0 st.global.b32 [v0+48], w;\n\t" +
         "@p1 ld.global.b32 w, [k1+48]; shl.b32 x, w, 16; and.b32 y, w, 0xffff0000; fma.rn.f32 x, fbk14, %5, x; fma.rn.f32 y, fbk15, %5, y; cvt.rn.bf16x2.f32 w, y, x; @p1 st.global.b32 [k1+48], w;\n\t" +
-        "@p1 ld.global.b32 w, [v1+48]; shl.b32 x, w, 16; and.b32 y, w, 0xffff0000; add.f32 x, x, fbv14; add.f32 y, y, fbv15; cvt.rn.bf16x2.f32 w, y, x; @p1 st.global.b32 [v1+48], w;\n\t" +
+        "@p1 ld.global.b32 w, [v1+48]; shl.b32 x, w, 16; and.b32 y, w, 0xffff0000; add.f32 x, x, fbv14; add.f32 y, y, fbv15; cvt.rn.bf16x2.f32 w, y, x; @p1 st.global.b32 [v1+48], w;\n\t";
+
+    /// <summary>hd 32: bfloat16 d(qkv) += (%5·dK, dV), each element rounded once; addresses as BwdStoreF32.</summary>
+    private const string BwdStoreBf1632 =
+        BwdStoreBf16Start +
+        "}";
+
+    /// <summary>hd 64: bfloat16 d(qkv) += (%5·dK, dV), each element rounded once; addresses as BwdStoreF32.</summary>
+    private const string BwdStoreBf1664 =
+        BwdStoreBf16Start +
         "@p0 ld.global.b32 w, [%0+64]; shl.b32 x, w, 16; and.b32 y, w, 0xffff0000; fma.rn.f32 x, fbk16, %5, x; fma.rn.f32 y, fbk17, %5, y; cvt.rn.bf16x2.f32 w, y, x; @p0 st.global.b32 [%0+64], w;\n\t" +
         "@p0 ld.global.b32 w, [v0+64]; shl.b32 x, w, 16; and.b32 y, w, 0xffff0000; add.f32 x, x, fbv16; add.f32 y, y, fbv17; cvt.rn.bf16x2.f32 w, y, x; @p0 st.global.b32 [v0+64], w;\n\t" +
         "@p1 ld.global.b32 w, [k1+64]; shl.b32 x, w, 16; and.b32 y, w, 0xffff0000; fma.rn.f32 x, fbk18, %5, x; fma.rn.f32 y, fbk19, %5, y; cvt.rn.bf16x2.f32 w, y, x; @p1 st.global.b32 [k1+64], w;\n\t" +

@@ -83,18 +83,20 @@ public static partial class FlashAttentionTensorCore
 
     /// <summary>
     /// Why the CUDA kernel cannot take this attention (the caller then runs the SIMT path), or null if it can: qkv (and
-    /// dy for the backward) bf16 and 16-byte aligned, head dim 32 or 64, a CUDA device with bf16 tensor cores, and the
-    /// cooperative kernel path (a forced portable path keeps the SIMT kernels, whose memory the memory model predicts).
+    /// dy for the backward) bf16 and 16-byte aligned, head dim 32 or 64, the output (y, or d(qkv) for the backward)
+    /// aligned to a pair of elements, a CUDA device with bf16 tensor cores, and the cooperative kernel path (a forced
+    /// portable path keeps the SIMT kernels, whose memory the memory model predicts).
     /// </summary>
-    public static string? WhyNot(Tensor qkv, int heads, Tensor? dy = null, Tensor? dqkv = null) =>
-        WhyNotShape(qkv, heads, dy, dqkv) ?? TensorCoreGemm.WhyNotOn(qkv.Device)
+    public static string? WhyNot(Tensor qkv, int heads, Tensor? dy = null, Tensor? output = null) =>
+        WhyNotShape(qkv, heads, dy, output) ?? TensorCoreGemm.WhyNotOn(qkv.Device)
         ?? (Launch.Cooperative(qkv.Device) ? null : "the portable kernel path is forced");
 
     /// <summary>
     /// The implementation <see cref="FlashAttention"/> runs for these tensors now (the forward's without
-    /// <paramref name="dy"/>, the backward's with it): "tensor cores", "emulated tensor cores" or "simt (why)".
+    /// <paramref name="dy"/>, the backward's with it; <paramref name="output"/> y or d(qkv)): "tensor cores",
+    /// "emulated tensor cores" or "simt (why)".
     /// </summary>
-    public static string PathFor(Tensor qkv, int heads, Tensor? dy = null, Tensor? dqkv = null) => Choose(qkv, heads, dy, dqkv, out string why) switch
+    public static string PathFor(Tensor qkv, int heads, Tensor? dy = null, Tensor? output = null) => Choose(qkv, heads, dy, output, out string why) switch
     {
         null => $"simt ({why})",
         true => "emulated tensor cores",
@@ -102,20 +104,20 @@ public static partial class FlashAttentionTensorCore
     };
 
     /// <summary>Null: the SIMT path (<paramref name="why"/> says why); false: the CUDA kernel; true: the emulated twin.</summary>
-    private static bool? Choose(Tensor qkv, int heads, Tensor? dy, Tensor? dqkv, out string why)
+    private static bool? Choose(Tensor qkv, int heads, Tensor? dy, Tensor? output, out string why)
     {
         var mode = ModeOverride.Value;
         string? reason = mode switch
         {
             Mode.Off => "tensor cores turned off",
-            Mode.Emulated => WhyNotShape(qkv, heads, dy, dqkv),
-            _ => WhyNot(qkv, heads, dy, dqkv),
+            Mode.Emulated => WhyNotShape(qkv, heads, dy, output),
+            _ => WhyNot(qkv, heads, dy, output),
         };
         why = reason ?? "";
         return reason is not null ? null : mode == Mode.Emulated;
     }
 
-    private static string? WhyNotShape(Tensor qkv, int heads, Tensor? dy, Tensor? dqkv)
+    private static string? WhyNotShape(Tensor qkv, int heads, Tensor? dy, Tensor? output)
     {
         if (qkv.DType != DType.BF16) return $"qkv is {qkv.DType.Name()}, not bf16";
         if (dy is not null && dy.DType != DType.BF16) return $"dy is {dy.DType.Name()}, not bf16";
@@ -123,15 +125,15 @@ public static partial class FlashAttentionTensorCore
         if (!SupportsHeadDim(hd)) return $"head dim {hd} is not 32 or 64";
         if (WarpMma.DevicePointer(qkv) % 16 != 0) return "qkv does not start on a 16-byte boundary";
         if (dy is not null && WarpMma.DevicePointer(dy) % 16 != 0) return "dy does not start on a 16-byte boundary";
-        // d(qkv) is read and written in pairs of elements (8-byte float2 or 4-byte bf16x2 accesses).
-        if (dqkv is not null && WarpMma.DevicePointer(dqkv) % (ulong)(2 * dqkv.DType.SizeOf()) != 0) return "d(qkv) is not aligned to a pair of elements";
+        // y and d(qkv) are written in pairs of elements (4-byte bf16x2, 8-byte float2 accesses).
+        if (output is not null && WarpMma.DevicePointer(output) % (ulong)(2 * output.DType.SizeOf()) != 0) return "the output is not aligned to a pair of elements";
         return null;
     }
 
     /// <summary>Runs the forward on tensor cores (or their emulation, as <see cref="Use"/> says) when possible; false when the SIMT path must run. Arguments are checked by the caller.</summary>
     internal static bool TryForward(Tensor qkv, int heads, int? window, Tensor y, Tensor lse)
     {
-        if (Choose(qkv, heads, null, null, out _) is not bool emulate) return false;
+        if (Choose(qkv, heads, null, y, out _) is not bool emulate) return false;
         RunForward(qkv, heads, window, y, lse, emulate);
         return true;
     }
@@ -147,7 +149,7 @@ public static partial class FlashAttentionTensorCore
     {
         const string op = "flash_attention_tc";
         FlashAttention.CheckForward(op, qkv, heads, window, y, lse);
-        if (WhyNotShape(qkv, heads, null, null) is string reason) throw new ShapeException(op, $"{reason} (qkv {qkv.Shape}, {heads} heads)");
+        if (WhyNotShape(qkv, heads, null, y) is string reason) throw new ShapeException(op, $"{reason} (qkv {qkv.Shape}, {heads} heads)");
         RunForward(qkv, heads, window, y, lse, emulate: true);
     }
 
@@ -212,9 +214,7 @@ public static partial class FlashAttentionTensorCore
         bool hd64 = p.C / heads == 64;
         if (emulate)
         {
-            LaunchEmulated(device, blocks, (config, smem, regs, acc) =>
-                device.Kernel("flash_attention_tc.fwd_emulated", a => a.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, ArrayView<float>, TcParams, int,
-                    ArrayView<ushort>, ArrayView<uint>, ArrayView<float>>(ForwardEmulatedKernel))(config, qkv.BF16, y.BF16, lse.F32, p, (int)blocks, smem, regs, acc));
+            LaunchEmulatedKernel(device, blocks, qkv.BF16, qkv.BF16, y.BF16, lse.F32, lse.F32, lse.F32, lse.F32, p, backward: false);
             return;
         }
         var config = new KernelConfig((int)blocks, Threads);
@@ -246,10 +246,7 @@ public static partial class FlashAttentionTensorCore
         var gradH = dqkv.DType == DType.BF16 ? dqkv.BF16 : lse.Raw.Cast<ushort>();
         if (emulate)
         {
-            LaunchEmulated(device, blocks, (config, smem, regs, acc) =>
-                device.Kernel("flash_attention_tc.bwd_emulated", a => a.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, ArrayView<float>, ArrayView<float>,
-                        ArrayView<float>, ArrayView<float>, ArrayView<ushort>, TcParams, int, ArrayView<ushort>, ArrayView<uint>, ArrayView<float>>(BackwardEmulatedKernel))
-                    (config, qkv.BF16, dy.BF16, lse.F32, delta.F32, dq.F32, gradF, gradH, p, (int)blocks, smem, regs, acc));
+            LaunchEmulatedKernel(device, blocks, qkv.BF16, dy.BF16, gradH, lse.F32, delta.F32, dq.F32, gradF, p, backward: true);
             return;
         }
         var config = new KernelConfig((int)blocks, Threads);
@@ -267,10 +264,7 @@ public static partial class FlashAttentionTensorCore
     /// </summary>
     private static void LaunchEmulated(ComputeDevice device, long blocks, Action<KernelConfig, ArrayView<ushort>, ArrayView<uint>, ArrayView<float>> launch)
     {
-        int group = Launch.GroupSize(device, 16);
-        long groups = Math.Clamp((blocks + group - 1) / group, 1, device.IsCuda ? 64 : Math.Max(1, device.Multiprocessors));
-        var config = new KernelConfig((int)groups, group);
-        int workers = config.GridDim.X * config.GroupDim.X;
+        var config = WarpMma.EmulatedLaunch(device, blocks, out int workers);
         using var smem = Tensor.Empty(device, new Shape(workers, SmemWords), DType.BF16, MemoryCategory.Workspace, "flash_attention_tc.emulated_smem");
         using var regs = Tensor.Empty(device, new Shape(workers, Threads * RegsPerLane), DType.I32, MemoryCategory.Workspace, "flash_attention_tc.emulated_regs");
         using var acc = Tensor.Empty(device, new Shape(workers, Threads * AccPerLane), DType.F32, MemoryCategory.Workspace, "flash_attention_tc.emulated_acc");
@@ -587,7 +581,12 @@ public static partial class FlashAttentionTensorCore
     private const int AccPerLane = 96, AccS = 0, AccO = 32, AccM = 64, AccL = 66, AccBs = 0, AccBd = 16, AccBk = 32, AccBv = 64;
     private const float NegBig = -1e30f, Ln2 = 0.693147181f;
 
-    private static void ForwardEmulatedKernel(ArrayView<ushort> qkv, ArrayView<ushort> y, ArrayView<float> lse, TcParams p, int blocks,
+    /// <summary>
+    /// Both passes' emulation: each thread plays groups worker, worker + stride, …; <paramref name="halfOut"/> is y
+    /// (forward) or a bf16 d(qkv) (backward). The forward passes stand-ins for the backward's views, never touched.
+    /// </summary>
+    private static void EmulatedKernel(ArrayView<ushort> qkv, ArrayView<ushort> dy, ArrayView<ushort> halfOut, ArrayView<float> lse, ArrayView<float> delta,
+        ArrayView<float> dq, ArrayView<float> gradF, TcParams p, int blocks, int backward,
         ArrayView<ushort> smemAll, ArrayView<uint> regsAll, ArrayView<float> accAll)
     {
         int worker = Grid.GlobalIndex.X;
@@ -597,8 +596,18 @@ public static partial class FlashAttentionTensorCore
         var acc = accAll.SubView((long)worker * Threads * AccPerLane, Threads * AccPerLane);
         var rowAddress = LocalMemory.Allocate<int>(32);
         for (int block = worker; block < blocks; block += stride)
-            EmulateForwardGroup(qkv, y, lse, p, block, smem, regs, acc, rowAddress);
+        {
+            if (backward != 0) EmulateBackwardGroup(qkv, dy, lse, delta, dq, gradF, halfOut, p, block, smem, regs, acc, rowAddress);
+            else EmulateForwardGroup(qkv, halfOut, lse, p, block, smem, regs, acc, rowAddress);
+        }
     }
+
+    private static void LaunchEmulatedKernel(ComputeDevice device, long blocks, ArrayView<ushort> qkv, ArrayView<ushort> dy, ArrayView<ushort> halfOut,
+        ArrayView<float> lse, ArrayView<float> delta, ArrayView<float> dq, ArrayView<float> gradF, TcParams p, bool backward) =>
+        LaunchEmulated(device, blocks, (config, smem, regs, acc) =>
+            device.Kernel("flash_attention_tc.emulated", a => a.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, ArrayView<ushort>, ArrayView<float>, ArrayView<float>,
+                    ArrayView<float>, ArrayView<float>, TcParams, int, int, ArrayView<ushort>, ArrayView<uint>, ArrayView<float>>(EmulatedKernel))
+                (config, qkv, dy, halfOut, lse, delta, dq, gradF, p, (int)blocks, backward ? 1 : 0, smem, regs, acc));
 
     /// <summary>Every thread's chunks of a [64][hd] tile, as <see cref="CopyTile"/> copies them, completing at once.</summary>
     private static void EmulateCopyTile(ArrayView<ushort> x, ArrayView<ushort> smem, int at, long origin, int row0, int rows, long ld, int hd)
@@ -788,20 +797,6 @@ public static partial class FlashAttentionTensorCore
                 if ((lane & 3) == 0) StoreLse(lse, p, b, h, row, acc[a + AccM + half], lSum);
             }
         }
-    }
-
-    private static void BackwardEmulatedKernel(ArrayView<ushort> qkv, ArrayView<ushort> dy, ArrayView<float> lse, ArrayView<float> delta,
-        ArrayView<float> dq, ArrayView<float> gradF, ArrayView<ushort> gradH, TcParams p, int blocks,
-        ArrayView<ushort> smemAll, ArrayView<uint> regsAll, ArrayView<float> accAll)
-    {
-        int worker = Grid.GlobalIndex.X;
-        int stride = Grid.DimX * Group.DimX;
-        var smem = smemAll.SubView((long)worker * SmemWords, SmemWords);
-        var regs = regsAll.SubView((long)worker * Threads * RegsPerLane, Threads * RegsPerLane);
-        var acc = accAll.SubView((long)worker * Threads * AccPerLane, Threads * AccPerLane);
-        var rowAddress = LocalMemory.Allocate<int>(32);
-        for (int block = worker; block < blocks; block += stride)
-            EmulateBackwardGroup(qkv, dy, lse, delta, dq, gradF, gradH, p, block, smem, regs, acc, rowAddress);
     }
 
     /// <summary>The 128 row statistics of query tile q0 into emulated shared memory, as every thread's StoreStat.</summary>

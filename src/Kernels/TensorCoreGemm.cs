@@ -1292,10 +1292,7 @@ public static class TensorCoreGemm
         FloatView bias, TcParams p, int layout, long blocks)
     {
         // A few threads, each with its own emulated shared memory (96 KB) and register file (160 KB).
-        int group = Launch.GroupSize(device, 16);
-        long groups = Math.Clamp((blocks + group - 1) / group, 1, device.IsCuda ? 64 : Math.Max(1, device.Multiprocessors));
-        var config = new KernelConfig((int)groups, group);
-        int workers = config.GridDim.X * config.GroupDim.X;
+        var config = WarpMma.EmulatedLaunch(device, blocks, out int workers);
         using var smem = Tensor.Empty(device, new Shape(workers, SmemWordsMax), DType.BF16, MemoryCategory.Workspace, "tc_gemm.emulated_smem");
         using var regs = Tensor.Empty(device, new Shape(workers, Threads * RegsPerLane), DType.I32, MemoryCategory.Workspace, "tc_gemm.emulated_regs");
         using var acc = Tensor.Empty(device, new Shape(workers, Threads * AccPerLane), DType.F32, MemoryCategory.Workspace, "tc_gemm.emulated_acc");

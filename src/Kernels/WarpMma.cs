@@ -1,4 +1,5 @@
 using ILGPU;
+using ILGPU.Runtime;
 using Memopt.Tensors;
 
 namespace Memopt.Kernels;
@@ -81,6 +82,20 @@ public static class WarpMma
                 acc[cBase + i * accStride + r] += sum;
             }
         }
+    }
+
+    /// <summary>
+    /// The launch of an emulated kernel that plays <paramref name="groups"/> groups: a few threads (one group per
+    /// simulated multiprocessor on the CPU), each playing whole groups one after another with its own emulated shared
+    /// memory and register file; <paramref name="workers"/> is how many such scratch sets the caller allocates.
+    /// </summary>
+    public static KernelConfig EmulatedLaunch(ComputeDevice device, long groups, out int workers)
+    {
+        int group = Launch.GroupSize(device, 16);
+        long launchGroups = Math.Clamp((groups + group - 1) / group, 1, device.IsCuda ? 64 : Math.Max(1, device.Multiprocessors));
+        var config = new KernelConfig((int)launchGroups, group);
+        workers = config.GridDim.X * config.GroupDim.X;
+        return config;
     }
 
     /// <summary>
