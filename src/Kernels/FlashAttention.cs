@@ -36,6 +36,11 @@ namespace Memopt.Kernels;
 /// see it), recomputing P from L: no atomics, each gradient row has one writer.
 /// Dtypes: qkv and y float32 or bfloat16 (y takes qkv's dtype); dy and d(qkv) float32 or bfloat16 each; L, D and all
 /// arithmetic float32. A bf16 d(qkv) on the cooperative path gets dq through an fp32 scratch (no bf16 atomics).
+/// Tensor cores: for a bf16 qkv (and bf16 dy) with head dim 32 or 64 on a CUDA GPU with bf16 tensor cores (compute
+/// capability ≥ 8), Forward and Backward run <see cref="FlashAttentionTensorCore"/> in place of the cooperative kernels
+/// (the same outputs, saved tensors and scratch: D, and the fp32 dq for a bf16 d(qkv); P and dS are rounded to bf16
+/// for the mma products); <see cref="FlashAttentionTensorCore.PathFor"/> says which path runs and
+/// <see cref="FlashAttentionTensorCore.Use"/> forces one.
 /// </summary>
 public static class FlashAttention
 {
@@ -87,12 +92,8 @@ public static class FlashAttention
     /// <summary>y [B, T, C] (qkv's dtype) and lse [B, H, T] (float32) from qkv [B, T, 3C].</summary>
     public static void Forward(Tensor qkv, int heads, int? window, Tensor y, Tensor lse)
     {
-        const string op = "flash_attention";
-        var yShape = CheckArguments(op, qkv, heads, window);
-        Check.That(y.Shape.Equals(yShape) && y.DType == qkv.DType, op, $"output {y.Shape} {y.DType.Name()} must be {yShape} {qkv.DType.Name()} for qkv {qkv.Shape}");
-        CheckLse(op, lse, qkv, heads);
-        Check.SameDevice(op, qkv, y);
-        Check.SameDevice(op, qkv, lse);
+        CheckForward("flash_attention", qkv, heads, window, y, lse);
+        if (FlashAttentionTensorCore.TryForward(qkv, heads, window, y, lse)) return;
         var device = qkv.Device;
         bool cooperative = Launch.Cooperative(device);
         var p = Layout(device, qkv, heads, window, cooperative);
@@ -122,7 +123,10 @@ public static class FlashAttention
         CheckLse(op, lse, qkv, heads);
         foreach (var t in new[] { y, lse, dy, dqkv }) Check.SameDevice(op, qkv, t);
         var device = qkv.Device;
-        bool cooperative = Launch.Cooperative(device);
+        // The tensor-core kernel (null: the SIMT kernels) takes the cooperative path's place and memory (D; for a bf16
+        // d(qkv) the fp32 dq scratch).
+        bool? tensorCores = FlashAttentionTensorCore.BackwardChoice(qkv, heads, dy, dqkv);
+        bool cooperative = Launch.Cooperative(device) || tensorCores is not null;
         var p = Layout(device, qkv, heads, window, cooperative);
         p.GradOutBf16 = dy.DType == DType.BF16 ? 1 : 0;
         p.GradBf16 = dqkv.DType == DType.BF16 ? 1 : 0;
@@ -142,19 +146,39 @@ public static class FlashAttention
             serial(Launch.ThreadPerRow(device, 2 * rows), qf, qh, gf, gh, lse.F32, delta.F32, df, dh, p);
             return;
         }
-        var k = device.Kernel("flash_attention.bwd", acc => acc.LoadStreamKernel<ArrayView<float>, ArrayView<ushort>, ArrayView<float>, ArrayView<ushort>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<ushort>, ArrayView<float>, Params>(BackwardKernel));
+        // Adds dq (scale·dS·k) into dqTarget with atomics, dk and dv into d(qkv).
+        void Run(Tensor dqTarget)
+        {
+            if (tensorCores is bool emulate)
+            {
+                FlashAttentionTensorCore.RunBackward(qkv, lse, delta, dy, heads, window, dqkv, dqTarget, p.DqStride, emulate);
+                return;
+            }
+            var k = device.Kernel("flash_attention.bwd", acc => acc.LoadStreamKernel<ArrayView<float>, ArrayView<ushort>, ArrayView<float>, ArrayView<ushort>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<ushort>, ArrayView<float>, Params>(BackwardKernel));
+            k(TileConfig(device, p), qf, qh, gf, gh, lse.F32, delta.F32, df, dh, dqTarget.F32, p);
+        }
         if (p.GradBf16 == 0)
         {
             p.DqStride = p.RowStride;
-            k(TileConfig(device, p), qf, qh, gf, gh, lse.F32, delta.F32, df, dh, df, p);
+            Run(dqkv);
             return;
         }
         // No bf16 atomics: dq gathers in an fp32 scratch, added (rounded once) into the bf16 d(qkv) afterwards.
         using var dq = Tensor.Zeros(device, yShape, DType.F32, MemoryCategory.Workspace, op + ".dq");
         p.DqStride = p.C;
-        k(TileConfig(device, p), qf, qh, gf, gh, lse.F32, delta.F32, df, dh, dq.F32, p);
+        Run(dq);
         var add = device.Kernel("flash_attention.add_dq_bf16", acc => acc.LoadStreamKernel<ArrayView<float>, ArrayView<ushort>, Params>(AddDqBf16Kernel));
         add(Launch.Elementwise(device, dq.Numel), dq.F32, dh, p);
+    }
+
+    /// <summary>The forward's argument checks: qkv, heads and window, y [B, T, C] in qkv's dtype, lse [B, H, T] float32, one device.</summary>
+    internal static void CheckForward(string op, Tensor qkv, int heads, int? window, Tensor y, Tensor lse)
+    {
+        var yShape = CheckArguments(op, qkv, heads, window);
+        Check.That(y.Shape.Equals(yShape) && y.DType == qkv.DType, op, $"output {y.Shape} {y.DType.Name()} must be {yShape} {qkv.DType.Name()} for qkv {qkv.Shape}");
+        CheckLse(op, lse, qkv, heads);
+        Check.SameDevice(op, qkv, y);
+        Check.SameDevice(op, qkv, lse);
     }
 
     private static void CheckLse(string op, Tensor lse, Tensor qkv, int heads)

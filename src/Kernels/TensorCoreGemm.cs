@@ -161,11 +161,7 @@ public static class TensorCoreGemm
     public static string CompilePtx(ComputeDevice device, Tile tile)
     {
         var method = KernelMethod(tile == Tile.Auto ? Tile.Narrow : tile, AVectorBit | BVectorBit);
-        var entry = ILGPU.Backends.EntryPoints.EntryPointDescription.FromExplicitlyGroupedKernel(method);
-        if (device.Accelerator is CudaAccelerator cuda)
-            return ((ILGPU.Backends.PTX.PTXCompiledKernel)cuda.Backend.Compile(entry, default)).PTXAssembly;
-        using var backend = new ILGPU.Backends.PTX.PTXBackend(device.Context, CudaArchitecture.SM_90, CudaInstructionSet.ISA_88, null!);
-        return ((ILGPU.Backends.PTX.PTXCompiledKernel)backend.Compile(entry, default)).PTXAssembly;
+        return WarpMma.CompilePtx(device, method);
     }
 
     private static string? WhyNotDTypes(MatrixOperand a, MatrixOperand b, MatrixOperand c)
@@ -212,7 +208,7 @@ public static class TensorCoreGemm
 
         var p = new TcParams
         {
-            APtr = DevicePointer(a.Tensor), BPtr = DevicePointer(b.Tensor),
+            APtr = WarpMma.DevicePointer(a.Tensor), BPtr = WarpMma.DevicePointer(b.Tensor),
             AOffset = a.Offset, ABatch = a.BatchStride, Lda = a.Ld,
             BOffset = b.Offset, BBatch = b.BatchStride, Ldb = b.Ld,
             COffset = c.Offset, CBatch = c.BatchStride, Ldc = c.Ld,
@@ -310,12 +306,6 @@ public static class TensorCoreGemm
 
     /// <summary>The kernels see C as fp32 and bf16: for a bf16 C under 4 bytes (one element) Run rents this fp32 stand-in for the fp32 view.</summary>
     public static Shape? StandInFor(DType c, long cBytes) => c == DType.BF16 && cBytes < 4 ? new Shape(1) : null;
-
-    private static ulong DevicePointer(Tensor t)
-    {
-        var view = (IContiguousArrayView)t.Raw;
-        return (ulong)(view.Buffer.NativePtr.ToInt64() + view.IndexInBytes);
-    }
 
     /// <summary>
     /// Kernel arguments (public because ILGPU's CPU backend must see the type). op(A)[m,k] of batch b is
@@ -634,8 +624,8 @@ public static class TensorCoreGemm
     private const string DeclareDynamic = DeclareRegisters +
         "mov.u32 tcsb, __dyn_shared_alloca;\n\tadd.u32 tcsb, tcsb, 127;\n\tand.b32 tcsb, tcsb, -128;\n\t" + SetAddresses;
 
-    private const string LdsmA = "ldmatrix.sync.aligned.m8n8.x4.shared.b16 ";
-    private const string LdsmT = "ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 ";
+    private const string LdsmA = WarpMma.Ldsm;
+    private const string LdsmT = WarpMma.LdsmTrans;
 
     /// <summary>A fragments 0..3 from a K-contiguous slice (%0: stage offset): one lane address, fragments 16 rows (1024 bytes) apart; k16 step 0 uses tcla0, step 1 tcla1.</summary>
     private const string LoadAKContiguous0 = "{ .reg .u32 t; add.u32 t, tcla0, %0;\n\t" +
@@ -668,7 +658,7 @@ public static class TensorCoreGemm
         LdsmT + "{tcb0,tcb1,tcb2,tcb3}, [t0];\n\t" + LdsmT + "{tcb4,tcb5,tcb6,tcb7}, [t1];\n\t" +
         LdsmT + "{tcb8,tcb9,tcb10,tcb11}, [t2];\n\t" + LdsmT + "{tcb12,tcb13,tcb14,tcb15}, [t3]; }";
 
-    private const string Mma = "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 ";
+    private const string Mma = WarpMma.Mma;
 
     private const string ZeroNarrow =
         "mov.f32 tcc0, 0f00000000; mov.f32 tcc1, 0f00000000; mov.f32 tcc2, 0f00000000; mov.f32 tcc3, 0f00000000; mov.f32 tcc4, 0f00000000; mov.f32 tcc5, 0f00000000; mov.f32 tcc6, 0f00000000; mov.f32 tcc7, 0f00000000;\n\t" +
@@ -1220,7 +1210,7 @@ public static class TensorCoreGemm
     /// size reads nothing; the address then is the tensor's start, always valid); the scalar form reads each valid value
     /// and writes the chunk with one 16-byte store.
     /// </summary>
-    private static void CopyChunk(ArrayView<ushort> x, ulong pointer, bool vector, int smemOffset, long elem, int valid)
+    internal static void CopyChunk(ArrayView<ushort> x, ulong pointer, bool vector, int smemOffset, long elem, int valid)
     {
         if (vector)
         {
@@ -1302,10 +1292,7 @@ public static class TensorCoreGemm
         FloatView bias, TcParams p, int layout, long blocks)
     {
         // A few threads, each with its own emulated shared memory (96 KB) and register file (160 KB).
-        int group = Launch.GroupSize(device, 16);
-        long groups = Math.Clamp((blocks + group - 1) / group, 1, device.IsCuda ? 64 : Math.Max(1, device.Multiprocessors));
-        var config = new KernelConfig((int)groups, group);
-        int workers = config.GridDim.X * config.GroupDim.X;
+        var config = WarpMma.EmulatedLaunch(device, blocks, out int workers);
         using var smem = Tensor.Empty(device, new Shape(workers, SmemWordsMax), DType.BF16, MemoryCategory.Workspace, "tc_gemm.emulated_smem");
         using var regs = Tensor.Empty(device, new Shape(workers, Threads * RegsPerLane), DType.I32, MemoryCategory.Workspace, "tc_gemm.emulated_regs");
         using var acc = Tensor.Empty(device, new Shape(workers, Threads * AccPerLane), DType.F32, MemoryCategory.Workspace, "tc_gemm.emulated_acc");
@@ -1324,12 +1311,13 @@ public static class TensorCoreGemm
         var smem = smemAll.SubView(worker * SmemWordsMax, SmemWordsMax);
         var regs = regsAll.SubView(worker * Threads * RegsPerLane, Threads * RegsPerLane);
         var acc = accAll.SubView(worker * Threads * AccPerLane, Threads * AccPerLane);
+        var rowAddress = LocalMemory.Allocate<int>(32); // the 32 ldmatrix row addresses of one warp
         for (long block = worker; block < blocks; block += stride)
-            EmulateGroup(a, b, cF, cH, bias, p, layout, (int)block, smem, regs, acc);
+            EmulateGroup(a, b, cF, cH, bias, p, layout, (int)block, smem, regs, acc, rowAddress);
     }
 
     private static void EmulateGroup(ArrayView<ushort> a, ArrayView<ushort> b, ArrayView<float> cF, ArrayView<ushort> cH, FloatView bias,
-        TcParams p, int layout, int block, ArrayView<ushort> smem, ArrayView<uint> regs, ArrayView<float> acc)
+        TcParams p, int layout, int block, ArrayView<ushort> smem, ArrayView<uint> regs, ArrayView<float> acc, ArrayView<int> rowAddress)
     {
         bool aKc = (layout & ATransposedBit) == 0, bKc = (layout & BTransposedBit) != 0;
         int blockN = p.BlockN, stages = p.Stages, sliceK = p.SliceK, stageBytes = StageBytesOf(blockN, sliceK), aSlice = BlockM * sliceK * 2;
@@ -1371,8 +1359,8 @@ public static class TensorCoreGemm
                 int wm = warp >> 2, wn = warp & 3;
                 for (int ks = 0; ks < sliceK / 16; ks++)
                 {
-                    for (int mi = 0; mi < 4; mi++) EmulateLdmatrix(smem, regs, warp, mi * 4, !aKc, aStage, true, aKc, wm, ks, mi, blockN, sliceK);
-                    for (int pair = 0; pair < pairs; pair++) EmulateLdmatrix(smem, regs, warp, 16 + pair * 4, !bKc, bStage, false, bKc, wn, ks, pair, blockN, sliceK);
+                    for (int mi = 0; mi < 4; mi++) EmulateLdmatrix(smem, regs, rowAddress, warp, mi * 4, !aKc, aStage, true, aKc, wm, ks, mi, blockN, sliceK);
+                    for (int pair = 0; pair < pairs; pair++) EmulateLdmatrix(smem, regs, rowAddress, warp, 16 + pair * 4, !bKc, bStage, false, bKc, wn, ks, pair, blockN, sliceK);
                     for (int mi = 0; mi < 4; mi++)
                         for (int ni = 0; ni < fragmentsN; ni++) EmulateMma(regs, acc, warp, mi, ni, fragmentsN);
                 }
@@ -1411,87 +1399,36 @@ public static class TensorCoreGemm
         for (int id = 0; id < BlockM * sliceK / 8; id++)
         {
             var ca = Chunk(aKc, id, m0, p.M, p.AOffset, p.Lda, BlockM, sliceK);
-            EmulateCopy(a, smem, stage + ca.Smem, ca.Elem + aShift, ChunkValid(aKc, ca, k0, p.K));
+            WarpMma.EmulateCopy(a, smem, stage + ca.Smem, ca.Elem + aShift, ChunkValid(aKc, ca, k0, p.K));
         }
         for (int id = 0; id < p.BlockN * sliceK / 8; id++)
         {
             var cb = Chunk(bKc, id, n0, p.N, p.BOffset, p.Ldb, p.BlockN, sliceK);
-            EmulateCopy(b, smem, stage + BlockM * sliceK * 2 + cb.Smem, cb.Elem + bShift, ChunkValid(bKc, cb, k0, p.K));
-        }
-    }
-
-    private static void EmulateCopy(ArrayView<ushort> x, ArrayView<ushort> smem, int byteOffset, long elem, int valid)
-    {
-        int w = byteOffset >> 1;
-        for (int j = 0; j < 8; j += 2)
-        {
-            uint pair = PackPair(x, elem, valid, j);
-            smem[w + j] = (ushort)pair;
-            smem[w + j + 1] = (ushort)(pair >> 16);
+            WarpMma.EmulateCopy(b, smem, stage + BlockM * sliceK * 2 + cb.Smem, cb.Elem + bShift, ChunkValid(bKc, cb, k0, p.K));
         }
     }
 
     /// <summary>
-    /// ldmatrix.sync.aligned.m8n8.x4(.trans).shared.b16 for one warp (PTX ISA): lanes 8j..8j+7 give the row addresses
-    /// of matrix j; lane i receives in register j the elements (row i/4, columns 2(i mod 4), +1) of matrix j, or with
-    /// .trans the elements (rows 2(i mod 4), +1, column i/4). Writes registers slot..slot+3 of each lane.
+    /// ldmatrix.x4(.trans) for one warp into registers slot..slot+3 of each lane: every lane's row address from the
+    /// kernel's own lane-address helpers (<see cref="LdmatrixOffsetA"/>/<see cref="LdmatrixOffsetB"/>), then
+    /// <see cref="WarpMma.EmulateLdmatrix"/>.
     /// </summary>
-    private static void EmulateLdmatrix(ArrayView<ushort> smem, ArrayView<uint> regs, int warp, int slot, bool trans, int stage,
+    private static void EmulateLdmatrix(ArrayView<ushort> smem, ArrayView<uint> regs, ArrayView<int> rowAddress, int warp, int slot, bool trans, int stage,
         bool isA, bool kContiguous, int warpPos, int ks, int sub, int blockN, int sliceK)
     {
-        for (int i = 0; i < 32; i++)
-        {
-            for (int j = 0; j < 4; j++)
-            {
-                uint lo, hi;
-                if (!trans)
-                {
-                    int src = 8 * j + (i >> 2);
-                    int w = (stage + LaneOffset(isA, kContiguous, src, warpPos, ks, sub, blockN, sliceK)) / 2 + 2 * (i & 3);
-                    lo = smem[w];
-                    hi = smem[w + 1];
-                }
-                else
-                {
-                    int src = 8 * j + 2 * (i & 3);
-                    lo = smem[(stage + LaneOffset(isA, kContiguous, src, warpPos, ks, sub, blockN, sliceK)) / 2 + (i >> 2)];
-                    hi = smem[(stage + LaneOffset(isA, kContiguous, src + 1, warpPos, ks, sub, blockN, sliceK)) / 2 + (i >> 2)];
-                }
-                regs[(warp * 32 + i) * RegsPerLane + slot + j] = lo | (hi << 16);
-            }
-        }
+        for (int l = 0; l < 32; l++) rowAddress[l] = stage + LaneOffset(isA, kContiguous, l, warpPos, ks, sub, blockN, sliceK);
+        WarpMma.EmulateLdmatrix(smem, rowAddress, trans, regs, (long)warp * 32 * RegsPerLane + slot, RegsPerLane);
     }
 
     private static int LaneOffset(bool isA, bool kContiguous, int lane, int warpPos, int ks, int sub, int blockN, int sliceK) =>
         isA ? LdmatrixOffsetA(kContiguous, lane, warpPos, ks, sub, sliceK) : LdmatrixOffsetB(kContiguous, lane, warpPos, ks, sub, blockN, sliceK);
 
-    /// <summary>
-    /// mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 for one warp, from the PTX ISA fragment layouts
-    /// (g = lane/4, t = lane mod 4): A register r holds A[g + 8(r mod 2)][2t + 8(r/2) + h], B register r holds
-    /// B[2t + 8r + h][g], accumulator r holds D[g + 8(r/2)][2t + (r mod 2)] (h the bf16 half, low first).
-    /// </summary>
+    /// <summary>mma for one warp: A fragment mi (tca), B fragment ni (tcb), accumulators (mi, ni) (tcc).</summary>
     private static void EmulateMma(ArrayView<uint> regs, ArrayView<float> acc, int warp, int mi, int ni, int fragmentsN)
     {
-        int lane0 = warp * 32;
-        for (int i = 0; i < 32; i++)
-        {
-            for (int r = 0; r < 4; r++)
-            {
-                int row = (i >> 2) + 8 * (r >> 1), col = 2 * (i & 3) + (r & 1);
-                float sum = 0f;
-                for (int kk = 0; kk < 16; kk++)
-                {
-                    int aLane = (row & 7) * 4 + ((kk & 7) >> 1), aReg = (row >> 3) + 2 * (kk >> 3);
-                    int bLane = col * 4 + ((kk & 7) >> 1), bReg = kk >> 3;
-                    uint aw = regs[(lane0 + aLane) * RegsPerLane + mi * 4 + aReg];
-                    uint bw = regs[(lane0 + bLane) * RegsPerLane + 16 + ni * 2 + bReg];
-                    float av = BFloat16.ToFloat((ushort)((kk & 1) == 0 ? aw : aw >> 16));
-                    float bv = BFloat16.ToFloat((ushort)((kk & 1) == 0 ? bw : bw >> 16));
-                    sum += av * bv;
-                }
-                acc[(lane0 + i) * AccPerLane + (mi * fragmentsN + ni) * 4 + r] += sum;
-            }
-        }
+        long lane0 = warp * 32;
+        WarpMma.EmulateMma(regs, RegsPerLane, lane0 * RegsPerLane + mi * 4, lane0 * RegsPerLane + 16 + ni * 2,
+            acc, AccPerLane, lane0 * AccPerLane + (mi * fragmentsN + ni) * 4);
     }
 
     /// <summary>Float64 CPU reference.</summary>

@@ -19,7 +19,8 @@ namespace Memopt.Runner.Bench;
 /// (<see cref="BenchTimer"/>; attention: one forward and backward per sample through the tape, as in the model), the
 /// bytes that must move (stated in each record's note: each input read once, each output written once, a +=
 /// gradient read and written), the rate, and for attention the causal TFLOP/s.
-/// Cases: attention naive vs flash, fp32 and bf16, at each --attention shape; LayerNorm forward and backward
+/// Cases: attention naive vs flash, fp32 and bf16, at each --attention shape (bf16 flash on tensor cores is "flash_tc",
+/// measured next to the SIMT flash kernels, "flash_simt"); LayerNorm forward and backward
 /// (rows × d_model) and cross-entropy forward and backward (rows × vocabulary) at each --rows, fp32 and bf16; Adam over
 /// the preset's parameter count as one tensor (with and without the bf16 shadow write) and as the optimizer runs it
 /// (one launch per parameter tensor, fp32 and bf16 model).
@@ -88,8 +89,16 @@ public sealed class KernelBench
         if (Selected.Contains("attention"))
             foreach (var c in AttentionCases)
                 foreach (var dtype in dtypes)
+                {
                     foreach (bool flash in new[] { false, true })
                         Add(Guard($"attention.{c.Label}", flash ? "flash" : "naive", dtype, () => Attention(device, c, dtype, flash)));
+                    // Where bf16 flash attention runs on tensor cores ("flash_tc"), the SIMT kernels too, to compare.
+                    if (dtype == DType.BF16 && FlashAttentionTensorCore.SupportsHeadDim(c.HeadDim) && TensorCoreGemm.WhyNotOn(device) is null)
+                        Add(Guard($"attention.{c.Label}", "flash_simt", dtype, () =>
+                        {
+                            using (FlashAttentionTensorCore.Use(FlashAttentionTensorCore.Mode.Off)) return Attention(device, c, dtype, true).ToArray();
+                        }));
+                }
         if (Selected.Contains("layernorm"))
             foreach (int r in Rows)
                 foreach (var dtype in dtypes)
@@ -217,10 +226,16 @@ public sealed class KernelBench
         int s = dtype.SizeOf();
         double io = (double)b * t * w * s, stats = 4.0 * b * c.Heads * t;
         string shape = $"B {b}, H {c.Heads}, T {t}, hd {c.HeadDim}";
-        yield return Record($"attention.{c.Label}.forward", flash ? "flash" : "naive", dtype, t, c.HeadDim, b, Stats(forwardMs),
+        string impl = !flash ? "naive" : FlashAttentionTensorCore.PathFor(qkvT, c.Heads) switch
+        {
+            "tensor cores" => "flash_tc",
+            _ when dtype == DType.BF16 && FlashAttentionTensorCore.SupportsHeadDim(c.HeadDim) && TensorCoreGemm.WhyNotOn(device) is null => "flash_simt",
+            _ => "flash",
+        };
+        yield return Record($"attention.{c.Label}.forward", impl, dtype, t, c.HeadDim, b, Stats(forwardMs),
             io * 4 + stats, $"{shape}; bytes: qkv read, y written (+ fp32 row statistics); FLOPs: 4·hd per causal pair",
             4.0 * c.HeadDim * c.Pairs, peak);
-        yield return Record($"attention.{c.Label}.backward", flash ? "flash" : "naive", dtype, t, c.HeadDim, b, Stats(backwardMs),
+        yield return Record($"attention.{c.Label}.backward", impl, dtype, t, c.HeadDim, b, Stats(backwardMs),
             io * 8 + 2 * stats, $"{shape}; bytes: qkv, y, dy read, d(qkv) written (+ fp32 row statistics); FLOPs: 8·hd per causal pair (no recompute); peak tracked over forward and backward",
             8.0 * c.HeadDim * c.Pairs, peak);
     }
