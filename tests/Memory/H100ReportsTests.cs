@@ -8,7 +8,7 @@ namespace Memopt.Tests.Memory;
 /// <summary>
 /// The model against `memopt memory --measure` on the H100 for every technique of the study (lab4 and rtx5090 at batch
 /// 32; docs/runs/h100-memory-reports/measured.json, the measured figures of each report; the fp32 ones re-measured with
-/// the split-K SIMT GEMM in h100-memory-reports-fp32): the tracked peak, the phase peaks, the pool's reserved bytes and
+/// the split-K SIMT GEMM in h100-memory-reports-fp32; rtx5090 again with the fused head in h100-memory-reports-fused): the tracked peak, the phase peaks, the pool's reserved bytes and
 /// every category at the peak and at its own peak, byte for byte, with the H100's launch shape. A change to a kernel's
 /// allocations or to the model that the H100 would see shows here without a GPU.
 /// </summary>
@@ -39,6 +39,8 @@ public class H100ReportsTests
             FlashAttention = run.GetProperty("flash_attention").GetBoolean(),
             WindowSize = window,
             Checkpointing = run.GetProperty("checkpointing").GetBoolean() ? new CheckpointSettings(1) : null,
+            // Runs measured with --fused-head carry its chunk rows; the older ones materialized the logits.
+            Head = run.TryGetProperty("head_chunk_rows", out var chunk) ? new HeadSettings(chunk.GetInt32()) : null,
             Device = WorkspaceShape.H100,
         }.WithBf16(run.GetProperty("bf16").GetBoolean());
         var p = MemoryModel.Predict(ModelConfig.Preset(run.GetProperty("preset").GetString()!), settings);
