@@ -136,7 +136,11 @@ def fwd_softmax(hd):
         v = row[h]
         b.add(f"max.f32 x{h}, fas{v[0]}, fas{v[1]};", *[f"max.f32 x{h}, x{h}, fas{i};" for i in v[2:]])
         b.add(f"{SHFL} y, x{h}, 1, 31, 0xffffffff;", f"max.f32 x{h}, x{h}, y;", f"{SHFL} y, x{h}, 2, 31, 0xffffffff;", f"max.f32 x{h}, x{h}, y;")
-        b.add(f"max.f32 x{h}, x{h}, fam{h};", f"mul.f32 n{h}, x{h}, %0;", f"mul.f32 a{h}, fam{h}, %0;", f"sub.f32 a{h}, a{h}, n{h};",
+        # The rescale factor 2^((m_old − m)·%0): a difference of maxima times the scale, never m_old·%0 − m·%0. ptxas
+        # contracts a mul.f32 followed by a sub.f32 into one fma, whose result for a row that has seen only masked keys
+        # (m_old = m = −1e30) is the rounding residual of −1e30·%0 (≈ +8e20 at hd 64), not 0: 2^x = ∞, and then
+        # l = 0·∞ and O = 0·∞ are NaN. m_old − m is exact there (0) and ≤ 0 everywhere.
+        b.add(f"max.f32 x{h}, x{h}, fam{h};", f"mul.f32 n{h}, x{h}, %0;", f"sub.f32 a{h}, fam{h}, x{h};", f"mul.f32 a{h}, a{h}, %0;",
               f"ex2.approx.ftz.f32 a{h}, a{h};", f"mov.f32 fam{h}, x{h};", f"neg.f32 n{h}, n{h};")
     for ni in range(8):
         b.add(*[f"fma.rn.f32 fas{4 * ni + r}, fas{4 * ni + r}, %0, n{r >> 1}; ex2.approx.ftz.f32 fas{4 * ni + r}, fas{4 * ni + r};" for r in range(4)])
@@ -356,7 +360,7 @@ PER_HEAD_DIM = [
     ("FwdDeclare", "shared memory, named registers, this lane's K/V ldmatrix addresses in stage 0 (%0.. offsets from the base), O = 0, m = −1e30, l = 0.", fwd_declare),
     ("FwdLoadQ", "this warp's Q A-fragments (faq) from the Q tile (%k: lane offset of k16 step k).", fwd_load_q),
     ("FwdScores", "S = Q·Kᵀ for the key tile in stage %0 (fas, 16 rows × 64 keys per warp).", fwd_scores),
-    ("FwdSoftmax", "online softmax on S (%0 = scale·log2 e): new row max, P = 2^(s·%0 − m·%0) in fas, l and O rescaled.", fwd_softmax),
+    ("FwdSoftmax", "online softmax on S (%0 = scale·log2 e): new row max m, P = 2^(s·%0 − m·%0) in fas, l and O rescaled by 2^((m_old − m)·%0).", fwd_softmax),
     ("FwdPv", "O += P·V, P rounded to bf16 A-fragments from fas, V by ldmatrix.trans from stage %0.", fwd_pv),
     ("FwdFinish", "l summed over the row's 4 lanes, y = O/l stored as bf16 pairs at %0 (row g) and %0 + %1 (row g + 8) where %2, %3 ≠ 0.", fwd_finish),
     ("BwdDeclare", "shared memory, named registers, this lane's ldmatrix addresses (%0..: K as A and Q as B per k16 step, then dSᵀ as A.trans), dK = dV = 0.", bwd_declare),

@@ -202,10 +202,10 @@ public static partial class FlashAttentionTensorCore
         "{ .reg .f32 x0, x1, y, a0, a1, n0, n1;\n\t" +
         "max.f32 x0, fas0, fas1; max.f32 x0, x0, fas4; max.f32 x0, x0, fas5; max.f32 x0, x0, fas8; max.f32 x0, x0, fas9; max.f32 x0, x0, fas12; max.f32 x0, x0, fas13; max.f32 x0, x0, fas16; max.f32 x0, x0, fas17; max.f32 x0, x0, fas20; max.f32 x0, x0, fas21; max.f32 x0, x0, fas24; max.f32 x0, x0, fas25; max.f32 x0, x0, fas28; max.f32 x0, x0, fas29;\n\t" +
         "shfl.sync.bfly.b32 y, x0, 1, 31, 0xffffffff; max.f32 x0, x0, y; shfl.sync.bfly.b32 y, x0, 2, 31, 0xffffffff; max.f32 x0, x0, y;\n\t" +
-        "max.f32 x0, x0, fam0; mul.f32 n0, x0, %0; mul.f32 a0, fam0, %0; sub.f32 a0, a0, n0; ex2.approx.ftz.f32 a0, a0; mov.f32 fam0, x0; neg.f32 n0, n0;\n\t" +
+        "max.f32 x0, x0, fam0; mul.f32 n0, x0, %0; sub.f32 a0, fam0, x0; mul.f32 a0, a0, %0; ex2.approx.ftz.f32 a0, a0; mov.f32 fam0, x0; neg.f32 n0, n0;\n\t" +
         "max.f32 x1, fas2, fas3; max.f32 x1, x1, fas6; max.f32 x1, x1, fas7; max.f32 x1, x1, fas10; max.f32 x1, x1, fas11; max.f32 x1, x1, fas14; max.f32 x1, x1, fas15; max.f32 x1, x1, fas18; max.f32 x1, x1, fas19; max.f32 x1, x1, fas22; max.f32 x1, x1, fas23; max.f32 x1, x1, fas26; max.f32 x1, x1, fas27; max.f32 x1, x1, fas30; max.f32 x1, x1, fas31;\n\t" +
         "shfl.sync.bfly.b32 y, x1, 1, 31, 0xffffffff; max.f32 x1, x1, y; shfl.sync.bfly.b32 y, x1, 2, 31, 0xffffffff; max.f32 x1, x1, y;\n\t" +
-        "max.f32 x1, x1, fam1; mul.f32 n1, x1, %0; mul.f32 a1, fam1, %0; sub.f32 a1, a1, n1; ex2.approx.ftz.f32 a1, a1; mov.f32 fam1, x1; neg.f32 n1, n1;\n\t" +
+        "max.f32 x1, x1, fam1; mul.f32 n1, x1, %0; sub.f32 a1, fam1, x1; mul.f32 a1, a1, %0; ex2.approx.ftz.f32 a1, a1; mov.f32 fam1, x1; neg.f32 n1, n1;\n\t" +
         "fma.rn.f32 fas0, fas0, %0, n0; ex2.approx.ftz.f32 fas0, fas0; fma.rn.f32 fas1, fas1, %0, n0; ex2.approx.ftz.f32 fas1, fas1; fma.rn.f32 fas2, fas2, %0, n1; ex2.approx.ftz.f32 fas2, fas2; fma.rn.f32 fas3, fas3, %0, n1; ex2.approx.ftz.f32 fas3, fas3;\n\t" +
         "fma.rn.f32 fas4, fas4, %0, n0; ex2.approx.ftz.f32 fas4, fas4; fma.rn.f32 fas5, fas5, %0, n0; ex2.approx.ftz.f32 fas5, fas5; fma.rn.f32 fas6, fas6, %0, n1; ex2.approx.ftz.f32 fas6, fas6; fma.rn.f32 fas7, fas7, %0, n1; ex2.approx.ftz.f32 fas7, fas7;\n\t" +
         "fma.rn.f32 fas8, fas8, %0, n0; ex2.approx.ftz.f32 fas8, fas8; fma.rn.f32 fas9, fas9, %0, n0; ex2.approx.ftz.f32 fas9, fas9; fma.rn.f32 fas10, fas10, %0, n1; ex2.approx.ftz.f32 fas10, fas10; fma.rn.f32 fas11, fas11, %0, n1; ex2.approx.ftz.f32 fas11, fas11;\n\t" +
@@ -221,12 +221,12 @@ public static partial class FlashAttentionTensorCore
         "mul.f32 fao8, fao8, a0; mul.f32 fao9, fao9, a0; mul.f32 fao10, fao10, a1; mul.f32 fao11, fao11, a1;\n\t" +
         "mul.f32 fao12, fao12, a0; mul.f32 fao13, fao13, a0; mul.f32 fao14, fao14, a1; mul.f32 fao15, fao15, a1;\n\t";
 
-    /// <summary>hd 32: online softmax on S (%0 = scale·log2 e): new row max, P = 2^(s·%0 − m·%0) in fas, l and O rescaled.</summary>
+    /// <summary>hd 32: online softmax on S (%0 = scale·log2 e): new row max m, P = 2^(s·%0 − m·%0) in fas, l and O rescaled by 2^((m_old − m)·%0).</summary>
     private const string FwdSoftmax32 =
         FwdSoftmaxStart +
         "}";
 
-    /// <summary>hd 64: online softmax on S (%0 = scale·log2 e): new row max, P = 2^(s·%0 − m·%0) in fas, l and O rescaled.</summary>
+    /// <summary>hd 64: online softmax on S (%0 = scale·log2 e): new row max m, P = 2^(s·%0 − m·%0) in fas, l and O rescaled by 2^((m_old − m)·%0).</summary>
     private const string FwdSoftmax64 =
         FwdSoftmaxStart +
         "mul.f32 fao16, fao16, a0; mul.f32 fao17, fao17, a0; mul.f32 fao18, fao18, a1; mul.f32 fao19, fao19, a1;\n\t" +

@@ -20,7 +20,9 @@ namespace Memopt.Kernels;
 /// tile): S = Q·Kᵀ (K fragments by ldmatrix: 16 rows × 64 keys per warp, 32 fp32 accumulators per lane); on the
 /// diagonal and window-edge tiles, scores outside 0 ≤ i − j &lt; W become −∞; online softmax in the accumulators
 /// (row max across the 4 lanes of a row by two shuffles; P = 2^(s·scale·log2 e − m·scale·log2 e); O and the
-/// per-lane partial row sum l rescaled); P rounded to bf16 straight into A fragments (the m16n8 accumulator layout of
+/// per-lane partial row sum l rescaled by 2^((m_old − m)·scale·log2 e), a difference of maxima: the difference of two
+/// products would be fused into an fma whose residual makes the factor ∞ for a row that has seen only masked keys, where
+/// m_old = m = −1e30, and l, O NaN); P rounded to bf16 straight into A fragments (the m16n8 accumulator layout of
 /// two adjacent key blocks is the m16n8k16 A layout); O += P·V with V fragments by ldmatrix.trans. At the end
 /// l is summed over the row's lanes, y = O / l is stored as bf16 pairs and L = m·scale + ln l as fp32.
 /// Fragments, accumulators and the lanes' ldmatrix addresses are PTX registers named in the inline assembly (faq Q,
@@ -268,6 +270,11 @@ public static partial class FlashAttentionTensorCore
         using var smem = Tensor.Empty(device, new Shape(workers, SmemWords), DType.BF16, MemoryCategory.Workspace, "flash_attention_tc.emulated_smem");
         using var regs = Tensor.Empty(device, new Shape(workers, Threads * RegsPerLane), DType.I32, MemoryCategory.Workspace, "flash_attention_tc.emulated_regs");
         using var acc = Tensor.Empty(device, new Shape(workers, Threads * AccPerLane), DType.F32, MemoryCategory.Workspace, "flash_attention_tc.emulated_acc");
+        // NaN in every word (0xFF bytes are a bf16 and an fp32 NaN): a read of scratch the schedule has not written shows
+        // on every device, as the GPU's uninitialised memory would, not only where a fresh buffer happens to hold garbage.
+        smem.Raw.MemSet(0xFF);
+        regs.Raw.MemSet(0xFF);
+        acc.Raw.MemSet(0xFF);
         launch(config, smem.BF16, regs.I32.Cast<uint>(), acc.F32);
         device.Synchronize();
     }
@@ -742,7 +749,9 @@ public static partial class FlashAttentionTensorCore
                     long a = (long)(warp * 32 + quad * 4 + i) * AccPerLane;
                     float m = MathF.Max(x, acc[a + AccM + half]);
                     float n = m * sl2;
-                    float alpha = Exp2(acc[a + AccM + half] * sl2 - n);
+                    // (m_old − m)·sl2, as FwdSoftmax: m_old·sl2 − n would be fused into an fma on CUDA, whose residual
+                    // for a row that has seen only masked keys (m_old = m = NegBig) makes alpha = ∞ and l, O NaN.
+                    float alpha = Exp2((acc[a + AccM + half] - m) * sl2);
                     acc[a + AccM + half] = m;
                     float l = acc[a + AccL + half] * alpha;
                     for (int ni = 0; ni < 8; ni++)

@@ -1,5 +1,6 @@
 using FsCheck;
 using FsCheck.Xunit;
+using ILGPU.Runtime;
 using Memopt.Kernels;
 using Memopt.Tensors;
 using Memopt.Tests.Harness;
@@ -33,6 +34,13 @@ public class FlashAttentionTensorCoreTests
 
     private static double[] F64(float[] v) => v.Select(e => (double)e).ToArray();
 
+    /// <summary>NaN in every element (0xFF bytes), as uninitialised GPU memory may hold: an output element the kernel does not write fails the check.</summary>
+    private static Tensor Poisoned(Tensor t)
+    {
+        t.Raw.MemSet(0xFF);
+        return t;
+    }
+
     /// <summary>
     /// Runs <paramref name="forward"/> (the emulated twin, or FlashAttention.Forward) on a bf16 qkv and checks y and L
     /// elementwise against the float64 reference with the bound above; returns the worst error as a fraction of the bound.
@@ -44,8 +52,8 @@ public class FlashAttentionTensorCoreTests
         int c = heads * hd;
         var x = RandomQkv(batch, t, heads, hd, seed, spread);
         using var qkv = Tensor.FromHost(dev, x, new Shape(batch, t, 3 * c), MemoryCategory.Data, "qkv", DType.BF16);
-        using var y = Tensor.Empty(dev, new Shape(batch, t, c), DType.BF16, MemoryCategory.Data, "y");
-        using var lse = Tensor.Empty(dev, new Shape(batch, heads, t), DType.F32, MemoryCategory.Data, "lse");
+        using var y = Poisoned(Tensor.Empty(dev, new Shape(batch, t, c), DType.BF16, MemoryCategory.Data, "y"));
+        using var lse = Poisoned(Tensor.Empty(dev, new Shape(batch, heads, t), DType.F32, MemoryCategory.Data, "lse"));
         forward(qkv, heads, window, y, lse);
 
         var exact = F64(x);
@@ -92,8 +100,8 @@ public class FlashAttentionTensorCoreTests
         var prior = GradCheck.RandomValues(rng, shape.Numel, 0.1);
         if (gradType == DType.BF16) prior = prior.Select(BFloat16.Round).ToArray();
         using var qkv = Tensor.FromHost(dev, x, shape, MemoryCategory.Data, "qkv", DType.BF16);
-        using var y = Tensor.Empty(dev, yShape, DType.BF16, MemoryCategory.Data, "y");
-        using var lse = Tensor.Empty(dev, new Shape(batch, heads, t), DType.F32, MemoryCategory.Data, "lse");
+        using var y = Poisoned(Tensor.Empty(dev, yShape, DType.BF16, MemoryCategory.Data, "y"));
+        using var lse = Poisoned(Tensor.Empty(dev, new Shape(batch, heads, t), DType.F32, MemoryCategory.Data, "lse"));
         using var dyT = Tensor.FromHost(dev, dy, yShape, MemoryCategory.Data, "dy", DType.BF16);
         using var dqkv = Tensor.FromHost(dev, prior, shape, MemoryCategory.Data, "dqkv", gradType);
         if (emulated)
@@ -171,7 +179,8 @@ public class FlashAttentionTensorCoreTests
     [InlineData(1, 2, 100, 64, null, true)]
     [InlineData(1, 1, 130, 64, null, false)]  // three tiles: key tile 0 is seen by three query tiles
     [InlineData(1, 2, 100, 32, 1, true)]
-    [InlineData(1, 1, 130, 64, 5, false)]     // the window cuts the diagonal tile and the next one
+    [InlineData(1, 1, 130, 64, 5, false)]     // the window cuts the diagonal tile and the next one; queries 68–127 see no key of tile 0
+    [InlineData(1, 1, 100, 32, 5, true)]
     [InlineData(2, 1, 130, 32, 64, true)]     // exactly a tile: key tile 0 is seen by query tiles 0 and 1 only
     [InlineData(1, 1, 130, 64, 70, false)]
     public void Emulated_backward_matches_float64(int batch, int heads, int t, int hd, int? window, bool bf16Grads) =>
@@ -196,7 +205,8 @@ public class FlashAttentionTensorCoreTests
 
     [Theory]
     [InlineData(1, 2, 100, 32, 1)]   // each row sees only itself
-    [InlineData(1, 1, 100, 64, 5)]   // a narrow band: the window edge cuts the diagonal tile and the one before
+    [InlineData(1, 1, 100, 64, 5)]   // a narrow band: the window edge cuts the diagonal tile and the one before, where rows 68–99 see no key
+    [InlineData(1, 1, 100, 32, 5)]
     [InlineData(2, 1, 130, 32, 64)]  // exactly a tile: the first key tile of the last query tile is skipped
     [InlineData(1, 1, 130, 64, 70)]
     [InlineData(1, 1, 17, 32, 20)]   // a window beyond T is plain causal
@@ -228,7 +238,8 @@ public class FlashAttentionTensorCoreTests
     [InlineData(1, 2, 130, 64, null)]
     [InlineData(1, 1, 256, 32, null)]    // rtx5090's T
     [InlineData(1, 2, 1024, 64, null)]   // the GPT-2-small-like preset's T (16 query tiles)
-    [InlineData(2, 2, 200, 64, 5)]
+    [InlineData(2, 2, 200, 64, 5)]      // rows 68–127 see no key of the first key tile they visit
+    [InlineData(1, 3, 200, 32, 5)]
     [InlineData(1, 1, 300, 32, 64)]
     [InlineData(1, 1, 17, 64, 1)]
     public void Forward_runs_on_tensor_cores_on_cuda_and_matches_float64(int batch, int heads, int t, int hd, int? window)
@@ -253,6 +264,7 @@ public class FlashAttentionTensorCoreTests
     [InlineData(1, 1, 256, 32, null, true)]   // rtx5090's T
     [InlineData(1, 2, 1024, 64, null, true)]  // the GPT-2-small-like preset's T
     [InlineData(2, 2, 200, 64, 5, false)]
+    [InlineData(1, 3, 200, 32, 5, true)]
     [InlineData(1, 1, 300, 32, 64, true)]
     [InlineData(1, 1, 17, 64, 1, false)]
     public void Backward_runs_on_tensor_cores_on_cuda_and_matches_float64(int batch, int heads, int t, int hd, int? window, bool bf16Grads)
@@ -415,6 +427,26 @@ public class FlashAttentionTensorCoreTests
                     }
                 }
             }
+    }
+
+    /// <summary>
+    /// A row whose first visited key tile is wholly masked keeps m = −1e30 through it. Its rescale factor must be
+    /// 2^((m_old − m)·scale·log2 e) = 2^0 there: computed as m_old·s − m·s (a mul.f32 then a sub.f32), ptxas fuses the
+    /// pair into an fma whose result is the rounding residual of −1e30·s (+8.0e20 at hd 64, −9.1e21 at hd 32), so the
+    /// factor was ∞ at hd 64 and l = 0·∞, O = 0·∞ NaN (the H100 failures at W = 5; the CPU never fuses, so only the PTX
+    /// text can show it here). The emulation uses the same difference of maxima.
+    /// </summary>
+    [Theory]
+    [InlineData(32)]
+    [InlineData(64)]
+    public void The_online_softmax_rescales_by_a_difference_of_maxima_which_no_fma_contraction_changes(int hd)
+    {
+        string ptx = FlashAttentionTensorCore.CompilePtx(TestDevice.Get(), hd);
+        for (int h = 0; h < 2; h++)
+        {
+            Assert.Contains($"sub.f32 a{h}, fam{h}, x{h}; mul.f32 a{h}, a{h}, ", ptx);
+            Assert.DoesNotContain($"mul.f32 a{h}, fam{h}", ptx);
+        }
     }
 
     [Theory]
