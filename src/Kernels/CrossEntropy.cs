@@ -232,6 +232,41 @@ public static class CrossEntropy
         if (bad != 0) Atomic.Add(ref status[1], bad);
     }
 
+    /// <summary>A thread's running max m, Σ exp(x − m) and Σ x over the logits it has read (one read of each).</summary>
+    private readonly struct OnlineSum(float m, float e, float sumX)
+    {
+        public static OnlineSum Empty => new(float.NegativeInfinity, 0f, 0f);
+        public readonly float M = m, E = e, SumX = sumX;
+
+        public OnlineSum Add(float x) => x > M
+            ? new OnlineSum(x, E * MathF.Exp(M - x) + 1f, SumX + x)
+            : new OnlineSum(M, E + MathF.Exp(x - M), SumX + x);
+    }
+
+    /// <summary>
+    /// The row's log-sum-exp from every thread's <see cref="OnlineSum"/>, returned to all of the group; thread 0 writes
+    /// the row's (smoothed) loss from it and the target's logit it read.
+    /// </summary>
+    private static float GroupRowLoss(OnlineSum sum, float xTarget, int row, ArrayView<float> rowLoss, ChunkShape s)
+    {
+        float rowMax = GroupExtensions.AllReduce<float, MaxFloat>(sum.M);
+        // A thread that saw no element has m = −∞ and e = 0: its term is 0·0 = 0.
+        float lse = rowMax + MathF.Log(GroupExtensions.AllReduce<float, AddFloat>(sum.E * MathF.Exp(sum.M - rowMax)));
+        float totalX = s.Smoothing != 0f ? GroupExtensions.Reduce<float, AddFloat>(sum.SumX) : 0f;
+        if (Group.IdxX == 0) rowLoss[row] = RowLoss(lse, xTarget, totalX, s);
+        return lse;
+    }
+
+    private static float RowLoss(float lse, float xTarget, float sumX, ChunkShape s)
+    {
+        float nll = lse - xTarget;
+        return s.Smoothing != 0f ? (1f - s.Smoothing) * nll + s.Smoothing * (lse - sumX / s.Vocab) : nll;
+    }
+
+    /// <summary>dloss/dx_j of a counted row: (p_j − smoothed one-hot_j)/count.</summary>
+    private static float Gradient(float x, float lse, int j, int target, ChunkShape s) =>
+        (MathF.Exp(x - lse) - (j == target ? s.OnTarget + s.Uniform : s.Uniform)) * s.InvCount;
+
     private static void ChunkKernel(FloatView logits, FloatView bias, int hasBias, ArrayView<int> targets, ArrayView<float> rowLoss,
         int hasGrad, ChunkShape s)
     {
@@ -249,40 +284,12 @@ public static class CrossEntropy
         }
         // Read before any thread of the group can overwrite it with its gradient (after the reductions' barriers).
         float xTarget = tid == 0 ? logits.Load(start + target) + (hasBias != 0 ? bias.Load(target) : 0f) : 0f;
-        float m = float.NegativeInfinity, e = 0f, sumX = 0f;
-        for (int j = tid; j < s.Vocab; j += threads)
-        {
-            float x = logits.Load(start + j) + (hasBias != 0 ? bias.Load(j) : 0f);
-            if (x > m)
-            {
-                e = e * MathF.Exp(m - x) + 1f;
-                m = x;
-            }
-            else
-            {
-                e += MathF.Exp(x - m);
-            }
-            sumX += x;
-        }
-        float rowMax = GroupExtensions.AllReduce<float, MaxFloat>(m);
-        float lse = rowMax + MathF.Log(GroupExtensions.AllReduce<float, AddFloat>(e * MathF.Exp(m - rowMax)));
-        float totalX = s.Smoothing != 0f ? GroupExtensions.Reduce<float, AddFloat>(sumX) : 0f;
-        if (tid == 0)
-        {
-            float nll = lse - xTarget;
-            rowLoss[row] = s.Smoothing != 0f ? (1f - s.Smoothing) * nll + s.Smoothing * (lse - totalX / s.Vocab) : nll;
-        }
+        var sum = OnlineSum.Empty;
+        for (int j = tid; j < s.Vocab; j += threads) sum = sum.Add(logits.Load(start + j) + (hasBias != 0 ? bias.Load(j) : 0f));
+        float lse = GroupRowLoss(sum, xTarget, row, rowLoss, s);
         if (hasGrad == 0) return;
         for (int j = tid; j < s.Stride; j += threads)
-        {
-            float g = 0f;
-            if (j < s.Vocab)
-            {
-                float p = MathF.Exp(logits.Load(start + j) + (hasBias != 0 ? bias.Load(j) : 0f) - lse);
-                g = (p - (j == target ? s.OnTarget + s.Uniform : s.Uniform)) * s.InvCount;
-            }
-            logits.Store(start + j, g);
-        }
+            logits.Store(start + j, j < s.Vocab ? Gradient(logits.Load(start + j) + (hasBias != 0 ? bias.Load(j) : 0f), lse, j, target, s) : 0f);
     }
 
     /// <summary>The chunk kernel on bf16 logits whose rows are whole 8-byte words: the same math, four logits per access.</summary>
@@ -308,7 +315,7 @@ public static class CrossEntropy
             ulong word = logits[start + target / 4];
             xTarget = BFloat16.ToFloat((ushort)(word >> (16 * (target % 4)))) + (hasBias != 0 ? bias.Load(target) : 0f);
         }
-        float m = float.NegativeInfinity, e = 0f, sumX = 0f;
+        var sum = OnlineSum.Empty;
         for (int q = tid; q < quads; q += threads)
         {
             ulong word = logits[start + q];
@@ -316,27 +323,10 @@ public static class CrossEntropy
             {
                 int j = 4 * q + i;
                 if (j >= s.Vocab) break;
-                float x = BFloat16.ToFloat((ushort)(word >> (16 * i))) + (hasBias != 0 ? bias.Load(j) : 0f);
-                if (x > m)
-                {
-                    e = e * MathF.Exp(m - x) + 1f;
-                    m = x;
-                }
-                else
-                {
-                    e += MathF.Exp(x - m);
-                }
-                sumX += x;
+                sum = sum.Add(BFloat16.ToFloat((ushort)(word >> (16 * i))) + (hasBias != 0 ? bias.Load(j) : 0f));
             }
         }
-        float rowMax = GroupExtensions.AllReduce<float, MaxFloat>(m);
-        float lse = rowMax + MathF.Log(GroupExtensions.AllReduce<float, AddFloat>(e * MathF.Exp(m - rowMax)));
-        float totalX = s.Smoothing != 0f ? GroupExtensions.Reduce<float, AddFloat>(sumX) : 0f;
-        if (tid == 0)
-        {
-            float nll = lse - xTarget;
-            rowLoss[row] = s.Smoothing != 0f ? (1f - s.Smoothing) * nll + s.Smoothing * (lse - totalX / s.Vocab) : nll;
-        }
+        float lse = GroupRowLoss(sum, xTarget, row, rowLoss, s);
         if (hasGrad == 0) return;
         for (int q = tid; q < quads; q += threads)
         {
@@ -345,8 +335,8 @@ public static class CrossEntropy
             {
                 int j = 4 * q + i;
                 if (j >= s.Vocab) break;
-                float p = MathF.Exp(BFloat16.ToFloat((ushort)(word >> (16 * i))) + (hasBias != 0 ? bias.Load(j) : 0f) - lse);
-                packed |= (ulong)BFloat16.FromFloat((p - (j == target ? s.OnTarget + s.Uniform : s.Uniform)) * s.InvCount) << (16 * i);
+                float g = Gradient(BFloat16.ToFloat((ushort)(word >> (16 * i))) + (hasBias != 0 ? bias.Load(j) : 0f), lse, j, target, s);
+                packed |= (ulong)BFloat16.FromFloat(g) << (16 * i);
             }
             logits[start + q] = packed;
         }
@@ -385,19 +375,10 @@ public static class CrossEntropy
                 sumX += partX;
             }
             float lse = max + MathF.Log(sum);
-            float nll = lse - (logits.Load(start + target) + (hasBias != 0 ? bias.Load(target) : 0f));
-            rowLoss[row] = s.Smoothing != 0f ? (1f - s.Smoothing) * nll + s.Smoothing * (lse - sumX / s.Vocab) : nll;
+            rowLoss[row] = RowLoss(lse, logits.Load(start + target) + (hasBias != 0 ? bias.Load(target) : 0f), sumX, s);
             if (hasGrad == 0) continue;
             for (int j = 0; j < s.Stride; j++)
-            {
-                float g = 0f;
-                if (j < s.Vocab)
-                {
-                    float p = MathF.Exp(logits.Load(start + j) + (hasBias != 0 ? bias.Load(j) : 0f) - lse);
-                    g = (p - (j == target ? s.OnTarget + s.Uniform : s.Uniform)) * s.InvCount;
-                }
-                logits.Store(start + j, g);
-            }
+                logits.Store(start + j, j < s.Vocab ? Gradient(logits.Load(start + j) + (hasBias != 0 ? bias.Load(j) : 0f), lse, j, target, s) : 0f);
         }
     }
 
@@ -421,32 +402,13 @@ public static class CrossEntropy
         }
 
         long start = (long)row * vocab;
-        // Online log-sum-exp per thread: m is the running max, s = Σ exp(x − m); one read of each logit.
-        float m = float.NegativeInfinity, s = 0f, sumX = 0f;
-        for (int j = tid; j < vocab; j += threads)
-        {
-            float x = logits.Load(start + j);
-            if (x > m)
-            {
-                s = s * MathF.Exp(m - x) + 1f;
-                m = x;
-            }
-            else
-            {
-                s += MathF.Exp(x - m);
-            }
-            sumX += x;
-        }
-        float rowMax = GroupExtensions.AllReduce<float, MaxFloat>(m);
-        // A thread that saw no element has m = −∞ and s = 0: its term is 0·0 = 0.
-        float sum = GroupExtensions.Reduce<float, AddFloat>(s * MathF.Exp(m - rowMax));
-        float totalX = smoothing != 0f ? GroupExtensions.Reduce<float, AddFloat>(sumX) : 0f;
+        var sum = OnlineSum.Empty;
+        for (int j = tid; j < vocab; j += threads) sum = sum.Add(logits.Load(start + j));
+        float xTarget = tid == 0 ? logits.Load(start + target) : 0f;
+        float lse = GroupRowLoss(sum, xTarget, row, rowLoss, new ChunkShape(vocab, vocab, ignoreIndex, smoothing, 0f, 0f, 0f, 0));
         if (tid == 0)
         {
-            float lse = rowMax + MathF.Log(sum);
             rowLse[row] = lse;
-            float nll = lse - logits.Load(start + target);
-            rowLoss[row] = smoothing != 0f ? (1f - smoothing) * nll + smoothing * (lse - totalX / vocab) : nll;
             Atomic.Add(ref status[0], 1);
         }
     }

@@ -15,7 +15,8 @@ public static partial class Ops
     /// parameter's float32 gradient. The bias is added in the GEMM's epilogue (no second pass over y), in float32 to
     /// the float32 product, so a bf16 y is rounded once.
     /// </summary>
-    public static Var Linear(Var x, Var weight, Var? bias = null, string op = "linear")
+    /// <summary>x [..., in], weight [out, in], bias [out] or none: (out, in, rows of x), or a ShapeException naming the op.</summary>
+    internal static (int Out, int In, int Rows) CheckLinear(string op, Var x, Var weight, Var? bias)
     {
         Check.That(weight.Shape.Rank == 2, op, $"weight {weight.Shape} must be [out, in]");
         int outFeatures = weight.Shape[0], inFeatures = weight.Shape[1];
@@ -23,7 +24,12 @@ public static partial class Ops
         if (bias is not null)
             Check.That(bias.Shape.Rank == 1 && bias.Shape[0] == outFeatures, op, $"bias {bias.Shape} must be [{outFeatures}] for weight {weight.Shape}");
         Check.That(x.Shape.Rows <= int.MaxValue, op, $"input {x.Shape} has more than 2^31-1 rows");
-        int rows = (int)x.Shape.Rows;
+        return (outFeatures, inFeatures, (int)x.Shape.Rows);
+    }
+
+    public static Var Linear(Var x, Var weight, Var? bias = null, string op = "linear")
+    {
+        var (outFeatures, inFeatures, rows) = CheckLinear(op, x, weight, bias);
         var w = x.Value.DType == DType.BF16 && weight is Parameter { Bf16Copy: { } shadow } ? shadow : weight.Value;
 
         var y = NewOutput(x, x.Shape.WithLast(outFeatures), op);

@@ -29,13 +29,7 @@ public static partial class Ops
     public static Var LinearCrossEntropy(Var x, Var weight, Var? bias, Tensor targets, int chunkRows, int ignoreIndex = -100,
         float labelSmoothing = 0f, string op = "lm_head_ce")
     {
-        Check.That(weight.Shape.Rank == 2, op, $"weight {weight.Shape} must be [vocab, in]");
-        int vocab = weight.Shape[0], d = weight.Shape[1];
-        Check.That(x.Shape.Last == d, op, $"input {x.Shape} must end in {d}, the in-features of weight {weight.Shape}");
-        if (bias is not null)
-            Check.That(bias.Shape.Rank == 1 && bias.Shape[0] == vocab, op, $"bias {bias.Shape} must be [{vocab}] for weight {weight.Shape}");
-        Check.That(x.Shape.Rows <= int.MaxValue, op, $"input {x.Shape} has more than 2^31-1 rows");
-        int rows = (int)x.Shape.Rows;
+        var (vocab, d, rows) = CheckLinear(op, x, weight, bias);
         Check.That(targets.Numel == rows && targets.Shape.Dims.SequenceEqual(x.Shape.Dims.Take(x.Shape.Rank - 1)), op,
             $"targets {targets.Shape} must have the input's shape without its last axis (input {x.Shape})");
         Check.That(chunkRows >= 1, op, $"chunk rows {chunkRows} must be ≥ 1");
