@@ -113,7 +113,10 @@ public static class LayerNorm
         partial(Launch.Elementwise(device, (long)chunks * cols), FloatView.Of(x), mean.F32, rstd.F32, FloatView.Of(dy), partials.F32, rows, cols, rowsPerChunk);
         var sum = device.Kernel("layernorm.bwd_param_sum", acc => acc.LoadStreamKernel<ArrayView<float>, FloatView, FloatView, int, int, int, int>(ParamSumKernel));
         // A gradient that is not wanted gets the workspace as a stand-in view and a 0 flag: the kernel never writes it.
-        sum(Launch.Elementwise(device, cols), partials.F32, FloatView.Of(dweight ?? partials), FloatView.Of(dbias ?? partials),
+        int sumGroup = Launch.GroupSize(device), columnsPerGroup = sumGroup / SumLanes;
+        if (columnsPerGroup < 1 || sumGroup % SumLanes != 0)
+            throw new InvalidOperationException($"{op}: the device's group size {sumGroup} is not a multiple of {SumLanes} (the parameter sums' lanes)");
+        sum(new KernelConfig((cols + columnsPerGroup - 1) / columnsPerGroup, sumGroup), partials.F32, FloatView.Of(dweight ?? partials), FloatView.Of(dbias ?? partials),
             chunks, cols, dweight is null ? 0 : 1, dbias is null ? 0 : 1);
     }
 
@@ -283,20 +286,29 @@ public static class LayerNorm
         int stride = Grid.DimX * Group.DimX;
         for (int c = Grid.GlobalIndex.X; c < cols; c += stride)
         {
+            // The chunks' partials summed in the cooperative path's order (SumLanes interleaved lanes, then the lanes
+            // in order), so both paths give bitwise-equal gradients.
+            int chunks = (rows + rowsPerChunk - 1) / rowsPerChunk;
             float sw = 0f, sb = 0f;
-            for (int r0 = 0; r0 < rows; r0 += rowsPerChunk)
+            for (int lane = 0; lane < SumLanes; lane++)
             {
-                int r1 = Math.Min(rows, r0 + rowsPerChunk);
-                float cw = 0f, cb = 0f;
-                for (int r = r0; r < r1; r++)
+                float lw = 0f, lb = 0f;
+                for (int k = lane; k < chunks; k += SumLanes)
                 {
-                    long at = (long)r * cols + c;
-                    float g = dy.Load(at);
-                    cw += g * (x.Load(at) - mean[r]) * rstd[r];
-                    cb += g;
+                    int r0 = k * rowsPerChunk, r1 = Math.Min(rows, r0 + rowsPerChunk);
+                    float cw = 0f, cb = 0f;
+                    for (int r = r0; r < r1; r++)
+                    {
+                        long at = (long)r * cols + c;
+                        float g = dy.Load(at);
+                        cw += g * (x.Load(at) - mean[r]) * rstd[r];
+                        cb += g;
+                    }
+                    lw += cw;
+                    lb += cb;
                 }
-                sw += cw;
-                sb += cb;
+                sw += lw;
+                sb += lb;
             }
             if (wantWeight != 0) dweight.Add(c, sw);
             if (wantBias != 0) dbias.Add(c, sb);
@@ -329,40 +341,47 @@ public static class LayerNorm
         }
     }
 
+    /// <summary>Lanes the chunk partials of a column are summed in: lane l takes chunks l, l + SumLanes, …; then the lanes in order.</summary>
+    private const int SumLanes = 8;
+
     /// <summary>
     /// dweight[c] += Σ_chunk partials[0, chunk, c]; dbias[c] += Σ_chunk partials[1, chunk, c] (flags select which).
-    /// A thread per column adds the chunks' partials in chunk order, as the portable path does (the two paths give
-    /// bitwise-equal gradients). The loads go eight at a time ahead of the adds: one dependent load after another, a
-    /// thread's 2 × 256 loads took 62 µs per call on the H100.
+    /// A group owns Group.DimX / SumLanes columns, each column's SumLanes threads sum interleaved chunks and the first
+    /// adds the lanes in order: the portable path's order, bitwise. A thread per column walking all 256 chunks took
+    /// 55–62 µs per call on the H100 (one group of 256 threads: one SM).
     /// </summary>
     private static void ParamSumKernel(ArrayView<float> partials, FloatView dweight, FloatView dbias,
         int chunks, int cols, int wantWeight, int wantBias)
     {
-        long stride = (long)Grid.DimX * Group.DimX;
+        var sw = SharedMemory.Allocate<float>(MaxGroupForSums);
+        var sb = SharedMemory.Allocate<float>(MaxGroupForSums);
+        int tid = Group.IdxX;
+        int columnsPerGroup = Group.DimX / SumLanes;
+        int lane = tid / columnsPerGroup, local = tid - lane * columnsPerGroup;
+        int c = Grid.IdxX * columnsPerGroup + local;
         long items = (long)chunks * cols;
-        for (long c = Grid.GlobalIndex.X; c < cols; c += stride)
+        float lw = 0f, lb = 0f;
+        if (c < cols)
+            for (int k = lane; k < chunks; k += SumLanes)
+            {
+                lw += partials[(long)k * cols + c];
+                lb += partials[items + (long)k * cols + c];
+            }
+        sw[tid] = lw;
+        sb[tid] = lb;
+        Group.Barrier();
+        if (lane != 0 || c >= cols) return;
+        float w = 0f, b = 0f;
+        for (int l = 0; l < SumLanes; l++)
         {
-            float sw = 0f, sb = 0f;
-            int k = 0;
-            for (; k + 8 <= chunks; k += 8)
-            {
-                long i = (long)k * cols + c;
-                float w0 = partials[i], w1 = partials[i + cols], w2 = partials[i + 2 * cols], w3 = partials[i + 3 * cols];
-                float w4 = partials[i + 4 * cols], w5 = partials[i + 5 * cols], w6 = partials[i + 6 * cols], w7 = partials[i + 7 * cols];
-                float b0 = partials[items + i], b1 = partials[items + i + cols], b2 = partials[items + i + 2 * cols], b3 = partials[items + i + 3 * cols];
-                float b4 = partials[items + i + 4 * cols], b5 = partials[items + i + 5 * cols], b6 = partials[items + i + 6 * cols], b7 = partials[items + i + 7 * cols];
-                sw = sw + w0 + w1 + w2 + w3 + w4 + w5 + w6 + w7;
-                sb = sb + b0 + b1 + b2 + b3 + b4 + b5 + b6 + b7;
-            }
-            for (; k < chunks; k++)
-            {
-                sw += partials[(long)k * cols + c];
-                sb += partials[items + (long)k * cols + c];
-            }
-            if (wantWeight != 0) dweight.Add(c, sw);
-            if (wantBias != 0) dbias.Add(c, sb);
+            w += sw[l * columnsPerGroup + local];
+            b += sb[l * columnsPerGroup + local];
         }
+        if (wantWeight != 0) dweight.Add(c, w);
+        if (wantBias != 0) dbias.Add(c, b);
     }
+
+    private const int MaxGroupForSums = 1024;
 
     /// <summary>Float64 references: forward, and the statistics PyTorch would save.</summary>
     public static class Reference
