@@ -295,17 +295,9 @@ public static class LayerNorm
                 float lw = 0f, lb = 0f;
                 for (int k = lane; k < chunks; k += SumLanes)
                 {
-                    int r0 = k * rowsPerChunk, r1 = Math.Min(rows, r0 + rowsPerChunk);
-                    float cw = 0f, cb = 0f;
-                    for (int r = r0; r < r1; r++)
-                    {
-                        long at = (long)r * cols + c;
-                        float g = dy.Load(at);
-                        cw += g * (x.Load(at) - mean[r]) * rstd[r];
-                        cb += g;
-                    }
-                    lw += cw;
-                    lb += cb;
+                    var part = ChunkSums(x, mean, rstd, dy, k * rowsPerChunk, Math.Min(rows, (k + 1) * rowsPerChunk), cols, c);
+                    lw += part.W;
+                    lb += part.B;
                 }
                 sw += lw;
                 sb += lb;
@@ -314,6 +306,22 @@ public static class LayerNorm
             if (wantBias != 0) dbias.Add(c, sb);
         }
     }
+
+    /// <summary>Column c's Σ dy·x̂ (W) and Σ dy (B) over rows r0..r1−1, in row order: one chunk's partial, on either path.</summary>
+    private static ParamSums ChunkSums(FloatView x, ArrayView<float> mean, ArrayView<float> rstd, FloatView dy, int r0, int r1, int cols, int c)
+    {
+        float w = 0f, b = 0f;
+        for (int r = r0; r < r1; r++)
+        {
+            long at = (long)r * cols + c;
+            float g = dy.Load(at);
+            w += g * (x.Load(at) - mean[r]) * rstd[r];
+            b += g;
+        }
+        return new ParamSums(w, b);
+    }
+
+    private readonly record struct ParamSums(float W, float B);
 
     /// <summary>partials[0, chunk, c] = Σ_{rows in chunk} dy·x̂, partials[1, chunk, c] = Σ dy.</summary>
     private static void ParamPartialsKernel(FloatView x, ArrayView<float> mean, ArrayView<float> rstd, FloatView dy,
@@ -326,18 +334,9 @@ public static class LayerNorm
         {
             int chunk = (int)(i / cols);
             int c = (int)(i - (long)chunk * cols);
-            int r0 = chunk * rowsPerChunk;
-            int r1 = Math.Min(rows, r0 + rowsPerChunk);
-            float sw = 0f, sb = 0f;
-            for (int r = r0; r < r1; r++)
-            {
-                long at = (long)r * cols + c;
-                float g = dy.Load(at);
-                sw += g * (x.Load(at) - mean[r]) * rstd[r];
-                sb += g;
-            }
-            partials[i] = sw;
-            partials[items + i] = sb;
+            var part = ChunkSums(x, mean, rstd, dy, chunk * rowsPerChunk, Math.Min(rows, (chunk + 1) * rowsPerChunk), cols, c);
+            partials[i] = part.W;
+            partials[items + i] = part.B;
         }
     }
 
