@@ -215,6 +215,7 @@ public static class TensorCoreGemm
             M = m, N = n, K = k, Batch = batch, OutBatches = outBatches, SumBatches = sumBatches ? 1 : 0,
             BlockN = BlockNOf(tile), Stages = StagesOf(tile), SliceK = SliceKOf(tile),
             TilesM = plan.TilesM, TilesN = plan.TilesN, KTiles = plan.KTiles, Splits = splits, SlicesPerSplit = plan.SlicesPerSplit,
+            RasterRows = RasterRowsFor(plan.TilesM, plan.TilesN),
             CBf16 = c.Tensor.DType == DType.BF16 ? 1 : 0, Accumulate = accumulate ? 1 : 0, Alpha = alpha, HasBias = bias is null ? 0 : 1,
         };
 
@@ -320,6 +321,8 @@ public static class TensorCoreGemm
         public long AOffset, ABatch, BOffset, BBatch, COffset, CBatch, SplitStride;
         public int Lda, Ldb, Ldc;
         public int M, N, K, Batch, OutBatches, SumBatches, BlockN, Stages, SliceK, TilesM, TilesN, KTiles, Splits, SlicesPerSplit;
+        /// <summary>M tiles per raster band of <see cref="TileOf"/> (0: N tiles fastest).</summary>
+        public int RasterRows;
         public int CBf16, Accumulate, Partial;
         /// <summary>1 when the epilogue adds the bias (never in the split-K partials: the reduction adds it).</summary>
         public int HasBias;
@@ -444,18 +447,44 @@ public static class TensorCoreGemm
         return MnContiguousOffset(ks * 16 + (lane & 7) + ((lane >> 3) & 1) * 8, wn * (warpN / 8) + pair * 2 + (lane >> 4), blockN);
     }
 
-    /// <summary>The group's output tile, K split and output batch from its index (N tiles fastest, then M, split, batch).</summary>
+    /// <summary>
+    /// The group's output tile, K split and output batch from its index: the tiles of one split and batch first, then
+    /// the split, then the batch. Within them N tiles run fastest, or, with <see cref="TcParams.RasterRows"/> = g,
+    /// in bands of g M tiles walked column by column, so the groups resident at once share fewer A and B panels in L2
+    /// (<see cref="RasterRowsFor"/>).
+    /// </summary>
     public static void TileOf(int block, TcParams p, out int m0, out int n0, out int split, out int outBatch)
     {
-        int tn = block % p.TilesN;
-        int rest = block / p.TilesN;
-        int tm = rest % p.TilesM;
-        rest /= p.TilesM;
+        int tiles = p.TilesM * p.TilesN;
+        int tile = block % tiles;
+        int rest = block / tiles;
         split = rest % p.Splits;
         outBatch = rest / p.Splits;
+        int tm, tn;
+        if (p.RasterRows > 0)
+        {
+            int band = tile / (p.RasterRows * p.TilesN);
+            int firstM = band * p.RasterRows;
+            int rows = Math.Min(p.RasterRows, p.TilesM - firstM);
+            int inBand = tile - band * p.RasterRows * p.TilesN;
+            tm = firstM + inBand % rows;
+            tn = inBand / rows;
+        }
+        else
+        {
+            tm = tile / p.TilesN;
+            tn = tile - tm * p.TilesN;
+        }
         m0 = tm * BlockM;
         n0 = tn * p.BlockN;
     }
+
+    /// <summary>M tiles per raster band: the ~264 groups resident on an H100 (two per SM) then cover about 16 × 16
+    /// tiles (32 MB of A and B panels at K = 4096) instead of 8 rows × 32 (40 MB, near the 50 MB L2). Only for outputs
+    /// of at least 32 × 32 tiles and at most 64 tiles wide; the others keep the N-fastest order.</summary>
+    public static int RasterRowsFor(int tilesM, int tilesN) => tilesM >= 2 * RasterBand && tilesN >= 2 * RasterBand && tilesN <= 64 ? RasterBand : 0;
+
+    private const int RasterBand = 16;
 
     /// <summary>
     /// The bias of a lane's two accumulator columns, col and col + 1 (0 past N; 0, nothing read, without a bias). Read

@@ -297,4 +297,25 @@ public class TensorCoreGemmTests
 
         private static double[] Abs(ushort[] words) => words.Select(w => Math.Abs((double)BFloat16.ToFloat(w))).ToArray();
     }
+
+    /// <summary>TileOf visits every (tile, split, batch) exactly once, in row order or in raster bands (awkward band remainders).</summary>
+    [Theory]
+    [InlineData(3, 5, 2, 1, 0)]
+    [InlineData(32, 32, 1, 1, 16)]
+    [InlineData(37, 33, 2, 3, 16)]
+    [InlineData(17, 40, 1, 2, 16)]
+    public void TileOf_covers_every_tile_once(int tilesM, int tilesN, int splits, int batches, int rasterRows)
+    {
+        var p = new TensorCoreGemm.TcParams { TilesM = tilesM, TilesN = tilesN, Splits = splits, BlockN = 128, RasterRows = rasterRows };
+        var seen = new HashSet<(int, int, int, int)>();
+        for (int block = 0; block < tilesM * tilesN * splits * batches; block++)
+        {
+            TensorCoreGemm.TileOf(block, p, out int m0, out int n0, out int split, out int batch);
+            Assert.True(m0 % TensorCoreGemm.BlockM == 0 && m0 / TensorCoreGemm.BlockM < tilesM && n0 % 128 == 0 && n0 / 128 < tilesN, $"block {block}: tile ({m0}, {n0})");
+            Assert.True(split < splits && batch < batches, $"block {block}: split {split}, batch {batch}");
+            Assert.True(seen.Add((m0, n0, split, batch)), $"block {block}: ({m0}, {n0}, {split}, {batch}) twice");
+        }
+        Assert.Equal(16, TensorCoreGemm.RasterRowsFor(32, 32));
+        Assert.Equal(0, TensorCoreGemm.RasterRowsFor(16, 393)); // the LM head's logits keep the row order
+    }
 }
