@@ -216,6 +216,8 @@ public static class TensorCoreGemm
             BlockN = BlockNOf(tile), Stages = StagesOf(tile), SliceK = SliceKOf(tile),
             TilesM = plan.TilesM, TilesN = plan.TilesN, KTiles = plan.KTiles, Splits = splits, SlicesPerSplit = plan.SlicesPerSplit,
             RasterRows = RasterRowsFor(plan.TilesM, plan.TilesN),
+            // cH starts at the tensor; the offset is in the index, whose parity the epilogue checks per pair.
+            PairStores = c.Tensor.DType == DType.BF16 && WarpMma.DevicePointer(c.Tensor) % 4 == 0 ? 1 : 0,
             CBf16 = c.Tensor.DType == DType.BF16 ? 1 : 0, Accumulate = accumulate ? 1 : 0, Alpha = alpha, HasBias = bias is null ? 0 : 1,
         };
 
@@ -323,6 +325,8 @@ public static class TensorCoreGemm
         public int M, N, K, Batch, OutBatches, SumBatches, BlockN, Stages, SliceK, TilesM, TilesN, KTiles, Splits, SlicesPerSplit;
         /// <summary>M tiles per raster band of <see cref="TileOf"/> (0: N tiles fastest).</summary>
         public int RasterRows;
+        /// <summary>1 when C is bf16 and 4-byte aligned: the epilogue stores a lane's two adjacent values as one 32-bit word.</summary>
+        public int PairStores;
         public int CBf16, Accumulate, Partial;
         /// <summary>1 when the epilogue adds the bias (never in the split-K partials: the reduction adds it).</summary>
         public int HasBias;
@@ -504,8 +508,27 @@ public static class TensorCoreGemm
     {
         if (row >= p.M) return;
         long i = cBase + (long)row * p.Ldc + col;
-        if (col < p.N) StoreOne(cF, cH, p, i, Interop.IntAsFloat((uint)pair), b0);
-        if (col + 1 < p.N) StoreOne(cF, cH, p, i + 1, Interop.IntAsFloat((uint)(pair >> 32)), b1);
+        float v0 = Interop.IntAsFloat((uint)pair), v1 = Interop.IntAsFloat((uint)(pair >> 32));
+        if (p.PairStores != 0 && p.Partial == 0 && col + 1 < p.N && (i & 1) == 0)
+        {
+            // Both bf16 values in one 32-bit store: two 2-byte stores per pair multiplied the L2 write sectors of the
+            // K = 256 products (the LM head's logits) until L2 throughput, not the tensor pipe, bounded them.
+            uint lo = BFloat16.FromFloat(Bf16Value(cH, i, v0, p.Alpha, p.Accumulate, p.HasBias, b0));
+            uint hi = BFloat16.FromFloat(Bf16Value(cH, i + 1, v1, p.Alpha, p.Accumulate, p.HasBias, b1));
+            cH.Cast<uint>()[i >> 1] = lo | (hi << 16);
+            return;
+        }
+        if (col < p.N) StoreOne(cF, cH, p, i, v0, b0);
+        if (col + 1 < p.N) StoreOne(cF, cH, p, i + 1, v1, b1);
+    }
+
+    /// <summary>alpha·v (+ the bf16 C[i] when accumulating) (+ bias), in fp32: what a bf16 C[i] becomes, before its one rounding.</summary>
+    private static float Bf16Value(ArrayView<ushort> cH, long i, float v, float alpha, int accumulate, int hasBias, float bias)
+    {
+        v *= alpha;
+        if (accumulate != 0) v += BFloat16.ToFloat(cH[i]);
+        if (hasBias != 0) v += bias;
+        return v;
     }
 
     /// <summary>C[i] = alpha·v (+ C[i]) (+ bias) (<see cref="Finish"/>); a split-K partial stores v as it is.</summary>
@@ -521,15 +544,13 @@ public static class TensorCoreGemm
     /// </summary>
     private static void Finish(ArrayView<float> cF, ArrayView<ushort> cH, long i, float v, float alpha, int accumulate, int hasBias, float bias, int cBf16)
     {
-        v *= alpha;
         if (cBf16 != 0)
         {
-            if (accumulate != 0) v += BFloat16.ToFloat(cH[i]);
-            if (hasBias != 0) v += bias;
-            cH[i] = BFloat16.FromFloat(v);
+            cH[i] = BFloat16.FromFloat(Bf16Value(cH, i, v, alpha, accumulate, hasBias, bias));
         }
         else
         {
+            v *= alpha;
             if (accumulate != 0) v += cF[i];
             if (hasBias != 0) v += bias;
             cF[i] = v;
