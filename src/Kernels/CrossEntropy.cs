@@ -25,6 +25,9 @@ namespace Memopt.Kernels;
 /// status buffer that the host reads once after the kernel (8 bytes and one stream synchronisation per call, about
 /// 10–30 µs of idle GPU on an H100 — the training loop reads the loss back each step anyway). An out-of-range
 /// target throws <see cref="ShapeException"/> naming the first bad row and its value.
+/// The fused LM head (<c>Ops.LinearCrossEntropy</c>, --fused-head) uses <see cref="Chunk"/> instead: one chunk of rows
+/// whose logits (rows padded to 8, bias added on load) become row losses and, in place, their gradient in one kernel;
+/// <see cref="CountTargets"/> gives it the count first, since the gradient it writes is already divided by it.
 /// Dtypes: the logits and their gradient may be float32 or bfloat16 (<see cref="FloatView"/>); the log-sum-exp, the row
 /// losses, the loss and its gradient are float32, and so is all the math: a bf16 logit is widened on load, a bf16
 /// gradient rounded once when stored.
