@@ -53,11 +53,7 @@ public static class BiasAdd
     /// <summary>Whether the tensor's first element is 8-byte aligned (four bf16 per 8-byte access; also the fused head's chunk kernel).</summary>
     internal static bool EightByteAligned(Tensor t) => AlignedTo(t, 8);
 
-    private static bool AlignedTo(Tensor t, int bytes)
-    {
-        var view = (IContiguousArrayView)t.Raw;
-        return (view.Buffer.NativePtr.ToInt64() + view.IndexInBytes) % bytes == 0;
-    }
+    private static bool AlignedTo(Tensor t, int bytes) => t.Address % (ulong)bytes == 0;
 
     /// <summary>
     /// dbias[c] += Σ_r dy[r, c]. <paramref name="rowBlocks"/> overrides how many row blocks the cooperative pass 1

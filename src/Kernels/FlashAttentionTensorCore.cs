@@ -125,10 +125,10 @@ public static partial class FlashAttentionTensorCore
         if (dy is not null && dy.DType != DType.BF16) return $"dy is {dy.DType.Name()}, not bf16";
         int hd = qkv.Shape.Last / (3 * heads);
         if (!SupportsHeadDim(hd)) return $"head dim {hd} is not 32 or 64";
-        if (WarpMma.DevicePointer(qkv) % 16 != 0) return "qkv does not start on a 16-byte boundary";
-        if (dy is not null && WarpMma.DevicePointer(dy) % 16 != 0) return "dy does not start on a 16-byte boundary";
+        if (qkv.Address % 16 != 0) return "qkv does not start on a 16-byte boundary";
+        if (dy is not null && dy.Address % 16 != 0) return "dy does not start on a 16-byte boundary";
         // y and d(qkv) are written in pairs of elements (4-byte bf16x2, 8-byte float2 accesses).
-        if (output is not null && WarpMma.DevicePointer(output) % (ulong)(2 * output.DType.SizeOf()) != 0) return "the output is not aligned to a pair of elements";
+        if (output is not null && output.Address % (ulong)(2 * output.DType.SizeOf()) != 0) return "the output is not aligned to a pair of elements";
         return null;
     }
 
@@ -197,7 +197,7 @@ public static partial class FlashAttentionTensorCore
         float scale = 1f / MathF.Sqrt(hd);
         return new TcParams
         {
-            Qkv = WarpMma.DevicePointer(qkv),
+            Qkv = qkv.Address,
             Batch = qkv.Shape[0], T = t, Heads = heads, C = c,
             Window = window is int w && w < t ? w : t,
             Tiles = (t + Tile - 1) / Tile,
@@ -210,7 +210,7 @@ public static partial class FlashAttentionTensorCore
     {
         var device = qkv.Device;
         var p = Layout(qkv, heads, window);
-        p.Y = WarpMma.DevicePointer(y);
+        p.Y = y.Address;
         long blocks = (long)p.Tiles * p.Batch * p.Heads;
         if (blocks > int.MaxValue) throw new ShapeException("flash_attention_tc", $"{blocks} query tiles is more than one launch can take (qkv {qkv.Shape})");
         bool hd64 = p.C / heads == 64;
@@ -236,9 +236,9 @@ public static partial class FlashAttentionTensorCore
     {
         var device = qkv.Device;
         var p = Layout(qkv, heads, window);
-        p.Dy = WarpMma.DevicePointer(dy);
-        p.Dq = WarpMma.DevicePointer(dq);
-        p.Dqkv = WarpMma.DevicePointer(dqkv);
+        p.Dy = dy.Address;
+        p.Dq = dq.Address;
+        p.Dqkv = dqkv.Address;
         p.DqStride = dqStride;
         p.GradBf16 = dqkv.DType == DType.BF16 ? 1 : 0;
         long blocks = (long)p.Tiles * p.Batch * p.Heads;

@@ -486,8 +486,7 @@ public static class MatMul
     private static bool Vectorizable(MatrixOperand c, int outBatches)
     {
         if (c.Tensor.DType != DType.F32 || c.Offset % 4 != 0 || c.Ld % 4 != 0 || (outBatches > 1 && c.BatchStride % 4 != 0)) return false;
-        var view = (IContiguousArrayView)c.Tensor.Raw;
-        return (view.Buffer.NativePtr.ToInt64() + view.IndexInBytes) % 16 == 0;
+        return c.Tensor.Address % 16 == 0;
     }
 
     /// <summary>

@@ -175,8 +175,7 @@ public static class TensorCoreGemm
     /// <summary>Null when every 8-element chunk of the operand starts on a 16-byte boundary, else the first reason it does not.</summary>
     private static string? MisalignedBecause(MatrixOperand x, int batch)
     {
-        var view = (IContiguousArrayView)x.Tensor.Raw;
-        long start = view.Buffer.NativePtr.ToInt64() + view.IndexInBytes + x.Offset * 2;
+        long start = (long)x.Tensor.Address + x.Offset * 2;
         return MisalignedBecause(start, x.Offset, x.Ld, x.BatchStride, batch);
     }
 
@@ -208,7 +207,7 @@ public static class TensorCoreGemm
 
         var p = new TcParams
         {
-            APtr = WarpMma.DevicePointer(a.Tensor), BPtr = WarpMma.DevicePointer(b.Tensor),
+            APtr = a.Tensor.Address, BPtr = b.Tensor.Address,
             AOffset = a.Offset, ABatch = a.BatchStride, Lda = a.Ld,
             BOffset = b.Offset, BBatch = b.BatchStride, Ldb = b.Ld,
             COffset = c.Offset, CBatch = c.BatchStride, Ldc = c.Ld,
@@ -217,7 +216,7 @@ public static class TensorCoreGemm
             TilesM = plan.TilesM, TilesN = plan.TilesN, KTiles = plan.KTiles, Splits = splits, SlicesPerSplit = plan.SlicesPerSplit,
             RasterRows = RasterRowsFor(plan.TilesM, plan.TilesN),
             // cH starts at the tensor; the offset is in the index, whose parity the epilogue checks per pair.
-            PairStores = c.Tensor.DType == DType.BF16 && WarpMma.DevicePointer(c.Tensor) % 4 == 0 ? 1 : 0,
+            PairStores = c.Tensor.DType == DType.BF16 && c.Tensor.Address % 4 == 0 ? 1 : 0,
             CBf16 = c.Tensor.DType == DType.BF16 ? 1 : 0, Accumulate = accumulate ? 1 : 0, Alpha = alpha, HasBias = bias is null ? 0 : 1,
         };
 

@@ -127,10 +127,4 @@ public static class WarpMma
         return ((ILGPU.Backends.PTX.PTXCompiledKernel)backend.Compile(entry, default)).PTXAssembly;
     }
 
-    /// <summary>The device address of a tensor's element 0 (the operand of cp.async and of inline global stores).</summary>
-    public static ulong DevicePointer(Tensor t)
-    {
-        var view = (IContiguousArrayView)t.Raw;
-        return (ulong)(view.Buffer.NativePtr.ToInt64() + view.IndexInBytes);
-    }
 }

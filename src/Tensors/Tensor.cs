@@ -103,6 +103,17 @@ public sealed class Tensor : IDisposable
     /// <summary>A second handle on this tensor (same shape and storage), for the tape to keep a tensor the caller may dispose.</summary>
     public Tensor Share() => View(Shape);
 
+    /// <summary>The address of the first element in its device's memory (host memory on the CPU accelerator): what
+    /// alignment checks and kernels that take raw device pointers use.</summary>
+    public ulong Address
+    {
+        get
+        {
+            var view = (IContiguousArrayView)Raw;
+            return (ulong)(view.Buffer.NativePtr.ToInt64() + view.IndexInBytes);
+        }
+    }
+
     public ArrayView<byte> Raw
     {
         get
