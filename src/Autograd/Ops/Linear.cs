@@ -15,6 +15,10 @@ public static partial class Ops
     /// parameter's float32 gradient. The bias is added in the GEMM's epilogue (no second pass over y), in float32 to
     /// the float32 product, so a bf16 y is rounded once.
     /// </summary>
+    /// <summary>The weight a GEMM with x reads: its bf16 shadow when x is bf16 and it has one, else the weight itself.</summary>
+    internal static Tensor GemmWeight(Var x, Var weight) =>
+        x.Value.DType == DType.BF16 && weight is Parameter { Bf16Copy: { } shadow } ? shadow : weight.Value;
+
     /// <summary>x [..., in], weight [out, in], bias [out] or none: (out, in, rows of x), or a ShapeException naming the op.</summary>
     internal static (int Out, int In, int Rows) CheckLinear(string op, Var x, Var weight, Var? bias)
     {
@@ -30,7 +34,7 @@ public static partial class Ops
     public static Var Linear(Var x, Var weight, Var? bias = null, string op = "linear")
     {
         var (outFeatures, inFeatures, rows) = CheckLinear(op, x, weight, bias);
-        var w = x.Value.DType == DType.BF16 && weight is Parameter { Bf16Copy: { } shadow } ? shadow : weight.Value;
+        var w = GemmWeight(x, weight);
 
         var y = NewOutput(x, x.Shape.WithLast(outFeatures), op);
         Kernels.MatMul.Gemm(MatrixOperand.Rows(x.Value), MatrixOperand.Dense(w, transposed: true), MatrixOperand.Rows(y.Value),

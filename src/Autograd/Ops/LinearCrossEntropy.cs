@@ -35,7 +35,7 @@ public static partial class Ops
         Check.That(chunkRows >= 1, op, $"chunk rows {chunkRows} must be ≥ 1");
         Check.That(labelSmoothing >= 0f && labelSmoothing <= 1f, op, $"label smoothing {labelSmoothing} is not in [0, 1]");
 
-        var w = x.Value.DType == DType.BF16 && weight is Parameter { Bf16Copy: { } shadow } ? shadow : weight.Value;
+        var w = GemmWeight(x, weight);
         bool needX = x.RequiresGrad, needW = weight.RequiresGrad, needB = bias is { RequiresGrad: true };
         bool grads = Tape.IsRecording && (needX || needW || needB);
         int stride = HeadStride(vocab), chunk = Math.Min(chunkRows, rows);

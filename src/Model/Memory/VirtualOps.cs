@@ -85,6 +85,10 @@ internal sealed class VirtualOps(VAutograd autograd, DType activations, Workspac
         return y;
     }
 
+    /// <summary>Ops.GemmWeight: the bf16 shadow when x is bf16 and the weight has one.</summary>
+    private static VTensor GemmWeight(VVar x, VVar weight) =>
+        x.Value.DType == DType.BF16 && weight.Bf16Copy is { } shadow ? shadow : weight.Value;
+
     /// <summary>
     /// Ops.Linear: y = x·Wᵀ + b (the GEMMs read W's bf16 copy when x is bf16 and W has one); saves W if x needs a
     /// gradient and x if W does; backward runs dx = dy·W and dW += dyᵀ·x and rents the bias column sums.
@@ -93,7 +97,7 @@ internal sealed class VirtualOps(VAutograd autograd, DType activations, Workspac
     {
         int outFeatures = weight.Shape[0], inFeatures = weight.Shape[1];
         int rows = checked((int)x.Shape.Rows);
-        var w = x.Value.DType == DType.BF16 && weight.Bf16Copy is { } shadow ? shadow : weight.Value;
+        var w = GemmWeight(x, weight);
         var y = NewOutput(x.Shape.WithLast(outFeatures), op, name);
         Gemm(GemmOperand.Rows(x.Value), GemmOperand.Dense(w, transposed: true), y.Value, 0, rows, outFeatures, inFeatures);
         bool needX = x.RequiresGrad, needW = weight.RequiresGrad;
@@ -277,7 +281,7 @@ internal sealed class VirtualOps(VAutograd autograd, DType activations, Workspac
     {
         const string op = "lm_head_ce";
         int vocab = weight.Shape[0], d = weight.Shape[1], rows = checked((int)x.Shape.Rows);
-        var w = x.Value.DType == DType.BF16 && weight.Bf16Copy is { } shadow ? shadow : weight.Value;
+        var w = GemmWeight(x, weight);
         bool needX = x.RequiresGrad, needW = weight.RequiresGrad, needB = bias is { RequiresGrad: true };
         bool grads = autograd.IsRecording && (needX || needW || needB);
         int stride = Memopt.Autograd.Ops.HeadStride(vocab), chunk = Math.Min(chunkRows, rows);
