@@ -536,24 +536,9 @@ public static class MatMul
         int ty = warp / warpsN * (32 / lanesN) + lane / lanesN;
         int tx = warp % warpsN * lanesN + lane % lanesN;
 
-        // This thread's share of a slice's global loads. K-contiguous operand: element (row, k) = (tid / ks, tid % ks),
-        // the next load threads/ks rows further. Row-contiguous: (tid % rows, tid / rows), the next threads/rows k-rows further.
-        int loadsA = tileM * ks / threads, loadsB = tileN * ks / threads;
-        int aRow = aKc ? tid / ks : tid % tileM, aK = aKc ? tid % ks : tid / tileM;
-        int aRowStep = aKc ? threads / ks : 0, aKStep = aKc ? 0 : threads / tileM;
-        long aLoadStep = (long)(aKc ? aRowStep : aKStep) * p.Lda;
-        long aThread = aKc ? (long)(m0 + aRow) * p.Lda + aK : (long)aK * p.Lda + m0 + aRow;
-        long aSliceStep = aKc ? ks : (long)ks * p.Lda;
-        int aShared = aK * pitchA + aRow, aSharedStep = aKc ? aRowStep : aKStep * pitchA;
-        int aRowsLeft = p.M - m0 - aRow;
-
-        int bRow = bKc ? tid / ks : tid % tileN, bK = bKc ? tid % ks : tid / tileN;
-        int bRowStep = bKc ? threads / ks : 0, bKStep = bKc ? 0 : threads / tileN;
-        long bLoadStep = (long)(bKc ? bRowStep : bKStep) * p.Ldb;
-        long bThread = bKc ? (long)(n0 + bRow) * p.Ldb + bK : (long)bK * p.Ldb + n0 + bRow;
-        long bSliceStep = bKc ? ks : (long)ks * p.Ldb;
-        int bShared = bK * pitchB + bRow, bSharedStep = bKc ? bRowStep : bKStep * pitchB;
-        int bRowsLeft = p.N - n0 - bRow;
+        // This thread's share of a slice's global loads of A and of B.
+        var la = new SliceLoads(aKc, tid, threads, ks, tileM, m0, p.M, p.Lda, pitchA);
+        var lb = new SliceLoads(bKc, tid, threads, ks, tileN, n0, p.N, p.Ldb, pitchB);
 
         // The group's K slices: [first, first + count) of the (batch, k tile) sequence.
         int total = p.SumBatches != 0 ? p.Batch * p.KTiles : p.KTiles;
@@ -567,12 +552,12 @@ public static class MatMul
         {
             int k0 = kt * ks;
             bool full = interior && k0 + ks <= p.K;
-            LoadOperand<TABf16>(a, loadsA, p.AOffset + bi * p.ABatch + kt * aSliceStep + aThread, aLoadStep, full, aRowsLeft, p.K - k0 - aK, aRowStep, aKStep,
+            LoadOperand<TABf16>(a, la.Count, p.AOffset + bi * p.ABatch + kt * la.SliceStep + la.Thread, la.Step, full, la.RowsLeft, p.K - k0 - la.K, la.RowStep, la.KStep,
                 out a0, out a1, out a2, out a3, out a4, out a5, out a6, out a7);
-            LoadOperand<TBBf16>(b, loadsB, p.BOffset + bi * p.BBatch + kt * bSliceStep + bThread, bLoadStep, full, bRowsLeft, p.K - k0 - bK, bRowStep, bKStep,
+            LoadOperand<TBBf16>(b, lb.Count, p.BOffset + bi * p.BBatch + kt * lb.SliceStep + lb.Thread, lb.Step, full, lb.RowsLeft, p.K - k0 - lb.K, lb.RowStep, lb.KStep,
                 out b0, out b1, out b2, out b3, out b4, out b5, out b6, out b7);
-            StoreOperand(sa, loadsA, aShared, aSharedStep, a0, a1, a2, a3, a4, a5, a6, a7);
-            StoreOperand(sb, loadsB, bShared, bSharedStep, b0, b1, b2, b3, b4, b5, b6, b7);
+            StoreOperand(sa, la.Count, la.Shared, la.SharedStep, a0, a1, a2, a3, a4, a5, a6, a7);
+            StoreOperand(sb, lb.Count, lb.Shared, lb.SharedStep, b0, b1, b2, b3, b4, b5, b6, b7);
         }
         Group.Barrier();
 
@@ -593,9 +578,9 @@ public static class MatMul
                 }
                 int k0 = kt * ks;
                 bool full = interior && k0 + ks <= p.K;
-                LoadOperand<TABf16>(a, loadsA, p.AOffset + bi * p.ABatch + kt * aSliceStep + aThread, aLoadStep, full, aRowsLeft, p.K - k0 - aK, aRowStep, aKStep,
+                LoadOperand<TABf16>(a, la.Count, p.AOffset + bi * p.ABatch + kt * la.SliceStep + la.Thread, la.Step, full, la.RowsLeft, p.K - k0 - la.K, la.RowStep, la.KStep,
                     out a0, out a1, out a2, out a3, out a4, out a5, out a6, out a7);
-                LoadOperand<TBBf16>(b, loadsB, p.BOffset + bi * p.BBatch + kt * bSliceStep + bThread, bLoadStep, full, bRowsLeft, p.K - k0 - bK, bRowStep, bKStep,
+                LoadOperand<TBBf16>(b, lb.Count, p.BOffset + bi * p.BBatch + kt * lb.SliceStep + lb.Thread, lb.Step, full, lb.RowsLeft, p.K - k0 - lb.K, lb.RowStep, lb.KStep,
                     out b0, out b1, out b2, out b3, out b4, out b5, out b6, out b7);
             }
 
@@ -620,8 +605,8 @@ public static class MatMul
             {
                 // The other stage was last read in iteration s-1, which every thread finished before the last barrier.
                 int next = 1 - stage;
-                StoreOperand(sa, loadsA, next * stageA + aShared, aSharedStep, a0, a1, a2, a3, a4, a5, a6, a7);
-                StoreOperand(sb, loadsB, next * stageB + bShared, bSharedStep, b0, b1, b2, b3, b4, b5, b6, b7);
+                StoreOperand(sa, la.Count, next * stageA + la.Shared, la.SharedStep, a0, a1, a2, a3, a4, a5, a6, a7);
+                StoreOperand(sb, lb.Count, next * stageB + lb.Shared, lb.SharedStep, b0, b1, b2, b3, b4, b5, b6, b7);
             }
             Group.Barrier();
         }
@@ -642,6 +627,32 @@ public static class MatMul
             StoreRow(c, p, cBase, r1 + 1, q0, q1, interior, subN2, e0, e1, acc.C50, acc.C51, acc.C52, acc.C53, acc.C54, acc.C55, acc.C56, acc.C57);
             StoreRow(c, p, cBase, r1 + 2, q0, q1, interior, subN2, e0, e1, acc.C60, acc.C61, acc.C62, acc.C63, acc.C64, acc.C65, acc.C66, acc.C67);
             StoreRow(c, p, cBase, r1 + 3, q0, q1, interior, subN2, e0, e1, acc.C70, acc.C71, acc.C72, acc.C73, acc.C74, acc.C75, acc.C76, acc.C77);
+        }
+    }
+
+    /// <summary>
+    /// One thread's share of an operand's slice loads (A with its M tile, B with its N tile). K-contiguous operand:
+    /// element (row, k) = (tid / ks, tid % ks), the next load threads/ks rows further. Row-contiguous: (tid % rows,
+    /// tid / rows), the next threads/rows k-rows further. Offsets are elements of the operand and of its shared tile.
+    /// </summary>
+    private readonly struct SliceLoads
+    {
+        public readonly int Count, K, RowStep, KStep, Shared, SharedStep, RowsLeft;
+        public readonly long Step, Thread, SliceStep;
+
+        public SliceLoads(bool kContiguous, int tid, int threads, int ks, int tileRows, int x0, int extent, int ld, int pitch)
+        {
+            Count = tileRows * ks / threads;
+            int row = kContiguous ? tid / ks : tid % tileRows;
+            K = kContiguous ? tid % ks : tid / tileRows;
+            RowStep = kContiguous ? threads / ks : 0;
+            KStep = kContiguous ? 0 : threads / tileRows;
+            Step = (long)(kContiguous ? RowStep : KStep) * ld;
+            Thread = kContiguous ? (long)(x0 + row) * ld + K : (long)K * ld + x0 + row;
+            SliceStep = kContiguous ? ks : (long)ks * ld;
+            Shared = K * pitch + row;
+            SharedStep = kContiguous ? RowStep : KStep * pitch;
+            RowsLeft = extent - x0 - row;
         }
     }
 
