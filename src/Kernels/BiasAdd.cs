@@ -50,8 +50,8 @@ public static class BiasAdd
         k(Launch.Elementwise(x.Device, x.Numel), FloatView.Of(x), FloatView.Of(bias), FloatView.Of(y), x.Numel, x.Shape.Last);
     }
 
-    /// <summary>Whether the tensor's first element is 8-byte aligned (four bf16 per 8-byte access; also the fused head's chunk kernel).</summary>
-    internal static bool EightByteAligned(Tensor t) => AlignedTo(t, 8);
+    /// <summary>Whether the tensor's first element is 8-byte aligned (four bf16 per 8-byte access).</summary>
+    private static bool EightByteAligned(Tensor t) => AlignedTo(t, 8);
 
     private static bool AlignedTo(Tensor t, int bytes) => t.Address % (ulong)bytes == 0;
 

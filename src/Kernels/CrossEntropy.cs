@@ -142,7 +142,7 @@ public static class CrossEntropy
         var device = logits.Device;
         int hasBias = bias is null ? 0 : 1, hasGrad = gradient ? 1 : 0;
         var shape = new ChunkShape(vocab, stride, ignoreIndex, labelSmoothing, 1f - labelSmoothing, labelSmoothing / vocab, invCount, rows);
-        if (Launch.Cooperative(device) && logits.DType == DType.BF16 && stride % 4 == 0 && BiasAdd.EightByteAligned(logits))
+        if (Launch.Cooperative(device) && logits.DType == DType.BF16 && stride % 4 == 0 && logits.Address % 8 == 0)
         {
             // Four bf16 per 8-byte access: two-byte accesses held the kernel to ~40% of the H100's bandwidth.
             var q = device.Kernel("cross_entropy.chunk_bf16x4", acc => acc.LoadStreamKernel<
