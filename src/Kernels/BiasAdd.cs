@@ -120,52 +120,17 @@ public static class BiasAdd
     {
         var bytes = dy.Raw; // cols % 4 == 0: a whole number of 8-byte (bf16) or 16-byte (float32) quads
         if (dy.DType == DType.BF16 && EightByteAligned(dy))
-            return Quads(device, "bias_add.colsum_partial_bf16x4", new Bf16Quads(bytes.Cast<ulong>()));
+            return QuadPass(device, "bias_add.colsum_partial_bf16x4", new Bf16Quads(bytes.Cast<ulong>()));
         if (dy.DType == DType.F32 && AlignedTo(dy, 16))
-            return Quads(device, "bias_add.colsum_partial_f32x4", new F32Quads(bytes.Cast<MatMul.Quad>()));
-        return Quads(device, "bias_add.colsum_partial_x4", new ScalarQuads(FloatView.Of(dy)));
+            return QuadPass(device, "bias_add.colsum_partial_f32x4", new F32Quads(bytes.Cast<MatMul.Quad>()));
+        return QuadPass(device, "bias_add.colsum_partial_x4", new ScalarQuads(FloatView.Of(dy)));
     }
 
-    private static Pass1 Quads<TQuads>(ComputeDevice device, string key, TQuads source) where TQuads : struct, IQuadSource
+    private static Pass1 QuadPass<TQuads>(ComputeDevice device, string key, TQuads source) where TQuads : struct, IQuads
     {
         var kernel = device.Kernel(key,
             acc => acc.LoadStreamKernel<TQuads, FloatView, long, int, int, long, int>(ColumnPartialQuadKernel));
         return (config, output, rows, cols, width, rowsPerBlock, add) => kernel(config, source, output, rows, cols, width, rowsPerBlock, add);
-    }
-
-    /// <summary>Four adjacent elements 4q..4q+3 of dy, widened to float32 (public for ILGPU's CPU backend).</summary>
-    public interface IQuadSource
-    {
-        MatMul.Quad Load(long q);
-    }
-
-    /// <summary>bf16 dy, one 8-byte word per quad (element j in bits 16j..16j+15).</summary>
-    public readonly struct Bf16Quads(ArrayView<ulong> words) : IQuadSource
-    {
-        private readonly ArrayView<ulong> _words = words;
-
-        public MatMul.Quad Load(long q)
-        {
-            ulong w = _words[q];
-            return new MatMul.Quad(BFloat16.ToFloat((ushort)w), BFloat16.ToFloat((ushort)(w >> 16)),
-                BFloat16.ToFloat((ushort)(w >> 32)), BFloat16.ToFloat((ushort)(w >> 48)));
-        }
-    }
-
-    /// <summary>float32 dy, one 16-byte access per quad.</summary>
-    public readonly struct F32Quads(ArrayView<MatMul.Quad> quads) : IQuadSource
-    {
-        private readonly ArrayView<MatMul.Quad> _quads = quads;
-
-        public MatMul.Quad Load(long q) => _quads[q];
-    }
-
-    /// <summary>dy of either dtype not aligned for the wide access: four scalar reads (the same sums, in the same order).</summary>
-    public readonly struct ScalarQuads(FloatView view) : IQuadSource
-    {
-        private readonly FloatView _view = view;
-
-        public MatMul.Quad Load(long q) => new(_view.Load(4 * q), _view.Load(4 * q + 1), _view.Load(4 * q + 2), _view.Load(4 * q + 3));
     }
 
     private static void CheckBias(string op, Tensor x, Tensor bias)
@@ -259,7 +224,7 @@ public static class BiasAdd
     /// are combined the same way.
     /// </summary>
     private static void ColumnPartialQuadKernel<TQuads>(TQuads dy, FloatView output, long rows, int cols, int width, long rowsPerBlock, int addIntoOutput)
-        where TQuads : struct, IQuadSource
+        where TQuads : struct, IQuads
     {
         int tid = Group.IdxX;
         int groupSize = Group.DimX;

@@ -142,13 +142,20 @@ public static class CrossEntropy
         var device = logits.Device;
         int hasBias = bias is null ? 0 : 1, hasGrad = gradient ? 1 : 0;
         var shape = new ChunkShape(vocab, stride, ignoreIndex, labelSmoothing, 1f - labelSmoothing, labelSmoothing / vocab, invCount, rows);
-        if (Launch.Cooperative(device) && logits.DType == DType.BF16 && stride % 4 == 0 && logits.Address % 8 == 0)
+        if (Launch.Cooperative(device) && stride % 4 == 0)
         {
-            // Four bf16 per 8-byte access: two-byte accesses held the kernel to ~40% of the H100's bandwidth.
-            var q = device.Kernel("cross_entropy.chunk_bf16x4", acc => acc.LoadStreamKernel<
-                ArrayView<ulong>, FloatView, int, ArrayView<int>, ArrayView<float>, int, ChunkShape>(ChunkBf16QuadKernel));
-            q(Launch.PerRow(device, rows, 1024), logits.Raw.Cast<ulong>(), FloatView.Of(bias ?? logits), hasBias, targets.I32, rowLoss.F32, hasGrad, shape);
-            return;
+            // Four logits per access (an 8-byte bf16 word, a 16-byte float4): 2- and 4-byte accesses held the kernel to
+            // 40-50% of the H100's bandwidth.
+            if (logits.DType == DType.BF16 && logits.Address % 8 == 0)
+            {
+                QuadChunk(device, "cross_entropy.chunk_bf16x4", Bf16Quads.Of(logits), bias, logits, hasBias, targets, rowLoss, hasGrad, shape);
+                return;
+            }
+            if (logits.DType == DType.F32 && logits.Address % 16 == 0)
+            {
+                QuadChunk(device, "cross_entropy.chunk_f32x4", F32Quads.Of(logits), bias, logits, hasBias, targets, rowLoss, hasGrad, shape);
+                return;
+            }
         }
         if (Launch.Cooperative(device))
         {
@@ -295,9 +302,16 @@ public static class CrossEntropy
             logits.Store(start + j, j < s.Vocab ? Gradient(logits.Load(start + j) + (hasBias != 0 ? bias.Load(j) : 0f), lse, j, target, s) : 0f);
     }
 
-    /// <summary>The chunk kernel on bf16 logits whose rows are whole 8-byte words: the same math, four logits per access.</summary>
-    private static void ChunkBf16QuadKernel(ArrayView<ulong> logits, FloatView bias, int hasBias, ArrayView<int> targets, ArrayView<float> rowLoss,
-        int hasGrad, ChunkShape s)
+    private static void QuadChunk<TQuads>(ComputeDevice device, string key, TQuads quads, Tensor? bias, Tensor logits, int hasBias, Tensor targets,
+        Tensor rowLoss, int hasGrad, ChunkShape shape) where TQuads : struct, IQuads
+    {
+        var k = device.Kernel(key, acc => acc.LoadStreamKernel<TQuads, FloatView, int, ArrayView<int>, ArrayView<float>, int, ChunkShape>(ChunkQuadKernel));
+        k(Launch.PerRow(device, shape.Rows, 1024), quads, FloatView.Of(bias ?? logits), hasBias, targets.I32, rowLoss.F32, hasGrad, shape);
+    }
+
+    /// <summary>The chunk kernel on rows that are whole quads (<see cref="IQuads"/>): the same math, four logits per access.</summary>
+    private static void ChunkQuadKernel<TQuads>(TQuads logits, FloatView bias, int hasBias, ArrayView<int> targets, ArrayView<float> rowLoss,
+        int hasGrad, ChunkShape s) where TQuads : struct, IQuads
     {
         int row = Grid.IdxX;
         int tid = Group.IdxX;
@@ -309,39 +323,35 @@ public static class CrossEntropy
         {
             if (tid == 0) rowLoss[row] = 0f;
             if (hasGrad != 0)
-                for (int q = tid; q < quads; q += threads) logits[start + q] = 0UL;
+                for (int q = tid; q < quads; q += threads) logits.Store(start + q, default);
             return;
         }
         float xTarget = 0f;
-        if (tid == 0)
-        {
-            ulong word = logits[start + target / 4];
-            xTarget = BFloat16.ToFloat((ushort)(word >> (16 * (target % 4)))) + (hasBias != 0 ? bias.Load(target) : 0f);
-        }
+        if (tid == 0) xTarget = Quads.Get(logits.Load(start + target / 4), target % 4) + (hasBias != 0 ? bias.Load(target) : 0f);
         var sum = OnlineSum.Empty;
         for (int q = tid; q < quads; q += threads)
         {
-            ulong word = logits[start + q];
+            var x = logits.Load(start + q);
             for (int i = 0; i < 4; i++)
             {
                 int j = 4 * q + i;
                 if (j >= s.Vocab) break;
-                sum = sum.Add(BFloat16.ToFloat((ushort)(word >> (16 * i))) + (hasBias != 0 ? bias.Load(j) : 0f));
+                sum = sum.Add(Quads.Get(x, i) + (hasBias != 0 ? bias.Load(j) : 0f));
             }
         }
         float lse = GroupRowLoss(sum, xTarget, row, rowLoss, s);
         if (hasGrad == 0) return;
         for (int q = tid; q < quads; q += threads)
         {
-            ulong word = logits[start + q], packed = 0UL;
+            var x = logits.Load(start + q);
+            var g = default(MatMul.Quad);
             for (int i = 0; i < 4; i++)
             {
                 int j = 4 * q + i;
                 if (j >= s.Vocab) break;
-                float g = Gradient(BFloat16.ToFloat((ushort)(word >> (16 * i))) + (hasBias != 0 ? bias.Load(j) : 0f), lse, j, target, s);
-                packed |= (ulong)BFloat16.FromFloat(g) << (16 * i);
+                Quads.Set(ref g, i, Gradient(Quads.Get(x, i) + (hasBias != 0 ? bias.Load(j) : 0f), lse, j, target, s));
             }
-            logits[start + q] = packed;
+            logits.Store(start + q, g);
         }
     }
 

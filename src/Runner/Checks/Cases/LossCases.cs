@@ -25,38 +25,40 @@ public static class LossCases
                       Math.Abs(CrossEntropy.Reference.Forward(Wide(hl), ht, vocab, -100, 0, out _)),
                 (long)rows * vocab * 4, 4.0 * rows * vocab, set, $"{rows}x{vocab}");
         });
-        yield return new KernelCase("cross_entropy", "chunk_bf16", 1e-5, (d, rng) =>
-        {
-            // One chunk of the fused head (--fused-head) as --bf16 runs it: bf16 logits with rows padded to 8, a float32
-            // bias added on load, row losses, and the gradient written over the logits (timed; the row losses checked).
-            int rows = d.IsCuda ? 2048 : 32, vocab = d.IsCuda ? 50257 : 1000, stride = Memopt.Autograd.Ops.HeadStride(vocab);
-            var set = new TensorSet();
-            var words = new ushort[rows * stride];
-            var z = new double[rows * vocab];
-            float[] hb = Random(rng, vocab, 1);
-            for (int r = 0; r < rows; r++)
-                for (int j = 0; j < vocab; j++)
-                {
-                    words[r * stride + j] = BFloat16.FromFloat((float)(rng.NextDouble() * 8 - 4));
-                    z[r * vocab + j] = BFloat16.ToFloat(words[r * stride + j]) + hb[j];
-                }
-            int[] ht = Enumerable.Range(0, rows).Select(_ => rng.Next(vocab)).ToArray();
-            var logits = set.Add(Tensor.Empty(d, new Shape(rows, stride), DType.BF16, MemoryCategory.Data, "logits"));
-            logits.CopyFrom(words);
-            var bias = set.Add(Tensor.FromHost(d, hb, new Shape(vocab), MemoryCategory.Parameters, "bias"));
-            var targets = set.Add(Tensor.FromHost(d, ht, new Shape(rows), MemoryCategory.Data, "targets"));
-            var rowLoss = set.Add(Tensor.Empty(d, new Shape(rows), DType.F32, MemoryCategory.Workspace, "row loss"));
-            return new PreparedCase(() => CrossEntropy.Chunk(logits, bias, targets, vocab, -100, 0f, rowLoss, gradient: true, 1f / rows),
-                () =>
-                {
-                    logits.CopyFrom(words);
-                    CrossEntropy.Chunk(logits, bias, targets, vocab, -100, 0f, rowLoss, gradient: true, 1f / rows);
-                    var want = Enumerable.Range(0, rows).Select(r =>
-                        CrossEntropy.Reference.Forward(z[(r * vocab)..((r + 1) * vocab)], [ht[r]], vocab, -100, 0, out _)).ToArray();
-                    return KernelCheckRunner.RelativeError(rowLoss.ToFloatArray(), want);
-                },
-                3L * rows * stride * 2, 4.0 * rows * vocab, set, $"{rows}x{vocab}");
-        });
+        foreach (var dtype in new[] { DType.BF16, DType.F32 })
+            yield return new KernelCase("cross_entropy", dtype == DType.BF16 ? "chunk_bf16" : "chunk_f32", 1e-5, (d, rng) =>
+            {
+                // One chunk of the fused head (--fused-head) as it runs: bf16 (--bf16) or float32 logits with rows padded
+                // to 8, a float32 bias added on load, row losses, and the gradient written over the logits (timed; the
+                // row losses checked).
+                int rows = d.IsCuda ? 2048 : 32, vocab = d.IsCuda ? 50257 : 1000, stride = Memopt.Autograd.Ops.HeadStride(vocab);
+                var set = new TensorSet();
+                var values = new float[rows * stride];
+                var z = new double[rows * vocab];
+                float[] hb = Random(rng, vocab, 1);
+                for (int r = 0; r < rows; r++)
+                    for (int j = 0; j < vocab; j++)
+                    {
+                        float x = (float)(rng.NextDouble() * 8 - 4);
+                        values[r * stride + j] = dtype == DType.BF16 ? BFloat16.Round(x) : x;
+                        z[r * vocab + j] = values[r * stride + j] + hb[j];
+                    }
+                int[] ht = Enumerable.Range(0, rows).Select(_ => rng.Next(vocab)).ToArray();
+                var logits = set.Add(Tensor.FromHost(d, values, new Shape(rows, stride), MemoryCategory.Data, "logits", dtype));
+                var bias = set.Add(Tensor.FromHost(d, hb, new Shape(vocab), MemoryCategory.Parameters, "bias"));
+                var targets = set.Add(Tensor.FromHost(d, ht, new Shape(rows), MemoryCategory.Data, "targets"));
+                var rowLoss = set.Add(Tensor.Empty(d, new Shape(rows), DType.F32, MemoryCategory.Workspace, "row loss"));
+                return new PreparedCase(() => CrossEntropy.Chunk(logits, bias, targets, vocab, -100, 0f, rowLoss, gradient: true, 1f / rows),
+                    () =>
+                    {
+                        logits.CopyFrom(values);
+                        CrossEntropy.Chunk(logits, bias, targets, vocab, -100, 0f, rowLoss, gradient: true, 1f / rows);
+                        var want = Enumerable.Range(0, rows).Select(r =>
+                            CrossEntropy.Reference.Forward(z[(r * vocab)..((r + 1) * vocab)], [ht[r]], vocab, -100, 0, out _)).ToArray();
+                        return KernelCheckRunner.RelativeError(rowLoss.ToFloatArray(), want);
+                    },
+                    3L * rows * stride * dtype.SizeOf(), 4.0 * rows * vocab, set, $"{rows}x{vocab}");
+            });
         yield return new KernelCase("adamw", "update", 1e-6, (d, rng) =>
         {
             int n = Elements(d);

@@ -1,0 +1,78 @@
+using ILGPU;
+using Memopt.Tensors;
+
+namespace Memopt.Kernels;
+
+/// <summary>
+/// A float tensor seen as quads: elements 4q..4q+3 read and written together, through the widest access the dtype
+/// and alignment allow (an 8-byte word of four bf16, a 16-byte float4, or four scalar accesses). Row kernels that
+/// stream a whole row (bias gradient, the fused head's cross-entropy) are bandwidth-bound, and 2- or 4-byte accesses
+/// held them to 40–50% of the H100's; the math stays float32 whatever the storage. Public for ILGPU's CPU backend.
+/// </summary>
+public interface IQuads
+{
+    MatMul.Quad Load(long q);
+
+    /// <summary>Writes the quad (a bf16 tensor rounds each value once).</summary>
+    void Store(long q, MatMul.Quad v);
+}
+
+/// <summary>The quad accessors of a kernel's hot loop, and element access by a constant index (unrolled loops fold it).</summary>
+public static class Quads
+{
+    public static float Get(in MatMul.Quad q, int i) => i == 0 ? q.X : i == 1 ? q.Y : i == 2 ? q.Z : q.W;
+
+    public static void Set(ref MatMul.Quad q, int i, float v)
+    {
+        if (i == 0) q.X = v;
+        else if (i == 1) q.Y = v;
+        else if (i == 2) q.Z = v;
+        else q.W = v;
+    }
+}
+
+/// <summary>bf16, one 8-byte word per quad (element j in bits 16j..16j+15); the tensor's start must be 8-byte aligned.</summary>
+public readonly struct Bf16Quads(ArrayView<ulong> words) : IQuads
+{
+    private readonly ArrayView<ulong> _words = words;
+
+    public static Bf16Quads Of(Tensor t) => new(t.Raw.SubView(0, t.Bytes / 8 * 8).Cast<ulong>());
+
+    public MatMul.Quad Load(long q)
+    {
+        ulong w = _words[q];
+        return new MatMul.Quad(BFloat16.ToFloat((ushort)w), BFloat16.ToFloat((ushort)(w >> 16)),
+            BFloat16.ToFloat((ushort)(w >> 32)), BFloat16.ToFloat((ushort)(w >> 48)));
+    }
+
+    public void Store(long q, MatMul.Quad v) =>
+        _words[q] = BFloat16.FromFloat(v.X) | ((ulong)BFloat16.FromFloat(v.Y) << 16) | ((ulong)BFloat16.FromFloat(v.Z) << 32) | ((ulong)BFloat16.FromFloat(v.W) << 48);
+}
+
+/// <summary>float32, one 16-byte access per quad; the tensor's start must be 16-byte aligned.</summary>
+public readonly struct F32Quads(ArrayView<MatMul.Quad> quads) : IQuads
+{
+    private readonly ArrayView<MatMul.Quad> _quads = quads;
+
+    public static F32Quads Of(Tensor t) => new(t.Raw.SubView(0, t.Bytes / 16 * 16).Cast<MatMul.Quad>());
+
+    public MatMul.Quad Load(long q) => _quads[q];
+
+    public void Store(long q, MatMul.Quad v) => _quads[q] = v;
+}
+
+/// <summary>Either dtype where the wide access is not aligned: four scalar accesses (the same values, in the same order).</summary>
+public readonly struct ScalarQuads(FloatView view) : IQuads
+{
+    private readonly FloatView _view = view;
+
+    public MatMul.Quad Load(long q) => new(_view.Load(4 * q), _view.Load(4 * q + 1), _view.Load(4 * q + 2), _view.Load(4 * q + 3));
+
+    public void Store(long q, MatMul.Quad v)
+    {
+        _view.Store(4 * q, v.X);
+        _view.Store(4 * q + 1, v.Y);
+        _view.Store(4 * q + 2, v.Z);
+        _view.Store(4 * q + 3, v.W);
+    }
+}
