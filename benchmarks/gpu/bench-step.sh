@@ -7,7 +7,7 @@
 # OUTDIR/torch_step.{json,txt} and OUTDIR/side_by_side.txt; with KERNELS=1 also OUTDIR/memopt_kernels.{json,txt}.
 # Environment: MEMOPT_DLL (default .gpu/Memopt.Tests/memopt.dll, run through `bash .gpu/run`), PRESET (rtx5090),
 # BATCHES (32,64,128), TECHNIQUES (empty: the study's six), WARMUP (3), REPEATS (15), PROFILE (1), KERNELS (0),
-# PYTHON (python3).
+# PYTHON (python3), TORCH_TF32 (0; 1: PyTorch with TF32 allowed, to compare with --train-args=--tf32).
 set -uo pipefail
 out=${1:-gpu-out}
 shift || true
@@ -28,7 +28,7 @@ bash .gpu/run "$dll" bench step --device cuda --preset "$preset" --batch-sizes "
 memopt_rc=${PIPESTATUS[0]}
 
 "$python" benchmarks/pytorch/bench_step.py --preset "$preset" --batch-sizes "$batches" --warmup "$warmup" \
-  --repeats "$repeats" "${techniques[@]}" --out "$out/torch_step.json" \
+  --repeats "$repeats" "${techniques[@]}" $( [ "${TORCH_TF32:-0}" = 1 ] && echo --tf32 ) --out "$out/torch_step.json" \
   $( [ -f "$out/memopt_step.json" ] && echo --memopt "$out/memopt_step.json" --table "$out/side_by_side.txt" ) \
   2>&1 | tee "$out/torch_step.txt"
 torch_rc=${PIPESTATUS[0]}

@@ -160,6 +160,7 @@ def main():
     p.add_argument("--out")
     p.add_argument("--memopt", help="memopt bench step --out JSON to print side by side")
     p.add_argument("--table", help="also write the side-by-side table to this file")
+    p.add_argument("--tf32", action="store_true", help="allow TF32 in fp32 matmuls (to compare with memopt --tf32)")
     a = p.parse_args()
     try:
         batches = [int(b) for b in a.batch_sizes.split(",") if b.strip()]
@@ -173,11 +174,11 @@ def main():
     labels = [label_of(x.strip(), t) for x in a.techniques.split(",") if x.strip()]
     if not torch.cuda.is_available():
         sys.exit("no CUDA device")
-    torch.backends.cuda.matmul.allow_tf32 = False
-    torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cuda.matmul.allow_tf32 = a.tf32
+    torch.backends.cudnn.allow_tf32 = a.tf32
 
     print(f"torch {torch.__version__} on {torch.cuda.get_device_name()}, {a.preset}, random tokens, "
-          f"{a.warmup} warm-up + {a.repeats} timed steps per configuration, TF32 off")
+          f"{a.warmup} warm-up + {a.repeats} timed steps per configuration, TF32 {'on' if a.tf32 else 'off'}")
     print(f"{'technique':<24} {'batch':>5} {'median ms':>10} {'min ms':>9} {'tokens/s':>12} {'peak MiB':>10} {'reserved MiB':>13}")
     records = []
     for b in batches:

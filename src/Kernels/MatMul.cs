@@ -92,6 +92,10 @@ public static class MatMul
         // bf16 operands on CUDA go to the tensor cores (C float32 or bf16); where it declines (not CUDA), the SIMT kernels below run.
         if (a.Tensor.DType == DType.BF16 && b.Tensor.DType == DType.BF16 && TensorCoreGemm.TryGemm(a, b, c, m, n, k, batch, alpha, accumulate, bias))
             return;
+        // fp32 operands go there too when the device allows TF32 or 3xTF32 (ComputeDevice.Fp32Matmul; IEEE by default).
+        if (a.Tensor.DType == DType.F32 && b.Tensor.DType == DType.F32 && device.Fp32Matmul != Fp32Matmul.Ieee
+            && TensorCoreGemm.TryGemmF32(a, b, c, m, n, k, device.Fp32Matmul, batch, alpha, accumulate, bias))
+            return;
         bool sumBatches = c.BatchStride == 0 && batch > 1;
         int outBatches = sumBatches ? 1 : batch;
         var p = new GemmParams
@@ -844,28 +848,9 @@ public static class MatMul
         }
     }
 
-    /// <summary>What the CUDA driver made of one tiled-kernel instance (loading it if needed): registers per thread, local (spill) bytes per thread, resident groups per SM.</summary>
-    public readonly record struct KernelResources(int Registers, int LocalBytes, int GroupsPerMultiprocessor)
-    {
-        public override string ToString() => $"{Registers} registers, {LocalBytes} B local, {GroupsPerMultiprocessor} groups/SM";
-    }
-
     /// <summary>The driver's figures for a tiled-kernel instance on CUDA (null elsewhere); see <see cref="VariantOf"/> for the variant bits.</summary>
-    public static KernelResources? TiledKernelResources(ComputeDevice device, SimtTile tile, int variant)
-    {
-        if (!device.IsCuda || tile is SimtTile.Auto or SimtTile.T16x16) return null;
-        var kernel = KernelUtil.GetKernel(TiledLauncher(device, tile, variant));
-        if (kernel is not ILGPU.Runtime.Cuda.CudaKernel cuda) return null;
-        CuFuncGetAttribute(out int registers, CuFuncAttributeNumRegs, cuda.FunctionPtr);
-        CuFuncGetAttribute(out int local, CuFuncAttributeLocalSizeBytes, cuda.FunctionPtr);
-        int groups = device.Accelerator.EstimateMaxActiveGroupsPerMultiprocessor(kernel, ThreadsOf(tile), 0);
-        return new KernelResources(registers, local, groups);
-    }
-
-    [System.Runtime.InteropServices.DllImport("libcuda.so.1", EntryPoint = "cuFuncGetAttribute")]
-    private static extern int CuFuncGetAttribute(out int value, int attribute, IntPtr function);
-
-    private const int CuFuncAttributeLocalSizeBytes = 3, CuFuncAttributeNumRegs = 4;
+    public static KernelResources? TiledKernelResources(ComputeDevice device, SimtTile tile, int variant) =>
+        !device.IsCuda || tile is SimtTile.Auto or SimtTile.T16x16 ? null : KernelResources.Of(device, TiledLauncher(device, tile, variant), ThreadsOf(tile));
 
     /// <summary>
     /// The PTX of one tiled-kernel instance (for ptxas -v / inspection): the device's own backend on CUDA, an sm_90 one

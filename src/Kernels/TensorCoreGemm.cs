@@ -38,7 +38,7 @@ namespace Memopt.Kernels;
 /// index helpers as the CUDA kernel (swizzle, chunk assignment, ldmatrix lane addresses, accumulator coordinates);
 /// the tests check it against float64. <see cref="TryGemm"/> itself returns false off CUDA.
 /// </summary>
-public static class TensorCoreGemm
+public static partial class TensorCoreGemm
 {
     /// <summary>BlockK is the depth of a K slice for every tile but <see cref="Tile.NarrowK64"/> (64).</summary>
     public const int BlockM = 128, BlockK = 32, Threads = 256, WarpM = 64;
@@ -90,6 +90,39 @@ public static class TensorCoreGemm
 
     public static bool Supports(MatrixOperand a, MatrixOperand b, MatrixOperand c) => WhyNot(a, b, c) is null;
 
+    /// <summary>Tensor-core passes per product for fp32 operands: 1 rounds them to TF32, 3 splits each into a TF32 big and small part (3xTF32).</summary>
+    public static int PassesOf(Fp32Matmul mode) => mode switch
+    {
+        Fp32Matmul.Tf32 => 1,
+        Fp32Matmul.Tf32x3 => 3,
+        _ => throw new ArgumentOutOfRangeException(nameof(mode), mode, "tc_gemm: IEEE fp32 GEMMs run on the SIMT kernels, not the tensor cores"),
+    };
+
+    /// <summary>
+    /// C[b] = alpha·op(A[b])·op(B[b]) (+ C[b]) (+ bias) for fp32 A and B on tensor cores, rounded to TF32
+    /// (<see cref="Fp32Matmul.Tf32"/>) or as 3xTF32 (<see cref="Fp32Matmul.Tf32x3"/>: each operand x = big + small,
+    /// big = rna_tf32(x), small = rna_tf32(x − big), and the product summed as small·big + big·small + big·big, within
+    /// about 2^-21 of x·y per product); false (nothing launched) off CUDA or for non-fp32 operands. The narrow 128×128
+    /// tiles of the bf16 kernel, 16 fp32 of K per slice.
+    /// </summary>
+    public static bool TryGemmF32(MatrixOperand a, MatrixOperand b, MatrixOperand c, int m, int n, int k, Fp32Matmul mode, int batch = 1,
+        float alpha = 1f, bool accumulate = false, Tensor? bias = null)
+    {
+        int passes = PassesOf(mode);
+        if (WhyNotDTypes(a, b, c, passes) is not null || WhyNotOn(a.Tensor.Device) is not null) return false;
+        Run(a, b, c, m, n, k, batch, alpha, accumulate, bias, emulate: false, splits: 0, passes);
+        return true;
+    }
+
+    /// <summary>The emulated twin of <see cref="TryGemmF32"/> on any device (see <see cref="GemmEmulated"/>).</summary>
+    public static void GemmF32Emulated(MatrixOperand a, MatrixOperand b, MatrixOperand c, int m, int n, int k, Fp32Matmul mode, int batch = 1,
+        float alpha = 1f, bool accumulate = false, int splits = 0, Tensor? bias = null)
+    {
+        int passes = PassesOf(mode);
+        if (WhyNotDTypes(a, b, c, passes) is string reason) throw new ShapeException("tc_gemm", reason);
+        Run(a, b, c, m, n, k, batch, alpha, accumulate, bias, emulate: true, splits, passes);
+    }
+
     /// <summary>
     /// C[b] = alpha·op(A[b])·op(B[b]) (+ C[b]) on tensor cores; false (nothing launched) when <see cref="WhyNot"/>
     /// gives a reason. Every transpose combination and any alignment is taken: operands whose offset, leading dimension
@@ -99,7 +132,7 @@ public static class TensorCoreGemm
         float alpha = 1f, bool accumulate = false, Tensor? bias = null)
     {
         if (WhyNot(a, b, c) is not null) return false;
-        Run(a, b, c, m, n, k, batch, alpha, accumulate, bias, emulate: false, splits: 0);
+        Run(a, b, c, m, n, k, batch, alpha, accumulate, bias, emulate: false, splits: 0, passes: 0);
         return true;
     }
 
@@ -112,7 +145,7 @@ public static class TensorCoreGemm
         float alpha = 1f, bool accumulate = false, int splits = 0, Tensor? bias = null)
     {
         if (WhyNotDTypes(a, b, c) is string reason) throw new ShapeException("tc_gemm", reason);
-        Run(a, b, c, m, n, k, batch, alpha, accumulate, bias, emulate: true, splits);
+        Run(a, b, c, m, n, k, batch, alpha, accumulate, bias, emulate: true, splits, passes: 0);
     }
 
     /// <summary>How an operand's slices reach shared memory: "cp.async" when every chunk address is 16-byte aligned, else "scalar" with the reason.</summary>
@@ -151,54 +184,67 @@ public static class TensorCoreGemm
         return aScalarMn || bScalarMn ? Tile.Narrow : Tile.NarrowK64;
     }
 
+    /// <summary>
+    /// The tile of an fp32-operand (TF32, 3xTF32) GEMM: only the 32-deep narrow tiles have fp32 forms; a forced narrow
+    /// tile is kept, anything else becomes the 4-stage one where the deep tiles run, else the 3-stage one.
+    /// </summary>
+    public static Tile ChooseTileF32(Tile requested, bool deepTiles) =>
+        requested is Tile.Narrow or Tile.NarrowDeep ? requested : deepTiles ? Tile.NarrowDeep : Tile.Narrow;
+
     /// <summary>Whether the auto tile choice may take a deep tile here (a forced tile needs no probe: the probe itself forces one).</summary>
     private static bool DeepTilesFor(ComputeDevice device) => TileOverride.Value == Tile.Auto && DeepAvailable(device);
 
     /// <summary>
-    /// The PTX ILGPU generates for one kernel variant (the non-transposed, cp.async form of <paramref name="tile"/>),
+    /// The PTX ILGPU generates for one kernel variant (by default the non-transposed, cp.async, bf16 form of <paramref name="tile"/>),
     /// for inspection with ptxas -v or cuobjdump; the device's own backend on CUDA, an sm_90 one elsewhere.
     /// </summary>
-    public static string CompilePtx(ComputeDevice device, Tile tile)
+    public static string CompilePtx(ComputeDevice device, Tile tile, int passes = 0, int layout = AVectorBit | BVectorBit)
     {
-        var method = KernelMethod(tile == Tile.Auto ? Tile.Narrow : tile, AVectorBit | BVectorBit);
+        var method = KernelMethod(tile == Tile.Auto ? Tile.Narrow : tile, layout, passes);
         return WarpMma.CompilePtx(device, method);
     }
 
-    private static string? WhyNotDTypes(MatrixOperand a, MatrixOperand b, MatrixOperand c)
+    private static string? WhyNotDTypes(MatrixOperand a, MatrixOperand b, MatrixOperand c, int passes = 0)
     {
-        if (a.Tensor.DType != DType.BF16) return $"A is {a.Tensor.DType.Name()}, not bf16";
-        if (b.Tensor.DType != DType.BF16) return $"B is {b.Tensor.DType.Name()}, not bf16";
+        var inputs = passes == 0 ? DType.BF16 : DType.F32;
+        if (a.Tensor.DType != inputs) return $"A is {a.Tensor.DType.Name()}, not {inputs.Name()}";
+        if (b.Tensor.DType != inputs) return $"B is {b.Tensor.DType.Name()}, not {inputs.Name()}";
         if (c.Tensor.DType is not (DType.F32 or DType.BF16)) return $"C is {c.Tensor.DType.Name()}, not f32 or bf16";
         return null;
     }
 
-    /// <summary>Null when every 8-element chunk of the operand starts on a 16-byte boundary, else the first reason it does not.</summary>
+    /// <summary>Null when every 16-byte chunk (8 bf16 or 4 fp32) of the operand starts on a 16-byte boundary, else the first reason it does not.</summary>
     private static string? MisalignedBecause(MatrixOperand x, int batch)
     {
-        long start = (long)x.Tensor.Address + x.Offset * 2;
-        return MisalignedBecause(start, x.Offset, x.Ld, x.BatchStride, batch);
+        int size = x.Tensor.DType.SizeOf();
+        long start = (long)x.Tensor.Address + x.Offset * size;
+        return MisalignedBecause(start, x.Offset, x.Ld, x.BatchStride, batch, size);
     }
 
     /// <summary>
     /// <see cref="MisalignedBecause(MatrixOperand, int)"/> from facts: the address of the operand's first element
     /// (<paramref name="offset"/> elements into its tensor), its leading dimension and batch stride.
     /// </summary>
-    public static string? MisalignedBecause(long startAddress, long offset, int ld, long batchStride, int batch)
+    public static string? MisalignedBecause(long startAddress, long offset, int ld, long batchStride, int batch, int elementBytes = 2)
     {
+        int chunk = 16 / elementBytes;
         if (startAddress % 16 != 0) return $"start address {startAddress % 16} bytes past a 16-byte boundary (offset {offset})";
-        if (ld % 8 != 0) return $"leading dimension {ld} not a multiple of 8";
-        if (batch > 1 && batchStride % 8 != 0) return $"batch stride {batchStride} not a multiple of 8";
+        if (ld % chunk != 0) return $"leading dimension {ld} not a multiple of {chunk}";
+        if (batch > 1 && batchStride % chunk != 0) return $"batch stride {batchStride} not a multiple of {chunk}";
         return null;
     }
 
+    /// <param name="passes">0: bf16 operands; 1 or 3: fp32 operands as TF32 or 3xTF32 (<see cref="PassesOf"/>). The kernels see
+    /// every operand as 16-bit words: an fp32 operand's offsets, leading dimension, batch stride and K count two words per element.</param>
     private static void Run(MatrixOperand a, MatrixOperand b, MatrixOperand c, int m, int n, int k, int batch,
-        float alpha, bool accumulate, Tensor? bias, bool emulate, int splits)
+        float alpha, bool accumulate, Tensor? bias, bool emulate, int splits, int passes)
     {
         MatMul.CheckGemm("tc_gemm", a, b, c, m, n, k, batch, bias);
         var device = a.Tensor.Device;
         bool sumBatches = c.BatchStride == 0 && batch > 1;
         int layout = LayoutOf(a, b, batch);
-        var plan = PlanOf(m, n, k, batch, sumBatches, layout, DeepTilesFor(device), device.Multiprocessors, TileOverride.Value, splits);
+        int w = passes == 0 ? 1 : 2;
+        var plan = PlanOf(m, n, checked(k * w), batch, sumBatches, layout, DeepTilesFor(device), device.Multiprocessors, TileOverride.Value, splits, passes);
         var tile = plan.Tile;
         int outBatches = plan.OutBatches;
         splits = plan.Splits;
@@ -208,10 +254,10 @@ public static class TensorCoreGemm
         var p = new TcParams
         {
             APtr = a.Tensor.Address, BPtr = b.Tensor.Address,
-            AOffset = a.Offset, ABatch = a.BatchStride, Lda = a.Ld,
-            BOffset = b.Offset, BBatch = b.BatchStride, Ldb = b.Ld,
+            AOffset = a.Offset * w, ABatch = a.BatchStride * w, Lda = checked(a.Ld * w),
+            BOffset = b.Offset * w, BBatch = b.BatchStride * w, Ldb = checked(b.Ld * w),
             COffset = c.Offset, CBatch = c.BatchStride, Ldc = c.Ld,
-            M = m, N = n, K = k, Batch = batch, OutBatches = outBatches, SumBatches = sumBatches ? 1 : 0,
+            M = m, N = n, K = k * w, Passes = passes, Batch = batch, OutBatches = outBatches, SumBatches = sumBatches ? 1 : 0,
             BlockN = BlockNOf(tile), Stages = StagesOf(tile), SliceK = SliceKOf(tile),
             TilesM = plan.TilesM, TilesN = plan.TilesN, KTiles = plan.KTiles, Splits = splits, SlicesPerSplit = plan.SlicesPerSplit,
             RasterRows = RasterRowsFor(plan.TilesM, plan.TilesN),
@@ -243,8 +289,10 @@ public static class TensorCoreGemm
 
             var kernelP = p;
             if (partials is not null) kernelP.HasBias = 0; // the partials stay raw sums: the bias is added once, by the reduction
-            if (emulate) LaunchEmulated(device, a.Tensor.BF16, b.Tensor.BF16, kernelC, cH, biasView, kernelP, layout, blocks);
-            else LaunchCuda(device, tile, layout, (int)blocks, a.Tensor.BF16, b.Tensor.BF16, kernelC, cH, biasView, kernelP);
+            // bf16 operands as they are, fp32 ones as pairs of 16-bit words (the copies move bytes; the fragments read words).
+            ArrayView<ushort> aWords = a.Tensor.Raw.Cast<ushort>(), bWords = b.Tensor.Raw.Cast<ushort>();
+            if (emulate) LaunchEmulated(device, aWords, bWords, kernelC, cH, biasView, kernelP, layout, blocks);
+            else LaunchCuda(device, tile, layout, passes, (int)blocks, aWords, bWords, kernelC, cH, biasView, kernelP);
 
             if (partials is not null) ReduceSplits(device, partials, p, c, cF, cH, biasView);
         }
@@ -274,16 +322,17 @@ public static class TensorCoreGemm
     /// The launch plan of a GEMM from facts alone (no device, no tensors), so that the memory model predicts the
     /// split-K workspace with this same code: the operand <paramref name="layout"/> (<see cref="LayoutOf(bool, bool, bool, bool)"/>),
     /// whether the deep tiles run (<see cref="DeepAvailable"/>), the device's multiprocessors, a forced tile
-    /// (<see cref="UseTile"/>) and forced splits (&gt; 0, <see cref="GemmEmulated"/>).
+    /// (<see cref="UseTile"/>) and forced splits (&gt; 0, <see cref="GemmEmulated"/>). <paramref name="k"/> counts 16-bit words
+    /// (2·K for fp32 operands, whose <paramref name="passes"/> are 1 or 3: <see cref="ChooseTileF32"/>).
     /// K splits only when the tiles leave multiprocessors idle and K is long (the weight gradients: M, N ≤ 1024,
     /// K = B·T): enough splits to give every multiprocessor its resident groups (two narrow or one wide), each split
     /// keeping at least 8 K slices (256) so its pipeline fills. Split partial tiles stay under 2^31 elements. The
     /// split count is then corrected so that no split is empty.
     /// </summary>
     public static GemmPlan PlanOf(int m, int n, int k, int batch, bool sumBatches, int layout, bool deepTiles, int multiprocessors,
-        Tile requestedTile = Tile.Auto, int splits = 0)
+        Tile requestedTile = Tile.Auto, int splits = 0, int passes = 0)
     {
-        var tile = ChooseTile(requestedTile, deepTiles, layout);
+        var tile = passes == 0 ? ChooseTile(requestedTile, deepTiles, layout) : ChooseTileF32(requestedTile, deepTiles);
         int outBatches = sumBatches ? 1 : batch;
         int blockN = BlockNOf(tile), sliceK = SliceKOf(tile);
         int tilesM = (m + BlockM - 1) / BlockM, tilesN = (n + blockN - 1) / blockN, kTiles = (k + sliceK - 1) / sliceK;
@@ -321,7 +370,11 @@ public static class TensorCoreGemm
         public ulong APtr, BPtr;
         public long AOffset, ABatch, BOffset, BBatch, COffset, CBatch, SplitStride;
         public int Lda, Ldb, Ldc;
-        public int M, N, K, Batch, OutBatches, SumBatches, BlockN, Stages, SliceK, TilesM, TilesN, KTiles, Splits, SlicesPerSplit;
+        /// <summary>K in 16-bit words of the operands (2·K for fp32 operands).</summary>
+        public int K;
+        /// <summary>0 for bf16 operands; 1 (TF32) or 3 (3xTF32) for fp32 ones.</summary>
+        public int Passes;
+        public int M, N, Batch, OutBatches, SumBatches, BlockN, Stages, SliceK, TilesM, TilesN, KTiles, Splits, SlicesPerSplit;
         /// <summary>M tiles per raster band of <see cref="TileOf"/> (0: N tiles fastest).</summary>
         public int RasterRows;
         /// <summary>1 when C is bf16 and 4-byte aligned: the epilogue stores a lane's two adjacent values as one 32-bit word.</summary>
@@ -392,6 +445,48 @@ public static class TensorCoreGemm
         return c;
     }
 
+    /// <summary>
+    /// Byte offset of chunk <paramref name="chunk"/> (rows 4·chunk …+3) of k-row <paramref name="krow"/> in an
+    /// MN-contiguous fp32 slice ([16][sliceRows] fp32, rows of sliceRows·4 bytes). The fragments of m16n8k8.tf32 are read
+    /// one word per lane (ldmatrix.trans moves 16-bit halves, not words): lane (g, t) reads row g (+8), k-row t (+4), so
+    /// XORing the chunk with 2·(k-row mod 4) sends the warp's 32 words to 32 distinct banks.
+    /// </summary>
+    public static int MnContiguousF32Offset(int krow, int chunk, int sliceRows) => krow * sliceRows * 4 + ((chunk ^ ((krow & 3) << 1)) << 4);
+
+    /// <summary>
+    /// <see cref="Chunk"/> for an MN-contiguous fp32 operand seen as 16-bit words (offset and ld in words): 32 chunks of
+    /// 4 fp32 per k-row of a 128-row slice, 16 k-rows per slice. Fixed and KIndex count words (2 per fp32), so that
+    /// <see cref="ChunkValid"/> compares them with the word counts of K.
+    /// </summary>
+    public static ChunkLoad ChunkMnF32(int id, int x0, int rows, long offsetWords, int ldWords, int sliceRows)
+    {
+        int perRow = sliceRows >> 2;
+        int krow = id / perRow, chunk = id - krow * perRow;
+        return new ChunkLoad
+        {
+            Smem = MnContiguousF32Offset(krow, chunk, sliceRows),
+            Elem = offsetWords + (long)krow * ldWords + 2L * (x0 + chunk * 4),
+            Fixed = 2 * Math.Min(Math.Max(rows - (x0 + chunk * 4), 0), 4),
+            KIndex = 2 * krow,
+        };
+    }
+
+    /// <summary>Byte offset, in A's MN-contiguous fp32 slice, of the word lane <paramref name="lane"/> loads into register
+    /// <paramref name="r"/> of A fragment <paramref name="mi"/> at k8 step <paramref name="ks"/>: A[wm·64 + mi·16 + g + 8(r mod 2)][ks·8 + t + 4(r/2)].</summary>
+    public static int LdsOffsetAF32(int lane, int wm, int ks, int mi, int r)
+    {
+        int row = wm * WarpM + mi * 16 + (lane >> 2) + 8 * (r & 1);
+        return MnContiguousF32Offset(ks * 8 + (lane & 3) + 4 * (r >> 1), row >> 2, BlockM) + (row & 3) * 4;
+    }
+
+    /// <summary>Byte offset, in B's MN-contiguous fp32 slice (BN rows), of the word lane <paramref name="lane"/> loads into
+    /// register <paramref name="r"/> of B fragment <paramref name="ni"/> at k8 step <paramref name="ks"/>: B[ks·8 + t + 4r][wn·BN/4 + ni·8 + g].</summary>
+    public static int LdsOffsetBF32(int lane, int wn, int ks, int ni, int r, int blockN)
+    {
+        int col = wn * (blockN / 4) + ni * 8 + (lane >> 2);
+        return MnContiguousF32Offset(ks * 8 + (lane & 3) + 4 * r, col >> 2, blockN) + (col & 3) * 4;
+    }
+
     /// <summary>Values of the chunk that exist for the slice starting at k0 (the rest is zero-filled).</summary>
     public static int ChunkValid(bool kContiguous, ChunkLoad c, int k0, int k) =>
         kContiguous ? Math.Max(Math.Min(c.Fixed, k - k0 - c.KIndex), 0) : (k0 + c.KIndex < k ? c.Fixed : 0);
@@ -418,6 +513,14 @@ public static class TensorCoreGemm
         }
         return c;
     }
+
+    /// <summary>This thread's chunk <paramref name="id"/> of a slice: <see cref="Chunk"/>, or <see cref="ChunkMnF32"/> for an MN-contiguous fp32 operand.</summary>
+    public static ChunkLoad SliceChunk(bool kContiguous, bool f32, int id, int x0, int rows, long offset, int ld, int sliceRows, int sliceK = BlockK) =>
+        f32 && !kContiguous ? ChunkMnF32(id, x0, rows, offset, ld, sliceRows) : Chunk(kContiguous, id, x0, rows, offset, ld, sliceRows, sliceK);
+
+    /// <summary><see cref="SliceStep"/> in words; an MN-contiguous fp32 slice holds 16 k-rows of <paramref name="ld"/> words.</summary>
+    public static long SliceStepOf(bool kContiguous, bool f32, int ld, int sliceK = BlockK) =>
+        f32 && !kContiguous ? 16L * ld : SliceStep(kContiguous, ld, sliceK);
 
     /// <summary>Elements between the same chunk of consecutive K slices.</summary>
     public static long SliceStep(bool kContiguous, int ld, int sliceK = BlockK) => kContiguous ? sliceK : (long)sliceK * ld;
@@ -564,6 +667,12 @@ public static class TensorCoreGemm
     public struct Yes : IFlag { public readonly bool On => true; }
     public struct No : IFlag { public readonly bool On => false; }
 
+    /// <summary>The operands' precision: 0 tensor-core passes for bf16 operands, 1 (TF32) or 3 (3xTF32) for fp32 ones.</summary>
+    public interface IPrecision { int Passes { get; } }
+    public struct Bf16Inputs : IPrecision { public readonly int Passes => 0; }
+    public struct Tf32Inputs : IPrecision { public readonly int Passes => 1; }
+    public struct Tf32x3Inputs : IPrecision { public readonly int Passes => 3; }
+
     public interface ITileShape { bool Wide { get; } int Stages { get; } bool Deep { get; } }
     public struct NarrowShape : ITileShape { public readonly bool Wide => false; public readonly int Stages => 3; public readonly bool Deep => false; }
     public struct WideShape : ITileShape { public readonly bool Wide => true; public readonly int Stages => 2; public readonly bool Deep => false; }
@@ -571,13 +680,18 @@ public static class TensorCoreGemm
     public struct WideDeepShape : ITileShape { public readonly bool Wide => true; public readonly int Stages => 4; public readonly bool Deep => true; }
 
     private static readonly string[] KernelKeys = Enumerable.Range(0, 6 * 16).Select(i => $"tc_gemm.{(Tile)(i / 16)}.{i % 16}").ToArray();
+    private static readonly string[] Tf32KernelKeys = Enumerable.Range(0, 6 * 16).Select(i => $"tc_gemm_tf32.{(Tile)(i / 16)}.{i % 16}").ToArray();
+    private static readonly string[] Tf32x3KernelKeys = Enumerable.Range(0, 6 * 16).Select(i => $"tc_gemm_3xtf32.{(Tile)(i / 16)}.{i % 16}").ToArray();
 
     /// <summary>Bytes of dynamic shared memory a deep tile asks for: its stages plus 128 for aligning the base.</summary>
     private static int DynamicBytes(Tile tile) => StagesOf(tile) * StageBytesOf(BlockNOf(tile), SliceKOf(tile)) + 128;
 
-    private static System.Reflection.MethodInfo KernelMethod(Tile tile, int layout)
+    private static System.Reflection.MethodInfo KernelMethod(Tile tile, int layout, int passes = 0)
     {
         Type Flag(int bit) => (layout & bit) != 0 ? typeof(Yes) : typeof(No);
+        if (passes != 0 && tile is not (Tile.Narrow or Tile.NarrowDeep))
+            throw new ArgumentException($"tc_gemm: fp32 operands run on the narrow tiles only, not {tile}", nameof(tile));
+        Type precision = passes switch { 0 => typeof(Bf16Inputs), 1 => typeof(Tf32Inputs), _ => typeof(Tf32x3Inputs) };
         if (tile == Tile.NarrowK64)
             return typeof(TensorCoreGemm).GetMethod(nameof(TensorCoreKernelK64), System.Reflection.BindingFlags.NonPublic | System.Reflection.BindingFlags.Static)!
                 .MakeGenericMethod(Flag(ATransposedBit), Flag(BTransposedBit), Flag(AVectorBit), Flag(BVectorBit));
@@ -587,24 +701,37 @@ public static class TensorCoreGemm
             Tile.NarrowDeep => typeof(NarrowDeepShape), _ => typeof(WideDeepShape),
         };
         return typeof(TensorCoreGemm).GetMethod(nameof(TensorCoreKernel), System.Reflection.BindingFlags.NonPublic | System.Reflection.BindingFlags.Static)!
-            .MakeGenericMethod(shape, Flag(ATransposedBit), Flag(BTransposedBit), Flag(AVectorBit), Flag(BVectorBit));
+            .MakeGenericMethod(shape, precision, Flag(ATransposedBit), Flag(BTransposedBit), Flag(AVectorBit), Flag(BVectorBit));
     }
 
-    private static void LaunchCuda(ComputeDevice device, Tile tile, int layout, int blocks,
+    private static void LaunchCuda(ComputeDevice device, Tile tile, int layout, int passes, int blocks,
         ArrayView<ushort> a, ArrayView<ushort> b, ArrayView<float> cF, ArrayView<ushort> cH, FloatView bias, TcParams p)
     {
-        var launch = device.Kernel(KernelKeys[(int)tile * 16 + layout], acc =>
-        {
-            var kernel = (Action<ArrayView<ushort>, ArrayView<ushort>, ArrayView<float>, ArrayView<ushort>, FloatView, TcParams>)Delegate.CreateDelegate(
-                typeof(Action<ArrayView<ushort>, ArrayView<ushort>, ArrayView<float>, ArrayView<ushort>, FloatView, TcParams>), KernelMethod(tile, layout));
-            var loaded = acc.LoadStreamKernel(kernel);
-            if (IsDeep(tile)) AllowDynamicSharedMemory(loaded, DynamicBytes(tile));
-            return loaded;
-        });
+        var launch = Launcher(device, tile, layout, passes);
         var config = IsDeep(tile)
             ? new KernelConfig(new Index1D(blocks), new Index1D(Threads), SharedMemoryConfig.RequestDynamic<byte>(DynamicBytes(tile)))
             : new KernelConfig(blocks, Threads);
         launch(config, a, b, cF, cH, bias, p);
+    }
+
+    /// <summary>What the driver made of one kernel variant on CUDA (registers, spills, groups per SM); null elsewhere.</summary>
+    public static KernelResources? Resources(ComputeDevice device, Tile tile, int layout, int passes = 0) =>
+        !device.IsCuda ? null : KernelResources.Of(device, Launcher(device, tile, layout, passes), Threads, IsDeep(tile) ? DynamicBytes(tile) : 0);
+
+    private static Action<KernelConfig, ArrayView<ushort>, ArrayView<ushort>, ArrayView<float>, ArrayView<ushort>, FloatView, TcParams> Launcher(
+        ComputeDevice device, Tile tile, int layout, int passes)
+    {
+        var keys = passes switch { 0 => KernelKeys, 1 => Tf32KernelKeys, _ => Tf32x3KernelKeys };
+        return device.Kernel(keys[(int)tile * 16 + layout], acc =>
+        {
+            var kernel = (Action<ArrayView<ushort>, ArrayView<ushort>, ArrayView<float>, ArrayView<ushort>, FloatView, TcParams>)Delegate.CreateDelegate(
+                typeof(Action<ArrayView<ushort>, ArrayView<ushort>, ArrayView<float>, ArrayView<ushort>, FloatView, TcParams>), KernelMethod(tile, layout, passes));
+            // The fp32 kernels need ~155 registers: launch bounds for two groups per SM cap them at 128 (a few bytes of
+            // spills) and run the 3xTF32 GEMMs 10-35% faster on the H100 (docs/performance.md).
+            var loaded = passes != 0 && device.IsCuda ? acc.LoadStreamKernel(kernel, new KernelSpecialization(Threads, 2)) : acc.LoadStreamKernel(kernel);
+            if (IsDeep(tile)) AllowDynamicSharedMemory(loaded, DynamicBytes(tile));
+            return loaded;
+        });
     }
 
     private static readonly System.Runtime.CompilerServices.ConditionalWeakTable<ComputeDevice, object> DeepProbe = new();
@@ -623,7 +750,7 @@ public static class TensorCoreGemm
                 using var scope = UseTile(Tile.NarrowDeep);
                 using var x = Tensor.Zeros(d, new Shape(8, 8), DType.BF16, MemoryCategory.Workspace, "tc_gemm.probe");
                 using var y = Tensor.Zeros(d, new Shape(8, 8), DType.F32, MemoryCategory.Workspace, "tc_gemm.probe");
-                Run(MatrixOperand.Dense(x), MatrixOperand.Dense(x), MatrixOperand.Dense(y), 8, 8, 8, 1, 1f, false, null, emulate: false, splits: 1);
+                Run(MatrixOperand.Dense(x), MatrixOperand.Dense(x), MatrixOperand.Dense(y), 8, 8, 8, 1, 1f, false, null, emulate: false, splits: 1, passes: 0);
                 d.Synchronize();
                 return (object)true;
             }
@@ -790,9 +917,54 @@ public static class TensorCoreGemm
         Mma + "{tcc124,tcc125,tcc126,tcc127}, {tca12,tca13,tca14,tca15}, {tcb14,tcb15}, {tcc124,tcc125,tcc126,tcc127};";
 
 
-    private static void TensorCoreKernel<TShape, TATransposed, TBTransposed, TAVector, TBVector>(
+    /// <summary>
+    /// Step <paramref name="ks"/> (0 or 1) of the slice in the stage at byte <paramref name="st"/>: the warp's A and B
+    /// fragments, then its mma (a k16 step for bf16, a k8 step for fp32). K-contiguous lanes use their ks address;
+    /// MN-contiguous ones move 16 bf16 or 8 fp32 k-rows (4096 bytes for A, 32·BN = <paramref name="bKsStep"/> for B).
+    /// </summary>
+    private static void WarpStep(int ks, int st, bool aKc, bool bKc, bool wide, int passes, int bKsStep)
+    {
+        if (aKc)
+        {
+            if (ks == 0) CudaAsm.Emit(LoadAKContiguous0, st);
+            else CudaAsm.Emit(LoadAKContiguous1, st);
+        }
+        else if (passes != 0) CudaAsm.Emit(LoadAMnF32, st + 4096 * ks);
+        else CudaAsm.Emit(LoadAMnContiguous, st + 4096 * ks);
+        if (wide)
+        {
+            if (bKc)
+            {
+                if (ks == 0) CudaAsm.Emit(LoadBKContiguousWide0, st);
+                else CudaAsm.Emit(LoadBKContiguousWide1, st);
+            }
+            else CudaAsm.Emit(LoadBMnContiguousWide, st + bKsStep * ks);
+            CudaAsm.Emit(MmaWide);
+            return;
+        }
+        if (bKc)
+        {
+            if (ks == 0) CudaAsm.Emit(LoadBKContiguousNarrow0, st);
+            else CudaAsm.Emit(LoadBKContiguousNarrow1, st);
+        }
+        else if (passes != 0) CudaAsm.Emit(LoadBMnF32Narrow, st + bKsStep * ks);
+        else CudaAsm.Emit(LoadBMnContiguousNarrow, st + bKsStep * ks);
+        if (passes == 0) CudaAsm.Emit(MmaNarrow);
+        else if (passes == 1) CudaAsm.Emit(MmaTf32Narrow);
+        else CudaAsm.Emit(MmaTf32x3Narrow);
+    }
+
+    /// <summary>
+    /// The 32-deep kernel (tiles Narrow, Wide, NarrowDeep, WideDeep). With fp32 operands (<typeparamref name="TPrecision"/>,
+    /// narrow tiles only) the operands are 16-bit word arrays and a slice is 16 fp32 of K in the same bytes: K-contiguous
+    /// slices are byte for byte the bf16 ones (plain ldmatrix hands each lane the fp32 word that m16n8k8.tf32 wants in
+    /// that register), MN-contiguous ones are [16 k][128 rows] fp32 read one word per register
+    /// (<see cref="MnContiguousF32Offset"/>); each 16-word step is one k8 step of m16n8k8.tf32 mma, 1 or 3 passes.
+    /// </summary>
+    private static void TensorCoreKernel<TShape, TPrecision, TATransposed, TBTransposed, TAVector, TBVector>(
         ArrayView<ushort> a, ArrayView<ushort> b, ArrayView<float> cF, ArrayView<ushort> cH, FloatView bias, TcParams p)
         where TShape : struct, ITileShape
+        where TPrecision : struct, IPrecision
         where TATransposed : struct, IFlag
         where TBTransposed : struct, IFlag
         where TAVector : struct, IFlag
@@ -804,6 +976,8 @@ public static class TensorCoreGemm
         int stages = default(TShape).Stages;
         bool aKc = !default(TATransposed).On, bKc = default(TBTransposed).On;
         bool aVec = default(TAVector).On, bVec = default(TBVector).On;
+        int passes = default(TPrecision).Passes;
+        bool f32 = passes != 0;
         int blockN = wide ? 256 : 128;
         int stageBytes = ASliceBytes + blockN * BlockK * 2;
 
@@ -812,13 +986,31 @@ public static class TensorCoreGemm
         int wm = warp >> 2, wn = warp & 3;
 
         // This lane's ldmatrix addresses in stage 0 (the constant strides between fragments are immediates in the PTX
-        // for K-contiguous slices; MN-contiguous ones move 4096 bytes (A) or 32·BN (B) per k16 step).
-        int la0 = LdmatrixOffsetA(aKc, lane, wm, 0, 0);
-        int la1 = aKc ? LdmatrixOffsetA(aKc, lane, wm, 1, 0) : LdmatrixOffsetA(aKc, lane, wm, 0, 1);
-        int la2 = LdmatrixOffsetA(aKc, lane, wm, 0, 2), la3 = LdmatrixOffsetA(aKc, lane, wm, 0, 3);
-        int lb0 = ASliceBytes + LdmatrixOffsetB(bKc, lane, wn, 0, 0, blockN);
-        int lb1 = ASliceBytes + (bKc ? LdmatrixOffsetB(bKc, lane, wn, 1, 0, blockN) : LdmatrixOffsetB(bKc, lane, wn, 0, 1, blockN));
-        int lb2 = ASliceBytes + LdmatrixOffsetB(bKc, lane, wn, 0, 2, blockN), lb3 = ASliceBytes + LdmatrixOffsetB(bKc, lane, wn, 0, 3, blockN);
+        // for K-contiguous slices; MN-contiguous ones move 4096 bytes (A) or 32·BN (B) per k16 step). An MN-contiguous
+        // fp32 slice has four word addresses per operand (A: fragment parity × row half; B: the four fragments).
+        int la0, la1, la2, la3, lb0, lb1, lb2, lb3;
+        if (f32 && !aKc)
+        {
+            la0 = LdsOffsetAF32(lane, wm, 0, 0, 0); la1 = LdsOffsetAF32(lane, wm, 0, 0, 1);
+            la2 = LdsOffsetAF32(lane, wm, 0, 1, 0); la3 = LdsOffsetAF32(lane, wm, 0, 1, 1);
+        }
+        else
+        {
+            la0 = LdmatrixOffsetA(aKc, lane, wm, 0, 0);
+            la1 = aKc ? LdmatrixOffsetA(aKc, lane, wm, 1, 0) : LdmatrixOffsetA(aKc, lane, wm, 0, 1);
+            la2 = LdmatrixOffsetA(aKc, lane, wm, 0, 2); la3 = LdmatrixOffsetA(aKc, lane, wm, 0, 3);
+        }
+        if (f32 && !bKc)
+        {
+            lb0 = ASliceBytes + LdsOffsetBF32(lane, wn, 0, 0, 0, blockN); lb1 = ASliceBytes + LdsOffsetBF32(lane, wn, 0, 1, 0, blockN);
+            lb2 = ASliceBytes + LdsOffsetBF32(lane, wn, 0, 2, 0, blockN); lb3 = ASliceBytes + LdsOffsetBF32(lane, wn, 0, 3, 0, blockN);
+        }
+        else
+        {
+            lb0 = ASliceBytes + LdmatrixOffsetB(bKc, lane, wn, 0, 0, blockN);
+            lb1 = ASliceBytes + (bKc ? LdmatrixOffsetB(bKc, lane, wn, 1, 0, blockN) : LdmatrixOffsetB(bKc, lane, wn, 0, 1, blockN));
+            lb2 = ASliceBytes + LdmatrixOffsetB(bKc, lane, wn, 0, 2, blockN); lb3 = ASliceBytes + LdmatrixOffsetB(bKc, lane, wn, 0, 3, blockN);
+        }
         if (deep)
         {
             // Referencing the dynamic view keeps ILGPU's declaration of it (never runs: M > 0).
@@ -827,18 +1019,19 @@ public static class TensorCoreGemm
             CudaAsm.Emit(DeclareDynamic, la0, la1, la2, la3, lb0, lb1, lb2, lb3);
         }
         else CudaAsm.Emit(DeclareStatic, la0, la1, la2, la3, lb0, lb1, lb2, lb3);
+        if (passes == 3) CudaAsm.Emit(DeclareTf32Small);
         if (wide) CudaAsm.Emit(ZeroWide);
         else CudaAsm.Emit(ZeroNarrow);
         int bKsStep = BlockK * blockN;
 
         // This thread's chunks (two of A, two or four of B): element index of the next slice to load, advanced per slice.
-        var a0 = Chunk(aKc, tid, m0, p.M, p.AOffset, p.Lda, BlockM);
-        var a1 = Chunk(aKc, tid + Threads, m0, p.M, p.AOffset, p.Lda, BlockM);
-        var b0 = Chunk(bKc, tid, n0, p.N, p.BOffset, p.Ldb, blockN);
-        var b1 = Chunk(bKc, tid + Threads, n0, p.N, p.BOffset, p.Ldb, blockN);
+        var a0 = SliceChunk(aKc, f32, tid, m0, p.M, p.AOffset, p.Lda, BlockM);
+        var a1 = SliceChunk(aKc, f32, tid + Threads, m0, p.M, p.AOffset, p.Lda, BlockM);
+        var b0 = SliceChunk(bKc, f32, tid, n0, p.N, p.BOffset, p.Ldb, blockN);
+        var b1 = SliceChunk(bKc, f32, tid + Threads, n0, p.N, p.BOffset, p.Ldb, blockN);
         var b2 = wide ? Chunk(bKc, tid + 2 * Threads, n0, p.N, p.BOffset, p.Ldb, blockN) : b1;
         var b3 = wide ? Chunk(bKc, tid + 3 * Threads, n0, p.N, p.BOffset, p.Ldb, blockN) : b1;
-        long aStep = SliceStep(aKc, p.Lda), bStep = SliceStep(bKc, p.Ldb);
+        long aStep = SliceStepOf(aKc, f32, p.Lda), bStep = SliceStepOf(bKc, f32, p.Ldb);
         // Whole tile inside M and N: only K can cut a chunk short (and only in a last, partial slice).
         bool interior = m0 + BlockM <= p.M && n0 + blockN <= p.N;
 
@@ -882,20 +1075,7 @@ public static class TensorCoreGemm
             Group.Barrier();
             int st = computeStage * stageBytes;
             // k16 step 0, before the next slice's copies (see the 64-deep kernel)
-            if (aKc) CudaAsm.Emit(LoadAKContiguous0, st);
-            else CudaAsm.Emit(LoadAMnContiguous, st);
-            if (wide)
-            {
-                if (bKc) CudaAsm.Emit(LoadBKContiguousWide0, st);
-                else CudaAsm.Emit(LoadBMnContiguousWide, st);
-                CudaAsm.Emit(MmaWide);
-            }
-            else
-            {
-                if (bKc) CudaAsm.Emit(LoadBKContiguousNarrow0, st);
-                else CudaAsm.Emit(LoadBMnContiguousNarrow, st);
-                CudaAsm.Emit(MmaNarrow);
-            }
+            WarpStep(0, st, aKc, bKc, wide, passes, bKsStep);
             if (i + stages - 1 < count)
             {
                 LoadSlice(a, b, p, loadStage * stageBytes, aKc, bKc, aVec, bVec, wide, interior, a0, a1, b0, b1, b2, b3, aShift, bShift, loadKt * BlockK);
@@ -912,21 +1092,7 @@ public static class TensorCoreGemm
             }
             CudaAsm.Emit("cp.async.commit_group;");
             loadStage = loadStage == stages - 1 ? 0 : loadStage + 1;
-            // k16 step 1: K-contiguous lanes use their ks = 1 address; MN-contiguous ones move 16 k-rows.
-            if (aKc) CudaAsm.Emit(LoadAKContiguous1, st);
-            else CudaAsm.Emit(LoadAMnContiguous, st + 4096);
-            if (wide)
-            {
-                if (bKc) CudaAsm.Emit(LoadBKContiguousWide1, st);
-                else CudaAsm.Emit(LoadBMnContiguousWide, st + bKsStep);
-                CudaAsm.Emit(MmaWide);
-            }
-            else
-            {
-                if (bKc) CudaAsm.Emit(LoadBKContiguousNarrow1, st);
-                else CudaAsm.Emit(LoadBMnContiguousNarrow, st + bKsStep);
-                CudaAsm.Emit(MmaNarrow);
-            }
+            WarpStep(1, st, aKc, bKc, wide, passes, bKsStep);
             computeStage = computeStage == stages - 1 ? 0 : computeStage + 1;
         }
 
@@ -1369,6 +1535,7 @@ public static class TensorCoreGemm
         TcParams p, int layout, int block, ArrayView<ushort> smem, ArrayView<uint> regs, ArrayView<float> acc, ArrayView<int> rowAddress)
     {
         bool aKc = (layout & ATransposedBit) == 0, bKc = (layout & BTransposedBit) != 0;
+        bool f32 = p.Passes != 0;
         int blockN = p.BlockN, stages = p.Stages, sliceK = p.SliceK, stageBytes = StageBytesOf(blockN, sliceK), aSlice = BlockM * sliceK * 2;
         int pairs = blockN / 64, fragmentsN = blockN / 32;
         TileOf(block, p, out int m0, out int n0, out int split, out int outBatch);
@@ -1408,10 +1575,14 @@ public static class TensorCoreGemm
                 int wm = warp >> 2, wn = warp & 3;
                 for (int ks = 0; ks < sliceK / 16; ks++)
                 {
-                    for (int mi = 0; mi < 4; mi++) EmulateLdmatrix(smem, regs, rowAddress, warp, mi * 4, !aKc, aStage, true, aKc, wm, ks, mi, blockN, sliceK);
-                    for (int pair = 0; pair < pairs; pair++) EmulateLdmatrix(smem, regs, rowAddress, warp, 16 + pair * 4, !bKc, bStage, false, bKc, wn, ks, pair, blockN, sliceK);
+                    if (f32 && !aKc) EmulateLdsF32(smem, regs, warp, aStage, true, wm, ks, blockN);
+                    else
+                        for (int mi = 0; mi < 4; mi++) EmulateLdmatrix(smem, regs, rowAddress, warp, mi * 4, !aKc, aStage, true, aKc, wm, ks, mi, blockN, sliceK);
+                    if (f32 && !bKc) EmulateLdsF32(smem, regs, warp, bStage, false, wn, ks, blockN);
+                    else
+                        for (int pair = 0; pair < pairs; pair++) EmulateLdmatrix(smem, regs, rowAddress, warp, 16 + pair * 4, !bKc, bStage, false, bKc, wn, ks, pair, blockN, sliceK);
                     for (int mi = 0; mi < 4; mi++)
-                        for (int ni = 0; ni < fragmentsN; ni++) EmulateMma(regs, acc, warp, mi, ni, fragmentsN);
+                        for (int ni = 0; ni < fragmentsN; ni++) EmulateMma(regs, acc, warp, mi, ni, fragmentsN, p.Passes);
                 }
             }
             computeStage = computeStage == stages - 1 ? 0 : computeStage + 1;
@@ -1444,15 +1615,16 @@ public static class TensorCoreGemm
         bool aKc, bool bKc, int m0, int n0, int batchIndex, int kt)
     {
         int sliceK = p.SliceK, k0 = kt * sliceK;
-        long aShift = batchIndex * p.ABatch + kt * SliceStep(aKc, p.Lda, sliceK), bShift = batchIndex * p.BBatch + kt * SliceStep(bKc, p.Ldb, sliceK);
+        bool f32 = p.Passes != 0;
+        long aShift = batchIndex * p.ABatch + kt * SliceStepOf(aKc, f32, p.Lda, sliceK), bShift = batchIndex * p.BBatch + kt * SliceStepOf(bKc, f32, p.Ldb, sliceK);
         for (int id = 0; id < BlockM * sliceK / 8; id++)
         {
-            var ca = Chunk(aKc, id, m0, p.M, p.AOffset, p.Lda, BlockM, sliceK);
+            var ca = SliceChunk(aKc, f32, id, m0, p.M, p.AOffset, p.Lda, BlockM, sliceK);
             WarpMma.EmulateCopy(a, smem, stage + ca.Smem, ca.Elem + aShift, ChunkValid(aKc, ca, k0, p.K));
         }
         for (int id = 0; id < p.BlockN * sliceK / 8; id++)
         {
-            var cb = Chunk(bKc, id, n0, p.N, p.BOffset, p.Ldb, p.BlockN, sliceK);
+            var cb = SliceChunk(bKc, f32, id, n0, p.N, p.BOffset, p.Ldb, p.BlockN, sliceK);
             WarpMma.EmulateCopy(b, smem, stage + BlockM * sliceK * 2 + cb.Smem, cb.Elem + bShift, ChunkValid(bKc, cb, k0, p.K));
         }
     }
@@ -1469,15 +1641,36 @@ public static class TensorCoreGemm
         WarpMma.EmulateLdmatrix(smem, rowAddress, trans, regs, (long)warp * 32 * RegsPerLane + slot, RegsPerLane);
     }
 
+    /// <summary>
+    /// The kernel's word loads from an MN-contiguous fp32 slice for one warp at k8 step <paramref name="ks"/>: A's 16
+    /// registers (tca, <see cref="LdsOffsetAF32"/>) or the narrow tile's 8 B registers (tcb, <see cref="LdsOffsetBF32"/>).
+    /// </summary>
+    private static void EmulateLdsF32(ArrayView<ushort> smem, ArrayView<uint> regs, int warp, int stage, bool isA, int warpPos, int ks, int blockN)
+    {
+        for (int lane = 0; lane < 32; lane++)
+        {
+            long lb = ((long)warp * 32 + lane) * RegsPerLane;
+            for (int f = 0; f < 4; f++)
+            {
+                for (int r = 0; r < (isA ? 4 : 2); r++)
+                {
+                    int w = (stage + (isA ? LdsOffsetAF32(lane, warpPos, ks, f, r) : LdsOffsetBF32(lane, warpPos, ks, f, r, blockN))) >> 1;
+                    regs[lb + (isA ? f * 4 + r : 16 + f * 2 + r)] = smem[w] | ((uint)smem[w + 1] << 16);
+                }
+            }
+        }
+    }
+
     private static int LaneOffset(bool isA, bool kContiguous, int lane, int warpPos, int ks, int sub, int blockN, int sliceK) =>
         isA ? LdmatrixOffsetA(kContiguous, lane, warpPos, ks, sub, sliceK) : LdmatrixOffsetB(kContiguous, lane, warpPos, ks, sub, blockN, sliceK);
 
     /// <summary>mma for one warp: A fragment mi (tca), B fragment ni (tcb), accumulators (mi, ni) (tcc).</summary>
-    private static void EmulateMma(ArrayView<uint> regs, ArrayView<float> acc, int warp, int mi, int ni, int fragmentsN)
+    private static void EmulateMma(ArrayView<uint> regs, ArrayView<float> acc, int warp, int mi, int ni, int fragmentsN, int passes)
     {
         long lane0 = warp * 32;
-        WarpMma.EmulateMma(regs, RegsPerLane, lane0 * RegsPerLane + mi * 4, lane0 * RegsPerLane + 16 + ni * 2,
-            acc, AccPerLane, lane0 * AccPerLane + (mi * fragmentsN + ni) * 4);
+        long aBase = lane0 * RegsPerLane + mi * 4, bBase = lane0 * RegsPerLane + 16 + ni * 2, cBase = lane0 * AccPerLane + (mi * fragmentsN + ni) * 4;
+        if (passes == 0) WarpMma.EmulateMma(regs, RegsPerLane, aBase, bBase, acc, AccPerLane, cBase);
+        else WarpMma.EmulateMmaTf32(regs, RegsPerLane, aBase, bBase, acc, AccPerLane, cBase, passes);
     }
 
     /// <summary>Float64 CPU reference.</summary>

@@ -84,6 +84,56 @@ public static class WarpMma
         }
     }
 
+    public const string MmaTf32 = "mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 ";
+
+    /// <summary>
+    /// cvt.rna.tf32.f32: <paramref name="x"/> rounded to TF32 (10 mantissa bits; to nearest, ties away from zero), kept
+    /// in an fp32 word whose low 13 bits are zero. Infinities and NaN pass through.
+    /// </summary>
+    public static float RoundTf32(float x)
+    {
+        uint bits = Interop.FloatAsInt(x);
+        if ((bits & 0x7F800000u) == 0x7F800000u) return x;
+        return Interop.IntAsFloat((bits + 0x1000u) & 0xFFFFE000u);
+    }
+
+    /// <summary>
+    /// mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 for one warp, D = A·B + D, on fp32 words (register layouts:
+    /// A register r holds A[g + 8(r mod 2)][t + 4(r/2)], B register r holds B[t + 4r][g], accumulators as m16n8k16).
+    /// <paramref name="passes"/> 1: the kernel's cvt.rna of every word, one product; 3: each word x split into
+    /// big = rna(x) and small = rna(x − big), and three mma in the kernel's order: small·big, big·small, big·big.
+    /// </summary>
+    public static void EmulateMmaTf32(ArrayView<uint> regs, int regStride, long aBase, long bBase, ArrayView<float> acc, int accStride, long cBase, int passes)
+    {
+        for (int i = 0; i < 32; i++)
+        {
+            for (int r = 0; r < 4; r++)
+            {
+                int row = AccumulatorRow(i, r), col = AccumulatorCol(i, r);
+                float smallBig = 0f, bigSmall = 0f, bigBig = 0f;
+                for (int kk = 0; kk < 8; kk++)
+                {
+                    float a = Interop.IntAsFloat(regs[aBase + ((row & 7) * 4 + (kk & 3)) * regStride + (row >> 3) + 2 * (kk >> 2)]);
+                    float b = Interop.IntAsFloat(regs[bBase + (col * 4 + (kk & 3)) * regStride + (kk >> 2)]);
+                    float aBig = RoundTf32(a), bBig = RoundTf32(b);
+                    bigBig += aBig * bBig;
+                    if (passes == 3)
+                    {
+                        smallBig += RoundTf32(a - aBig) * bBig;
+                        bigSmall += aBig * RoundTf32(b - bBig);
+                    }
+                }
+                long c = cBase + i * accStride + r;
+                if (passes == 3)
+                {
+                    acc[c] += smallBig;
+                    acc[c] += bigSmall;
+                }
+                acc[c] += bigBig;
+            }
+        }
+    }
+
     /// <summary>
     /// The launch of an emulated kernel that plays <paramref name="groups"/> groups: a few threads (one group per
     /// simulated multiprocessor on the CPU), each playing whole groups one after another with its own emulated shared

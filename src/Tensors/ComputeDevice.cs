@@ -40,6 +40,9 @@ public sealed class ComputeDevice : IDisposable
     public long TotalMemory => Accelerator.MemorySize;
     public int MaxGroupSize => Accelerator.MaxNumThreadsPerGroup;
     public int Multiprocessors => Accelerator.NumMultiprocessors;
+
+    /// <summary>How GEMMs with two float32 operands run here (IEEE by default); see <see cref="Tensors.Fp32Matmul"/>.</summary>
+    public Fp32Matmul Fp32Matmul { get; set; } = Fp32Matmul.Ieee;
     /// <summary>Bytes the pool holds free for reuse (reserved minus live).</summary>
     public long CachedBytes => _pool.Cached;
 

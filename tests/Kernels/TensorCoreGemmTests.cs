@@ -15,7 +15,7 @@ public class TensorCoreGemmTests
     // |C₀| and |bias| in the bound. A bf16 C then rounds once more: ≤ 2^-9 relative (half an ulp
     // of an 8-bit significand); 2^-8 keeps a factor 2. Worst-case bounds, so they cannot flake; a wrong fragment index
     // or swizzle moves elements by O(|a||b|), orders of magnitude past them.
-    private const double UnitRoundoff = 1.0 / (1 << 24);
+    internal const double UnitRoundoff = 1.0 / (1 << 24);
     private const int RoundingsBeyondK = 3;
     private const double Bf16Rounding = 1.0 / 256;
     // Real tensor cores need not round their internal fp32 adds to nearest; the bound gets a factor 4 on CUDA (the
@@ -222,21 +222,29 @@ public class TensorCoreGemmTests
             Assert.Contains("CUDA", TensorCoreGemm.WhyNot(MatrixOperand.Dense(a), MatrixOperand.Dense(h), MatrixOperand.Dense(c)));
     }
 
-    private enum BatchMode { BothBatched, ABroadcast, BBroadcast, SumIntoOneC }
+    internal enum BatchMode { BothBatched, ABroadcast, BBroadcast, SumIntoOneC }
 
-    private enum BiasKind { None, F32, Bf16 }
+    internal enum BiasKind { None, F32, Bf16 }
+
+    // fp32 operands. TF32 rounds a and b to 11 significant bits (|a − rna(a)| ≤ 2^-11·|a|), so a product is off by at
+    // most (2·2^-11 + 2^-22)·|a·b|. 3xTF32 writes a = big + small + δ with |δ| ≤ 2^-11·|a − big| ≤ 2^-22·|a| and drops
+    // small_a·small_b (≤ 2^-22·|a·b|): at most 3·2^-22 plus second-order terms; 3.1·2^-22 bounds them.
+    internal const double Tf32ProductError = 2.0 / 2048 + 1.0 / (1 << 22);
+    internal const double Tf32x3ProductError = 3.1 / (1 << 22);
 
     /// <summary>One random GEMM: operands laid out inside flat tensors (with optional padding), run, compared with float64.</summary>
-    private sealed record Case(int M, int N, int K, int Batch, bool TransA, bool TransB, BatchMode Mode, bool CBf16,
-        bool Accumulate, float Alpha, int Splits, int Pad, int Seed, BiasKind Bias = BiasKind.None)
+    /// <param name="Fp32">Null: bf16 operands (<see cref="TensorCoreGemm.GemmEmulated"/>, TryGemm); else fp32 operands in that mode
+    /// (<see cref="TensorCoreGemm.GemmF32Emulated"/>, TryGemmF32).</param>
+    internal sealed record Case(int M, int N, int K, int Batch, bool TransA, bool TransB, BatchMode Mode, bool CBf16,
+        bool Accumulate, float Alpha, int Splits, int Pad, int Seed, BiasKind Bias = BiasKind.None, Fp32Matmul? Fp32 = null)
     {
         public void Check(bool emulate)
         {
             var rng = new Random(Seed);
             var dev = TestDevice.Get();
             bool aBatched = Mode != BatchMode.ABroadcast, bBatched = Mode != BatchMode.BBroadcast, sum = Mode == BatchMode.SumIntoOneC;
-            var (aWords, aOp) = Operand(dev, rng, TransA ? K : M, TransA ? M : K, aBatched, TransA, "a");
-            var (bWords, bOp) = Operand(dev, rng, TransB ? N : K, TransB ? K : N, bBatched, TransB, "b");
+            var (aValues, aOp) = Operand(dev, rng, TransA ? K : M, TransA ? M : K, aBatched, TransA, "a");
+            var (bValues, bOp) = Operand(dev, rng, TransB ? N : K, TransB ? K : N, bBatched, TransB, "b");
             using var aT = aOp.Tensor;
             using var bT = bOp.Tensor;
 
@@ -254,10 +262,15 @@ public class TensorCoreGemmTests
             using var biasT = bias is null ? null : Tensor.FromHost(dev, bias, new Shape(N), MemoryCategory.Data, "bias", Bias == BiasKind.Bf16 ? DType.BF16 : DType.F32);
 
             string what = $"{M}×{N}×{K} batch {Batch} {Mode} A{(TransA ? "ᵀ" : "")} B{(TransB ? "ᵀ" : "")} C {(CBf16 ? "bf16" : "f32")}" +
-                          $" accumulate {Accumulate} alpha {Alpha} splits {Splits} pad {Pad} bias {Bias}";
-            if (emulate)
-                TensorCoreGemm.GemmEmulated(aOp, bOp, cOp, M, N, K, Batch, Alpha, Accumulate, Splits, biasT);
-            else if (!TensorCoreGemm.TryGemm(aOp, bOp, cOp, M, N, K, Batch, Alpha, Accumulate, biasT))
+                          $" accumulate {Accumulate} alpha {Alpha} splits {Splits} pad {Pad} bias {Bias} inputs {Fp32?.ToString() ?? "bf16"}";
+            bool ran = (Fp32, emulate) switch
+            {
+                (null, true) => Run(() => TensorCoreGemm.GemmEmulated(aOp, bOp, cOp, M, N, K, Batch, Alpha, Accumulate, Splits, biasT)),
+                (null, false) => TensorCoreGemm.TryGemm(aOp, bOp, cOp, M, N, K, Batch, Alpha, Accumulate, biasT),
+                ({ } mode, true) => Run(() => TensorCoreGemm.GemmF32Emulated(aOp, bOp, cOp, M, N, K, mode, Batch, Alpha, Accumulate, Splits, biasT)),
+                ({ } mode, false) => TensorCoreGemm.TryGemmF32(aOp, bOp, cOp, M, N, K, mode, Batch, Alpha, Accumulate, biasT),
+            };
+            if (!ran)
             {
                 Assert.False(dev.IsCuda, $"TryGemm declined on CUDA: {TensorCoreGemm.WhyNot(aOp, bOp, cOp)} ({what})");
                 Assert.Equal(c0, cT.ToFloatArray());
@@ -265,14 +278,22 @@ public class TensorCoreGemmTests
             }
 
             double[] want = c0.Select(v => (double)v).ToArray();
-            TensorCoreGemm.Reference.Gemm(aWords, aOp.Offset, aOp.Ld, aOp.BatchStride, TransA, bWords, bOp.Offset, bOp.Ld, bOp.BatchStride, TransB,
+            MatMul.Reference.Gemm(aValues, aOp.Offset, aOp.Ld, aOp.BatchStride, TransA, bValues, bOp.Offset, bOp.Ld, bOp.BatchStride, TransB,
                 want, cOffset, ldc, cBatch, M, N, K, Batch, Alpha, Accumulate, bias?.Select(v => (double)v).ToArray());
             double[] bound = c0.Select(v => Math.Abs((double)v)).ToArray();
-            MatMul.Reference.Gemm(Abs(aWords), aOp.Offset, aOp.Ld, aOp.BatchStride, TransA, Abs(bWords), bOp.Offset, bOp.Ld, bOp.BatchStride, TransB,
+            MatMul.Reference.Gemm(Abs(aValues), aOp.Offset, aOp.Ld, aOp.BatchStride, TransA, Abs(bValues), bOp.Offset, bOp.Ld, bOp.BatchStride, TransB,
                 bound, cOffset, ldc, cBatch, M, N, K, Batch, Math.Abs(Alpha), Accumulate, bias?.Select(v => Math.Abs((double)v)).ToArray());
 
             int terms = K * (sum ? Batch : 1);
-            double factor = (terms + RoundingsBeyondK) * UnitRoundoff * (emulate ? 1 : HardwareFactor);
+            // fp32 operands: each product is off by at most ProductError·|a·b| before the fp32 adds (3 mma per product
+            // for 3xTF32, so three times the adds).
+            var (productError, adds) = Fp32 switch
+            {
+                Fp32Matmul.Tf32 => (Tf32ProductError, terms),
+                Fp32Matmul.Tf32x3 => (Tf32x3ProductError, 3 * terms),
+                _ => (0.0, terms),
+            };
+            double factor = (productError + (adds + RoundingsBeyondK) * UnitRoundoff * (1 + productError)) * (emulate ? 1 : HardwareFactor);
             float[] got = cT.ToFloatArray();
             for (int i = 0; i < got.Length; i++)
             {
@@ -283,19 +304,25 @@ public class TensorCoreGemmTests
             }
         }
 
-        /// <summary>A stored rows×cols bf16 matrix (per batch if batched) at offset Pad, ld cols + Pad, batch stride rows·ld + Pad.</summary>
-        private (ushort[] Words, MatrixOperand Op) Operand(ComputeDevice dev, Random rng, int rows, int cols, bool batched, bool transposed, string name)
+        private static bool Run(Action gemm)
+        {
+            gemm();
+            return true;
+        }
+
+        /// <summary>A stored rows×cols bf16 (or fp32) matrix (per batch if batched) at offset Pad, ld cols + Pad, batch stride rows·ld + Pad.</summary>
+        private (double[] Values, MatrixOperand Op) Operand(ComputeDevice dev, Random rng, int rows, int cols, bool batched, bool transposed, string name)
         {
             int ld = cols + Pad;
             long stride = batched ? (long)rows * ld + Pad : 0;
             long size = Pad + (batched ? (Batch - 1) * stride : 0) + (long)rows * ld;
-            ushort[] words = GradCheck.RandomValues(rng, size).Select(BFloat16.FromFloat).ToArray();
-            var t = Tensor.Empty(dev, new Shape(checked((int)size)), DType.BF16, MemoryCategory.Data, name);
-            t.CopyFrom(words);
-            return (words, new MatrixOperand(t, Pad, ld, stride, transposed));
+            float[] values = GradCheck.RandomValues(rng, size);
+            if (Fp32 is null) values = values.Select(BFloat16.Round).ToArray();
+            var t = Tensor.FromHost(dev, values, new Shape(checked((int)size)), MemoryCategory.Data, name, Fp32 is null ? DType.BF16 : DType.F32);
+            return (values.Select(v => (double)v).ToArray(), new MatrixOperand(t, Pad, ld, stride, transposed));
         }
 
-        private static double[] Abs(ushort[] words) => words.Select(w => Math.Abs((double)BFloat16.ToFloat(w))).ToArray();
+        private static double[] Abs(double[] values) => values.Select(Math.Abs).ToArray();
     }
 
     /// <summary>TileOf visits every (tile, split, batch) exactly once, in row order or in raster bands (awkward band remainders).</summary>

@@ -54,13 +54,13 @@ public sealed record MemoryModelSettings
 
     /// <summary>
     /// The settings of a training run as `train` configures it (batch, window, checkpointing, flash, bf16, the fused head, accumulation,
-    /// clipping, the gradient check) on a device of this launch shape and context.
+    /// clipping, the gradient check, the fp32 GEMM mode) on a device of this launch shape and context.
     /// </summary>
     public static MemoryModelSettings ForTraining(TrainingOptions training, WorkspaceShape device, long contextBytes) => new MemoryModelSettings
     {
         BatchSize = training.BatchSize, WindowSize = training.WindowSize, Checkpointing = training.Checkpointing,
         FlashAttention = training.FlashAttention, Head = training.Head, GradAccumulation = training.GradAccumulation, GradClip = training.GradClip > 0,
-        CheckGradients = training.CheckGradients, Device = device, ContextBytes = contextBytes,
+        CheckGradients = training.CheckGradients, Device = device with { Fp32Matmul = training.Fp32Matmul }, ContextBytes = contextBytes,
     }.WithBf16(training.Bf16);
 
     public void Validate(ModelConfig config)

@@ -167,7 +167,7 @@ internal sealed class VirtualOps(VAutograd autograd, DType activations, Workspac
         /// Whether the tensor-core kernel loads it with cp.async. Every tensor of the ops starts at its pool block
         /// (cuMemAlloc blocks are 256-byte aligned), so the offset into it, the leading dimension and the batch stride decide.
         /// </summary>
-        public bool Vector(int batch) => TensorCoreGemm.MisalignedBecause(Offset * DType.SizeOf(), Offset, Ld, BatchStride, batch) is null;
+        public bool Vector(int batch) => TensorCoreGemm.MisalignedBecause(Offset * DType.SizeOf(), Offset, Ld, BatchStride, batch, DType.SizeOf()) is null;
     }
 
     /// <summary>MatrixOperand.Dense's batch stride: rows·cols for a rank-3 tensor, 0 (broadcast) for a matrix.</summary>
@@ -177,17 +177,20 @@ internal sealed class VirtualOps(VAutograd autograd, DType activations, Workspac
     /// MatMul.Gemm's scratch, rented after C (the op made C before calling the GEMM) and returned before the GEMM returns.
     /// bf16 A and B go to TensorCoreGemm.TryGemm, which takes them on a device with bf16 tensor cores when C is float32
     /// or bf16 (TensorCoreGemm.WhyNot); its Run rents a float32 stand-in for a one-element bf16 C, and the float32
-    /// split-K partials when its plan splits K (TensorCoreGemm.PlanOf, the kernel's own decision). Every other GEMM
-    /// (an fp32 operand, or no tensor cores) runs the SIMT kernel, which on the cooperative path rents its float32
+    /// split-K partials when its plan splits K (TensorCoreGemm.PlanOf, the kernel's own decision). fp32 A and B go there
+    /// too (TryGemmF32, K counted in 16-bit words) when the device's fp32 GEMMs are TF32 or 3xTF32. Every other GEMM
+    /// (an fp32 operand under IEEE, mixed operands, or no tensor cores) runs the SIMT kernel, which on the cooperative path rents its float32
     /// split-K partials when its plan splits K (MatMul.SplitKWorkspace, the kernel's own decision).
     /// </summary>
     private void Gemm(GemmOperand a, GemmOperand b, VTensor c, long cBatchStride, int m, int n, int k, int batch = 1)
     {
         bool sumBatches = cBatchStride == 0 && batch > 1;
-        if (device.TensorCores && a.DType == DType.BF16 && b.DType == DType.BF16 && c.DType is (DType.F32 or DType.BF16))
+        int passes = a.DType == DType.BF16 && b.DType == DType.BF16 ? 0
+            : a.DType == DType.F32 && b.DType == DType.F32 && device.Fp32Matmul != Fp32Matmul.Ieee ? TensorCoreGemm.PassesOf(device.Fp32Matmul) : -1;
+        if (device.TensorCores && passes >= 0 && c.DType is (DType.F32 or DType.BF16))
         {
             int layout = TensorCoreGemm.LayoutOf(a.Transposed, a.Vector(batch), b.Transposed, b.Vector(batch));
-            var plan = TensorCoreGemm.PlanOf(m, n, k, batch, sumBatches, layout, device.DeepTiles, device.Multiprocessors);
+            var plan = TensorCoreGemm.PlanOf(m, n, passes == 0 ? k : 2 * k, batch, sumBatches, layout, device.DeepTiles, device.Multiprocessors, passes: passes);
             using var standIn = TensorCoreGemm.StandInFor(c.DType, c.Shape.Numel * c.DType.SizeOf()) is Shape one
                 ? Tensor(one, DType.F32, MemoryCategory.Workspace, TensorCoreGemm.StandInOp, "fp32 view stand-in for a one-element bf16 C") : null;
             Scratch(plan.SplitKWorkspace, TensorCoreGemm.SplitKOp, "split-K partials");

@@ -12,7 +12,10 @@ namespace Memopt.Model.Memory;
 /// CrossEntropy.Forward) or call it (<see cref="TensorCoreGemm.PlanOf"/>, <see cref="MatMul.SplitKWorkspace"/> for the SIMT
 /// GEMM), so the workspace predicted is byte-exact for a given device.
 /// </summary>
-public sealed record WorkspaceShape(bool Cooperative, bool IsCuda, int Multiprocessors, int MaxGroupSize, bool TensorCores = false, bool DeepTiles = false)
+/// <param name="Fp32Matmul">How GEMMs of two fp32 operands run (<see cref="ComputeDevice.Fp32Matmul"/>): on the tensor cores under TF32 and
+/// 3xTF32, whose split-K plan differs from the SIMT kernel's.</param>
+public sealed record WorkspaceShape(bool Cooperative, bool IsCuda, int Multiprocessors, int MaxGroupSize, bool TensorCores = false, bool DeepTiles = false,
+    Fp32Matmul Fp32Matmul = Fp32Matmul.Ieee)
 {
     /// <summary>NVIDIA H100 80GB HBM3 (`memopt info`: 132 multiprocessors, 1024 threads per group, compute capability 9.0; deep tiles available).</summary>
     public static readonly WorkspaceShape H100 = new(true, true, 132, 1024, TensorCores: true, DeepTiles: true);
@@ -25,7 +28,7 @@ public sealed record WorkspaceShape(bool Cooperative, bool IsCuda, int Multiproc
     {
         bool tensorCores = TensorCoreGemm.WhyNotOn(device) is null;
         return new(Launch.Cooperative(device), device.IsCuda, device.Multiprocessors, device.MaxGroupSize,
-            tensorCores, tensorCores && TensorCoreGemm.DeepAvailable(device));
+            tensorCores, tensorCores && TensorCoreGemm.DeepAvailable(device), device.Fp32Matmul);
     }
 
     private int Group(int preferred = 256) => Math.Min(preferred, MaxGroupSize);

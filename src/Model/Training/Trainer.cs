@@ -32,6 +32,8 @@ public sealed class Trainer
         _data = data;
         _o = options;
         _attention = new AttentionSettings(options.WindowSize, options.FlashAttention);
+        // Like torch.backends.cuda.matmul.allow_tf32: a setting of the device, for every fp32 GEMM of this run.
+        model.Device.Fp32Matmul = options.Fp32Matmul;
         if (options.Bf16 != (model.Precision == Precision.Bf16))
             throw new ArgumentException($"--bf16 is {(options.Bf16 ? "on" : "off")} but the model was built in {model.Precision.Label()}");
         if (data.Stats.SeqLen > model.Config.SeqLen)

@@ -33,12 +33,14 @@ public sealed record TrainingOptions
     public bool FlashAttention { get; init; }
     /// <summary>bf16 mixed precision (<c>--bf16</c>); the model must be built with <see cref="Precision.Bf16"/>.</summary>
     public bool Bf16 { get; init; }
-    /// <summary>Gradient checkpointing: recompute <see cref="CheckpointScope"/> of every <see cref="CheckpointEvery"/>-th block in backward.</summary>
+    /// <summary>How GEMMs of two fp32 operands run (<c>--fp32-matmul</c>, <c>--tf32</c>): set on the device for the run.</summary>
+    public Memopt.Tensors.Fp32Matmul Fp32Matmul { get; init; } = Memopt.Tensors.Fp32Matmul.Ieee;
     /// <summary>--fused-head: the LM head and cross-entropy fused and chunked over rows (<see cref="HeadChunkRows"/>).</summary>
     public bool FusedHead { get; init; }
     public int HeadChunkRows { get; init; } = HeadSettings.DefaultChunkRows;
     /// <summary>What the model's loss needs for the fused head, or null when the logits are materialized.</summary>
     public HeadSettings? Head => FusedHead ? new HeadSettings(HeadChunkRows) : null;
+    /// <summary>Gradient checkpointing: recompute <see cref="CheckpointScope"/> of every <see cref="CheckpointEvery"/>-th block in backward.</summary>
     public bool GradientCheckpointing { get; init; }
     public int CheckpointEvery { get; init; } = 1;
     public CheckpointScope CheckpointScope { get; init; } = CheckpointScope.Block;

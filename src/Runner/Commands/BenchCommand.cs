@@ -39,6 +39,9 @@ public sealed class BenchOptions : DeviceOptions
     [Option("c-dtype", Default = "f32", HelpText = "gemm: dtype of the tensor-core GEMM's output, f32 or bf16.")]
     public string CDType { get; set; } = "f32";
 
+    [Option("fp32-matmul", Default = "ieee", HelpText = "gemm: how the fp32 GEMMs run: ieee (the SIMT kernels), tf32 or 3xtf32 (the tensor-core kernel on fp32 operands).")]
+    public string Fp32Matmul { get; set; } = "ieee";
+
     [Option("seed", Default = 1, HelpText = "Seed of the random inputs.")]
     public int Seed { get; set; } = 1;
 
@@ -300,6 +303,17 @@ public static class GemmBench
         _ => throw new UserError($"--c-dtype '{o.CDType}': expected f32 or bf16"),
     };
 
+    private static Fp32Matmul ParseFp32Matmul(BenchOptions o) => o.Fp32Matmul.ToLowerInvariant() switch
+    {
+        "ieee" => Fp32Matmul.Ieee,
+        "tf32" => Fp32Matmul.Tf32,
+        "3xtf32" => Fp32Matmul.Tf32x3,
+        _ => throw new UserError($"--fp32-matmul '{o.Fp32Matmul}': expected ieee, tf32 or 3xtf32"),
+    };
+
+    /// <summary>The record name of the fp32 GEMM under a mode (the SIMT kernel, or the tensor-core kernel on fp32 operands).</summary>
+    private static string Fp32Impl(Fp32Matmul mode) => mode switch { Fp32Matmul.Tf32 => "tc_tf32", Fp32Matmul.Tf32x3 => "tc_3xtf32", _ => "simt_f32" };
+
     private static int ParseSimtSplits(BenchOptions o) =>
         o.SimtSplits is >= 0 and <= 1024 ? o.SimtSplits : throw new UserError($"--simt-splits {o.SimtSplits}: expected 0 (automatic) to 1024");
 
@@ -307,6 +321,7 @@ public static class GemmBench
     {
         var cDType = ParseCDType(o);
         ParseSimtSplits(o);
+        ParseFp32Matmul(o);
         var simtTiles = ParseSimtTiles(o);
         if (o.Ptx is not null)
         {
@@ -356,9 +371,15 @@ public static class GemmBench
     /// <summary>The SIMT kernel instances the run used: (tile, variant bits).</summary>
     private static readonly HashSet<(MatMul.SimtTile, int)> SimtKernelsUsed = [];
 
-    /// <summary>Registers, spills and residency of every SIMT kernel instance the run loaded (CUDA: what ptxas made of the PTX).</summary>
+    /// <summary>The fp32-operand tensor-core kernel instances the run used: (tile, layout bits, passes).</summary>
+    private static readonly HashSet<(TensorCoreGemm.Tile, int, int)> TcKernelsUsed = [];
+
+    /// <summary>Registers, spills and residency of every SIMT kernel instance the run loaded (CUDA: what ptxas made of the PTX), and of the fp32 tensor-core ones.</summary>
     private static void PrintSimtKernels(ComputeDevice device)
     {
+        foreach (var (tile, layout, passes) in TcKernelsUsed.OrderBy(x => x))
+            Console.WriteLine($"tensor-core kernel {(passes == 1 ? "tf32" : "3xtf32")} {tile} layout {layout}: {TensorCoreGemm.Resources(device, tile, layout, passes)}");
+        TcKernelsUsed.Clear();
         foreach (var (tile, variant) in SimtKernelsUsed.OrderBy(x => x))
         {
             var r = MatMul.TiledKernelResources(device, tile, variant);
@@ -428,12 +449,28 @@ public static class GemmBench
             var a32Op = Operand(a32, aRows, aCols, c.TransA);
             var b32Op = Operand(b32, bRows, bCols, c.TransB);
             var c32Op = Operand(c32, c.M, c.N, false);
-            for (int i = 0; i < simtTiles.Count; i++)
+            var mode = ParseFp32Matmul(o);
+            string impl = Fp32Impl(mode);
+            var previousMode = device.Fp32Matmul;
+            device.Fp32Matmul = mode;
+            try
             {
-                using var scope = MatMul.UseSimtPlan(simtTiles[i], o.SimtSplits);
+            // Under TF32 / 3xTF32 MatMul.Gemm hands the fp32 operands to the tensor-core kernel (one pass: --simt-tiles do not apply).
+            for (int i = 0; i < (mode == Fp32Matmul.Ieee ? simtTiles.Count : tiles.Count); i++)
+            {
+                using var scope = MatMul.UseSimtPlan(simtTiles[Math.Min(i, simtTiles.Count - 1)], o.SimtSplits);
+                using var tcScope = mode == Fp32Matmul.Ieee ? null : TensorCoreGemm.UseTile(tiles[i]);
                 var plan = MatMul.PlanFor(device, c.M, c.N, c.K, c.Batch);
                 string variant = plan?.ToString() ?? "portable";
-                if (plan is { } used) SimtKernelsUsed.Add((used.Tile, MatMul.VariantOf(a32Op, b32Op)));
+                if (mode != Fp32Matmul.Ieee && device.IsCuda)
+                {
+                    int layout = TensorCoreGemm.LayoutOf(a32Op, b32Op, c.Batch);
+                    var tile = TensorCoreGemm.PlanOf(c.M, c.N, 2 * c.K, c.Batch, false, layout, TensorCoreGemm.DeepAvailable(device), device.Multiprocessors,
+                        tiles[i], passes: TensorCoreGemm.PassesOf(mode)).Tile;
+                    variant = tiles[i] == TensorCoreGemm.Tile.Auto ? $"auto:{tile}" : tile.ToString();
+                    TcKernelsUsed.Add((tile, layout, TensorCoreGemm.PassesOf(mode)));
+                }
+                if (plan is { } used && mode == Fp32Matmul.Ieee) SimtKernelsUsed.Add((used.Tile, MatMul.VariantOf(a32Op, b32Op)));
                 string simt;
                 try
                 {
@@ -444,19 +481,24 @@ public static class GemmBench
                     var (median, min, samples, hostUs) = BenchTimer.Time(device, () => MatMul.Gemm(a32Op, b32Op, c32Op, c.M, c.N, c.K, c.Batch), o.Repeats);
                     double tol = 4 * (c.K + 3) * UnitRoundoff;
                     string? note = err <= tol ? null : $"FAIL: sampled error {err:E2} > {tol:E2}";
-                    results.Add(new BenchRecord("gemm", c.Name, "simt_f32", "f32", "f32", c.M, c.N, c.K, c.Batch, c.TransA, c.TransB,
-                        median, min, samples, flop / (median * 1e-3) / 1e12, err, note, $"simt:{variant}", hostUs));
+                    results.Add(new BenchRecord("gemm", c.Name, impl, "f32", "f32", c.M, c.N, c.K, c.Batch, c.TransA, c.TransB,
+                        median, min, samples, flop / (median * 1e-3) / 1e12, err, note, $"{impl}:{variant}", hostUs));
                     simt = string.Create(CultureInfo.InvariantCulture,
                         $"{variant,-20} {median,9:F3} {flop / (median * 1e-3) / 1e12,7:F2} {err,7:E0}{(note is null ? " " : "!")}| {median / tcMs,7:F1}x");
                 }
                 catch (Exception e) when (e is not OutOfMemoryException)
                 {
-                    results.Add(new BenchRecord("gemm", c.Name, "simt_f32", "f32", "f32", c.M, c.N, c.K, c.Batch, c.TransA, c.TransB,
-                        double.NaN, double.NaN, 0, double.NaN, null, $"FAIL: {e.GetType().Name}: {e.Message}", $"simt:{variant}"));
+                    results.Add(new BenchRecord("gemm", c.Name, impl, "f32", "f32", c.M, c.N, c.K, c.Batch, c.TransA, c.TransB,
+                        double.NaN, double.NaN, 0, double.NaN, null, $"FAIL: {e.GetType().Name}: {e.Message}", $"{impl}:{variant}"));
                     simt = $"{variant,-20} FAILED {e.GetType().Name}: {e.Message}";
                 }
                 if (i < lines.Count) lines[i] += simt;
                 else lines.Add(new string(' ', 45) + "| " + simt);
+            }
+            }
+            finally
+            {
+                device.Fp32Matmul = previousMode;
             }
         }
         else lines[0] += $"{"(skipped: > --simt-max-gflop)",-28}|";

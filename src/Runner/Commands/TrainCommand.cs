@@ -61,6 +61,9 @@ public class TrainOptions : DeviceOptions
     // Techniques
     [Option("bf16", HelpText = "bf16 mixed precision: bf16 activations, gradients of activations and matmul weight copies; float32 master weights, parameter gradients, Adam state and loss.")]
     public bool Bf16 { get; set; }
+    [Option("fp32-matmul", Default = "ieee", HelpText = "GEMMs of fp32 operands: ieee (fp32 FMA on the SIMT kernels), tf32 (tensor cores, operands rounded to TF32) or 3xtf32 (tensor cores, each operand split into two TF32 parts: near-fp32 accuracy). CUDA only; elsewhere every mode is ieee.")]
+    public string Fp32Matmul { get; set; } = "ieee";
+    [Option("tf32", HelpText = "Short for --fp32-matmul tf32 (PyTorch's torch.backends.cuda.matmul.allow_tf32).")] public bool Tf32 { get; set; }
     [Option("flash-attn", HelpText = "Tiled flash attention: no B×H×T×T scores in memory (no attention dropout).")] public bool FlashAttn { get; set; }
     [Option("window-size", HelpText = "Sliding-window causal attention: each query sees its W most recent positions.")] public int? WindowSize { get; set; }
     [Option("fused-head", HelpText = "LM head and cross-entropy fused and chunked over rows: the B×T×V logits never exist whole (see --head-chunk-rows).")]
@@ -108,10 +111,25 @@ public class TrainOptions : DeviceOptions
         if (WindowSize is int w) parts.Add($"window{w}");
         if (GradientCheckpointing) parts.Add("checkpointing");
         if (FusedHead) parts.Add("fused_head");
+        if (ParsedFp32Matmul() is not Tensors.Fp32Matmul.Ieee and var mode) parts.Add(mode == Tensors.Fp32Matmul.Tf32 ? "tf32" : "3xtf32");
         return parts.Count == 0 ? Technique : string.Join("+", parts);
     }
 
     public TrainOptions Clone() => (TrainOptions)MemberwiseClone();
+
+    public Tensors.Fp32Matmul ParsedFp32Matmul()
+    {
+        var mode = Fp32Matmul.ToLowerInvariant() switch
+        {
+            "ieee" => Tensors.Fp32Matmul.Ieee,
+            "tf32" => Tensors.Fp32Matmul.Tf32,
+            "3xtf32" => Tensors.Fp32Matmul.Tf32x3,
+            _ => throw new ArgumentException($"--fp32-matmul must be ieee, tf32 or 3xtf32, got '{Fp32Matmul}'"),
+        };
+        if (!Tf32) return mode;
+        if (mode == Tensors.Fp32Matmul.Tf32x3) throw new ArgumentException("--tf32 and --fp32-matmul 3xtf32 contradict each other: give one");
+        return Tensors.Fp32Matmul.Tf32;
+    }
 
     public Model.CheckpointScope ParsedCheckpointScope() => CheckpointScope.ToLowerInvariant() switch
     {
@@ -178,9 +196,8 @@ public static class TrainCommand
 
     private static TrainOutcome Train(TrainOptions o, CancellationToken stop)
     {
-        string technique = o.TechniqueLabel();
-
         var (config, training) = Settings(o);
+        string technique = o.TechniqueLabel();
         TraceOption.Validate(o);
 
         var data = PrepareData(o, config);
@@ -191,7 +208,8 @@ public static class TrainCommand
         using var trace = TraceOption.Start(o, device);
         var info = device.Info();
         Console.WriteLine($"device   {info.Kind}: {info.Name}");
-        Console.WriteLine($"model    {config}{(o.Bf16 ? "; bf16 mixed precision" : "")}");
+        Console.WriteLine($"model    {config}{(o.Bf16 ? "; bf16 mixed precision" : "")}" +
+            (training.Fp32Matmul == Fp32Matmul.Ieee ? "" : $"; fp32 GEMMs {(training.Fp32Matmul == Fp32Matmul.Tf32 ? "TF32" : "3xTF32")} on the tensor cores{(device.IsCuda ? "" : " (CUDA only: IEEE here)")}"));
         TransformerLM model;
         try { model = new TransformerLM(device, config, (int)o.Seed, o.Bf16 ? Precision.Bf16 : Precision.Fp32); }
         catch (OutOfDeviceMemoryException e) { return new TrainOutcome(TrainStatus.OutOfMemory, ExitCodes.OutOfMemory, e.Message, Error: e); }
@@ -339,7 +357,7 @@ public static class TrainCommand
                 GradClip = o.GradClip, GradAccumulation = o.GradAccum, LabelSmoothing = o.LabelSmoothing, Seed = (ulong)o.Seed,
                 EvalEvery = o.EvalEvery, EvalBatches = o.EvalBatches, WindowSize = o.WindowSize, FlashAttention = o.FlashAttn,
                 GradientCheckpointing = o.GradientCheckpointing, CheckpointEvery = o.CheckpointEvery,
-                CheckpointScope = o.ParsedCheckpointScope(), Bf16 = o.Bf16, FusedHead = o.FusedHead, HeadChunkRows = o.HeadChunkRows,
+                CheckpointScope = o.ParsedCheckpointScope(), Bf16 = o.Bf16, Fp32Matmul = o.ParsedFp32Matmul(), FusedHead = o.FusedHead, HeadChunkRows = o.HeadChunkRows,
                 SaveEvery = o.SaveEvery, KeepCheckpoints = o.KeepCheckpoints, DetectAnomaly = o.DetectAnomaly,
                 SkipNonFinite = o.SkipNonFinite, MaxConsecutiveSkips = o.MaxConsecutiveSkips, CheckGradients = !o.NoGradCheck,
             };
