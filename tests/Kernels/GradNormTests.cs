@@ -89,6 +89,39 @@ public class GradNormTests
     }
 
     [Fact]
+    public void Portable_sum_is_the_per_tensor_launches_partials_added_in_order()
+    {
+        // The slots are laid out as one launch per tensor would lay them out (each tensor with its own grid, a partial
+        // per thread, tensor after tensor) and added in order. Replayed on the host in float32, which on the CPU
+        // accelerator is the kernels' own arithmetic, so the sum matches bit for bit; 40 tensors span three launches.
+        var dev = TestDevice.Get();
+        Assert.SkipWhen(dev.IsCuda, "a float32 host replay equals only the CPU accelerator's arithmetic bitwise");
+        using var scope = Launch.UsePath(KernelPath.Portable);
+        var (ps, grads) = RandomParameters(40, 3, new Random(11));
+        try
+        {
+            float want = 0f;
+            foreach (var g in grads)
+            {
+                var config = Launch.Elementwise(dev, g.Length);
+                int threads = config.GridDim.X * config.GroupDim.X;
+                for (int t = 0; t < threads; t++)
+                {
+                    float s = 0f;
+                    for (long i = t; i < g.Length; i += threads) s += g[i] * g[i];
+                    want += s;
+                }
+            }
+            float got = (float)GradNorm.SumOfSquares(ps.Select(p => p.Grad!).ToArray());
+            Assert.True(BitConverter.SingleToInt32Bits(want) == BitConverter.SingleToInt32Bits(got), $"sum {got} vs replay {want}");
+        }
+        finally
+        {
+            foreach (var p in ps) p.Dispose();
+        }
+    }
+
+    [Fact]
     public void Zero_gradients_have_norm_zero_and_are_left_alone()
     {
         KernelPaths.ForEach(() =>
