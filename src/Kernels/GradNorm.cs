@@ -12,7 +12,10 @@ namespace Memopt.Kernels;
 /// Memory flow: multi-tensor launches (<see cref="MultiTensor"/>: up to 16 tensors each, every tensor with the grid a
 /// launch of its own would get) write each group's partial sum of squares into its own slot of a single workspace
 /// buffer, tensor after tensor (no atomics, so the result is deterministic); one single-group launch adds all slots in a
-/// fixed order; the host reads back that one float. 53 gradient tensors take 4 partial launches and the finish.
+/// fixed order; the host reads back that one float. (Bitwise repeatable in the portable form and on CUDA with groups
+/// of ≤ 256 threads: ILGPU's PTX group reduction shuffles within each warp, then each warp adds atomically into one of
+/// 4 shared banks starting from 0, at most two warps per bank, and 0 + a + b = 0 + b + a. The cooperative form forced
+/// onto the CPU accelerator is not: ILGPU's CPU group reduction has all threads add atomically into one value.) 53 gradient tensors take 4 partial launches and the finish.
 /// Clipping then scales every tensor in place with the same multi-tensor launches (one more pass, 4 launches).
 /// That is the cooperative form (group reductions, CUDA). The portable form (<see cref="KernelPath"/>, the CPU
 /// accelerator, where a group reduction is an OS-level rendezvous costing more than a launch) gives every thread its
