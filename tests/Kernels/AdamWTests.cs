@@ -2,6 +2,7 @@ using FsCheck;
 using FsCheck.Xunit;
 using Memopt.Autograd;
 using Memopt.Autograd.Optim;
+using ShapeException = Memopt.Kernels.ShapeException;
 using Memopt.Tensors;
 using Memopt.Tests.Harness;
 using AdamWKernel = Memopt.Kernels.AdamW;
@@ -77,6 +78,203 @@ public class AdamWTests
         finally
         {
             foreach (var p in ps) p.Dispose();
+        }
+    }
+
+    // Lists for the multi-tensor update: empty, one tensor, a partly filled launch, exactly one launch (16), one more
+    // than a launch, and three launches; sizes awkward (1, primes, just past a group of 16).
+    private static readonly int[] Counts = [0, 1, 2, 5, 16, 17, 35];
+    private static readonly int[] ManySizes = [1, 2, 3, 7, 13, 16, 17, 97, 257, 1031];
+
+    /// <summary>One parameter's host state and how it is updated (with or without a bf16 shadow, with or without decay).</summary>
+    private sealed record HostParameter(float[] P, float[] G, float[] M, float[] V, bool Shadow, bool Decay);
+
+    private static HostParameter RandomParameter(Random rng)
+    {
+        int n = ManySizes[rng.Next(ManySizes.Length)];
+        // A state mid-training: m of either sign, v ≥ 0, gradients of varying scale.
+        return new HostParameter(GradCheck.RandomValues(rng, n, scale: 2), GradCheck.RandomValues(rng, n, scale: Math.Pow(10, rng.Next(-3, 1))),
+            GradCheck.RandomValues(rng, n, scale: 0.05), GradCheck.RandomValues(rng, n, scale: 0.01).Select(Math.Abs).ToArray(),
+            rng.Next(2) == 0, rng.Next(2) == 0);
+    }
+
+    /// <summary>The parameter's tensors on the device (registered in <paramref name="owned"/> for disposal).</summary>
+    private static AdamWKernel.ParameterTensors Upload(ComputeDevice dev, HostParameter h, string name, List<Tensor> owned)
+    {
+        Tensor Own(Tensor t)
+        {
+            owned.Add(t);
+            return t;
+        }
+        var shape = new Shape(h.P.Length);
+        var p = Own(Tensor.FromHost(dev, h.P, shape, MemoryCategory.Parameters, name));
+        var copy = h.Shadow ? Own(Tensor.Zeros(dev, shape, DType.BF16, MemoryCategory.Parameters, "bf16:" + name)) : null;
+        return new(p, Own(Tensor.FromHost(dev, h.G, shape, MemoryCategory.Gradients, "grad:" + name)),
+            Own(Tensor.FromHost(dev, h.M, shape, MemoryCategory.OptimizerState, "m:" + name)),
+            Own(Tensor.FromHost(dev, h.V, shape, MemoryCategory.OptimizerState, "v:" + name)), copy, h.Decay, name);
+    }
+
+    private static bool SameBits(Tensor? a, Tensor? b) => a is null ? b is null : b is not null && a.ToRawArray().AsSpan().SequenceEqual(b.ToRawArray());
+
+    [Property(MaxTest = 12)]
+    public void UpdateMany_equals_one_update_per_tensor_bitwise_and_float64(PositiveInt countPick, PositiveInt modePick, int seed)
+    {
+        int count = Counts[countPick.Get % Counts.Length];
+        var mode = (Mode)(modePick.Get % 3);
+        var o = OptionsFor(mode);
+        var rng = new Random(seed);
+        var dev = TestDevice.Get();
+        var hosts = Enumerable.Range(0, count).Select(_ => RandomParameter(rng)).ToArray();
+        long step = rng.Next(1, 30);
+        float lr = 1e-2f;
+        var withDecay = AdamWKernel.Coefficients.For(step, lr, o.Beta1, o.Beta2, o.Eps, o.WeightDecay, o.Decoupled);
+        var withoutDecay = AdamWKernel.Coefficients.For(step, lr, o.Beta1, o.Beta2, o.Eps, 0f, o.Decoupled);
+        var owned = new List<Tensor>();
+        try
+        {
+            var many = hosts.Select((h, i) => Upload(dev, h, $"p{i}", owned)).ToArray();
+            var single = hosts.Select((h, i) => Upload(dev, h, $"q{i}", owned)).ToArray();
+            AdamWKernel.UpdateMany(many, withDecay, withoutDecay);
+            foreach (var t in single) AdamWKernel.Update(t.Param, t.Grad, t.M, t.V, t.Decay ? withDecay : withoutDecay, t.Bf16Copy);
+            for (int i = 0; i < count; i++)
+            {
+                var (a, b, h) = (many[i], single[i], hosts[i]);
+                string what = $"{mode} tensor {i}/{count} n={h.P.Length} shadow={h.Shadow} decay={h.Decay}";
+                Assert.True(SameBits(a.Param, b.Param) && SameBits(a.M, b.M) && SameBits(a.V, b.V) && SameBits(a.Bf16Copy, b.Bf16Copy),
+                    $"{what}: multi-tensor and per-tensor updates differ");
+                double[] p64 = Array.ConvertAll(h.P, x => (double)x), m64 = Array.ConvertAll(h.M, x => (double)x), v64 = Array.ConvertAll(h.V, x => (double)x);
+                // One step from this state: StateTolerance (argued for six steps) covers it with room to spare.
+                AdamWKernel.Reference.Step(p64, Array.ConvertAll(h.G, x => (double)x), m64, v64, step, lr, o.Beta1, o.Beta2, o.Eps,
+                    h.Decay ? o.WeightDecay : 0, o.Decoupled);
+                var (p, m, v) = (a.Param.ToFloatArray(), a.M.ToFloatArray(), a.V.ToFloatArray());
+                var copy = a.Bf16Copy?.ToBf16Array();
+                for (int j = 0; j < p.Length; j++)
+                {
+                    Assert.True(Close(p[j], p64[j]) && Close(m[j], m64[j]) && Close(v[j], v64[j]),
+                        $"{what} [{j}]: p {p[j]} vs {p64[j]}, m {m[j]} vs {m64[j]}, v {v[j]} vs {v64[j]}");
+                    if (copy is not null) Assert.True(copy[j] == BFloat16.FromFloat(p[j]), $"{what} [{j}]: shadow is not round(p)");
+                }
+            }
+        }
+        finally
+        {
+            foreach (var t in owned) t.Dispose();
+        }
+    }
+
+    [Fact]
+    public void One_update_is_the_float32_formula_bit_for_bit()
+    {
+        // The formula as written in the kernel (fp32, this order), replayed on the host: the CPU accelerator's float32
+        // arithmetic is .NET's, so the bits must agree. (This also held for the former per-tensor kernel: the
+        // multi-tensor one did not change a bit.)
+        var dev = TestDevice.Get();
+        Assert.SkipWhen(dev.IsCuda, "a float32 host replay equals only the CPU accelerator's arithmetic bitwise");
+        var rng = new Random(5);
+        foreach (bool decoupled in new[] { false, true })
+        {
+            var h = RandomParameter(rng) with { Shadow = true };
+            var owned = new List<Tensor>();
+            try
+            {
+                var t = Upload(dev, h, "p", owned);
+                var c = AdamWKernel.Coefficients.For(3, 1e-2f, 0.9f, 0.999f, 1e-8f, 0.1f, decoupled);
+                AdamWKernel.Update(t.Param, t.Grad, t.M, t.V, c, t.Bf16Copy);
+                var (gp, gm, gv, gc) = (t.Param.ToFloatArray(), t.M.ToFloatArray(), t.V.ToFloatArray(), t.Bf16Copy!.ToBf16Array());
+                for (int i = 0; i < h.P.Length; i++)
+                {
+                    float p = h.P[i];
+                    float g = h.G[i] + c.L2 * p;
+                    float m = h.M[i];
+                    m += c.OneMinusBeta1 * (g - m);
+                    float v = c.Beta2 * h.V[i] + c.OneMinusBeta2 * g * g;
+                    float updated = p * c.DecayFactor - c.StepSize * m / (MathF.Sqrt(v) * c.InvSqrtBias2 + c.Eps);
+                    Assert.True(BitConverter.SingleToInt32Bits(updated) == BitConverter.SingleToInt32Bits(gp[i])
+                                && BitConverter.SingleToInt32Bits(m) == BitConverter.SingleToInt32Bits(gm[i])
+                                && BitConverter.SingleToInt32Bits(v) == BitConverter.SingleToInt32Bits(gv[i])
+                                && BFloat16.FromFloat(updated) == gc[i], $"decoupled={decoupled} [{i}]");
+                }
+            }
+            finally
+            {
+                foreach (var t in owned) t.Dispose();
+            }
+        }
+    }
+
+    [Fact]
+    public void A_step_over_53_parameters_takes_four_launches()
+    {
+        // The rtx5090 preset's parameter count: ⌈53/16⌉ launches instead of one per parameter.
+        var dev = TestDevice.Get();
+        var rng = new Random(6);
+        var ps = Enumerable.Range(0, 53).Select(i => NewParameter(dev, GradCheck.RandomValues(rng, 1 + i % 5), $"p{i}")).ToArray();
+        try
+        {
+            using var opt = new AdamW(ps, new AdamWOptions(WeightDecay: 0.1f), p => p.Name.EndsWith('3'));
+            opt.Step(1e-3f); // loads the kernel before counting
+            using var launches = new LaunchCounter(dev);
+            opt.Step(1e-3f);
+            Assert.Equal(4, launches["adamw.update"]);
+            Assert.Equal(4, launches.Total);
+        }
+        finally
+        {
+            foreach (var p in ps) p.Dispose();
+        }
+    }
+
+    [Fact]
+    public void An_empty_list_launches_nothing()
+    {
+        var dev = TestDevice.Get();
+        var c = AdamWKernel.Coefficients.For(1, 1e-3f, 0.9f, 0.999f, 1e-8f, 0f, true);
+        using var launches = new LaunchCounter(dev);
+        AdamWKernel.UpdateMany([], c, c);
+        Assert.Equal(0, launches.Total);
+    }
+
+    [Fact]
+    public void UpdateMany_rejects_a_bad_tensor_by_op_and_name_before_writing_anything()
+    {
+        var dev = TestDevice.Get();
+        using var other = ComputeDevice.Create(DeviceKind.Cpu);
+        var rng = new Random(7);
+        var c = AdamWKernel.Coefficients.For(1, 1e-3f, 0.9f, 0.999f, 1e-8f, 0f, true);
+        var owned = new List<Tensor>();
+        try
+        {
+            // 17 good entries (more than one launch) and a bad one last: nothing may be updated.
+            var good = Enumerable.Range(0, 17).Select(i => Upload(dev, RandomParameter(rng) with { Shadow = false }, $"w{i}", owned)).ToArray();
+            var before = good[0].Param.ToRawArray();
+            var bad = Upload(dev, RandomParameter(rng) with { Shadow = false }, "blocks.0.bias", owned);
+            var shape = bad.Param.Shape;
+            Tensor Own(Tensor t)
+            {
+                owned.Add(t);
+                return t;
+            }
+            var cases = new (AdamWKernel.ParameterTensors Entry, string Role)[]
+            {
+                (bad with { Grad = Own(Tensor.Zeros(dev, shape, DType.BF16, MemoryCategory.Gradients, "g16")) }, "gradient"),
+                (bad with { M = Own(Tensor.Zeros(dev, new Shape((int)shape.Numel + 1), DType.F32, MemoryCategory.OptimizerState, "m+1")) }, "first moment"),
+                (bad with { V = Own(Tensor.Zeros(other, shape, DType.F32, MemoryCategory.OptimizerState, "v elsewhere")) }, "second moment"),
+                (bad with { Bf16Copy = Own(Tensor.Zeros(dev, shape, DType.F32, MemoryCategory.Parameters, "copy32")) }, "bf16 copy"),
+                (bad with { Param = Own(Tensor.Zeros(dev, shape, DType.BF16, MemoryCategory.Parameters, "p16")) }, "parameter"),
+                (bad with { Param = Own(Tensor.Zeros(other, shape, DType.F32, MemoryCategory.Parameters, "p elsewhere")) }, "parameter"),
+            };
+            foreach (var (entry, role) in cases)
+            {
+                var e = Assert.Throws<ShapeException>(() => AdamWKernel.UpdateMany([.. good, entry], c, c));
+                Assert.Equal("adamw", e.Op);
+                Assert.Contains("tensor 17 (blocks.0.bias)", e.Message);
+                Assert.Contains(role, e.Message);
+            }
+            Assert.Equal(before, good[0].Param.ToRawArray());
+        }
+        finally
+        {
+            foreach (var t in owned) t.Dispose();
         }
     }
 

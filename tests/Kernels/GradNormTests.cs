@@ -10,13 +10,16 @@ namespace Memopt.Tests.Kernels;
 
 public class GradNormTests
 {
-    // Σx² of ≤ 5·4099 positive terms in float32: each thread adds ≤ ~1300 terms in sequence and the groups and partials
-    // are added in trees, so the worst-case relative error is ~1300·6e-8 ≈ 8e-5 and the typical one (random-walk)
-    // ~√1300·6e-8 ≈ 2e-6; the square root halves both. 2e-5 sits far above typical, below the rigorous worst case,
-    // which needs every rounding to go the same way.
+    // Σx² of ≤ 40 tensors of ≤ 4099 positive terms in float32: each thread adds ≤ ~260 terms of one tensor in sequence
+    // (on the CPU accelerator one group of 16 per tensor), then the finish adds ≤ 640 partials in sequence (portable)
+    // or in 16 lanes and a tree (cooperative), so the worst-case relative error is ~900·6e-8 ≈ 5e-5 and the typical
+    // one (random walk) ~√900·6e-8 ≈ 2e-6; the square root halves both. 2e-5 sits far above typical, below the rigorous
+    // worst case, which needs every rounding to go the same way.
     private const double NormTolerance = 2e-5;
 
     private static readonly int[] Sizes = [1, 2, 3, 16, 17, 100, 257, 1000, 4099];
+    // Tensor counts: one, a few, one more than a launch holds (16), and three launches.
+    private static readonly int[] Counts = [1, 2, 5, 17, 40];
 
     private static Parameter NewParameter(ComputeDevice dev, float[] grad, string name)
     {
@@ -41,12 +44,16 @@ public class GradNormTests
     {
         KernelPaths.ForEach(() =>
         {
-            var (ps, grads) = RandomParameters(count.Get % 5 + 1, sizeSeed.Get, new Random(seed));
+            var (ps, grads) = RandomParameters(Counts[count.Get % Counts.Length], sizeSeed.Get, new Random(seed));
             try
             {
                 double want = Reference(grads);
-                double got = GradClip.GlobalNorm(ps);
-                Assert.True(Math.Abs(got - want) <= NormTolerance * want, $"norm {got} vs {want}");
+                float got = GradClip.GlobalNorm(ps);
+                Assert.True(Math.Abs(got - want) <= NormTolerance * want, $"{ps.Length} tensors: norm {got} vs {want}");
+                // Fixed slots, fixed order, no atomics: a second pass gives the same bits. Not for the cooperative form on
+                // the CPU accelerator, whose group reduction (ILGPU's IL one) adds with shared-memory atomics.
+                if (TestDevice.Get().IsCuda || !Launch.Cooperative(TestDevice.Get()))
+                    Assert.Equal(BitConverter.SingleToInt32Bits(got), BitConverter.SingleToInt32Bits(GradClip.GlobalNorm(ps)));
             }
             finally
             {
@@ -60,7 +67,7 @@ public class GradNormTests
     {
         KernelPaths.ForEach(() =>
         {
-            var (ps, grads) = RandomParameters(count.Get % 4 + 1, sizeSeed.Get, new Random(seed));
+            var (ps, grads) = RandomParameters(Counts[count.Get % Counts.Length], sizeSeed.Get, new Random(seed));
             try
             {
                 double want = Reference(grads);
@@ -86,6 +93,87 @@ public class GradNormTests
                 foreach (var p in ps) p.Dispose();
             }
         });
+    }
+
+    [Fact]
+    public void Portable_sum_is_the_per_tensor_launches_partials_added_in_order()
+    {
+        // The slots are laid out as one launch per tensor would lay them out (each tensor with its own grid, a partial
+        // per thread, tensor after tensor) and added in order. Replayed on the host in float32, which on the CPU
+        // accelerator is the kernels' own arithmetic, so the sum matches bit for bit; 40 tensors span three launches.
+        var dev = TestDevice.Get();
+        Assert.SkipWhen(dev.IsCuda, "a float32 host replay equals only the CPU accelerator's arithmetic bitwise");
+        using var scope = Launch.UsePath(KernelPath.Portable);
+        var (ps, grads) = RandomParameters(40, 3, new Random(11));
+        try
+        {
+            float want = 0f;
+            foreach (var g in grads)
+            {
+                var config = Launch.Elementwise(dev, g.Length);
+                int threads = config.GridDim.X * config.GroupDim.X;
+                for (int t = 0; t < threads; t++)
+                {
+                    float s = 0f;
+                    for (long i = t; i < g.Length; i += threads) s += g[i] * g[i];
+                    want += s;
+                }
+            }
+            float got = (float)GradNorm.SumOfSquares(ps.Select(p => p.Grad!).ToArray());
+            Assert.True(BitConverter.SingleToInt32Bits(want) == BitConverter.SingleToInt32Bits(got), $"sum {got} vs replay {want}");
+        }
+        finally
+        {
+            foreach (var p in ps) p.Dispose();
+        }
+    }
+
+    [Fact]
+    public void Norm_and_clipping_of_53_gradients_take_a_few_launches()
+    {
+        // The rtx5090 preset's parameter count: ⌈53/16⌉ = 4 partial launches and the finish, then 4 scaling launches,
+        // where one launch per tensor made 54 and 53.
+        var dev = TestDevice.Get();
+        var (ps, grads) = RandomParameters(53, 0, new Random(3));
+        try
+        {
+            KernelPaths.ForEach(() =>
+            {
+                float maxNorm = (float)(Reference(grads) * 0.5);
+                GradClip.ClipGradNorm(ps, maxNorm); // loads the kernels before counting
+                using var launches = new LaunchCounter(dev);
+                GradClip.ClipGradNorm(ps, maxNorm * 0.5f);
+                var partial = Launch.Cooperative(dev) ? "grad_norm.partial" : "grad_norm.partial_per_thread";
+                var finish = Launch.Cooperative(dev) ? "grad_norm.finish" : "grad_norm.finish_single_thread";
+                Assert.Equal((4, 1, 4, 9), (launches[partial], launches[finish], launches["grad_norm.scale"], launches.Total));
+            });
+        }
+        finally
+        {
+            foreach (var p in ps) p.Dispose();
+        }
+    }
+
+    [Fact]
+    public void Bad_tensors_are_rejected_by_op_and_index()
+    {
+        var dev = TestDevice.Get();
+        using var other = ComputeDevice.Create(DeviceKind.Cpu);
+        using var a = Tensor.Zeros(dev, new Shape(5), DType.F32, MemoryCategory.Gradients, "a");
+        using var bf16 = Tensor.Zeros(dev, new Shape(5), DType.BF16, MemoryCategory.Gradients, "b");
+        using var elsewhere = Tensor.Zeros(other, new Shape(5), DType.F32, MemoryCategory.Gradients, "c");
+        var list = Enumerable.Repeat(a, 17).ToList();
+        foreach (var (bad, what) in new[] { (bf16, "bfloat16"), (elsewhere, "another device") })
+        {
+            Tensor[] tensors = [.. list, bad];
+            foreach (var call in new Action[] { () => GradNorm.SumOfSquares(tensors), () => GradNorm.Scale(tensors, 0.5f) })
+            {
+                var e = Assert.Throws<ShapeException>(call);
+                Assert.Equal("grad_norm", e.Op);
+                Assert.Contains("tensor 17", e.Message);
+                Assert.Contains(what, e.Message);
+            }
+        }
     }
 
     [Fact]

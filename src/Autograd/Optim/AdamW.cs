@@ -31,8 +31,9 @@ public sealed record AdamWOptions(
 
 /// <summary>
 /// Adam / AdamW over a fixed list of parameters. The moment buffers m and v (float32, category optimizer state,
-/// zeroed) are allocated in the constructor, so a step allocates nothing; each step is one fused kernel pass per
-/// parameter, run in the optimizer phase (which also refreshes the parameter's bf16 shadow, if it has one). The state (<see cref="ExpAvg"/>, <see cref="ExpAvgSq"/>,
+/// zeroed) are allocated in the constructor, so a step allocates nothing (on the device); each step is one fused pass
+/// over every parameter in a few multi-tensor launches (<see cref="Kernels.AdamW.UpdateMany"/>), run in the optimizer
+/// phase (which also refreshes each parameter's bf16 shadow, if it has one). The state (<see cref="ExpAvg"/>, <see cref="ExpAvgSq"/>,
 /// <see cref="StepCount"/>) is exposed for checkpointing: copy into the tensors and set the step count to restore.
 /// </summary>
 public sealed class AdamW : IDisposable
@@ -126,15 +127,18 @@ public sealed class AdamW : IDisposable
         var o = Options;
         var withDecay = Kernels.AdamW.Coefficients.For(_step, lr, o.Beta1, o.Beta2, o.Eps, o.WeightDecay, o.Decoupled);
         var withoutDecay = Kernels.AdamW.Coefficients.For(_step, lr, o.Beta1, o.Beta2, o.Eps, 0f, o.Decoupled);
+        // One pass over every parameter in ⌈count/16⌉ launches; a parameter with a bf16 shadow (mixed precision) gets it
+        // rewritten in the same pass. Built per step: a shadow may be enabled after the optimizer was made.
+        var tensors = new Kernels.AdamW.ParameterTensors[_parameters.Length];
         for (int i = 0; i < _parameters.Length; i++)
         {
             var p = _parameters[i];
-            // A parameter with a bf16 shadow (mixed precision) gets it rewritten in the same pass.
-            Kernels.AdamW.Update(p.Value, p.Grad!, _m[i], _v[i], _decays[i] ? withDecay : withoutDecay, p.Bf16Copy);
+            tensors[i] = new(p.Value, p.Grad!, _m[i], _v[i], p.Bf16Copy, _decays[i], p.Name);
         }
+        Kernels.AdamW.UpdateMany(tensors, withDecay, withoutDecay);
     }
 
-    /// <summary>Zeroes every parameter's gradient (they accumulate across backward passes until then).</summary>
+    /// <summary>Zeroes every parameter's gradient (they accumulate across backward passes until then): a memset each, no kernel.</summary>
     public void ZeroGrad()
     {
         foreach (var p in _parameters) p.ZeroGrad();

@@ -73,7 +73,8 @@ internal sealed class VirtualTraining
             using (_m.EnterPhase(Phase.Optimizer))
                 if (_s.GradClip)
                 {
-                    // GradNorm.SumOfSquares: partial sums for every gradient tensor, then the total.
+                    // GradNorm.SumOfSquares: partial sums for every gradient tensor (each with its own grid inside the
+                    // multi-tensor launches), then the total. On the H100 this buffer is part of the optimizer phase's peak.
                     long slots = _parameters.Sum(p => _s.Device.GradNormSlots(p.Shape.Numel));
                     using var partials = _ops.Tensor(new Shape(checked((int)slots)), DType.F32, MemoryCategory.Workspace, "grad_norm:partials", "gradient-norm partials");
                     using var total = _ops.Tensor(new Shape(1), DType.F32, MemoryCategory.Workspace, "grad_norm:total", "gradient norm");

@@ -67,7 +67,10 @@ public sealed record WorkspaceShape(bool Cooperative, bool IsCuda, int Multiproc
         return new Shape(2, (int)chunks, cols);
     }
 
-    /// <summary>Partial sums GradNorm.SumOfSquares keeps for one tensor of n elements.</summary>
+    /// <summary>
+    /// Partial sums GradNorm.SumOfSquares keeps for one tensor of n elements. Its multi-tensor launches (16 tensors
+    /// each) give every tensor the grid a launch of its own would get, so the workspace is this, summed over tensors.
+    /// </summary>
     public long GradNormSlots(long n)
     {
         long groups = ElementwiseGroups(n);
