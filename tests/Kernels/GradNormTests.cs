@@ -16,6 +16,14 @@ public class GradNormTests
     // one (random walk) ~√900·6e-8 ≈ 2e-6; the square root halves both. 2e-5 sits far above typical, below the rigorous
     // worst case, which needs every rounding to go the same way.
     private const double NormTolerance = 2e-5;
+    // The portable form forced onto CUDA (KernelPaths runs both there): every GPU thread of a tensor's grid has a slot
+    // (≤ 17 groups of 256 per tensor here, 40 tensors: ≤ 174,080 slots), and the finish adds them on one thread in
+    // sequence. The rigorous bound γ_n/2 with n ≈ 1.75e5 additions is ≈ 5.2e-3; random-walk errors of ~√n·u ≈ 2.5e-5 were
+    // seen on the H100, above the tolerance argued for the CPU's 900-term chains.
+    private const double ForcedPortableOnCudaTolerance = 5.3e-3;
+
+    /// <summary>The norm tolerance of the path in use (<see cref="KernelPaths"/>).</summary>
+    private static double Tolerance => TestDevice.Get().IsCuda && !Launch.Cooperative(TestDevice.Get()) ? ForcedPortableOnCudaTolerance : NormTolerance;
 
     private static readonly int[] Sizes = [1, 2, 3, 16, 17, 100, 257, 1000, 4099];
     // Tensor counts: one, a few, one more than a launch holds (16), and three launches.
@@ -49,7 +57,7 @@ public class GradNormTests
             {
                 double want = Reference(grads);
                 float got = GradClip.GlobalNorm(ps);
-                Assert.True(Math.Abs(got - want) <= NormTolerance * want, $"{ps.Length} tensors: norm {got} vs {want}");
+                Assert.True(Math.Abs(got - want) <= Tolerance * want, $"{ps.Length} tensors: norm {got} vs {want}");
                 // Fixed slots, fixed order, no atomics: a second pass gives the same bits. Not for the cooperative form on
                 // the CPU accelerator, whose group reduction (ILGPU's IL one) adds with shared-memory atomics.
                 if (TestDevice.Get().IsCuda || !Launch.Cooperative(TestDevice.Get()))
@@ -73,7 +81,7 @@ public class GradNormTests
                 double want = Reference(grads);
                 float maxNorm = (float)(above ? want * 0.3 : want * 1.5);
                 float norm = GradClip.ClipGradNorm(ps, maxNorm);
-                Assert.True(Math.Abs(norm - want) <= NormTolerance * want, $"returned pre-clip norm {norm} vs {want}");
+                Assert.True(Math.Abs(norm - want) <= Tolerance * want, $"returned pre-clip norm {norm} vs {want}");
                 // The scale is maxNorm/(norm + 1e-6) in float32 and each element is one float32 multiply: bitwise equal.
                 float coefficient = above ? maxNorm / (norm + 1e-6f) : 1f;
                 for (int i = 0; i < ps.Length; i++)
@@ -85,7 +93,7 @@ public class GradNormTests
                 if (above)
                 {
                     double after = GradClip.GlobalNorm(ps);
-                    Assert.True(Math.Abs(after - maxNorm) <= NormTolerance * maxNorm + 1e-6, $"norm after clipping {after}, max {maxNorm}");
+                    Assert.True(Math.Abs(after - maxNorm) <= Tolerance * maxNorm + 1e-6, $"norm after clipping {after}, max {maxNorm}");
                 }
             }
             finally
@@ -139,7 +147,8 @@ public class GradNormTests
         {
             KernelPaths.ForEach(() =>
             {
-                float maxNorm = (float)(Reference(grads) * 0.5);
+                // Half the current norm (the other path may already have clipped these gradients): both calls clip.
+                float maxNorm = GradClip.GlobalNorm(ps) * 0.5f;
                 GradClip.ClipGradNorm(ps, maxNorm); // loads the kernels before counting
                 using var launches = new LaunchCounter(dev);
                 GradClip.ClipGradNorm(ps, maxNorm * 0.5f);

@@ -121,4 +121,40 @@ public class SplitKWorkspaceTests
         Assert.DoesNotContain(MemoryModel.Predict(lab4, settings.WithBf16(false)).Timeline, e => e.Op == SplitKOp);
         Assert.DoesNotContain(MemoryModel.Predict(lab4 with { Layers = 1 }, settings with { Device = WorkspaceShape.CpuAccelerator }).Timeline, e => e.Op == SplitKOp);
     }
+
+    /// <summary>
+    /// The same for an fp32 step under 3xTF32 (<see cref="Fp32Matmul.Tf32x3"/>): the fp32 GEMMs take the tensor cores'
+    /// NarrowDeep tile (<see cref="ChooseTileF32"/>) with K counted in 16-bit words, so a slice holds 16 fp32 and a GEMM
+    /// has four times the bf16 default's slices. Forward: mlp.proj (M 8192, N 128, K 1024: 64 tiles, 64 slices →
+    /// ⌈264/64⌉ = 5, ⌈64/13⌉ = 5 splits). Backward: lm_head dx (750 slices → 5) and dW (94 tiles, 512 slices → 3); per
+    /// block, last first: mlp.proj dW (8 tiles → min(33, 64) = 33, ⌈512/16⌉ = 32), mlp.fc dx (5) and dW (32),
+    /// attn.proj dW (1 tile → 64), qkv dx (K 384: 24 slices → min(5, 3) = 3) and dW (3 tiles → 64). IEEE fp32 on the
+    /// same device rents the SIMT kernel's partials instead, never these.
+    /// </summary>
+    [Fact]
+    public void An_fp32_step_under_3xtf32_on_the_H100_rents_the_tensor_core_split_K_partials()
+    {
+        var lab4 = ModelConfig.Preset("lab4");
+        var settings = new MemoryModelSettings { BatchSize = 32, Device = WorkspaceShape.H100 with { Fp32Matmul = Fp32Matmul.Tf32x3 }, RecordTimeline = true };
+        var timeline = MemoryModel.Predict(lab4, settings).Timeline;
+        var events = timeline.Where(e => e.Op == SplitKOp && e.Kind == MemoryEventKind.Allocate).ToList();
+
+        Shape Rows(int splits) => new(splits, 1, 8192, 128);
+        var forward = Enumerable.Range(0, 4).Select(_ => (Phase.Forward, Rows(5)));
+        var backward = new[] { (Phase.Backward, Rows(5)), (Phase.Backward, new Shape(3, 1, 12000, 128)) }
+            .Concat(Enumerable.Range(0, 4).SelectMany(_ => new[]
+            {
+                (Phase.Backward, new Shape(32, 1, 128, 1024)), (Phase.Backward, Rows(5)), (Phase.Backward, new Shape(32, 1, 1024, 128)),
+                (Phase.Backward, new Shape(64, 1, 128, 128)), (Phase.Backward, Rows(3)), (Phase.Backward, new Shape(64, 1, 384, 128)),
+            }));
+        Assert.Equal(forward.Concat(backward).Select(x => (x.Item1, x.Item2.Numel * 4)).ToList(), events.Select(e => (e.Phase, e.Bytes)).ToList());
+        Assert.DoesNotContain(timeline, e => e.Op == MatMul.SplitKOp);
+
+        var ieee = MemoryModel.Predict(lab4, settings with { Device = WorkspaceShape.H100 }).Timeline;
+        Assert.DoesNotContain(ieee, e => e.Op == SplitKOp);
+        Assert.Contains(ieee, e => e.Op == MatMul.SplitKOp);
+        // The training options carry the mode to the model's device shape.
+        var fromTraining = MemoryModelSettings.ForTraining(new Memopt.Model.Training.TrainingOptions { Fp32Matmul = Fp32Matmul.Tf32x3 }, WorkspaceShape.H100, 0);
+        Assert.Equal(Fp32Matmul.Tf32x3, fromTraining.Device.Fp32Matmul);
+    }
 }
