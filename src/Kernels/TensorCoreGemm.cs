@@ -32,6 +32,10 @@ namespace Memopt.Kernels;
 /// across groups that write fp32 partial tiles to a workspace, summed in a fixed order by a second kernel
 /// (deterministic), which alone adds the bias.
 /// Measurements of each tile and version: docs/performance.md.
+/// fp32 operands (<see cref="TryGemmF32"/>, --fp32-matmul tf32|3xtf32): the narrow tiles with m16n8k8.tf32 mma, one pass
+/// (TF32) or three (3xTF32: big and small TF32 parts of every fragment), the operands seen as 16-bit words so that the
+/// copies, swizzles and K-contiguous ldmatrix addressing are the bf16 ones byte for byte (TensorCoreKernel);
+/// launch bounds hold those kernels to 128 registers, two groups per SM.
 ///
 /// The CPU accelerator cannot run PTX: <see cref="GemmEmulated"/> runs the same tile schedule with one thread per
 /// group, emulating cp.async, ldmatrix and mma lane by lane from the PTX ISA's fragment layouts, through the same
@@ -102,7 +106,7 @@ public static partial class TensorCoreGemm
     /// C[b] = alpha·op(A[b])·op(B[b]) (+ C[b]) (+ bias) for fp32 A and B on tensor cores, rounded to TF32
     /// (<see cref="Fp32Matmul.Tf32"/>) or as 3xTF32 (<see cref="Fp32Matmul.Tf32x3"/>: each operand x = big + small,
     /// big = rna_tf32(x), small = rna_tf32(x − big), and the product summed as small·big + big·small + big·big, within
-    /// about 2^-21 of x·y per product); false (nothing launched) off CUDA or for non-fp32 operands. The narrow 128×128
+    /// about 3·2^-22 of |x·y| per product); false (nothing launched) off CUDA or for non-fp32 operands. The narrow 128×128
     /// tiles of the bf16 kernel, 16 fp32 of K per slice.
     /// </summary>
     public static bool TryGemmF32(MatrixOperand a, MatrixOperand b, MatrixOperand c, int m, int n, int k, Fp32Matmul mode, int batch = 1,
