@@ -36,7 +36,7 @@ public static class BiasAdd
         CheckBias("bias_add", x, bias);
         Elementwise.CheckPair("bias_add", x, y);
         long quads = x.Numel / 4;
-        if (x.DType == DType.BF16 && y.DType == DType.BF16 && quads > 0 && EightByteAligned(x) && EightByteAligned(y))
+        if (quads > 0 && Bf16Quads.Fits(x) && Bf16Quads.Fits(y))
         {
             // Mixed precision's case (a bf16 activation, e.g. the B·T×V logits): four bf16 per 8-byte access. Two-byte
             // accesses left the kernel at about a quarter of the H100's bandwidth (2.9 ms of a 22 ms bf16 step).
@@ -50,10 +50,6 @@ public static class BiasAdd
         k(Launch.Elementwise(x.Device, x.Numel), FloatView.Of(x), FloatView.Of(bias), FloatView.Of(y), x.Numel, x.Shape.Last);
     }
 
-    /// <summary>Whether the tensor's first element is 8-byte aligned (four bf16 per 8-byte access).</summary>
-    private static bool EightByteAligned(Tensor t) => AlignedTo(t, 8);
-
-    private static bool AlignedTo(Tensor t, int bytes) => t.Address % (ulong)bytes == 0;
 
     /// <summary>
     /// dbias[c] += Σ_r dy[r, c]. <paramref name="rowBlocks"/> overrides how many row blocks the cooperative pass 1
@@ -118,11 +114,11 @@ public static class BiasAdd
     /// <summary>The four-column pass 1 with dy's widest access: bf16 words (8-byte aligned), float4s (16-byte aligned), else four scalar reads.</summary>
     private static Pass1 QuadPass1(Tensor dy, ComputeDevice device)
     {
-        var bytes = dy.Raw; // cols % 4 == 0: a whole number of 8-byte (bf16) or 16-byte (float32) quads
-        if (dy.DType == DType.BF16 && EightByteAligned(dy))
-            return QuadPass(device, "bias_add.colsum_partial_bf16x4", new Bf16Quads(bytes.Cast<ulong>()));
-        if (dy.DType == DType.F32 && AlignedTo(dy, 16))
-            return QuadPass(device, "bias_add.colsum_partial_f32x4", new F32Quads(bytes.Cast<MatMul.Quad>()));
+        // cols % 4 == 0: a whole number of 8-byte (bf16) or 16-byte (float32) quads
+        if (Bf16Quads.Fits(dy))
+            return QuadPass(device, "bias_add.colsum_partial_bf16x4", Bf16Quads.Of(dy));
+        if (F32Quads.Fits(dy))
+            return QuadPass(device, "bias_add.colsum_partial_f32x4", F32Quads.Of(dy));
         return QuadPass(device, "bias_add.colsum_partial_x4", new ScalarQuads(FloatView.Of(dy)));
     }
 

@@ -146,12 +146,12 @@ public static class CrossEntropy
         {
             // Four logits per access (an 8-byte bf16 word, a 16-byte float4): 2- and 4-byte accesses held the kernel to
             // 40-50% of the H100's bandwidth.
-            if (logits.DType == DType.BF16 && logits.Address % 8 == 0)
+            if (Bf16Quads.Fits(logits))
             {
                 QuadChunk(device, "cross_entropy.chunk_bf16x4", Bf16Quads.Of(logits), bias, logits, hasBias, targets, rowLoss, hasGrad, shape);
                 return;
             }
-            if (logits.DType == DType.F32 && logits.Address % 16 == 0)
+            if (F32Quads.Fits(logits))
             {
                 QuadChunk(device, "cross_entropy.chunk_f32x4", F32Quads.Of(logits), bias, logits, hasBias, targets, rowLoss, hasGrad, shape);
                 return;

@@ -36,6 +36,9 @@ public readonly struct Bf16Quads(ArrayView<ulong> words) : IQuads
 {
     private readonly ArrayView<ulong> _words = words;
 
+    /// <summary>Whether <paramref name="t"/> is bf16 and starts on an 8-byte boundary.</summary>
+    public static bool Fits(Tensor t) => t.DType == DType.BF16 && t.Address % 8 == 0;
+
     public static Bf16Quads Of(Tensor t) => new(t.Raw.SubView(0, t.Bytes / 8 * 8).Cast<ulong>());
 
     public MatMul.Quad Load(long q)
@@ -53,6 +56,9 @@ public readonly struct Bf16Quads(ArrayView<ulong> words) : IQuads
 public readonly struct F32Quads(ArrayView<MatMul.Quad> quads) : IQuads
 {
     private readonly ArrayView<MatMul.Quad> _quads = quads;
+
+    /// <summary>Whether <paramref name="t"/> is float32 and starts on a 16-byte boundary.</summary>
+    public static bool Fits(Tensor t) => t.DType == DType.F32 && t.Address % 16 == 0;
 
     public static F32Quads Of(Tensor t) => new(t.Raw.SubView(0, t.Bytes / 16 * 16).Cast<MatMul.Quad>());
 
