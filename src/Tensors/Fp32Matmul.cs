@@ -15,3 +15,17 @@ public enum Fp32Matmul
     /// per product (small·big + big·small + big·big); about 2^-21 relative error per product, near IEEE fp32.</summary>
     Tf32x3,
 }
+
+/// <summary>The modes' command-line names (ieee, tf32, 3xtf32), written and read in one place.</summary>
+public static class Fp32MatmulNames
+{
+    public static string Name(this Fp32Matmul mode) => mode switch { Fp32Matmul.Tf32 => "tf32", Fp32Matmul.Tf32x3 => "3xtf32", _ => "ieee" };
+
+    /// <summary>The mode named <paramref name="name"/> (any case); an <see cref="ArgumentException"/> naming the choices otherwise.</summary>
+    public static Fp32Matmul Parse(string name)
+    {
+        foreach (var mode in Enum.GetValues<Fp32Matmul>())
+            if (string.Equals(mode.Name(), name, StringComparison.OrdinalIgnoreCase)) return mode;
+        throw new ArgumentException($"--fp32-matmul must be ieee, tf32 or 3xtf32, got '{name}'");
+    }
+}

@@ -158,6 +158,18 @@ public class TensorCoreGemmTf32Tests
         Assert.Contains("leading dimension 6 not a multiple of 4", TensorCoreGemm.LoadPath(new MatrixOperand(f, 0, 6, 0), 1));
     }
 
+    [Fact]
+    public void The_modes_are_named_and_parsed_in_one_place_and_tf32_cannot_contradict_3xtf32()
+    {
+        foreach (var mode in Enum.GetValues<Fp32Matmul>())
+            Assert.Equal(mode, Fp32MatmulNames.Parse(mode.Name().ToUpperInvariant()));
+        Assert.Contains("--fp32-matmul must be ieee, tf32 or 3xtf32, got 'fp16'", Assert.Throws<ArgumentException>(() => Fp32MatmulNames.Parse("fp16")).Message);
+        Assert.Equal(Fp32Matmul.Tf32, new Memopt.Runner.Commands.TrainOptions { Tf32 = true }.ParsedFp32Matmul());
+        Assert.Equal("3xtf32", new Memopt.Runner.Commands.TrainOptions { Fp32Matmul = "3xTF32" }.TechniqueLabel());
+        Assert.Contains("contradict", Assert.Throws<ArgumentException>(() =>
+            new Memopt.Runner.Commands.TrainOptions { Tf32 = true, Fp32Matmul = "3xtf32" }.ParsedFp32Matmul()).Message);
+    }
+
     private static int Count(string text, string what)
     {
         int count = 0;

@@ -303,16 +303,14 @@ public static class GemmBench
         _ => throw new UserError($"--c-dtype '{o.CDType}': expected f32 or bf16"),
     };
 
-    private static Fp32Matmul ParseFp32Matmul(BenchOptions o) => o.Fp32Matmul.ToLowerInvariant() switch
+    private static Fp32Matmul ParseFp32Matmul(BenchOptions o)
     {
-        "ieee" => Fp32Matmul.Ieee,
-        "tf32" => Fp32Matmul.Tf32,
-        "3xtf32" => Fp32Matmul.Tf32x3,
-        _ => throw new UserError($"--fp32-matmul '{o.Fp32Matmul}': expected ieee, tf32 or 3xtf32"),
-    };
+        try { return Fp32MatmulNames.Parse(o.Fp32Matmul); }
+        catch (ArgumentException e) { throw new UserError(e.Message, e); }
+    }
 
     /// <summary>The record name of the fp32 GEMM under a mode (the SIMT kernel, or the tensor-core kernel on fp32 operands).</summary>
-    private static string Fp32Impl(Fp32Matmul mode) => mode switch { Fp32Matmul.Tf32 => "tc_tf32", Fp32Matmul.Tf32x3 => "tc_3xtf32", _ => "simt_f32" };
+    private static string Fp32Impl(Fp32Matmul mode) => mode == Fp32Matmul.Ieee ? "simt_f32" : "tc_" + mode.Name();
 
     private static int ParseSimtSplits(BenchOptions o) =>
         o.SimtSplits is >= 0 and <= 1024 ? o.SimtSplits : throw new UserError($"--simt-splits {o.SimtSplits}: expected 0 (automatic) to 1024");
@@ -372,13 +370,13 @@ public static class GemmBench
     private static readonly HashSet<(MatMul.SimtTile, int)> SimtKernelsUsed = [];
 
     /// <summary>The fp32-operand tensor-core kernel instances the run used: (tile, layout bits, passes).</summary>
-    private static readonly HashSet<(TensorCoreGemm.Tile, int, int)> TcKernelsUsed = [];
+    private static readonly HashSet<(TensorCoreGemm.Tile, int, Fp32Matmul)> TcKernelsUsed = [];
 
     /// <summary>Registers, spills and residency of every SIMT kernel instance the run loaded (CUDA: what ptxas made of the PTX), and of the fp32 tensor-core ones.</summary>
     private static void PrintSimtKernels(ComputeDevice device)
     {
-        foreach (var (tile, layout, passes) in TcKernelsUsed.OrderBy(x => x))
-            Console.WriteLine($"tensor-core kernel {(passes == 1 ? "tf32" : "3xtf32")} {tile} layout {layout}: {TensorCoreGemm.Resources(device, tile, layout, passes)}");
+        foreach (var (tile, layout, mode) in TcKernelsUsed.OrderBy(x => x))
+            Console.WriteLine($"tensor-core kernel {mode.Name()} {tile} layout {layout}: {TensorCoreGemm.Resources(device, tile, layout, TensorCoreGemm.PassesOf(mode))}");
         TcKernelsUsed.Clear();
         foreach (var (tile, variant) in SimtKernelsUsed.OrderBy(x => x))
         {
@@ -465,10 +463,9 @@ public static class GemmBench
                 if (mode != Fp32Matmul.Ieee && device.IsCuda)
                 {
                     int layout = TensorCoreGemm.LayoutOf(a32Op, b32Op, c.Batch);
-                    var tile = TensorCoreGemm.PlanOf(c.M, c.N, 2 * c.K, c.Batch, false, layout, TensorCoreGemm.DeepAvailable(device), device.Multiprocessors,
-                        tiles[i], passes: TensorCoreGemm.PassesOf(mode)).Tile;
+                    var tile = TensorCoreGemm.ChooseTileF32(tiles[i], TensorCoreGemm.DeepAvailable(device));
                     variant = tiles[i] == TensorCoreGemm.Tile.Auto ? $"auto:{tile}" : tile.ToString();
-                    TcKernelsUsed.Add((tile, layout, TensorCoreGemm.PassesOf(mode)));
+                    TcKernelsUsed.Add((tile, layout, mode));
                 }
                 if (plan is { } used && mode == Fp32Matmul.Ieee) SimtKernelsUsed.Add((used.Tile, MatMul.VariantOf(a32Op, b32Op)));
                 string simt;

@@ -111,7 +111,7 @@ public class TrainOptions : DeviceOptions
         if (WindowSize is int w) parts.Add($"window{w}");
         if (GradientCheckpointing) parts.Add("checkpointing");
         if (FusedHead) parts.Add("fused_head");
-        if (ParsedFp32Matmul() is not Tensors.Fp32Matmul.Ieee and var mode) parts.Add(mode == Tensors.Fp32Matmul.Tf32 ? "tf32" : "3xtf32");
+        if (ParsedFp32Matmul() is not Tensors.Fp32Matmul.Ieee and var mode) parts.Add(mode.Name());
         return parts.Count == 0 ? Technique : string.Join("+", parts);
     }
 
@@ -119,13 +119,7 @@ public class TrainOptions : DeviceOptions
 
     public Tensors.Fp32Matmul ParsedFp32Matmul()
     {
-        var mode = Fp32Matmul.ToLowerInvariant() switch
-        {
-            "ieee" => Tensors.Fp32Matmul.Ieee,
-            "tf32" => Tensors.Fp32Matmul.Tf32,
-            "3xtf32" => Tensors.Fp32Matmul.Tf32x3,
-            _ => throw new ArgumentException($"--fp32-matmul must be ieee, tf32 or 3xtf32, got '{Fp32Matmul}'"),
-        };
+        var mode = Fp32MatmulNames.Parse(Fp32Matmul);
         if (!Tf32) return mode;
         if (mode == Tensors.Fp32Matmul.Tf32x3) throw new ArgumentException("--tf32 and --fp32-matmul 3xtf32 contradict each other: give one");
         return Tensors.Fp32Matmul.Tf32;
@@ -209,7 +203,7 @@ public static class TrainCommand
         var info = device.Info();
         Console.WriteLine($"device   {info.Kind}: {info.Name}");
         Console.WriteLine($"model    {config}{(o.Bf16 ? "; bf16 mixed precision" : "")}" +
-            (training.Fp32Matmul == Fp32Matmul.Ieee ? "" : $"; fp32 GEMMs {(training.Fp32Matmul == Fp32Matmul.Tf32 ? "TF32" : "3xTF32")} on the tensor cores{(device.IsCuda ? "" : " (CUDA only: IEEE here)")}"));
+            (training.Fp32Matmul == Fp32Matmul.Ieee ? "" : $"; fp32 GEMMs {training.Fp32Matmul.Name()} on the tensor cores{(device.IsCuda ? "" : " (CUDA only: IEEE here)")}"));
         TransformerLM model;
         try { model = new TransformerLM(device, config, (int)o.Seed, o.Bf16 ? Precision.Bf16 : Precision.Fp32); }
         catch (OutOfDeviceMemoryException e) { return new TrainOutcome(TrainStatus.OutOfMemory, ExitCodes.OutOfMemory, e.Message, Error: e); }
