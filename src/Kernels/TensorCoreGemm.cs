@@ -248,7 +248,7 @@ public static partial class TensorCoreGemm
         bool sumBatches = c.BatchStride == 0 && batch > 1;
         int layout = LayoutOf(a, b, batch);
         int w = passes == 0 ? 1 : 2;
-        var plan = PlanOf(m, n, checked(k * w), batch, sumBatches, layout, DeepTilesFor(device), device.Multiprocessors, TileOverride.Value, splits, passes);
+        var plan = PlanOf(m, n, k, batch, sumBatches, layout, DeepTilesFor(device), device.Multiprocessors, TileOverride.Value, splits, passes);
         var tile = plan.Tile;
         int outBatches = plan.OutBatches;
         splits = plan.Splits;
@@ -261,7 +261,7 @@ public static partial class TensorCoreGemm
             AOffset = a.Offset * w, ABatch = a.BatchStride * w, Lda = checked(a.Ld * w),
             BOffset = b.Offset * w, BBatch = b.BatchStride * w, Ldb = checked(b.Ld * w),
             COffset = c.Offset, CBatch = c.BatchStride, Ldc = c.Ld,
-            M = m, N = n, K = k * w, Passes = passes, Batch = batch, OutBatches = outBatches, SumBatches = sumBatches ? 1 : 0,
+            M = m, N = n, K = checked(k * w), Passes = passes, Batch = batch, OutBatches = outBatches, SumBatches = sumBatches ? 1 : 0,
             BlockN = BlockNOf(tile), Stages = StagesOf(tile), SliceK = SliceKOf(tile),
             TilesM = plan.TilesM, TilesN = plan.TilesN, KTiles = plan.KTiles, Splits = splits, SlicesPerSplit = plan.SlicesPerSplit,
             RasterRows = RasterRowsFor(plan.TilesM, plan.TilesN),
@@ -326,8 +326,8 @@ public static partial class TensorCoreGemm
     /// The launch plan of a GEMM from facts alone (no device, no tensors), so that the memory model predicts the
     /// split-K workspace with this same code: the operand <paramref name="layout"/> (<see cref="LayoutOf(bool, bool, bool, bool)"/>),
     /// whether the deep tiles run (<see cref="DeepAvailable"/>), the device's multiprocessors, a forced tile
-    /// (<see cref="UseTile"/>) and forced splits (&gt; 0, <see cref="GemmEmulated"/>). <paramref name="k"/> counts 16-bit words
-    /// (2·K for fp32 operands, whose <paramref name="passes"/> are 1 or 3: <see cref="ChooseTileF32"/>).
+    /// (<see cref="UseTile"/>) and forced splits (&gt; 0, <see cref="GemmEmulated"/>), and for fp32 operands their
+    /// <paramref name="passes"/> (1 or 3: <see cref="ChooseTileF32"/>; a slice then holds 16 fp32 of K, 32 of its words).
     /// K splits only when the tiles leave multiprocessors idle and K is long (the weight gradients: M, N ≤ 1024,
     /// K = B·T): enough splits to give every multiprocessor its resident groups (two narrow or one wide), each split
     /// keeping at least 8 K slices (256) so its pipeline fills. Split partial tiles stay under 2^31 elements. The
@@ -339,7 +339,8 @@ public static partial class TensorCoreGemm
         var tile = passes == 0 ? ChooseTile(requestedTile, deepTiles, layout) : ChooseTileF32(requestedTile, deepTiles);
         int outBatches = sumBatches ? 1 : batch;
         int blockN = BlockNOf(tile), sliceK = SliceKOf(tile);
-        int tilesM = (m + BlockM - 1) / BlockM, tilesN = (n + blockN - 1) / blockN, kTiles = (k + sliceK - 1) / sliceK;
+        int kWords = passes == 0 ? k : checked(2 * k); // the kernels walk K in 16-bit words of the operands
+        int tilesM = (m + BlockM - 1) / BlockM, tilesN = (n + blockN - 1) / blockN, kTiles = (kWords + sliceK - 1) / sliceK;
         int totalSlices = sumBatches ? batch * kTiles : kTiles;
         long tiles = (long)tilesM * tilesN * outBatches;
         if (splits <= 0)

@@ -178,7 +178,7 @@ internal sealed class VirtualOps(VAutograd autograd, DType activations, Workspac
     /// bf16 A and B go to TensorCoreGemm.TryGemm, which takes them on a device with bf16 tensor cores when C is float32
     /// or bf16 (TensorCoreGemm.WhyNot); its Run rents a float32 stand-in for a one-element bf16 C, and the float32
     /// split-K partials when its plan splits K (TensorCoreGemm.PlanOf, the kernel's own decision). fp32 A and B go there
-    /// too (TryGemmF32, K counted in 16-bit words) when the device's fp32 GEMMs are TF32 or 3xTF32. Every other GEMM
+    /// too (TryGemmF32) when the device's fp32 GEMMs are TF32 or 3xTF32. Every other GEMM
     /// (an fp32 operand under IEEE, mixed operands, or no tensor cores) runs the SIMT kernel, which on the cooperative path rents its float32
     /// split-K partials when its plan splits K (MatMul.SplitKWorkspace, the kernel's own decision).
     /// </summary>
@@ -190,7 +190,7 @@ internal sealed class VirtualOps(VAutograd autograd, DType activations, Workspac
         if (device.TensorCores && passes >= 0 && c.DType is (DType.F32 or DType.BF16))
         {
             int layout = TensorCoreGemm.LayoutOf(a.Transposed, a.Vector(batch), b.Transposed, b.Vector(batch));
-            var plan = TensorCoreGemm.PlanOf(m, n, passes == 0 ? k : 2 * k, batch, sumBatches, layout, device.DeepTiles, device.Multiprocessors, passes: passes);
+            var plan = TensorCoreGemm.PlanOf(m, n, k, batch, sumBatches, layout, device.DeepTiles, device.Multiprocessors, passes: passes);
             using var standIn = TensorCoreGemm.StandInFor(c.DType, c.Shape.Numel * c.DType.SizeOf()) is Shape one
                 ? Tensor(one, DType.F32, MemoryCategory.Workspace, TensorCoreGemm.StandInOp, "fp32 view stand-in for a one-element bf16 C") : null;
             Scratch(plan.SplitKWorkspace, TensorCoreGemm.SplitKOp, "split-K partials");
