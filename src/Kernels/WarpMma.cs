@@ -5,9 +5,10 @@ using Memopt.Tensors;
 namespace Memopt.Kernels;
 
 /// <summary>
-/// The warp-level tensor-core instructions the bf16 kernels (<see cref="TensorCoreGemm"/>,
+/// The warp-level tensor-core instructions the kernels (<see cref="TensorCoreGemm"/>, bf16 and fp32 operands;
 /// <see cref="FlashAttentionTensorCore"/>) issue through inline PTX, and their lane-by-lane emulation for the emulated
-/// twins, written once from the PTX ISA's fragment layouts (g = lane/4, t = lane mod 4, h the bf16 half, low first):
+/// twins, written once from the PTX ISA's fragment layouts (g = lane/4, t = lane mod 4, h the bf16 half, low first;
+/// the tf32 form is at <see cref="EmulateMmaTf32"/>):
 ///   mma.m16n8k16 A register r holds A[g + 8(r mod 2)][2t + 8(r/2) + h], B register r holds B[2t + 8r + h][g],
 ///   accumulator r holds D[g + 8(r/2)][2t + (r mod 2)];
 ///   ldmatrix.m8n8.x4: lanes 8j..8j+7 give the row addresses of matrix j; lane i receives in register j the elements
@@ -83,8 +84,6 @@ public static class WarpMma
             }
         }
     }
-
-    public const string MmaTf32 = "mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 ";
 
     /// <summary>
     /// cvt.rna.tf32.f32: <paramref name="x"/> rounded to TF32 (10 mantissa bits; to nearest, ties away from zero), kept
