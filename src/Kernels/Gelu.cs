@@ -14,6 +14,17 @@ public static class Gelu
     public static void Forward(Tensor x, Tensor y)
     {
         Elementwise.CheckPair("gelu", x, y);
+        long quads = x.Numel / 4;
+        if (x.Numel % 4 == 0 && Bf16Quads.Fits(x) && Bf16Quads.Fits(y))
+        {
+            Quad(x.Device, "gelu.fwd_bf16x4", Bf16Quads.Of(x), Bf16Quads.Of(y), quads);
+            return;
+        }
+        if (x.Numel % 4 == 0 && F32Quads.Fits(x) && F32Quads.Fits(y))
+        {
+            Quad(x.Device, "gelu.fwd_f32x4", F32Quads.Of(x), F32Quads.Of(y), quads);
+            return;
+        }
         var k = x.Device.Kernel("gelu.fwd", acc => acc.LoadStreamKernel<FloatView, FloatView, long>(ForwardKernel));
         k(Launch.Elementwise(x.Device, x.Numel), FloatView.Of(x), FloatView.Of(y), x.Numel);
     }
@@ -22,6 +33,17 @@ public static class Gelu
     public static void Backward(Tensor x, Tensor dy, Tensor dx)
     {
         Elementwise.CheckTriple("gelu_backward", x, dy, dx);
+        long quads = x.Numel / 4;
+        if (x.Numel % 4 == 0 && Bf16Quads.Fits(x) && Bf16Quads.Fits(dy) && Bf16Quads.Fits(dx))
+        {
+            QuadBackward(x.Device, "gelu.bwd_bf16x4", Bf16Quads.Of(x), Bf16Quads.Of(dy), Bf16Quads.Of(dx), quads);
+            return;
+        }
+        if (x.Numel % 4 == 0 && F32Quads.Fits(x) && F32Quads.Fits(dy) && F32Quads.Fits(dx))
+        {
+            QuadBackward(x.Device, "gelu.bwd_f32x4", F32Quads.Of(x), F32Quads.Of(dy), F32Quads.Of(dx), quads);
+            return;
+        }
         var k = x.Device.Kernel("gelu.bwd", acc => acc.LoadStreamKernel<FloatView, FloatView, FloatView, long>(BackwardKernel));
         k(Launch.Elementwise(x.Device, x.Numel), FloatView.Of(x), FloatView.Of(dy), FloatView.Of(dx), x.Numel);
     }
@@ -30,6 +52,42 @@ public static class Gelu
 
     public static float Derivative(float x) =>
         0.5f * (1f + KernelMath.Erf(x * KernelMath.InvSqrt2)) + x * KernelMath.InvSqrt2Pi * MathF.Exp(-0.5f * x * x);
+
+    // Four values per access where every tensor is bf16 (8-byte words) or float32 (16-byte float4s): two- and four-byte
+    // accesses held both kernels near 1 TB/s. Same math per element, so the same results as the scalar kernels.
+    private static void Quad<TQuads>(ComputeDevice device, string key, TQuads x, TQuads y, long quads) where TQuads : struct, IQuads
+    {
+        var k = device.Kernel(key, acc => acc.LoadStreamKernel<TQuads, TQuads, long>(ForwardQuadKernel));
+        k(Launch.Elementwise(device, quads), x, y, quads);
+    }
+
+    private static void QuadBackward<TQuads>(ComputeDevice device, string key, TQuads x, TQuads dy, TQuads dx, long quads) where TQuads : struct, IQuads
+    {
+        var k = device.Kernel(key, acc => acc.LoadStreamKernel<TQuads, TQuads, TQuads, long>(BackwardQuadKernel));
+        k(Launch.Elementwise(device, quads), x, dy, dx, quads);
+    }
+
+    private static void ForwardQuadKernel<TQuads>(TQuads x, TQuads y, long quads) where TQuads : struct, IQuads
+    {
+        long stride = (long)Grid.DimX * Group.DimX;
+        for (long q = Grid.GlobalIndex.X; q < quads; q += stride)
+        {
+            var v = x.Load(q);
+            y.Store(q, new MatMul.Quad(Value(v.X), Value(v.Y), Value(v.Z), Value(v.W)));
+        }
+    }
+
+    private static void BackwardQuadKernel<TQuads>(TQuads x, TQuads dy, TQuads dx, long quads) where TQuads : struct, IQuads
+    {
+        long stride = (long)Grid.DimX * Group.DimX;
+        for (long q = Grid.GlobalIndex.X; q < quads; q += stride)
+        {
+            var v = x.Load(q);
+            var g = dy.Load(q);
+            var d = dx.Load(q);
+            dx.Store(q, new MatMul.Quad(d.X + g.X * Derivative(v.X), d.Y + g.Y * Derivative(v.Y), d.Z + g.Z * Derivative(v.Z), d.W + g.W * Derivative(v.W)));
+        }
+    }
 
     private static void ForwardKernel(FloatView x, FloatView y, long n)
     {

@@ -27,7 +27,8 @@ namespace Memopt.Kernels;
 /// accumulators and this lane's ldmatrix addresses live in PTX registers named in the inline assembly (tca*, tcb*,
 /// tcc*, tcl*): ILGPU routes CudaAsm outputs through local memory and re-derives addresses inside loops, named
 /// registers do neither. Epilogue: alpha, accumulate, bias (read once per accumulator column: a lane's 2 columns of
-/// each 8-wide fragment, before the fragment's rows are stored), fp32 or bf16 store straight from the registers. When
+/// each 8-wide fragment, before the fragment's rows are stored), fp32 or bf16 store straight from the registers, or,
+/// in the 64-deep tile when C is aligned and not accumulated, staged through shared memory into 16-byte stores. When
 /// the output has too few tiles to fill the GPU and K is long (weight gradients: M, N ≤ 1024, K = B·T), K is split
 /// across groups that write fp32 partial tiles to a workspace, summed in a fixed order by a second kernel
 /// (deterministic), which alone adds the bias.
@@ -268,6 +269,7 @@ public static partial class TensorCoreGemm
             // cH starts at the tensor; the offset is in the index, whose parity the epilogue checks per pair.
             PairStores = c.Tensor.DType == DType.BF16 && c.Tensor.Address % 4 == 0 ? 1 : 0,
             CBf16 = c.Tensor.DType == DType.BF16 ? 1 : 0, Accumulate = accumulate ? 1 : 0, Alpha = alpha, HasBias = bias is null ? 0 : 1,
+            StagedStores = !DirectStoresOverride.Value && StagesOutput(tile, c, batch, accumulate, splits) ? 1 : 0, CPtr = c.Tensor.Address,
         };
 
         // The kernels take C as both an fp32 and a bf16 view; the unused one is C's own memory seen as the other type
@@ -385,6 +387,10 @@ public static partial class TensorCoreGemm
         /// <summary>1 when C is bf16 and 4-byte aligned: the epilogue stores a lane's two adjacent values as one 32-bit word.</summary>
         public int PairStores;
         public int CBf16, Accumulate, Partial;
+        /// <summary>1 when the 64-deep kernel stages its output tile in shared memory for 16-byte stores (<see cref="StagesOutput"/>).</summary>
+        public int StagedStores;
+        /// <summary>C's device address (its element 0), for the staged 16-byte stores.</summary>
+        public ulong CPtr;
         /// <summary>1 when the epilogue adds the bias (never in the split-K partials: the reduction adds it).</summary>
         public int HasBias;
         public float Alpha;
@@ -598,13 +604,16 @@ public static partial class TensorCoreGemm
     private const int RasterBand = 16;
 
     /// <summary>
-    /// The bias of a lane's two accumulator columns, col and col + 1 (0 past N; 0, nothing read, without a bias). Read
+    /// The bias of a lane's two accumulator columns, col and col + 1 (0 past N or without a bias). Read
     /// once per column: the epilogues take each 8-wide fragment column's bias, then store all its rows.
     /// </summary>
     private static void BiasPair(FloatView bias, TcParams p, int col, out float b0, out float b1)
     {
-        b0 = p.HasBias != 0 && col < p.N ? bias.Load(col) : 0f;
-        b1 = p.HasBias != 0 && col + 1 < p.N ? bias.Load(col + 1) : 0f;
+        // Unconditional loads (the column clamped to N − 1; without a bias the view is C's own memory, at least N
+        // values) so that a lane's loads can all be in flight at once; the select drops what is not wanted.
+        float x0 = bias.Load(Math.Min(col, p.N - 1)), x1 = bias.Load(Math.Min(col + 1, p.N - 1));
+        b0 = p.HasBias != 0 && col < p.N ? x0 : 0f;
+        b1 = p.HasBias != 0 && col + 1 < p.N ? x1 : 0f;
     }
 
     /// <summary>
@@ -661,6 +670,115 @@ public static partial class TensorCoreGemm
             if (accumulate != 0) v += cF[i];
             if (hasBias != 0) v += bias;
             cF[i] = v;
+        }
+    }
+
+    // ---------------------------------------------------------------------------------------------------------------
+    // The staged epilogue of the 64-deep tile: the 128×128 output tile goes through shared memory (the drained ring)
+    // so that global stores are 16-byte chunks, whole rows of a tile per 16 (bf16) or 32 (fp32) threads. Storing a
+    // lane's pairs straight from the accumulators writes 16 bytes per row per warp instruction (half a sector): the
+    // K = 256 products (the LM head's logits, qkv and fc forward) were bound by those L2 writes.
+    // ---------------------------------------------------------------------------------------------------------------
+
+    /// <summary>Bytes per staged row: 128 values plus 8 of padding, so that a warp's fragment stores hit 32 banks.</summary>
+    public static int StagedRowBytes(bool cBf16) => cBf16 ? 272 : 544;
+
+    /// <summary>Byte offset of value (r, c) of the staged tile (r, c &lt; 128).</summary>
+    public static int StagedOffset(int r, int c, bool cBf16) => r * StagedRowBytes(cBf16) + c * (cBf16 ? 2 : 4);
+
+    /// <summary>Chunks each thread stores: 16 bytes hold 8 bf16 or 4 fp32 values, a tile row 16 or 32 chunks.</summary>
+    public static int StagedChunksPerThread(bool cBf16) => cBf16 ? 8 : 16;
+
+    /// <summary>Tile row and first column of a thread's <paramref name="j"/>-th staged chunk: consecutive threads take consecutive chunks of a row.</summary>
+    public static void StagedChunk(int tid, int j, bool cBf16, out int r, out int c)
+    {
+        int id = tid + j * Threads;
+        if (cBf16) { r = id >> 4; c = (id & 15) * 8; }
+        else { r = id >> 5; c = (id & 31) * 4; }
+    }
+
+    /// <summary>
+    /// Whether <see cref="Run"/> stages the output tile: the 64-deep tile, one K split (partials keep the direct
+    /// stores), no accumulation into C (the staged values are final) and every 16-byte chunk of C aligned.
+    /// </summary>
+    public static bool StagesOutput(Tile tile, MatrixOperand c, int batch, bool accumulate, int splits) =>
+        tile == Tile.NarrowK64 && splits == 1 && !accumulate && MisalignedBecause(c, batch) is null;
+
+    private static readonly LaunchOverride<bool> DirectStoresOverride = new();
+
+    /// <summary>Forces the direct (unstaged) epilogue for this thread of execution until disposed (benchmarks compare the two).</summary>
+    public static IDisposable UseDirectStores() => DirectStoresOverride.Use(true);
+
+    /// <summary>What the epilogue does with a lane's pair of accumulators: store it to C, or stage it in shared memory.</summary>
+    public interface IPairSink
+    {
+        void Put(ArrayView<float> cF, ArrayView<ushort> cH, TcParams p, long cBase, int m0, int n0, int row, int col, ulong pair, float b0, float b1);
+    }
+
+    public struct DirectStores : IPairSink
+    {
+        public readonly void Put(ArrayView<float> cF, ArrayView<ushort> cH, TcParams p, long cBase, int m0, int n0, int row, int col, ulong pair, float b0, float b1) =>
+            StorePair(cF, cH, p, cBase, row, col, pair, b0, b1);
+    }
+
+    public struct StagedStores : IPairSink
+    {
+        public readonly void Put(ArrayView<float> cF, ArrayView<ushort> cH, TcParams p, long cBase, int m0, int n0, int row, int col, ulong pair, float b0, float b1)
+        {
+            float v0 = StagedValue(p, Interop.IntAsFloat((uint)pair), b0), v1 = StagedValue(p, Interop.IntAsFloat((uint)(pair >> 32)), b1);
+            if (p.CBf16 != 0)
+                CudaAsm.Emit("{ .reg .u32 t; add.u32 t, tcsb, %0; st.shared.b32 [t], %1; }",
+                    StagedOffset(row - m0, col - n0, true), (uint)BFloat16.FromFloat(v0) | ((uint)BFloat16.FromFloat(v1) << 16));
+            else
+                CudaAsm.Emit("{ .reg .u32 t; add.u32 t, tcsb, %0; st.shared.v2.f32 [t], {%1,%2}; }", StagedOffset(row - m0, col - n0, false), v0, v1);
+        }
+    }
+
+    /// <summary>A staged value: alpha·v (+ bias), as <see cref="Finish"/> computes it without accumulation.</summary>
+    private static float StagedValue(TcParams p, float v, float bias)
+    {
+        v *= p.Alpha;
+        if (p.HasBias != 0) v += bias;
+        return v;
+    }
+
+    /// <summary>
+    /// The staged tile to C: each thread's chunks as one 16-byte load from shared memory and, where all of the chunk
+    /// lies inside N, one 16-byte store (the chunk straddling N stores its values one by one).
+    /// </summary>
+    private static void StoreStaged(ArrayView<float> cF, ArrayView<ushort> cH, TcParams p, long cBase, int m0, int n0, int tid)
+    {
+        bool bf16 = p.CBf16 != 0;
+        int perChunk = bf16 ? 8 : 4, esize = bf16 ? 2 : 4;
+        for (int j = 0; j < StagedChunksPerThread(bf16); j++)
+        {
+            StagedChunk(tid, j, bf16, out int r, out int c);
+            int row = m0 + r, col = n0 + c;
+            if (row >= p.M || col >= p.N) continue;
+            long i = cBase + (long)row * p.Ldc + col;
+            if (col + perChunk <= p.N)
+            {
+                CudaAsm.Emit("{ .reg .u32 t; .reg .b32 x<4>; add.u32 t, tcsb, %0; ld.shared.v4.b32 {x0,x1,x2,x3}, [t]; st.global.v4.b32 [%1], {x0,x1,x2,x3}; }",
+                    StagedOffset(r, c, bf16), p.CPtr + (ulong)(i * esize));
+                continue;
+            }
+            CudaAsm.Emit("{ .reg .u32 t; add.u32 t, tcsb, %1; ld.shared.b64 %0, [t]; }", out ulong lo, StagedOffset(r, c, bf16));
+            CudaAsm.Emit("{ .reg .u32 t; add.u32 t, tcsb, %1; ld.shared.b64 %0, [t+8]; }", out ulong hi, StagedOffset(r, c, bf16));
+            StoreChunkValues(cF, cH, bf16, i, p.N - col, (uint)lo, (uint)(lo >> 32), (uint)hi, (uint)(hi >> 32));
+        }
+    }
+
+    /// <summary>The first <paramref name="count"/> values of a staged chunk (words w0..w3) to C from element i, one by one.</summary>
+    private static void StoreChunkValues(ArrayView<float> cF, ArrayView<ushort> cH, bool bf16, long i, int count, uint w0, uint w1, uint w2, uint w3)
+    {
+        for (int e = 0; e < count; e++)
+        {
+            if (bf16)
+            {
+                uint w = e < 2 ? w0 : e < 4 ? w1 : e < 6 ? w2 : w3;
+                cH[i + e] = (ushort)((e & 1) == 0 ? w & 0xFFFF : w >> 16);
+            }
+            else cF[i + e] = Interop.IntAsFloat(e == 0 ? w0 : e == 1 ? w1 : e == 2 ? w2 : w3);
         }
     }
 
@@ -1105,7 +1223,7 @@ public static partial class TensorCoreGemm
         int row = m0 + wm * WarpM + (lane >> 2);
         int col = n0 + wn * (blockN / 4) + 2 * (lane & 3);
         if (wide) StoreWide(cF, cH, bias, p, cBase, row, col);
-        else StoreNarrow(cF, cH, bias, p, cBase, row, col);
+        else StoreNarrow<DirectStores>(cF, cH, bias, p, cBase, m0, n0, row, col);
     }
 
     private const string LoadAKc64_0 = "{ .reg .u32 t; add.u32 t, tcla0, %0;\n\t" + LdsmA + "{tca0,tca1,tca2,tca3}, [t];\n\t" + LdsmA + "{tca4,tca5,tca6,tca7}, [t+2048];\n\t" + LdsmA + "{tca8,tca9,tca10,tca11}, [t+4096];\n\t" + LdsmA + "{tca12,tca13,tca14,tca15}, [t+6144]; }";
@@ -1230,7 +1348,17 @@ public static partial class TensorCoreGemm
         }
 
         long cBase = p.COffset + outBatch * p.CBatch + split * p.SplitStride;
-        StoreNarrow(cF, cH, bias, p, cBase, m0 + wm * WarpM + (lane >> 2), n0 + wn * (blockN / 4) + 2 * (lane & 3));
+        int row = m0 + wm * WarpM + (lane >> 2), col = n0 + wn * (blockN / 4) + 2 * (lane & 3);
+        if (p.StagedStores != 0)
+        {
+            // The ring is free once every warp is past its last fragment loads (the copies still pending are empty).
+            CudaAsm.Emit("cp.async.wait_group 0;");
+            Group.Barrier();
+            StoreNarrow<StagedStores>(cF, cH, bias, p, cBase, m0, n0, row, col);
+            Group.Barrier();
+            StoreStaged(cF, cH, p, cBase, m0, n0, tid);
+        }
+        else StoreNarrow<DirectStores>(cF, cH, bias, p, cBase, m0, n0, row, col);
     }
 
     /// <summary>The 64-deep kernel's copies of one slice: four chunks of A, four of B, derived from the first of each.</summary>
@@ -1263,48 +1391,54 @@ public static partial class TensorCoreGemm
 
     /// <summary>
     /// The narrow warp tile's epilogue: accumulator pairs (tcc 2j, 2j+1) to rows row + 16·mi (+8), columns col + 8·ni,
-    /// one fragment column ni at a time, its bias read once for its 8 rows.
+    /// one fragment column ni at a time, the bias of the lane's 8 columns read first; stored to C or staged (<typeparamref name="TSink"/>)
+    /// in the group's tile at (m0, n0).
     /// </summary>
-    private static void StoreNarrow(ArrayView<float> cF, ArrayView<ushort> cH, FloatView bias, TcParams p, long cBase, int row, int col)
+    private static void StoreNarrow<TSink>(ArrayView<float> cF, ArrayView<ushort> cH, FloatView bias, TcParams p, long cBase, int m0, int n0, int row, int col)
+        where TSink : struct, IPairSink
     {
         ulong v;
-        float b0, b1;
-        BiasPair(bias, p, col + 0, out b0, out b1);
-        CudaAsm.Emit("mov.b64 %0, {tcc0,tcc1};", out v); StorePair(cF, cH, p, cBase, row + 0, col + 0, v, b0, b1);
-        CudaAsm.Emit("mov.b64 %0, {tcc2,tcc3};", out v); StorePair(cF, cH, p, cBase, row + 8, col + 0, v, b0, b1);
-        CudaAsm.Emit("mov.b64 %0, {tcc16,tcc17};", out v); StorePair(cF, cH, p, cBase, row + 16, col + 0, v, b0, b1);
-        CudaAsm.Emit("mov.b64 %0, {tcc18,tcc19};", out v); StorePair(cF, cH, p, cBase, row + 24, col + 0, v, b0, b1);
-        CudaAsm.Emit("mov.b64 %0, {tcc32,tcc33};", out v); StorePair(cF, cH, p, cBase, row + 32, col + 0, v, b0, b1);
-        CudaAsm.Emit("mov.b64 %0, {tcc34,tcc35};", out v); StorePair(cF, cH, p, cBase, row + 40, col + 0, v, b0, b1);
-        CudaAsm.Emit("mov.b64 %0, {tcc48,tcc49};", out v); StorePair(cF, cH, p, cBase, row + 48, col + 0, v, b0, b1);
-        CudaAsm.Emit("mov.b64 %0, {tcc50,tcc51};", out v); StorePair(cF, cH, p, cBase, row + 56, col + 0, v, b0, b1);
-        BiasPair(bias, p, col + 8, out b0, out b1);
-        CudaAsm.Emit("mov.b64 %0, {tcc4,tcc5};", out v); StorePair(cF, cH, p, cBase, row + 0, col + 8, v, b0, b1);
-        CudaAsm.Emit("mov.b64 %0, {tcc6,tcc7};", out v); StorePair(cF, cH, p, cBase, row + 8, col + 8, v, b0, b1);
-        CudaAsm.Emit("mov.b64 %0, {tcc20,tcc21};", out v); StorePair(cF, cH, p, cBase, row + 16, col + 8, v, b0, b1);
-        CudaAsm.Emit("mov.b64 %0, {tcc22,tcc23};", out v); StorePair(cF, cH, p, cBase, row + 24, col + 8, v, b0, b1);
-        CudaAsm.Emit("mov.b64 %0, {tcc36,tcc37};", out v); StorePair(cF, cH, p, cBase, row + 32, col + 8, v, b0, b1);
-        CudaAsm.Emit("mov.b64 %0, {tcc38,tcc39};", out v); StorePair(cF, cH, p, cBase, row + 40, col + 8, v, b0, b1);
-        CudaAsm.Emit("mov.b64 %0, {tcc52,tcc53};", out v); StorePair(cF, cH, p, cBase, row + 48, col + 8, v, b0, b1);
-        CudaAsm.Emit("mov.b64 %0, {tcc54,tcc55};", out v); StorePair(cF, cH, p, cBase, row + 56, col + 8, v, b0, b1);
-        BiasPair(bias, p, col + 16, out b0, out b1);
-        CudaAsm.Emit("mov.b64 %0, {tcc8,tcc9};", out v); StorePair(cF, cH, p, cBase, row + 0, col + 16, v, b0, b1);
-        CudaAsm.Emit("mov.b64 %0, {tcc10,tcc11};", out v); StorePair(cF, cH, p, cBase, row + 8, col + 16, v, b0, b1);
-        CudaAsm.Emit("mov.b64 %0, {tcc24,tcc25};", out v); StorePair(cF, cH, p, cBase, row + 16, col + 16, v, b0, b1);
-        CudaAsm.Emit("mov.b64 %0, {tcc26,tcc27};", out v); StorePair(cF, cH, p, cBase, row + 24, col + 16, v, b0, b1);
-        CudaAsm.Emit("mov.b64 %0, {tcc40,tcc41};", out v); StorePair(cF, cH, p, cBase, row + 32, col + 16, v, b0, b1);
-        CudaAsm.Emit("mov.b64 %0, {tcc42,tcc43};", out v); StorePair(cF, cH, p, cBase, row + 40, col + 16, v, b0, b1);
-        CudaAsm.Emit("mov.b64 %0, {tcc56,tcc57};", out v); StorePair(cF, cH, p, cBase, row + 48, col + 16, v, b0, b1);
-        CudaAsm.Emit("mov.b64 %0, {tcc58,tcc59};", out v); StorePair(cF, cH, p, cBase, row + 56, col + 16, v, b0, b1);
-        BiasPair(bias, p, col + 24, out b0, out b1);
-        CudaAsm.Emit("mov.b64 %0, {tcc12,tcc13};", out v); StorePair(cF, cH, p, cBase, row + 0, col + 24, v, b0, b1);
-        CudaAsm.Emit("mov.b64 %0, {tcc14,tcc15};", out v); StorePair(cF, cH, p, cBase, row + 8, col + 24, v, b0, b1);
-        CudaAsm.Emit("mov.b64 %0, {tcc28,tcc29};", out v); StorePair(cF, cH, p, cBase, row + 16, col + 24, v, b0, b1);
-        CudaAsm.Emit("mov.b64 %0, {tcc30,tcc31};", out v); StorePair(cF, cH, p, cBase, row + 24, col + 24, v, b0, b1);
-        CudaAsm.Emit("mov.b64 %0, {tcc44,tcc45};", out v); StorePair(cF, cH, p, cBase, row + 32, col + 24, v, b0, b1);
-        CudaAsm.Emit("mov.b64 %0, {tcc46,tcc47};", out v); StorePair(cF, cH, p, cBase, row + 40, col + 24, v, b0, b1);
-        CudaAsm.Emit("mov.b64 %0, {tcc60,tcc61};", out v); StorePair(cF, cH, p, cBase, row + 48, col + 24, v, b0, b1);
-        CudaAsm.Emit("mov.b64 %0, {tcc62,tcc63};", out v); StorePair(cF, cH, p, cBase, row + 56, col + 24, v, b0, b1);
+        // All eight bias values first: one load latency for the lane instead of one per fragment column.
+        BiasPair(bias, p, col + 0, out float c0b0, out float c0b1);
+        BiasPair(bias, p, col + 8, out float c1b0, out float c1b1);
+        BiasPair(bias, p, col + 16, out float c2b0, out float c2b1);
+        BiasPair(bias, p, col + 24, out float c3b0, out float c3b1);
+        float b0 = c0b0, b1 = c0b1;
+        CudaAsm.Emit("mov.b64 %0, {tcc0,tcc1};", out v); default(TSink).Put(cF, cH, p, cBase, m0, n0, row + 0, col + 0, v, b0, b1);
+        CudaAsm.Emit("mov.b64 %0, {tcc2,tcc3};", out v); default(TSink).Put(cF, cH, p, cBase, m0, n0, row + 8, col + 0, v, b0, b1);
+        CudaAsm.Emit("mov.b64 %0, {tcc16,tcc17};", out v); default(TSink).Put(cF, cH, p, cBase, m0, n0, row + 16, col + 0, v, b0, b1);
+        CudaAsm.Emit("mov.b64 %0, {tcc18,tcc19};", out v); default(TSink).Put(cF, cH, p, cBase, m0, n0, row + 24, col + 0, v, b0, b1);
+        CudaAsm.Emit("mov.b64 %0, {tcc32,tcc33};", out v); default(TSink).Put(cF, cH, p, cBase, m0, n0, row + 32, col + 0, v, b0, b1);
+        CudaAsm.Emit("mov.b64 %0, {tcc34,tcc35};", out v); default(TSink).Put(cF, cH, p, cBase, m0, n0, row + 40, col + 0, v, b0, b1);
+        CudaAsm.Emit("mov.b64 %0, {tcc48,tcc49};", out v); default(TSink).Put(cF, cH, p, cBase, m0, n0, row + 48, col + 0, v, b0, b1);
+        CudaAsm.Emit("mov.b64 %0, {tcc50,tcc51};", out v); default(TSink).Put(cF, cH, p, cBase, m0, n0, row + 56, col + 0, v, b0, b1);
+        b0 = c1b0; b1 = c1b1;
+        CudaAsm.Emit("mov.b64 %0, {tcc4,tcc5};", out v); default(TSink).Put(cF, cH, p, cBase, m0, n0, row + 0, col + 8, v, b0, b1);
+        CudaAsm.Emit("mov.b64 %0, {tcc6,tcc7};", out v); default(TSink).Put(cF, cH, p, cBase, m0, n0, row + 8, col + 8, v, b0, b1);
+        CudaAsm.Emit("mov.b64 %0, {tcc20,tcc21};", out v); default(TSink).Put(cF, cH, p, cBase, m0, n0, row + 16, col + 8, v, b0, b1);
+        CudaAsm.Emit("mov.b64 %0, {tcc22,tcc23};", out v); default(TSink).Put(cF, cH, p, cBase, m0, n0, row + 24, col + 8, v, b0, b1);
+        CudaAsm.Emit("mov.b64 %0, {tcc36,tcc37};", out v); default(TSink).Put(cF, cH, p, cBase, m0, n0, row + 32, col + 8, v, b0, b1);
+        CudaAsm.Emit("mov.b64 %0, {tcc38,tcc39};", out v); default(TSink).Put(cF, cH, p, cBase, m0, n0, row + 40, col + 8, v, b0, b1);
+        CudaAsm.Emit("mov.b64 %0, {tcc52,tcc53};", out v); default(TSink).Put(cF, cH, p, cBase, m0, n0, row + 48, col + 8, v, b0, b1);
+        CudaAsm.Emit("mov.b64 %0, {tcc54,tcc55};", out v); default(TSink).Put(cF, cH, p, cBase, m0, n0, row + 56, col + 8, v, b0, b1);
+        b0 = c2b0; b1 = c2b1;
+        CudaAsm.Emit("mov.b64 %0, {tcc8,tcc9};", out v); default(TSink).Put(cF, cH, p, cBase, m0, n0, row + 0, col + 16, v, b0, b1);
+        CudaAsm.Emit("mov.b64 %0, {tcc10,tcc11};", out v); default(TSink).Put(cF, cH, p, cBase, m0, n0, row + 8, col + 16, v, b0, b1);
+        CudaAsm.Emit("mov.b64 %0, {tcc24,tcc25};", out v); default(TSink).Put(cF, cH, p, cBase, m0, n0, row + 16, col + 16, v, b0, b1);
+        CudaAsm.Emit("mov.b64 %0, {tcc26,tcc27};", out v); default(TSink).Put(cF, cH, p, cBase, m0, n0, row + 24, col + 16, v, b0, b1);
+        CudaAsm.Emit("mov.b64 %0, {tcc40,tcc41};", out v); default(TSink).Put(cF, cH, p, cBase, m0, n0, row + 32, col + 16, v, b0, b1);
+        CudaAsm.Emit("mov.b64 %0, {tcc42,tcc43};", out v); default(TSink).Put(cF, cH, p, cBase, m0, n0, row + 40, col + 16, v, b0, b1);
+        CudaAsm.Emit("mov.b64 %0, {tcc56,tcc57};", out v); default(TSink).Put(cF, cH, p, cBase, m0, n0, row + 48, col + 16, v, b0, b1);
+        CudaAsm.Emit("mov.b64 %0, {tcc58,tcc59};", out v); default(TSink).Put(cF, cH, p, cBase, m0, n0, row + 56, col + 16, v, b0, b1);
+        b0 = c3b0; b1 = c3b1;
+        CudaAsm.Emit("mov.b64 %0, {tcc12,tcc13};", out v); default(TSink).Put(cF, cH, p, cBase, m0, n0, row + 0, col + 24, v, b0, b1);
+        CudaAsm.Emit("mov.b64 %0, {tcc14,tcc15};", out v); default(TSink).Put(cF, cH, p, cBase, m0, n0, row + 8, col + 24, v, b0, b1);
+        CudaAsm.Emit("mov.b64 %0, {tcc28,tcc29};", out v); default(TSink).Put(cF, cH, p, cBase, m0, n0, row + 16, col + 24, v, b0, b1);
+        CudaAsm.Emit("mov.b64 %0, {tcc30,tcc31};", out v); default(TSink).Put(cF, cH, p, cBase, m0, n0, row + 24, col + 24, v, b0, b1);
+        CudaAsm.Emit("mov.b64 %0, {tcc44,tcc45};", out v); default(TSink).Put(cF, cH, p, cBase, m0, n0, row + 32, col + 24, v, b0, b1);
+        CudaAsm.Emit("mov.b64 %0, {tcc46,tcc47};", out v); default(TSink).Put(cF, cH, p, cBase, m0, n0, row + 40, col + 24, v, b0, b1);
+        CudaAsm.Emit("mov.b64 %0, {tcc60,tcc61};", out v); default(TSink).Put(cF, cH, p, cBase, m0, n0, row + 48, col + 24, v, b0, b1);
+        CudaAsm.Emit("mov.b64 %0, {tcc62,tcc63};", out v); default(TSink).Put(cF, cH, p, cBase, m0, n0, row + 56, col + 24, v, b0, b1);
     }
 
     /// <summary>The wide warp tile's epilogue (8 fragments along N), column by column as <see cref="StoreNarrow"/>.</summary>
@@ -1606,11 +1740,49 @@ public static partial class TensorCoreGemm
                 for (int mi = 0; mi < 4; mi++)
                 {
                     int q = t * AccPerLane + (mi * fragmentsN + ni) * 4;
+                    if (p.StagedStores != 0)
+                    {
+                        EmulateStagePair(smem, p, row + mi * 16 - m0, col + ni * 8 - n0, acc[q], acc[q + 1], b0, b1);
+                        EmulateStagePair(smem, p, row + mi * 16 + 8 - m0, col + ni * 8 - n0, acc[q + 2], acc[q + 3], b0, b1);
+                        continue;
+                    }
                     StorePair(cF, cH, p, cBase, row + mi * 16, col + ni * 8, Pack(acc[q], acc[q + 1]), b0, b1);
                     StorePair(cF, cH, p, cBase, row + mi * 16 + 8, col + ni * 8, Pack(acc[q + 2], acc[q + 3]), b0, b1);
                 }
             }
         }
+        if (p.StagedStores == 0) return;
+
+        // StoreStaged: every thread's 16-byte chunks, read back as four words each.
+        bool bf16 = p.CBf16 != 0;
+        for (int t = 0; t < Threads; t++)
+            for (int j = 0; j < StagedChunksPerThread(bf16); j++)
+            {
+                StagedChunk(t, j, bf16, out int r, out int c);
+                int row = m0 + r, col = n0 + c;
+                if (row >= p.M || col >= p.N) continue;
+                int w = StagedOffset(r, c, bf16) / 2;
+                StoreChunkValues(cF, cH, bf16, cBase + (long)row * p.Ldc + col, Math.Min(bf16 ? 8 : 4, p.N - col),
+                    Word(smem, w), Word(smem, w + 2), Word(smem, w + 4), Word(smem, w + 6));
+            }
+    }
+
+    private static uint Word(ArrayView<ushort> smem, int i) => smem[i] | ((uint)smem[i + 1] << 16);
+
+    /// <summary>The <see cref="StagedStores"/> sink on the emulated shared memory (16-bit words).</summary>
+    private static void EmulateStagePair(ArrayView<ushort> smem, TcParams p, int r, int c, float lo, float hi, float b0, float b1)
+    {
+        float v0 = StagedValue(p, lo, b0), v1 = StagedValue(p, hi, b1);
+        int w = StagedOffset(r, c, p.CBf16 != 0) / 2;
+        if (p.CBf16 != 0)
+        {
+            smem[w] = BFloat16.FromFloat(v0);
+            smem[w + 1] = BFloat16.FromFloat(v1);
+            return;
+        }
+        uint x0 = Interop.FloatAsInt(v0), x1 = Interop.FloatAsInt(v1);
+        smem[w] = (ushort)x0; smem[w + 1] = (ushort)(x0 >> 16);
+        smem[w + 2] = (ushort)x1; smem[w + 3] = (ushort)(x1 >> 16);
     }
 
     private static ulong Pack(float lo, float hi) => Interop.FloatAsInt(lo) | ((ulong)Interop.FloatAsInt(hi) << 32);

@@ -49,6 +49,39 @@ public class ElementwiseTests
         Assert.True(r.ForwardError <= GeluTolerance && r.GradientErrors[0] <= GeluTolerance, r.ToString());
     }
 
+    /// <summary>
+    /// The four-per-access GELU kernels (aligned bf16 or float32 tensors) and the scalar ones (the same values one
+    /// element off alignment) give the same bits, forward and the accumulating backward.
+    /// </summary>
+    [Theory]
+    [InlineData("f32")]
+    [InlineData("bf16")]
+    public void Gelu_quad_kernels_match_the_scalar_ones_bit_for_bit(string dtypeName)
+    {
+        var dtype = dtypeName == "bf16" ? DType.BF16 : DType.F32;
+        const int n = 1028; // 257 quads
+        var dev = TestDevice.Get();
+        var rng = new Random(7);
+        float[] x = GradCheck.RandomValues(rng, n, scale: 6), dy = GradCheck.RandomValues(rng, n), dx = GradCheck.RandomValues(rng, n);
+        // The values from element `offset` of their tensors: 0 is aligned (quad kernels), 1 is not (scalar kernels).
+        float[] Run(int offset)
+        {
+            Tensor Make(float[] v, string name) => Tensor.FromHost(dev, [.. new float[offset], .. v], new Shape(n + offset), MemoryCategory.Data, name, dtype);
+            using var xt = Make(x, "x");
+            using var dyt = Make(dy, "dy");
+            using var dxt = Make(dx, "dx");
+            using var yt = Make(new float[n], "y");
+            using var xv = xt.View(new Shape(n), offset);
+            using var dyv = dyt.View(new Shape(n), offset);
+            using var dxv = dxt.View(new Shape(n), offset);
+            using var yv = yt.View(new Shape(n), offset);
+            Gelu.Forward(xv, yv);
+            Gelu.Backward(xv, dyv, dxv);
+            return [.. yv.ToFloatArray(), .. dxv.ToFloatArray()];
+        }
+        Assert.Equal(Run(0), Run(1));
+    }
+
     [Fact]
     public void Float_erf_is_within_2e7_of_float64_erf_over_minus6_to_6()
     {

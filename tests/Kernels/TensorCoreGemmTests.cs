@@ -222,9 +222,9 @@ public class TensorCoreGemmTests
             Assert.Contains("CUDA", TensorCoreGemm.WhyNot(MatrixOperand.Dense(a), MatrixOperand.Dense(h), MatrixOperand.Dense(c)));
     }
 
-    internal enum BatchMode { BothBatched, ABroadcast, BBroadcast, SumIntoOneC }
+    public enum BatchMode { BothBatched, ABroadcast, BBroadcast, SumIntoOneC }
 
-    internal enum BiasKind { None, F32, Bf16 }
+    public enum BiasKind { None, F32, Bf16 }
 
     // fp32 operands. TF32 rounds a and b to 11 significant bits (|a − rna(a)| ≤ 2^-11·|a|), so a product is off by at
     // most (2·2^-11 + 2^-22)·|a·b|. 3xTF32 writes a = big + small + δ with |δ| ≤ 2^-11·|a − big| ≤ 2^-22·|a| and drops
@@ -236,7 +236,8 @@ public class TensorCoreGemmTests
     /// <param name="Fp32">Null: bf16 operands (<see cref="TensorCoreGemm.GemmEmulated"/>, TryGemm); else fp32 operands in that mode
     /// (<see cref="TensorCoreGemm.GemmF32Emulated"/>, TryGemmF32).</param>
     internal sealed record Case(int M, int N, int K, int Batch, bool TransA, bool TransB, BatchMode Mode, bool CBf16,
-        bool Accumulate, float Alpha, int Splits, int Pad, int Seed, BiasKind Bias = BiasKind.None, Fp32Matmul? Fp32 = null)
+        bool Accumulate, float Alpha, int Splits, int Pad, int Seed, BiasKind Bias = BiasKind.None, Fp32Matmul? Fp32 = null,
+        int LdcAlign = 1, bool ExpectStaged = false)
     {
         public void Check(bool emulate)
         {
@@ -248,7 +249,7 @@ public class TensorCoreGemmTests
             using var aT = aOp.Tensor;
             using var bT = bOp.Tensor;
 
-            int ldc = N + Pad;
+            int ldc = (N + Pad + LdcAlign - 1) / LdcAlign * LdcAlign;
             long cBatch = sum ? 0 : (long)M * ldc + Pad;
             long cOffset = Pad;
             long cSize = cOffset + (sum ? 0 : (Batch - 1) * cBatch) + (long)M * ldc;
@@ -256,6 +257,7 @@ public class TensorCoreGemmTests
             if (CBf16) c0 = c0.Select(BFloat16.Round).ToArray();
             using var cT = Tensor.FromHost(dev, c0, new Shape(checked((int)cSize)), MemoryCategory.Data, "c", CBf16 ? DType.BF16 : DType.F32);
             var cOp = new MatrixOperand(cT, cOffset, ldc, cBatch);
+            if (ExpectStaged) Assert.True(TensorCoreGemm.StagesOutput(TensorCoreGemm.Tile.NarrowK64, cOp, Batch, Accumulate, splits: 1), "C should take the staged stores");
             // Bias values of a few units (the size of a product sum here), bf16-representable for a bf16 bias.
             float[]? bias = Bias == BiasKind.None ? null : GradCheck.RandomValues(rng, N, 4.0);
             if (Bias == BiasKind.Bf16) bias = bias!.Select(BFloat16.Round).ToArray();
@@ -323,6 +325,68 @@ public class TensorCoreGemmTests
         }
 
         private static double[] Abs(double[] values) => values.Select(Math.Abs).ToArray();
+    }
+
+    /// <summary>
+    /// The 64-deep tile's staged epilogue (output tile through shared memory, 16-byte stores): C rows aligned to 16
+    /// bytes with N not a multiple of the chunk, so the last chunk of a row straddles N; edge rows; batches; both C
+    /// dtypes; alpha and bias. Emulated everywhere, the real kernel on CUDA.
+    /// </summary>
+    [Theory]
+    [InlineData(200, 521, 256, 1, false, true, TensorCoreGemmTests.BatchMode.BothBatched, true, TensorCoreGemmTests.BiasKind.F32, 8, 1f)]
+    [InlineData(130, 300, 64, 2, true, false, TensorCoreGemmTests.BatchMode.BothBatched, false, TensorCoreGemmTests.BiasKind.Bf16, 4, 1f)]
+    [InlineData(129, 257, 100, 1, false, false, TensorCoreGemmTests.BatchMode.ABroadcast, true, TensorCoreGemmTests.BiasKind.None, 8, 0.5f)]
+    [InlineData(64, 131, 32, 3, true, true, TensorCoreGemmTests.BatchMode.SumIntoOneC, false, TensorCoreGemmTests.BiasKind.None, 4, -2f)]
+    public void Staged_output_tiles_match_float64_with_chunks_straddling_N(int m, int n, int k, int batch, bool transA, bool transB,
+        BatchMode mode, bool cBf16, BiasKind bias, int ldcAlign, float alpha)
+    {
+        var g = new Case(m, n, k, batch, transA, transB, mode, cBf16, Accumulate: false, alpha, Splits: 1, Pad: 0, Seed: m + n, bias,
+            LdcAlign: ldcAlign, ExpectStaged: true);
+        using var scope = TensorCoreGemm.UseTile(TensorCoreGemm.Tile.NarrowK64);
+        g.Check(emulate: true);
+        if (TensorCoreGemm.DeepAvailable(TestDevice.Get())) g.Check(emulate: false);
+    }
+
+    /// <summary>
+    /// The staged tile's layout: the threads' chunks cover the 128 × 128 tile once, 16-byte aligned inside the ring; a
+    /// warp's fragment stores (one word per lane for bf16, two for fp32, half a warp at a time) hit 32 distinct banks.
+    /// </summary>
+    [Fact]
+    public void Staged_chunks_cover_the_tile_once_and_fragment_stores_are_free_of_bank_conflicts()
+    {
+        foreach (bool bf16 in new[] { true, false })
+        {
+            int perChunk = bf16 ? 8 : 4;
+            var seen = new HashSet<(int, int)>();
+            for (int tid = 0; tid < TensorCoreGemm.Threads; tid++)
+                for (int j = 0; j < TensorCoreGemm.StagedChunksPerThread(bf16); j++)
+                {
+                    TensorCoreGemm.StagedChunk(tid, j, bf16, out int r, out int c);
+                    Assert.True(r is >= 0 and < 128 && c % perChunk == 0 && c is >= 0 and < 128, $"thread {tid} chunk {j}: ({r}, {c})");
+                    Assert.Equal(0, TensorCoreGemm.StagedOffset(r, c, bf16) % 16);
+                    for (int e = 0; e < perChunk; e++) Assert.True(seen.Add((r, c + e)), $"({r}, {c + e}) twice");
+                }
+            Assert.Equal(128 * 128, seen.Count);
+            Assert.True(TensorCoreGemm.StagedOffset(127, 127, bf16) + (bf16 ? 2 : 4) <= 3 * TensorCoreGemm.StageBytesOf(128, 64));
+
+            // A lane (g, t) of warp tile (wm, wn) stores columns 2t, 2t+1 of rows g and g + 8 of each 16 × 8 fragment.
+            for (int warp = 0; warp < 8; warp++)
+                for (int mi = 0; mi < 4; mi++)
+                    for (int ni = 0; ni < 4; ni++)
+                        for (int half = 0; half < (bf16 ? 1 : 2); half++)
+                        {
+                            var banks = new HashSet<int>();
+                            int lanes = bf16 ? 32 : 16;
+                            for (int l = half * lanes; l < (half + 1) * lanes; l++)
+                            {
+                                int r = (warp >> 2) * TensorCoreGemm.WarpM + mi * 16 + (l >> 2), c = (warp & 3) * 32 + ni * 8 + 2 * (l & 3);
+                                int word = TensorCoreGemm.StagedOffset(r, c, bf16) / 4;
+                                banks.Add(word % 32);
+                                if (!bf16) banks.Add((word + 1) % 32);
+                            }
+                            Assert.Equal(32, banks.Count);
+                        }
+        }
     }
 
     /// <summary>TileOf visits every (tile, split, batch) exactly once, in row order or in raster bands (awkward band remainders).</summary>

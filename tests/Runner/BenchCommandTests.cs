@@ -119,6 +119,7 @@ public class BenchCommandTests : IDisposable
     [InlineData("gemm", "--sizes", "4x4x4@0", "--sizes: '4x4x4@0': the batch after '@' must be a positive integer")]
     [InlineData("gemm", "--simt-tiles", "t16x16", "--simt-tiles: 't16x16' is not auto, t128x128, t128x64 or t256x32")]
     [InlineData("gemm", "--simt-splits", "-1", "--simt-splits -1: expected 0 (automatic) to 1024")]
+    [InlineData("gemm", "--tc-stores", "staged", "--tc-stores 'staged': expected auto or direct")]
     [InlineData("step", "--techniques", "turbo", "--techniques: unknown technique 'turbo'")]
     [InlineData("step", "--batch-sizes", "32,0", "--batch-sizes: '0' is not a positive integer")]
     [InlineData("step", "--batch-sizes", "-4", "--batch-sizes: '-4' is not a positive integer")]

@@ -15,7 +15,7 @@ public static partial class Ops
     ///   loss = mean over counted rows r of CE(x_r·Wᵀ + b, t_r)            (ignore index and label smoothing as <see cref="CrossEntropy(Var, Tensor, int, float)"/>)
     /// x [..., d], W [V, d], b [V] or none, targets int32 with x's leading shape; returns the scalar loss [1].
     /// The N×V logits never exist: the rows go through in chunks of <paramref name="chunkRows"/>; per chunk one GEMM
-    /// writes the logits [chunk, HeadStride(V)] into a buffer reused by every chunk (bf16 when x and W are bf16, as the
+    /// (the bias added in its epilogue) writes the logits [chunk, HeadStride(V)] into a buffer reused by every chunk (bf16 when x and W are bf16, as the
     /// unfused head under --bf16 and PyTorch's autocast have them, else float32), one kernel turns them into row
     /// losses and, when a gradient is wanted, in place into G = (softmax − smoothed one-hot)/count, and the gradient
     /// GEMMs run right there:
@@ -62,10 +62,11 @@ public static partial class Ops
                     int n = Math.Min(chunk, rows - r0);
                     var xs = new MatrixOperand(x.Value, (long)r0 * d, d, 0);
                     using var z = logits.View(new Shape(n, stride));
-                    Kernels.MatMul.Gemm(xs, MatrixOperand.Dense(w, transposed: true), new MatrixOperand(z, 0, stride, 0), n, vocab, d);
+                    // The bias goes in with the GEMM's epilogue: the chunk kernel then streams the logits alone.
+                    Kernels.MatMul.Gemm(xs, MatrixOperand.Dense(w, transposed: true), new MatrixOperand(z, 0, stride, 0), n, vocab, d, bias: bias?.Value);
                     using var t = targets.View(new Shape(n), r0);
                     using var l = rowLoss.View(new Shape(n), r0);
-                    Kernels.CrossEntropy.Chunk(z, bias?.Value, t, vocab, ignoreIndex, labelSmoothing, l, grads, invCount);
+                    Kernels.CrossEntropy.Chunk(z, null, t, vocab, ignoreIndex, labelSmoothing, l, grads, invCount);
                     if (!grads) continue;
                     var gm = new MatrixOperand(z, 0, stride, 0); // now G
 

@@ -42,6 +42,9 @@ public sealed class BenchOptions : DeviceOptions
     [Option("fp32-matmul", Default = "ieee", HelpText = "gemm: how the fp32 GEMMs run: ieee (the SIMT kernels), tf32 or 3xtf32 (the tensor-core kernel on fp32 operands).")]
     public string Fp32Matmul { get; set; } = "ieee";
 
+    [Option("tc-stores", Default = "auto", HelpText = "gemm: the 64-deep tensor-core tile's output stores: auto (staged through shared memory into 16-byte stores wherever C is aligned and not accumulated) or direct (straight from the accumulator registers).")]
+    public string TcStores { get; set; } = "auto";
+
     [Option("seed", Default = 1, HelpText = "Seed of the random inputs.")]
     public int Seed { get; set; } = 1;
 
@@ -293,6 +296,7 @@ public static class GemmBench
         _ = ParseSimtSplits(o);
         _ = ParseSimtTiles(o);
         _ = ParseTiles(o);
+        _ = DirectStores(o);
         _ = Cases(o).ToList();
     }
 
@@ -336,6 +340,7 @@ public static class GemmBench
         }
         var cases = Cases(o).ToList();
         var tiles = ParseTiles(o);
+        using var stores = DirectStores(o) ? TensorCoreGemm.UseDirectStores() : null;
         var records = new List<BenchRecord>();
         if (device.IsCuda)
             Console.WriteLine($"deep tiles (>48 KB dynamic shared memory): {(TensorCoreGemm.DeepAvailable(device) ? "available" : "unavailable: " + TensorCoreGemm.DeepUnavailableBecause(device))}");
@@ -356,6 +361,13 @@ public static class GemmBench
         PrintSimtKernels(device);
         return records;
     }
+
+    private static bool DirectStores(BenchOptions o) => o.TcStores switch
+    {
+        "auto" => false,
+        "direct" => true,
+        _ => throw new UserError($"--tc-stores '{o.TcStores}': expected auto or direct"),
+    };
 
     private static List<TensorCoreGemm.Tile> ParseTiles(BenchOptions o) =>
         o.Tiles.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).Select(t =>
