@@ -92,13 +92,24 @@ public class FlashAttentionTests
         var wantGrad = FlashAttention.Reference.Backward(F64(x), F64(dy), batch, t, heads, window, dtype == DType.BF16 ? gotY : null);
         var got = dqkv.ToFloatArray();
         var grad = got.Select((g, i) => (double)g - prior[i]).ToArray();
+        // A bf16 d(qkv) stores prior + gradient rounded once: up to 2⁻⁸·|prior + gradient| that is the storage's, not
+        // the kernel's. Measured against max|gradient| alone it reached 3.6e-2 where a short row's gradient is small
+        // beside its prior (T 2, window 2), so that much of each element's difference is allowed before the ratio.
+        var allowance = prior.Select((v, i) => gradType == DType.BF16 ? Math.Abs(v + wantGrad[i]) / 256 : 0).ToArray();
         // L's scale: the largest |score| it summarizes is at most |L| + log T, so measure against max|L| + 1.
         var gotLse = F64(lse.ToFloatArray());
         double lseError = gotLse.Zip(wantLse, (a, b) => Math.Abs(a - b)).Max() / (wantLse.Max(Math.Abs) + 1);
         return new Errors(GradCheck.RelativeError(gotY, wantY), lseError,
-            GradCheck.RelativeError(Part(grad, c, 0), Part(wantGrad, c, 0)),
-            GradCheck.RelativeError(Part(grad, c, 1), Part(wantGrad, c, 1)),
-            GradCheck.RelativeError(Part(grad, c, 2), Part(wantGrad, c, 2)));
+            GradientError(Part(grad, c, 0), Part(wantGrad, c, 0), Part(allowance, c, 0)),
+            GradientError(Part(grad, c, 1), Part(wantGrad, c, 1), Part(allowance, c, 1)),
+            GradientError(Part(grad, c, 2), Part(wantGrad, c, 2), Part(allowance, c, 2)));
+    }
+
+    /// <summary>max over elements of (|got − want| − allowance)⁺, over max|want| (<see cref="GradCheck.RelativeError"/> with no allowance).</summary>
+    private static double GradientError(double[] got, double[] want, double[] allowance)
+    {
+        var excess = got.Select((g, i) => double.IsFinite(g) ? want[i] + Math.Sign(g - want[i]) * Math.Max(0, Math.Abs(g - want[i]) - allowance[i]) : g).ToArray();
+        return GradCheck.RelativeError(excess, want);
     }
 
     private static void CheckBothPaths(int batch, int heads, int t, int hd, int? window, int seed, DType dtype = DType.F32,
@@ -122,6 +133,11 @@ public class FlashAttentionTests
         int heads = h.Get % 2 + 1;
         CheckBothPaths(b.Get % 2 + 1, heads, t, hd, Window(windowMode.Get % 5, t, rng), seed);
     }
+
+    /// <summary>A case FsCheck found: T 2, window 2, bf16 gradients small beside their prior (the storage's rounding).</summary>
+    [Fact]
+    public void Bf16_gradients_of_a_two_token_window_match_within_the_storage_rounding() =>
+        CheckBothPaths(1, 2, 2, 32, 2, 0, DType.BF16, DType.BF16, DType.BF16);
 
     [Property(MaxTest = 5)]
     public void Bf16_inputs_match_the_float64_reference_within_bf16_rounding(PositiveInt h, PositiveInt tPick, PositiveInt hdPick, PositiveInt windowMode, bool bf16Grads, int seed)
