@@ -413,15 +413,12 @@ public static class CrossEntropy
     private static MatMul.Quad GradientQuad(MatMul.Quad x, int q, float lse, int target, FloatView bias, int hasBias, ChunkShape s)
     {
         int j = 4 * q;
+        x = Biased(x, q, bias, hasBias, s);
         if (j + 4 <= s.Vocab)
-        {
-            if (hasBias != 0) x = new MatMul.Quad(x.X + bias.Load(j), x.Y + bias.Load(j + 1), x.Z + bias.Load(j + 2), x.W + bias.Load(j + 3));
             return new MatMul.Quad(Gradient(x.X, lse, j, target, s), Gradient(x.Y, lse, j + 1, target, s),
                 Gradient(x.Z, lse, j + 2, target, s), Gradient(x.W, lse, j + 3, target, s));
-        }
         var g = default(MatMul.Quad);
-        for (int i = 0; i < 4 && j + i < s.Vocab; i++)
-            Quads.Set(ref g, i, Gradient(Quads.Get(x, i) + (hasBias != 0 ? bias.Load(j + i) : 0f), lse, j + i, target, s));
+        for (int i = 0; i < 4 && j + i < s.Vocab; i++) Quads.Set(ref g, i, Gradient(Quads.Get(x, i), lse, j + i, target, s));
         return g;
     }
 

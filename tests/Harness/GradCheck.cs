@@ -83,14 +83,18 @@ public static class GradCheck
         return s;
     }
 
-    /// <summary>max|got − want| / (max|want| + 1e-6). NaN anywhere gives +∞, so NaN never passes.</summary>
-    public static double RelativeError(double[] got, double[] want)
+    /// <summary>
+    /// max|got − want| / (max|want| + 1e-6). NaN anywhere gives +∞, so NaN never passes. With an
+    /// <paramref name="allowance"/>, each element's difference counts only past its own allowance (a storage rounding
+    /// that is not the computation's).
+    /// </summary>
+    public static double RelativeError(double[] got, double[] want, double[]? allowance = null)
     {
         double maxDiff = 0, scale = 0;
         for (int i = 0; i < got.Length; i++)
         {
             if (double.IsNaN(got[i]) || double.IsNaN(want[i]) || double.IsInfinity(got[i])) return double.PositiveInfinity;
-            maxDiff = Math.Max(maxDiff, Math.Abs(got[i] - want[i]));
+            maxDiff = Math.Max(maxDiff, Math.Abs(got[i] - want[i]) - (allowance?[i] ?? 0));
             scale = Math.Max(scale, Math.Abs(want[i]));
         }
         return maxDiff / (scale + 1e-6);

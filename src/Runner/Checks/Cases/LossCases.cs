@@ -31,6 +31,14 @@ public static class LossCases
         return shapes.ToArray();
     }
 
+    /// <summary>Random gradients of <see cref="ModelParameters"/>, on the device (owned by <paramref name="set"/>) and on the host.</summary>
+    private static (float[][] Hosts, List<Tensor> Tensors, long Numel) ModelGradients(ComputeDevice d, Random rng, TensorSet set)
+    {
+        var hosts = ModelParameters(d).Select(s => Random(rng, s.Numel)).ToArray();
+        var tensors = hosts.Select((h, i) => set.Add(Tensor.FromHost(d, h, new Shape(h.Length), MemoryCategory.Gradients, $"g{i}"))).ToList();
+        return (hosts, tensors, hosts.Sum(h => (long)h.Length));
+    }
+
     /// <summary>Max over tensors of <see cref="KernelCheckRunner.RelativeError"/>.</summary>
     private static double WorstError(IEnumerable<(float[] Got, double[] Want)> pairs) =>
         pairs.Select(p => KernelCheckRunner.RelativeError(p.Got, p.Want)).DefaultIfEmpty(0).Max();
@@ -165,25 +173,19 @@ public static class LossCases
         yield return new KernelCase("grad_norm", "model", 1e-5, (d, rng) =>
         {
             // A whole model's gradients, as clipping measures them: 4 partial launches of 16 tensors and the finish.
-            var shapes = ModelParameters(d);
             var set = new TensorSet();
-            var hosts = shapes.Select(s => Random(rng, s.Numel)).ToArray();
-            var tensors = hosts.Select((h, i) => set.Add(Tensor.FromHost(d, h, new Shape(h.Length), MemoryCategory.Gradients, $"g{i}"))).ToList();
-            long numel = shapes.Sum(s => (long)s.Numel);
+            var (hosts, tensors, numel) = ModelGradients(d, rng, set);
             float norm = 0;
             double want = GradNorm.Reference.Global(hosts.Select(Wide));
             return new PreparedCase(() => norm = GradNorm.Global(tensors), () => Math.Abs(norm - want) / want,
-                4L * numel, 2.0 * numel, set, $"{shapes.Length} tensors, {numel} values");
+                4L * numel, 2.0 * numel, set, $"{tensors.Count} tensors, {numel} values");
         });
         yield return new KernelCase("grad_norm", "scale_model", 1e-7, (d, rng) =>
         {
             // Clipping's rescale of a whole model's gradients (x ← s·x in place, 4 launches of 16 tensors): one float32
             // multiply per element, so within half an ulp of float64.
-            var shapes = ModelParameters(d);
             var set = new TensorSet();
-            var hosts = shapes.Select(s => Random(rng, s.Numel)).ToArray();
-            var tensors = hosts.Select((h, i) => set.Add(Tensor.FromHost(d, h, new Shape(h.Length), MemoryCategory.Gradients, $"g{i}"))).ToList();
-            long numel = shapes.Sum(s => (long)s.Numel);
+            var (hosts, tensors, numel) = ModelGradients(d, rng, set);
             const float scale = 0.37f;
             return new PreparedCase(() => GradNorm.Scale(tensors, scale),
                 () =>
@@ -192,7 +194,7 @@ public static class LossCases
                     GradNorm.Scale(tensors, scale);
                     return WorstError(tensors.Select((t, i) => (t.ToFloatArray(), Elementwise.Reference.Scale(Wide(hosts[i]), scale))));
                 },
-                8L * numel, numel, set, $"{shapes.Length} tensors, {numel} values");
+                8L * numel, numel, set, $"{tensors.Count} tensors, {numel} values");
         });
     }
 }
