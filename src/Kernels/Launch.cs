@@ -84,6 +84,21 @@ public static class Launch
     }
 
     /// <summary>
+    /// One warp per row, grid-stride over rows: groups of whole warps (at most 256 threads), as many groups as rows
+    /// need up to <see cref="Elementwise"/>'s cap. Kernels launched with it take warp w = group·(DimX/WarpSize) +
+    /// IdxX/WarpSize and loop <c>for (row = w; row &lt; rows; row += DimX/WarpSize·GridDimX)</c>, so every lane of a
+    /// warp is on the same row (their shuffles stay uniform).
+    /// </summary>
+    public static KernelConfig WarpPerRow(ComputeDevice device, long rows)
+    {
+        if (rows <= 0 || rows > int.MaxValue) throw new ArgumentOutOfRangeException(nameof(rows), rows, "row count must be in 1..2^31-1");
+        int warp = device.Accelerator.WarpSize;
+        int group = Math.Max(warp, GroupSize(device) / warp * warp), warpsPerGroup = group / warp;
+        long maxGroups = device.IsCuda ? device.Multiprocessors * 32L : Math.Max(1, device.Multiprocessors);
+        return new KernelConfig((int)Math.Clamp((rows + warpsPerGroup - 1) / warpsPerGroup, 1, maxGroups), group);
+    }
+
+    /// <summary>
     /// The portable twin of <see cref="Row"/>: one thread per row, grid-stride over rows (one group on the CPU
     /// accelerator). Kernels launched with it must loop <c>for (row = Grid.GlobalIndex.X; row &lt; rows; row += stride)</c>.
     /// </summary>

@@ -53,12 +53,23 @@ public sealed class TransformerBlock
                 using (var mid = AttentionSubBlock(x, attention, ctx))
                     return Ops.Checkpoint(v => MlpSubBlock(v, ctx), mid, $"blocks.{_layer}.mlp.checkpoint", record: true);
             default:
+                if (_c.Norm == NormPlacement.Pre)
+                {
+                    // residual1 and ln2 meet in this call: one kernel adds and normalizes (Ops.AddLayerNorm).
+                    var (sum, normed) = PreNormAttentionSubBlockWithLn2(x, attention, ctx);
+                    using (sum)
+                    using (normed)
+                        return MlpSubBlock(sum, ctx, normed);
+                }
                 using (var mid = AttentionSubBlock(x, attention, ctx))
                     return MlpSubBlock(mid, ctx);
         }
     }
 
-    /// <summary>The attention half with its residual: pre-norm x + Attn(LN1(x)), post-norm LN1(x + Attn(x)). Does not dispose x.</summary>
+    /// <summary>
+    /// The attention half with its residual: pre-norm x + Attn(LN1(x)), post-norm LN1(x + Attn(x)) (the add and LN1 in
+    /// one kernel). Does not dispose x.
+    /// </summary>
     private Var AttentionSubBlock(Var x, AttentionSettings attention, ForwardContext ctx)
     {
         using var layerScope = x.Device.Tracker.InLayer(_layer);
@@ -68,24 +79,38 @@ public sealed class TransformerBlock
             using var a = Attention(h, attention, ctx);
             return Ops.Add(x, a, "residual1");
         }
-        using (var a = Attention(x, attention, ctx))
-        using (var s = Ops.Add(x, a, "residual1"))
-            return Ops.LayerNorm(s, Ln1W, Ln1B, _c.LayerNormEps, "ln1");
+        using var attended = Attention(x, attention, ctx);
+        var (sum, normed) = Ops.AddLayerNorm(x, attended, Ln1W, Ln1B, _c.LayerNormEps, "residual1", "ln1");
+        using (sum)
+            return normed;
     }
 
-    /// <summary>The MLP half with its residual: pre-norm x + MLP(LN2(x)), post-norm LN2(x + MLP(x)). Does not dispose x.</summary>
-    private Var MlpSubBlock(Var x, ForwardContext ctx)
+    /// <summary>Pre-norm x + Attn(LN1(x)) and LN2 of it, the add and LN2 in one kernel; what the MLP half takes.</summary>
+    private (Var Sum, Var Normed) PreNormAttentionSubBlockWithLn2(Var x, AttentionSettings attention, ForwardContext ctx)
+    {
+        using var layerScope = x.Device.Tracker.InLayer(_layer);
+        using var h = Ops.LayerNorm(x, Ln1W, Ln1B, _c.LayerNormEps, "ln1");
+        using var a = Attention(h, attention, ctx);
+        return Ops.AddLayerNorm(x, a, Ln2W, Ln2B, _c.LayerNormEps, "residual1", "ln2");
+    }
+
+    /// <summary>
+    /// The MLP half with its residual: pre-norm x + MLP(LN2(x)) (LN2(x) given as <paramref name="ln2"/> when the caller
+    /// already has it), post-norm LN2(x + MLP(x)), the add and LN2 in one kernel. Disposes neither x nor ln2.
+    /// </summary>
+    private Var MlpSubBlock(Var x, ForwardContext ctx, Var? ln2 = null)
     {
         using var layerScope = x.Device.Tracker.InLayer(_layer);
         if (_c.Norm == NormPlacement.Pre)
         {
-            using var h = Ops.LayerNorm(x, Ln2W, Ln2B, _c.LayerNormEps, "ln2");
-            using var m = Mlp(h, ctx);
+            using var own = ln2 is null ? Ops.LayerNorm(x, Ln2W, Ln2B, _c.LayerNormEps, "ln2") : null;
+            using var m = Mlp(ln2 ?? own!, ctx);
             return Ops.Add(x, m, "residual2");
         }
-        using (var m = Mlp(x, ctx))
-        using (var s = Ops.Add(x, m, "residual2"))
-            return Ops.LayerNorm(s, Ln2W, Ln2B, _c.LayerNormEps, "ln2");
+        using var up = Mlp(x, ctx);
+        var (sum, normed) = Ops.AddLayerNorm(x, up, Ln2W, Ln2B, _c.LayerNormEps, "residual2", "ln2");
+        using (sum)
+            return normed;
     }
 
     private Var Attention(Var h, AttentionSettings settings, ForwardContext ctx)

@@ -82,6 +82,50 @@ public class ElementwiseTests
         Assert.Equal(Run(0), Run(1));
     }
 
+    /// <summary>
+    /// The four-per-access add, scale and add-into kernels (aligned bf16 or float32 tensors) and the scalar ones (the
+    /// same values one element off alignment) give the same bits, with a host scale and with a device one.
+    /// </summary>
+    [Theory]
+    [InlineData("f32")]
+    [InlineData("bf16")]
+    public void Add_scale_and_add_into_quad_kernels_match_the_scalar_ones_bit_for_bit(string dtypeName)
+    {
+        var dtype = dtypeName == "bf16" ? DType.BF16 : DType.F32;
+        const int n = 1028; // 257 quads
+        const float s = 0.37f;
+        var dev = TestDevice.Get();
+        var rng = new Random(11);
+        float[] a = GradCheck.RandomValues(rng, n), b = GradCheck.RandomValues(rng, n), acc = GradCheck.RandomValues(rng, n);
+        using var deviceScale = Tensor.FromHost(dev, [-1.9f], new Shape(1), MemoryCategory.Data, "s", DType.F32);
+        // The values from element `offset` of their tensors: 0 is aligned (quad kernels), 1 is not (scalar kernels).
+        float[] Run(int offset)
+        {
+            Tensor Make(float[] v, string name) => Tensor.FromHost(dev, [.. new float[offset], .. v], new Shape(n + offset), MemoryCategory.Data, name, dtype);
+            using var at = Make(a, "a");
+            using var bt = Make(b, "b");
+            using var sumt = Make(new float[n], "sum");
+            using var scaledt = Make(new float[n], "scaled");
+            using var hostAcct = Make(acc, "host_acc");
+            using var devAcct = Make(acc, "device_acc");
+            using var av = at.View(new Shape(n), offset);
+            using var bv = bt.View(new Shape(n), offset);
+            using var sum = sumt.View(new Shape(n), offset);
+            using var scaled = scaledt.View(new Shape(n), offset);
+            using var hostAcc = hostAcct.View(new Shape(n), offset);
+            using var devAcc = devAcct.View(new Shape(n), offset);
+            // Every tensor must fit for the quad kernels to run; at offset 1 none does.
+            foreach (var t in new[] { av, bv, sum, scaled, hostAcc, devAcc })
+                Assert.Equal(offset == 0, dtype == DType.BF16 ? Bf16Quads.Fits(t) : F32Quads.Fits(t));
+            Elementwise.Add(av, bv, sum);
+            Elementwise.Scale(av, s, scaled);
+            Elementwise.AddInto(av, hostAcc, s);
+            Elementwise.AddInto(bv, devAcc, deviceScale);
+            return [.. sum.ToFloatArray(), .. scaled.ToFloatArray(), .. hostAcc.ToFloatArray(), .. devAcc.ToFloatArray()];
+        }
+        Assert.Equal(Run(0), Run(1));
+    }
+
     [Fact]
     public void Float_erf_is_within_2e7_of_float64_erf_over_minus6_to_6()
     {

@@ -107,6 +107,8 @@ public class LayerNormTests
     [InlineData(3, 1000)]  // C far beyond the group size: many elements per thread in every reduction
     [InlineData(1, 1)]     // variance 0: x̂ = 0, y = bias, dx = 0
     [InlineData(4, 2)]     // two columns: dx is nearly zero (see InputGradientTolerance)
+    [InlineData(9, 256)]   // the model's C: a warp per row, 64 quads, two per lane on CUDA
+    [InlineData(2, 4)]     // one quad per row: most lanes of the warp have nothing to add
     public void LayerNorm_matches_at_chunk_and_row_boundaries(int rows, int cols)
     {
         var rng = new Random(rows * 1000 + cols);
@@ -183,12 +185,14 @@ public class LayerNormTests
         });
     }
 
-    [Fact]
-    public void Both_paths_give_bitwise_equal_weight_and_bias_gradients_from_the_same_statistics()
+    [Theory]
+    [InlineData(100, 7)]   // scalar partials
+    [InlineData(130, 12)]  // four-column partials; the last chunk's two rows after the four-row blocks
+    [InlineData(1100, 8)]  // 35 chunks: the sum's four-chunk blocks and its tail
+    public void Both_paths_give_bitwise_equal_weight_and_bias_gradients_from_the_same_statistics(int rows, int cols)
     {
         // The portable one-launch column sum walks the cooperative two-pass sum's chunks in the same order.
         var dev = TestDevice.Get();
-        const int rows = 100, cols = 7;
         var rng = new Random(13);
         var inputs = Inputs(rng, rows, cols);
         using var x = Tensor.FromHost(dev, inputs[0].Item1, inputs[0].Item2, MemoryCategory.Data, "x");
@@ -209,6 +213,159 @@ public class LayerNormTests
         }).ToArray();
         Assert.Equal(results[0].Dw, results[1].Dw);
         Assert.Equal(results[0].Db, results[1].Db);
+    }
+
+    /// <summary>
+    /// Rows of a multiple of 4 columns in quad-aligned tensors take the warp-per-row forward and dx and the
+    /// four-column parameter partials on the cooperative path; the others (and misaligned views) the group-per-row forms.
+    /// </summary>
+    [Theory]
+    [InlineData("f32", 12, 0, true)]
+    [InlineData("bf16", 12, 0, true)]
+    [InlineData("f32", 13, 0, false)]
+    [InlineData("bf16", 12, 1, false)]
+    public void Quad_rows_take_the_warp_kernels_on_the_cooperative_path(string dtypeName, int cols, int offset, bool quads)
+    {
+        var dtype = dtypeName == "bf16" ? DType.BF16 : DType.F32;
+        string suffix = dtypeName == "bf16" ? "_bf16x4" : "_f32x4";
+        var dev = TestDevice.Get();
+        const int rows = 5;
+        var rng = new Random(cols);
+        var inputs = Inputs(rng, rows, cols);
+        Tensor Make(float[] v, string name) =>
+            Tensor.FromHost(dev, [.. new float[offset], .. v], new Shape(v.Length + offset), MemoryCategory.Data, name, dtype);
+        using var xs = Make(inputs[0].Item1, "x");
+        using var dys = Make(GradCheck.RandomValues(rng, rows * cols), "dy");
+        using var ys = Make(new float[rows * cols], "y");
+        using var dxs = Make(new float[rows * cols], "dx");
+        using var x = xs.View(new Shape(rows, cols), offset);
+        using var dy = dys.View(new Shape(rows, cols), offset);
+        using var y = ys.View(new Shape(rows, cols), offset);
+        using var dx = dxs.View(new Shape(rows, cols), offset);
+        using var w = Tensor.FromHost(dev, inputs[1].Item1, inputs[1].Item2, MemoryCategory.Data, "w");
+        using var b = Tensor.FromHost(dev, inputs[2].Item1, inputs[2].Item2, MemoryCategory.Data, "b");
+        using var mean = Tensor.Empty(dev, LayerNorm.StatsShape(x.Shape), DType.F32, MemoryCategory.Data, "mean");
+        using var rstd = Tensor.Empty(dev, LayerNorm.StatsShape(x.Shape), DType.F32, MemoryCategory.Data, "rstd");
+        using var dw = Tensor.Zeros(dev, w.Shape, DType.F32, MemoryCategory.Data, "dw");
+        using var db = Tensor.Zeros(dev, w.Shape, DType.F32, MemoryCategory.Data, "db");
+        using var scope = Launch.UsePath(KernelPath.Cooperative);
+        using (var launches = new LaunchCounter(dev))
+        {
+            LayerNorm.Forward(x, w, b, y, mean, rstd);
+            LayerNorm.Backward(x, w, mean, rstd, dy, dx, dw, db);
+            foreach (var kernel in new[] { "layernorm.fwd", "layernorm.bwd_input", "layernorm.bwd_param_partials" })
+            {
+                Assert.Equal(quads ? 1 : 0, launches[kernel + suffix]);
+                Assert.Equal(quads ? 0 : 1, launches[kernel]);
+            }
+        }
+        // Whichever kernels ran, y is LayerNorm(x) to the storage's rounding.
+        var want = LayerNorm.Reference.Forward(F64(x.ToFloatArray()), F64(inputs[1].Item1), F64(inputs[2].Item1), cols);
+        var got = y.ToFloatArray();
+        double scale = want.Max(Math.Abs), error = got.Select((v, i) => Math.Abs(v - want[i])).Max() / scale;
+        Assert.True(error <= (dtype == DType.BF16 ? 1.0 / 256 : 1e-5), $"forward error {error:E2} of max|y|");
+    }
+
+    /// <summary>
+    /// The residual add and the LayerNorm after it in one kernel (cooperative path, quad rows) give the sum, y and the
+    /// statistics of the two ops bit for bit, in both dtypes; misaligned views run the two ops.
+    /// </summary>
+    [Theory]
+    [InlineData("f32", 0, "layernorm.fwd_residual_f32x4")]
+    [InlineData("bf16", 0, "layernorm.fwd_residual_bf16x4")]
+    [InlineData("bf16", 1, "layernorm.fwd")]
+    public void Residual_add_and_layernorm_in_one_kernel_match_the_two_ops_bit_for_bit(string dtypeName, int offset, string kernel)
+    {
+        var dtype = dtypeName == "bf16" ? DType.BF16 : DType.F32;
+        var dev = TestDevice.Get();
+        const int rows = 7, cols = 36;
+        var rng = new Random(17);
+        var inputs = Inputs(rng, rows, cols);
+        var delta = GradCheck.RandomValues(rng, rows * cols, 2);
+        using var scope = Launch.UsePath(KernelPath.Cooperative);
+        using var w = Tensor.FromHost(dev, inputs[1].Item1, inputs[1].Item2, MemoryCategory.Data, "w");
+        using var b = Tensor.FromHost(dev, inputs[2].Item1, inputs[2].Item2, MemoryCategory.Data, "b");
+        float[][] Run(bool fused)
+        {
+            var made = new List<Tensor>();
+            Tensor Make(float[] v)
+            {
+                var storage = Tensor.FromHost(dev, [.. new float[offset], .. v], new Shape(v.Length + offset), MemoryCategory.Data, "t", dtype);
+                made.Add(storage);
+                var view = storage.View(new Shape(rows, cols), offset);
+                made.Add(view);
+                return view;
+            }
+            var x = Make(inputs[0].Item1);
+            var a = Make(delta);
+            var sum = Make(new float[rows * cols]);
+            var y = Make(new float[rows * cols]);
+            using var mean = Tensor.Empty(dev, LayerNorm.StatsShape(x.Shape), DType.F32, MemoryCategory.Data, "mean");
+            using var rstd = Tensor.Empty(dev, LayerNorm.StatsShape(x.Shape), DType.F32, MemoryCategory.Data, "rstd");
+            using (var launches = new LaunchCounter(dev))
+            {
+                if (fused)
+                {
+                    LayerNorm.ForwardResidual(x, a, sum, w, b, y, mean, rstd);
+                    Assert.Equal(1, launches[kernel]);
+                }
+                else
+                {
+                    Elementwise.Add(x, a, sum);
+                    LayerNorm.Forward(sum, w, b, y, mean, rstd);
+                }
+            }
+            float[][] result = [sum.ToFloatArray(), y.ToFloatArray(), mean.ToFloatArray(), rstd.ToFloatArray()];
+            made.ForEach(t => t.Dispose());
+            return result;
+        }
+        var one = Run(fused: true);
+        var two = Run(fused: false);
+        for (int i = 0; i < one.Length; i++) Assert.Equal(two[i], one[i]);
+    }
+
+    /// <summary>
+    /// Ops.AddLayerNorm is Ops.Add then Ops.LayerNorm as the tape sees it: the same sum and y, and after backward the same
+    /// gradients of both addends, the weight and the bias, bit for bit, on both paths.
+    /// </summary>
+    [Fact]
+    public void AddLayerNorm_records_the_add_and_the_layernorm_it_replaces()
+    {
+        KernelPaths.ForEach(() =>
+        {
+            var dev = TestDevice.Get();
+            const int rows = 6, cols = 20;
+            var rng = new Random(23);
+            var inputs = Inputs(rng, rows, cols);
+            var delta = GradCheck.RandomValues(rng, rows * cols, 2);
+            var dyValues = GradCheck.RandomValues(rng, rows * cols);
+            float[][] Run(bool fused)
+            {
+                using var x = new Var(Tensor.FromHost(dev, inputs[0].Item1, inputs[0].Item2, MemoryCategory.Data, "x"), requiresGrad: true);
+                using var a = new Var(Tensor.FromHost(dev, delta, inputs[0].Item2, MemoryCategory.Data, "a"), requiresGrad: true);
+                using var w = new Var(Tensor.FromHost(dev, inputs[1].Item1, inputs[1].Item2, MemoryCategory.Data, "w"), requiresGrad: true);
+                using var b = new Var(Tensor.FromHost(dev, inputs[2].Item1, inputs[2].Item2, MemoryCategory.Data, "b"), requiresGrad: true);
+                using var tape = new Tape();
+                Var sum, y;
+                if (fused) (sum, y) = Ops.AddLayerNorm(x, a, w, b);
+                else
+                {
+                    sum = Ops.Add(x, a);
+                    y = Ops.LayerNorm(sum, w, b);
+                }
+                float[][] values = [sum.Value.ToFloatArray(), y.Value.ToFloatArray()];
+                sum.Dispose();
+                using (y)
+                using (var dy = Tensor.FromHost(dev, dyValues, y.Shape, MemoryCategory.Data, "dy"))
+                    tape.Backward(y, dy);
+                float[][] grads = [.. new[] { x, a, w, b }.Select(v => v.Grad!.ToFloatArray())];
+                foreach (var v in new[] { x, a, w, b }) v.Grad!.Dispose();
+                return [.. values, .. grads];
+            }
+            var one = Run(fused: true);
+            var two = Run(fused: false);
+            for (int i = 0; i < one.Length; i++) Assert.Equal(two[i], one[i]);
+        });
     }
 
     [Fact]

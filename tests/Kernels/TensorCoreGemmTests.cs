@@ -348,6 +348,27 @@ public class TensorCoreGemmTests
     }
 
     /// <summary>
+    /// The split-K sum: four outputs per thread where N is a multiple of 4 (16-byte partial reads, five splits: one
+    /// four-split block and a tail), one per thread otherwise; both against float64, with the accumulate, alpha and
+    /// the bias the sum applies, and the kernel each shape must take.
+    /// </summary>
+    [Theory]
+    [InlineData(33, 64, 200, true, "tc_gemm.split_k_sum_x4")]
+    [InlineData(33, 63, 200, false, "tc_gemm.split_k_sum")]
+    [InlineData(17, 8, 170, true, "tc_gemm.split_k_sum_x4")]
+    public void Split_k_sums_match_float64_four_outputs_per_thread_or_one(int m, int n, int k, bool cBf16, string kernel)
+    {
+        var g = new Case(m, n, k, 2, false, true, BatchMode.BothBatched, cBf16, Accumulate: true, Alpha: -0.75f, Splits: 5, Pad: 0, Seed: m + n,
+            BiasKind.F32);
+        using var scope = TensorCoreGemm.UseTile(TensorCoreGemm.Tile.Narrow);
+        using (var launches = new LaunchCounter(TestDevice.Get()))
+        {
+            g.Check(emulate: true);
+            Assert.Equal(1, launches[kernel]);
+        }
+    }
+
+    /// <summary>
     /// The staged tile's layout: the threads' chunks cover the 128 × 128 tile once, 16-byte aligned inside the ring; a
     /// warp's fragment stores (one word per lane for bf16, two for fp32, half a warp at a time) hit 32 distinct banks.
     /// </summary>

@@ -11,13 +11,16 @@ public static partial class Ops
         Check.SameDType(op, a.Value, b.Value, "a", "b");
         var y = NewOutput(a, a.Shape, op);
         Elementwise.Add(a.Value, b.Value, y.Value);
+        RecordAdd(op, a, b, y);
+        return y;
+    }
+
+    private static void RecordAdd(string op, Var a, Var b, Var y) =>
         Tape.Record(op, y, [a, b], [], (dy, _) =>
         {
             if (a.RequiresGrad) Elementwise.AddInto(dy, a.GradBuffer(op), 1f);
             if (b.RequiresGrad) Elementwise.AddInto(dy, b.GradBuffer(op), 1f);
         });
-        return y;
-    }
 
     /// <summary>y = s·x; dx = s·dy.</summary>
     public static Var Scale(Var x, float s, string op = "scale")

@@ -249,6 +249,13 @@ internal sealed class VirtualOps(VAutograd autograd, DType activations, Workspac
         return y;
     }
 
+    /// <summary>Ops.AddLayerNorm: Add's output, then LayerNorm's y, mean and rstd, with both inputs still held; recorded as the two ops.</summary>
+    public (VVar Sum, VVar Normed) AddLayerNorm(VVar a, VVar b, VVar weight, VVar bias, string addOp, string sumName, string op, string name)
+    {
+        var sum = Add(a, b, addOp, sumName);
+        return (sum, LayerNorm(sum, weight, bias, op, name));
+    }
+
     /// <summary>Ops.Gelu: saves its input.</summary>
     public VVar Gelu(VVar x, string op, string name)
     {

@@ -206,6 +206,13 @@ internal sealed class VirtualTraining
                 using (var mid = AttentionSubBlock(l, x))
                     return _ops.Checkpoint(v => MlpSubBlock(l, v), mid, $"blocks.{l}.mlp.checkpoint", record: true);
             default:
+                if (_c.Norm == NormPlacement.Pre)
+                {
+                    var (sum, normed) = PreNormAttentionSubBlockWithLn2(l, x);
+                    using (sum)
+                    using (normed)
+                        return MlpSubBlock(l, sum, normed);
+                }
                 using (var mid = AttentionSubBlock(l, x))
                     return MlpSubBlock(l, mid);
         }
@@ -221,24 +228,36 @@ internal sealed class VirtualTraining
             using var a = Attention(l, h);
             return _ops.Add(x, a, "residual1", "residual 1");
         }
-        using (var a = Attention(l, x))
-        using (var s = _ops.Add(x, a, "residual1", "residual 1"))
-            return _ops.LayerNorm(s, p.Ln1W, p.Ln1B, "ln1", "ln1 out");
+        using var attended = Attention(l, x);
+        var (sum, normed) = _ops.AddLayerNorm(x, attended, p.Ln1W, p.Ln1B, "residual1", "residual 1", "ln1", "ln1 out");
+        using (sum)
+            return normed;
     }
 
-    private VVar MlpSubBlock(int l, VVar x)
+    /// <summary>TransformerBlock.PreNormAttentionSubBlockWithLn2.</summary>
+    private (VVar Sum, VVar Normed) PreNormAttentionSubBlockWithLn2(int l, VVar x)
+    {
+        using var layer = _m.InLayer(l);
+        var p = _blocks[l];
+        using var h = _ops.LayerNorm(x, p.Ln1W, p.Ln1B, "ln1", "ln1 out");
+        using var a = Attention(l, h);
+        return _ops.AddLayerNorm(x, a, p.Ln2W, p.Ln2B, "residual1", "residual 1", "ln2", "ln2 out");
+    }
+
+    private VVar MlpSubBlock(int l, VVar x, VVar? ln2 = null)
     {
         using var layer = _m.InLayer(l);
         var p = _blocks[l];
         if (_c.Norm == NormPlacement.Pre)
         {
-            using var h = _ops.LayerNorm(x, p.Ln2W, p.Ln2B, "ln2", "ln2 out");
-            using var m = Mlp(l, h);
+            using var own = ln2 is null ? _ops.LayerNorm(x, p.Ln2W, p.Ln2B, "ln2", "ln2 out") : null;
+            using var m = Mlp(l, ln2 ?? own!);
             return _ops.Add(x, m, "residual2", "residual 2 (block out)");
         }
-        using (var m = Mlp(l, x))
-        using (var s = _ops.Add(x, m, "residual2", "residual 2"))
-            return _ops.LayerNorm(s, p.Ln2W, p.Ln2B, "ln2", "ln2 out (block out)");
+        using var up = Mlp(l, x);
+        var (sum, normed) = _ops.AddLayerNorm(x, up, p.Ln2W, p.Ln2B, "residual2", "residual 2", "ln2", "ln2 out (block out)");
+        using (sum)
+            return normed;
     }
 
     /// <summary>TransformerBlock.Attention: fused QKV, naive or flash attention, output projection.</summary>

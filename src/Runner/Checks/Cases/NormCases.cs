@@ -24,6 +24,57 @@ public static class NormCases
                 () => KernelCheckRunner.RelativeError(y.ToFloatArray(), LayerNorm.Reference.Forward(Wide(hx), Wide(hw), Wide(hb), cols)),
                 2L * rows * cols * 4, 8.0 * rows * cols, set, $"{rows}x{cols}");
         });
+        yield return new KernelCase("layernorm", "residual_forward", 1e-5, (d, rng) =>
+        {
+            int rows = d.IsCuda ? 32 * 256 : 64, cols = d.IsCuda ? 256 : 48;
+            var set = new TensorSet();
+            float[] ha = Random(rng, rows * cols, 3), hd = Random(rng, rows * cols), hw = Random(rng, cols), hb = Random(rng, cols);
+            var a = set.Add(Tensor.FromHost(d, ha, new Shape(rows, cols), MemoryCategory.Data, "a"));
+            var delta = set.Add(Tensor.FromHost(d, hd, new Shape(rows, cols), MemoryCategory.Data, "delta"));
+            var w = set.Add(Tensor.FromHost(d, hw, new Shape(cols), MemoryCategory.Data, "w"));
+            var b = set.Add(Tensor.FromHost(d, hb, new Shape(cols), MemoryCategory.Data, "b"));
+            var sum = set.Add(Tensor.Empty(d, new Shape(rows, cols), DType.F32, MemoryCategory.Activations, "sum"));
+            var y = set.Add(Tensor.Empty(d, new Shape(rows, cols), DType.F32, MemoryCategory.Activations, "y"));
+            var mean = set.Add(Tensor.Empty(d, new Shape(rows), DType.F32, MemoryCategory.Activations, "mean"));
+            var rstd = set.Add(Tensor.Empty(d, new Shape(rows), DType.F32, MemoryCategory.Activations, "rstd"));
+            return new PreparedCase(() => LayerNorm.ForwardResidual(a, delta, sum, w, b, y, mean, rstd),
+                () =>
+                {
+                    var want = Elementwise.Reference.Add(Wide(ha), Wide(hd));
+                    return Math.Max(KernelCheckRunner.RelativeError(sum.ToFloatArray(), want),
+                        KernelCheckRunner.RelativeError(y.ToFloatArray(), LayerNorm.Reference.Forward(want, Wide(hw), Wide(hb), cols)));
+                },
+                4L * rows * cols * 4, 9.0 * rows * cols, set, $"{rows}x{cols}");
+        });
+        yield return new KernelCase("layernorm", "backward", 1e-5, (d, rng) =>
+        {
+            int rows = d.IsCuda ? 32 * 256 : 64, cols = d.IsCuda ? 256 : 48;
+            var set = new TensorSet();
+            float[] hx = Random(rng, rows * cols, 3), hw = Random(rng, cols), hb = Random(rng, cols), hdy = Random(rng, rows * cols);
+            var x = set.Add(Tensor.FromHost(d, hx, new Shape(rows, cols), MemoryCategory.Data, "x"));
+            var w = set.Add(Tensor.FromHost(d, hw, new Shape(cols), MemoryCategory.Data, "w"));
+            var b = set.Add(Tensor.FromHost(d, hb, new Shape(cols), MemoryCategory.Data, "b"));
+            var dy = set.Add(Tensor.FromHost(d, hdy, new Shape(rows, cols), MemoryCategory.Data, "dy"));
+            var y = set.Add(Tensor.Empty(d, new Shape(rows, cols), DType.F32, MemoryCategory.Activations, "y"));
+            var mean = set.Add(Tensor.Empty(d, new Shape(rows), DType.F32, MemoryCategory.Activations, "mean"));
+            var rstd = set.Add(Tensor.Empty(d, new Shape(rows), DType.F32, MemoryCategory.Activations, "rstd"));
+            var dx = set.Add(Tensor.Zeros(d, new Shape(rows, cols), DType.F32, MemoryCategory.ActivationGradients, "dx"));
+            var dw = set.Add(Tensor.Zeros(d, new Shape(cols), DType.F32, MemoryCategory.Gradients, "dw"));
+            var db = set.Add(Tensor.Zeros(d, new Shape(cols), DType.F32, MemoryCategory.Gradients, "db"));
+            LayerNorm.Forward(x, w, b, y, mean, rstd);
+            return new PreparedCase(() => LayerNorm.Backward(x, w, mean, rstd, dy, dx, dw, db),
+                () =>
+                {
+                    // The timed runs accumulated: once more from zero.
+                    dx.Zero(); dw.Zero(); db.Zero();
+                    LayerNorm.Backward(x, w, mean, rstd, dy, dx, dw, db);
+                    var (wantDx, wantDw, wantDb) = LayerNorm.Reference.Backward(Wide(hx), Wide(hw), Wide(hdy), cols);
+                    return Math.Max(KernelCheckRunner.RelativeError(dx.ToFloatArray(), wantDx),
+                        Math.Max(KernelCheckRunner.RelativeError(dw.ToFloatArray(), wantDw), KernelCheckRunner.RelativeError(db.ToFloatArray(), wantDb)));
+                },
+                // dx: x, dy read, dx read and written; the parameter sums read x and dy again
+                6L * rows * cols * 4, 16.0 * rows * cols, set, $"{rows}x{cols}");
+        });
         foreach (int? window in new int?[] { null, 64 })
             yield return new KernelCase("softmax", window is null ? "causal" : $"window{window}", 1e-5, (d, rng) =>
             {
