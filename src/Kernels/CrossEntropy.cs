@@ -328,8 +328,16 @@ public static class CrossEntropy
         Tensor rowLoss, int hasGrad, ChunkShape shape) where TQuads : struct, IQuads
     {
         var k = device.Kernel(key, acc => acc.LoadStreamKernel<TQuads, FloatView, int, ArrayView<int>, ArrayView<float>, int, ChunkShape>(ChunkQuadKernel));
-        k(Launch.PerRow(device, shape.Rows, 1024), quads, FloatView.Of(bias ?? logits), hasBias, targets.I32, rowLoss.F32, hasGrad, shape);
+        k(Launch.PerRow(device, shape.Rows, QuadChunkGroup), quads, FloatView.Of(bias ?? logits), hasBias, targets.I32, rowLoss.F32, hasGrad, shape);
     }
+
+    /// <summary>
+    /// Threads per row of <see cref="ChunkQuadKernel"/>. On the H100 (bf16 + flash step at b32, 2048 × 50264 chunks;
+    /// docs/runs/h100-row-kernels/call2) 512 took 255 µs a chunk, 1024 took 293 and 256 took 280: four groups per
+    /// multiprocessor overlap one row's reduction barrier with the others' streaming, and the ~530 rows in flight
+    /// (100 KB each) still about fit L2 for the gradient pass's second read.
+    /// </summary>
+    private const int QuadChunkGroup = 512;
 
     /// <summary>
     /// The chunk kernel on rows that are whole quads (<see cref="IQuads"/>): the same math, four logits per access.

@@ -628,24 +628,11 @@ public static class LayerNorm
         long items = (long)chunks * cols;
         float lw = 0f, lb = 0f;
         if (c < cols)
-        {
-            // Four chunks' loads before their adds (one basic block, the same order of adds): a lane walks 32 chunks
-            // at C = 256, and one dependent load at a time left the kernel at the loads' latency.
-            int k = lane;
-            for (; k + 3 * SumLanes < chunks; k += 4 * SumLanes)
-            {
-                long at = (long)k * cols + c, step = (long)SumLanes * cols;
-                float w0 = partials[at], w1 = partials[at + step], w2 = partials[at + 2 * step], w3 = partials[at + 3 * step];
-                float b0 = partials[items + at], b1 = partials[items + at + step], b2 = partials[items + at + 2 * step], b3 = partials[items + at + 3 * step];
-                lw = lw + w0 + w1 + w2 + w3;
-                lb = lb + b0 + b1 + b2 + b3;
-            }
-            for (; k < chunks; k += SumLanes)
+            for (int k = lane; k < chunks; k += SumLanes)
             {
                 lw += partials[(long)k * cols + c];
                 lb += partials[items + (long)k * cols + c];
             }
-        }
         sw[tid] = lw;
         sb[tid] = lb;
         Group.Barrier();

@@ -188,7 +188,7 @@ public class LayerNormTests
     [Theory]
     [InlineData(100, 7)]   // scalar partials
     [InlineData(130, 12)]  // four-column partials; the last chunk's two rows after the four-row blocks
-    [InlineData(1100, 8)]  // 35 chunks: the sum's four-chunk blocks and its tail
+    [InlineData(1100, 8)]  // 35 chunks: some of the sum's lanes add five chunks, the others four
     public void Both_paths_give_bitwise_equal_weight_and_bias_gradients_from_the_same_statistics(int rows, int cols)
     {
         // The portable one-launch column sum walks the cooperative two-pass sum's chunks in the same order.
