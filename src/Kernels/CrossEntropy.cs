@@ -504,12 +504,9 @@ public static class CrossEntropy
     /// <summary>One group: loss[0] = scale·Σ rowLoss, in a fixed order (deterministic).</summary>
     private static void MeanKernel(ArrayView<float> rowLoss, int rows, float scale, ArrayView<float> loss)
     {
-        int tid = Group.IdxX;
-        int threads = Group.DimX;
-        float s = 0f;
-        for (int i = tid; i < rows; i += threads) s += rowLoss[i];
+        float s = Reduce.StridedSum(rowLoss, Group.IdxX, rows, Group.DimX);
         float total = GroupExtensions.Reduce<float, AddFloat>(s);
-        if (tid == 0) loss[0] = total * scale;
+        if (Group.IdxX == 0) loss[0] = total * scale;
     }
 
     private static void BackwardKernel(FloatView logits, ArrayView<int> targets, ArrayView<float> rowLse, ArrayView<float> dloss,

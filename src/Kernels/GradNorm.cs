@@ -150,31 +150,37 @@ public static class GradNorm
         total[0] = s;
     }
 
-    /// <summary>partials[group] = Σ x² over this group's grid-stride share of its tensor; every group writes its slot.</summary>
+    /// <summary>
+    /// partials[group] = Σ x² over this group's grid-stride share of its tensor; every group writes its slot. A thread
+    /// loads four elements of its share (clamped indices, one basic block) before it adds their squares in index order,
+    /// so the sum is the one-at-a-time loop's bit for bit (a masked element adds +0 to a sum that is ≥ +0); with one
+    /// load in flight per thread the kernel read the 115 MB of the rtx5090 gradients at ~1 TB/s on the H100.
+    /// </summary>
     private static void PartialKernel(TensorSlots<ArrayView<float>> slots, ArrayView<float> partials)
     {
         int group = Grid.IdxX;
         int tid = Group.IdxX;
         var share = slots.ShareOf(group, tid, Group.DimX);
         var x = slots.Get(share.Slot);
-        long n = x.Length;
+        long n = x.Length, step = share.Stride, last = n - 1;
         float s = 0f;
-        for (long i = share.First; i < n; i += share.Stride)
+        for (long i = share.First; i < n; i += 4 * step)
         {
-            float v = x[i];
-            s += v * v;
+            float v0 = x[i], v1 = x[Math.Min(i + step, last)], v2 = x[Math.Min(i + 2 * step, last)], v3 = x[Math.Min(i + 3 * step, last)];
+            s += v0 * v0;
+            s += i + step < n ? v1 * v1 : 0f;
+            s += i + 2 * step < n ? v2 * v2 : 0f;
+            s += i + 3 * step < n ? v3 * v3 : 0f;
         }
         float groupSum = GroupExtensions.Reduce<float, AddFloat>(s);
         if (tid == 0) partials[group] = groupSum;
     }
 
-    /// <summary>One group: total[0] = Σ partials, in a fixed order.</summary>
+    /// <summary>One group: total[0] = Σ partials, in a fixed order (each thread's strided share through <see cref="Reduce.StridedSum"/>).</summary>
     private static void FinishKernel(ArrayView<float> partials, int count, ArrayView<float> total)
     {
         int tid = Group.IdxX;
-        int threads = Group.DimX;
-        float s = 0f;
-        for (int i = tid; i < count; i += threads) s += partials[i];
+        float s = Reduce.StridedSum(partials, tid, count, Group.DimX);
         float sum = GroupExtensions.Reduce<float, AddFloat>(s);
         if (tid == 0) total[0] = sum;
     }

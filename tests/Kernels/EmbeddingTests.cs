@@ -68,6 +68,36 @@ public class EmbeddingTests
         Assert.Equal([1f, 2f, 0f, 0f, 3f, 4f, 0f, 0f], y.Value.ToFloatArray());
     }
 
+    /// <summary>
+    /// The four-per-access lookup (C a multiple of 4, both tensors quad-aligned) gives the scalar kernel's values bit for
+    /// bit in every dtype pairing the model uses, out-of-range ids included; the output one element off alignment takes
+    /// the scalar kernel.
+    /// </summary>
+    [Theory]
+    [InlineData("f32", "bf16", "embedding.fwd_f32_to_bf16x4")]
+    [InlineData("f32", "f32", "embedding.fwd_f32x4")]
+    [InlineData("bf16", "bf16", "embedding.fwd_bf16x4")]
+    public void Quad_lookup_matches_the_scalar_one_bit_for_bit(string tableType, string outputType, string kernel)
+    {
+        DType Of(string name) => name == "bf16" ? DType.BF16 : DType.F32;
+        var dev = TestDevice.Get();
+        const int vocab = 7, cols = 12, n = 9;
+        var rng = new Random(5);
+        int[] idValues = [.. Enumerable.Range(0, n).Select(i => i == 4 ? vocab + 3 : i == 6 ? -2 : rng.Next(vocab))];
+        using var ids = Tensor.FromHost(dev, idValues, new Shape(n), MemoryCategory.Data, "ids");
+        using var table = Tensor.FromHost(dev, GradCheck.RandomValues(rng, vocab * cols, 3), new Shape(vocab, cols), MemoryCategory.Data, "table", Of(tableType));
+        float[] Run(int offset, int expectedQuadLaunches)
+        {
+            using var storage = Tensor.Zeros(dev, new Shape(n * cols + offset), Of(outputType), MemoryCategory.Data, "y");
+            using var y = storage.View(new Shape(n, cols), offset);
+            using var launches = new LaunchCounter(dev);
+            Embedding.Forward(ids, table, y);
+            Assert.Equal(expectedQuadLaunches, launches[kernel]);
+            return y.ToFloatArray();
+        }
+        Assert.Equal(Run(1, 0), Run(0, 1));
+    }
+
     [Fact]
     public void Bad_dtypes_and_shapes_name_the_op_and_the_shapes()
     {

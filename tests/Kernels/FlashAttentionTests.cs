@@ -151,6 +151,47 @@ public class FlashAttentionTests
     public void Larger_shapes_and_edge_head_dims_match(int batch, int heads, int t, int hd, int? window) =>
         CheckBothPaths(batch, heads, t, hd, window, t * 7 + hd);
 
+    /// <summary>
+    /// The passes around the bf16 backward kernels (D = rowsum(dy ∘ y) and adding the fp32 dq scratch into d(qkv)) a quad
+    /// at a time where y, dy and d(qkv) are aligned give d(qkv) bit for bit as the scalar passes do on views one element
+    /// off alignment.
+    /// </summary>
+    [Fact]
+    public void Quad_delta_and_dq_passes_match_the_scalar_ones_bit_for_bit()
+    {
+        var dev = TestDevice.Get();
+        const int batch = 2, heads = 2, t = 9, hd = 8, c = heads * hd;
+        var rng = new Random(29);
+        using var scope = Launch.UsePath(KernelPath.Cooperative);
+        using var qkv = Tensor.FromHost(dev, GradCheck.RandomValues(rng, batch * t * 3 * c), new Shape(batch, t, 3 * c), MemoryCategory.Data, "qkv", DType.BF16);
+        using var lse = Tensor.Empty(dev, new Shape(batch, heads, t), DType.F32, MemoryCategory.Data, "lse");
+        using var y0 = Tensor.Empty(dev, new Shape(batch, t, c), DType.BF16, MemoryCategory.Data, "y");
+        FlashAttention.Forward(qkv, heads, null, y0, lse);
+        float[] yValues = y0.ToFloatArray(), dyValues = GradCheck.RandomValues(rng, batch * t * c), prior = GradCheck.RandomValues(rng, batch * t * 3 * c);
+        float[] Run(int offset, string delta, string addDq)
+        {
+            Tensor At(float[] values, Shape shape, out Tensor storage)
+            {
+                storage = Tensor.FromHost(dev, [.. new float[offset], .. values], new Shape(values.Length + offset), MemoryCategory.Data, "t", DType.BF16);
+                return storage.View(shape, offset);
+            }
+            using var y = At(yValues, y0.Shape, out var yStorage);
+            using var dy = At(dyValues, y0.Shape, out var dyStorage);
+            using var dqkv = At(prior, qkv.Shape, out var dqkvStorage);
+            using (yStorage)
+            using (dyStorage)
+            using (dqkvStorage)
+            using (var launches = new LaunchCounter(dev))
+            {
+                FlashAttention.Backward(qkv, y, lse, dy, heads, null, dqkv);
+                Assert.Equal(1, launches[delta]);
+                Assert.Equal(1, launches[addDq]);
+                return dqkv.ToFloatArray();
+            }
+        }
+        Assert.Equal(Run(1, "flash_attention.delta", "flash_attention.add_dq_bf16"), Run(0, "flash_attention.delta_bf16x4", "flash_attention.add_dq_bf16x4"));
+    }
+
     [Fact]
     public void Huge_scores_stay_finite_because_the_running_max_is_subtracted() =>
         // Inputs of ±10 at hd = 16: scaled scores have a standard deviation of ~33 and reach beyond 88, where float32

@@ -1,5 +1,7 @@
 using FsCheck;
 using FsCheck.Xunit;
+using ILGPU;
+using ILGPU.Runtime;
 using Memopt.Autograd;
 using Memopt.Kernels;
 using Memopt.Tensors;
@@ -16,6 +18,29 @@ public class ReduceTests
     // Gradients: dx = dy (or dy/n) broadcast is one float32 multiply at most: exact to ~1e-7 relative; the float64
     // finite differences of a linear function are exact to ~1e-10.
     private const double BroadcastGradientTolerance = 1e-6;
+
+    /// <summary>
+    /// <see cref="Reduce.StridedSum"/> (four loads in flight, masked ones adding +0) is the one-at-a-time strided loop
+    /// bit for bit, for shares that end inside and past a block of four, signed values included, run as a kernel.
+    /// </summary>
+    [Property(MaxTest = 30)]
+    public void Strided_sum_is_the_one_at_a_time_loop_bit_for_bit(PositiveInt countPick, PositiveInt stridePick, PositiveInt firstPick, int seed)
+    {
+        int count = countPick.Get % 300 + 1, stride = stridePick.Get % 17 + 1, first = firstPick.Get % (stride + 3);
+        var values = GradCheck.RandomValues(new Random(seed), count, 1e3);
+        float want = 0f;
+        for (int i = first; i < count; i += stride) want += values[i];
+        var dev = TestDevice.Get();
+        using var x = Tensor.FromHost(dev, values, new Shape(count), MemoryCategory.Data, "x");
+        using var y = Tensor.Zeros(dev, new Shape(1), DType.F32, MemoryCategory.Data, "y");
+        var kernel = dev.Accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, int, int, int>(StridedSumKernel);
+        kernel(1, x.F32, y.F32, first, count, stride);
+        dev.Synchronize();
+        Assert.Equal(BitConverter.SingleToInt32Bits(want), BitConverter.SingleToInt32Bits(y.ToFloatArray()[0]));
+    }
+
+    private static void StridedSumKernel(Index1D i, ArrayView<float> x, ArrayView<float> y, int first, int count, int stride) =>
+        y[0] = Reduce.StridedSum(x, first, count, stride);
 
     [Property(MaxTest = 30)]
     public void Sum_and_mean_are_within_the_summation_bound_for_any_group_count(PositiveInt n, PositiveInt groups, bool mean, int seed)
