@@ -269,7 +269,7 @@ public static partial class TensorCoreGemm
             // cH starts at the tensor; the offset is in the index, whose parity the epilogue checks per pair.
             PairStores = c.Tensor.DType == DType.BF16 && c.Tensor.Address % 4 == 0 ? 1 : 0,
             CBf16 = c.Tensor.DType == DType.BF16 ? 1 : 0, Accumulate = accumulate ? 1 : 0, Alpha = alpha, HasBias = bias is null ? 0 : 1,
-            StagedStores = !DirectStoresOverride.Value && StagesOutput(tile, c, batch, accumulate, splits) ? 1 : 0, CPtr = c.Tensor.Address,
+            StagedStores = !DirectStoresOverride.Value && StagesOutput(tile, c, batch, accumulate, splits, bias is not null) ? 1 : 0, CPtr = c.Tensor.Address,
         };
 
         // The kernels take C as both an fp32 and a bf16 view; the unused one is C's own memory seen as the other type
@@ -699,10 +699,12 @@ public static partial class TensorCoreGemm
 
     /// <summary>
     /// Whether <see cref="Run"/> stages the output tile: the 64-deep tile, one K split (partials keep the direct
-    /// stores), no accumulation into C (the staged values are final) and every 16-byte chunk of C aligned.
+    /// stores) and every 16-byte chunk of C aligned; accumulating into C only where C is float32 and there is no bias
+    /// (the fused head's dW += Gᵀ·x into the fp32 gradient): the store then reads C's chunk and adds the staged
+    /// alpha·v to it, as <see cref="Finish"/> does value by value, where a bias would have to come after C.
     /// </summary>
-    public static bool StagesOutput(Tile tile, MatrixOperand c, int batch, bool accumulate, int splits) =>
-        tile == Tile.NarrowK64 && splits == 1 && !accumulate && MisalignedBecause(c, batch) is null;
+    public static bool StagesOutput(Tile tile, MatrixOperand c, int batch, bool accumulate, int splits, bool hasBias = false) =>
+        tile == Tile.NarrowK64 && splits == 1 && (!accumulate || c.Tensor.DType == DType.F32 && !hasBias) && MisalignedBecause(c, batch) is null;
 
     private static readonly LaunchOverride<bool> DirectStoresOverride = new();
 
@@ -734,7 +736,7 @@ public static partial class TensorCoreGemm
         }
     }
 
-    /// <summary>A staged value: alpha·v (+ bias), as <see cref="Finish"/> computes it without accumulation.</summary>
+    /// <summary>A staged value: alpha·v (+ bias), as <see cref="Finish"/> computes it before C (a stage that accumulates has no bias).</summary>
     private static float StagedValue(TcParams p, float v, float bias)
     {
         v *= p.Alpha;
@@ -744,7 +746,8 @@ public static partial class TensorCoreGemm
 
     /// <summary>
     /// The staged tile to C: each thread's chunks as one 16-byte load from shared memory and, where all of the chunk
-    /// lies inside N, one 16-byte store (the chunk straddling N stores its values one by one).
+    /// lies inside N, one 16-byte store (the chunk straddling N stores its values one by one); accumulating, one
+    /// 16-byte load of C's chunk before it and a float32 add per value.
     /// </summary>
     private static void StoreStaged(ArrayView<float> cF, ArrayView<ushort> cH, TcParams p, long cBase, int m0, int n0, int tid)
     {
@@ -758,18 +761,26 @@ public static partial class TensorCoreGemm
             long i = cBase + (long)row * p.Ldc + col;
             if (col + perChunk <= p.N)
             {
-                CudaAsm.Emit("{ .reg .u32 t; .reg .b32 x<4>; add.u32 t, tcsb, %0; ld.shared.v4.b32 {x0,x1,x2,x3}, [t]; st.global.v4.b32 [%1], {x0,x1,x2,x3}; }",
-                    StagedOffset(r, c, bf16), p.CPtr + (ulong)(i * esize));
+                if (p.Accumulate != 0)
+                    CudaAsm.Emit("{ .reg .u32 t; .reg .f32 x<4>, y<4>; add.u32 t, tcsb, %0; ld.shared.v4.f32 {x0,x1,x2,x3}, [t]; ld.global.v4.f32 {y0,y1,y2,y3}, [%1]; " +
+                        "add.rn.f32 x0, x0, y0; add.rn.f32 x1, x1, y1; add.rn.f32 x2, x2, y2; add.rn.f32 x3, x3, y3; st.global.v4.f32 [%1], {x0,x1,x2,x3}; }",
+                        StagedOffset(r, c, bf16), p.CPtr + (ulong)(i * esize));
+                else
+                    CudaAsm.Emit("{ .reg .u32 t; .reg .b32 x<4>; add.u32 t, tcsb, %0; ld.shared.v4.b32 {x0,x1,x2,x3}, [t]; st.global.v4.b32 [%1], {x0,x1,x2,x3}; }",
+                        StagedOffset(r, c, bf16), p.CPtr + (ulong)(i * esize));
                 continue;
             }
             CudaAsm.Emit("{ .reg .u32 t; add.u32 t, tcsb, %1; ld.shared.b64 %0, [t]; }", out ulong lo, StagedOffset(r, c, bf16));
             CudaAsm.Emit("{ .reg .u32 t; add.u32 t, tcsb, %1; ld.shared.b64 %0, [t+8]; }", out ulong hi, StagedOffset(r, c, bf16));
-            StoreChunkValues(cF, cH, bf16, i, p.N - col, (uint)lo, (uint)(lo >> 32), (uint)hi, (uint)(hi >> 32));
+            StoreChunkValues(cF, cH, bf16, p.Accumulate != 0, i, p.N - col, (uint)lo, (uint)(lo >> 32), (uint)hi, (uint)(hi >> 32));
         }
     }
 
-    /// <summary>The first <paramref name="count"/> values of a staged chunk (words w0..w3) to C from element i, one by one.</summary>
-    private static void StoreChunkValues(ArrayView<float> cF, ArrayView<ushort> cH, bool bf16, long i, int count, uint w0, uint w1, uint w2, uint w3)
+    /// <summary>
+    /// The first <paramref name="count"/> values of a staged chunk (words w0..w3) to C from element i, one by one;
+    /// with <paramref name="accumulate"/> (float32 C) each is added to C's value.
+    /// </summary>
+    private static void StoreChunkValues(ArrayView<float> cF, ArrayView<ushort> cH, bool bf16, bool accumulate, long i, int count, uint w0, uint w1, uint w2, uint w3)
     {
         for (int e = 0; e < count; e++)
         {
@@ -777,8 +788,10 @@ public static partial class TensorCoreGemm
             {
                 uint w = e < 2 ? w0 : e < 4 ? w1 : e < 6 ? w2 : w3;
                 cH[i + e] = (ushort)((e & 1) == 0 ? w & 0xFFFF : w >> 16);
+                continue;
             }
-            else cF[i + e] = Interop.IntAsFloat(e == 0 ? w0 : e == 1 ? w1 : e == 2 ? w2 : w3);
+            float v = Interop.IntAsFloat(e == 0 ? w0 : e == 1 ? w1 : e == 2 ? w2 : w3);
+            cF[i + e] = accumulate ? v + cF[i + e] : v;
         }
     }
 
@@ -1808,7 +1821,7 @@ public static partial class TensorCoreGemm
                 int row = m0 + r, col = n0 + c;
                 if (row >= p.M || col >= p.N) continue;
                 int w = StagedOffset(r, c, bf16) / 2;
-                StoreChunkValues(cF, cH, bf16, cBase + (long)row * p.Ldc + col, Math.Min(bf16 ? 8 : 4, p.N - col),
+                StoreChunkValues(cF, cH, bf16, p.Accumulate != 0, cBase + (long)row * p.Ldc + col, Math.Min(bf16 ? 8 : 4, p.N - col),
                     Word(smem, w), Word(smem, w + 2), Word(smem, w + 4), Word(smem, w + 6));
             }
     }

@@ -257,7 +257,7 @@ public class TensorCoreGemmTests
             if (CBf16) c0 = c0.Select(BFloat16.Round).ToArray();
             using var cT = Tensor.FromHost(dev, c0, new Shape(checked((int)cSize)), MemoryCategory.Data, "c", CBf16 ? DType.BF16 : DType.F32);
             var cOp = new MatrixOperand(cT, cOffset, ldc, cBatch);
-            if (ExpectStaged) Assert.True(TensorCoreGemm.StagesOutput(TensorCoreGemm.Tile.NarrowK64, cOp, Batch, Accumulate, splits: 1), "C should take the staged stores");
+            if (ExpectStaged) Assert.True(TensorCoreGemm.StagesOutput(TensorCoreGemm.Tile.NarrowK64, cOp, Batch, Accumulate, splits: 1, Bias != BiasKind.None), "C should take the staged stores");
             // Bias values of a few units (the size of a product sum here), bf16-representable for a bf16 bias.
             float[]? bias = Bias == BiasKind.None ? null : GradCheck.RandomValues(rng, N, 4.0);
             if (Bias == BiasKind.Bf16) bias = bias!.Select(BFloat16.Round).ToArray();
@@ -330,21 +330,36 @@ public class TensorCoreGemmTests
     /// <summary>
     /// The 64-deep tile's staged epilogue (output tile through shared memory, 16-byte stores): C rows aligned to 16
     /// bytes with N not a multiple of the chunk, so the last chunk of a row straddles N; edge rows; batches; both C
-    /// dtypes; alpha and bias. Emulated everywhere, the real kernel on CUDA.
+    /// dtypes; alpha and bias; accumulating into a float32 C (the fused head's dW). Emulated everywhere, the real kernel on CUDA.
     /// </summary>
     [Theory]
-    [InlineData(200, 521, 256, 1, false, true, TensorCoreGemmTests.BatchMode.BothBatched, true, TensorCoreGemmTests.BiasKind.F32, 8, 1f)]
-    [InlineData(130, 300, 64, 2, true, false, TensorCoreGemmTests.BatchMode.BothBatched, false, TensorCoreGemmTests.BiasKind.Bf16, 4, 1f)]
-    [InlineData(129, 257, 100, 1, false, false, TensorCoreGemmTests.BatchMode.ABroadcast, true, TensorCoreGemmTests.BiasKind.None, 8, 0.5f)]
-    [InlineData(64, 131, 32, 3, true, true, TensorCoreGemmTests.BatchMode.SumIntoOneC, false, TensorCoreGemmTests.BiasKind.None, 4, -2f)]
+    [InlineData(200, 521, 256, 1, false, true, TensorCoreGemmTests.BatchMode.BothBatched, true, TensorCoreGemmTests.BiasKind.F32, 8, 1f, false)]
+    [InlineData(130, 300, 64, 2, true, false, TensorCoreGemmTests.BatchMode.BothBatched, false, TensorCoreGemmTests.BiasKind.Bf16, 4, 1f, false)]
+    [InlineData(129, 257, 100, 1, false, false, TensorCoreGemmTests.BatchMode.ABroadcast, true, TensorCoreGemmTests.BiasKind.None, 8, 0.5f, false)]
+    [InlineData(64, 131, 32, 3, true, true, TensorCoreGemmTests.BatchMode.SumIntoOneC, false, TensorCoreGemmTests.BiasKind.None, 4, -2f, false)]
+    [InlineData(200, 521, 256, 1, true, false, TensorCoreGemmTests.BatchMode.BothBatched, false, TensorCoreGemmTests.BiasKind.None, 4, 1f, true)]
+    [InlineData(64, 131, 32, 3, true, true, TensorCoreGemmTests.BatchMode.SumIntoOneC, false, TensorCoreGemmTests.BiasKind.None, 4, -0.75f, true)]
     public void Staged_output_tiles_match_float64_with_chunks_straddling_N(int m, int n, int k, int batch, bool transA, bool transB,
-        BatchMode mode, bool cBf16, BiasKind bias, int ldcAlign, float alpha)
+        BatchMode mode, bool cBf16, BiasKind bias, int ldcAlign, float alpha, bool accumulate)
     {
-        var g = new Case(m, n, k, batch, transA, transB, mode, cBf16, Accumulate: false, alpha, Splits: 1, Pad: 0, Seed: m + n, bias,
+        var g = new Case(m, n, k, batch, transA, transB, mode, cBf16, accumulate, alpha, Splits: 1, Pad: 0, Seed: m + n, bias,
             LdcAlign: ldcAlign, ExpectStaged: true);
         using var scope = TensorCoreGemm.UseTile(TensorCoreGemm.Tile.NarrowK64);
         g.Check(emulate: true);
         if (TensorCoreGemm.DeepAvailable(TestDevice.Get())) g.Check(emulate: false);
+    }
+
+    /// <summary>Accumulating into C stages only a float32 C without a bias (the bias would have to be added after C).</summary>
+    [Theory]
+    [InlineData(false, false, false, true)]
+    [InlineData(true, false, false, true)]
+    [InlineData(true, true, false, false)]
+    [InlineData(true, false, true, false)]
+    [InlineData(false, true, true, true)]
+    public void Accumulating_stages_only_a_float32_C_without_bias(bool accumulate, bool bias, bool cBf16, bool staged)
+    {
+        using var c = Tensor.Zeros(TestDevice.Get(), new Shape(130, 64), cBf16 ? DType.BF16 : DType.F32, MemoryCategory.Data, "c");
+        Assert.Equal(staged, TensorCoreGemm.StagesOutput(TensorCoreGemm.Tile.NarrowK64, MatrixOperand.Dense(c), 1, accumulate, splits: 1, bias));
     }
 
     /// <summary>
