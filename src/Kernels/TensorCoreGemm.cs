@@ -142,38 +142,6 @@ public static partial class TensorCoreGemm
     }
 
     /// <summary>
-    /// Whether <see cref="GemmGelu"/> can run this GEMM: on tensor cores (bf16 operands, CUDA or <paramref name="emulate"/>),
-    /// one batch, the staged epilogue (the 64-deep tile, one K split, C 16-byte aligned, no accumulation), and G laid
-    /// out as C (same dtype, offset, leading dimension) and aligned likewise.
-    /// </summary>
-    public static bool FusesGelu(MatrixOperand a, MatrixOperand b, MatrixOperand c, MatrixOperand g, int m, int n, int k, bool emulate = false)
-    {
-        if (WhyNotDTypes(a, b, c) is not null || (!emulate && WhyNotOn(a.Tensor.Device) is not null) || DirectStoresOverride.Value) return false;
-        if (g.Tensor.DType != c.Tensor.DType || g.Offset != c.Offset || g.Ld != c.Ld || g.BatchStride != c.BatchStride || MisalignedBecause(g, 1) is not null)
-            return false;
-        var device = a.Tensor.Device;
-        var plan = PlanOf(m, n, k, 1, false, LayoutOf(a, b, 1), DeepTilesFor(device), device.Multiprocessors, TileOverride.Value);
-        return FusesGelu(plan) && StagesOutput(plan.Tile, c, 1, accumulate: false, plan.Splits);
-    }
-
-    /// <summary>The plan's part of <see cref="FusesGelu(MatrixOperand, MatrixOperand, MatrixOperand, MatrixOperand, int, int, int, bool)"/>
-    /// (the memory model asks it from facts): the 64-deep tile and one K split; C and G must also be 16-byte aligned rows.</summary>
-    public static bool FusesGelu(GemmPlan plan) => plan.Tile == Tile.NarrowK64 && plan.Splits == 1;
-
-    /// <summary>
-    /// C = A·B (+ bias) and G = GELU(C) in one launch: the staged epilogue writes C's 16-byte chunks, then GELU of the
-    /// same (stored, so rounded) values to G, which is what <see cref="Gelu.Forward"/> would read back from C; the MLP's
-    /// up-projection and activation without the activation's pass over C. Only where <see cref="FusesGelu"/> holds
-    /// (a <see cref="ShapeException"/> otherwise); <paramref name="emulate"/> runs the emulated twin.
-    /// </summary>
-    public static void GemmGelu(MatrixOperand a, MatrixOperand b, MatrixOperand c, MatrixOperand g, int m, int n, int k, Tensor? bias = null, bool emulate = false)
-    {
-        if (!FusesGelu(a, b, c, g, m, n, k, emulate))
-            throw new ShapeException("tc_gemm_gelu", $"C {c.Tensor.Shape} {c.Tensor.DType.Name()} and G {g.Tensor.Shape} {g.Tensor.DType.Name()} ({m}×{n}×{k}) do not take the staged epilogue with C's layout");
-        Run(a, b, c, m, n, k, 1, 1f, false, bias, emulate, splits: 0, passes: 0, g);
-    }
-
-    /// <summary>
     /// The emulated twin on any device (the CPU accelerator in tests): the same tiles, swizzle, lane addressing and
     /// fragment layouts as the CUDA kernel, with cp.async/ldmatrix/mma emulated lane by lane. <paramref name="splits"/>
     /// &gt; 0 forces that many K splits (0 chooses as on CUDA); the tile comes from <see cref="UseTile"/> (narrow by default).
@@ -274,7 +242,7 @@ public static partial class TensorCoreGemm
     /// <param name="passes">0: bf16 operands; 1 or 3: fp32 operands as TF32 or 3xTF32 (<see cref="PassesOf"/>). The kernels see
     /// every operand as 16-bit words: an fp32 operand's offsets, leading dimension, batch stride and K count two words per element.</param>
     private static void Run(MatrixOperand a, MatrixOperand b, MatrixOperand c, int m, int n, int k, int batch,
-        float alpha, bool accumulate, Tensor? bias, bool emulate, int splits, int passes, MatrixOperand? gelu = null)
+        float alpha, bool accumulate, Tensor? bias, bool emulate, int splits, int passes)
     {
         MatMul.CheckGemm("tc_gemm", a, b, c, m, n, k, batch, bias);
         var device = a.Tensor.Device;
@@ -302,9 +270,7 @@ public static partial class TensorCoreGemm
             PairStores = c.Tensor.DType == DType.BF16 && c.Tensor.Address % 4 == 0 ? 1 : 0,
             CBf16 = c.Tensor.DType == DType.BF16 ? 1 : 0, Accumulate = accumulate ? 1 : 0, Alpha = alpha, HasBias = bias is null ? 0 : 1,
             StagedStores = !DirectStoresOverride.Value && StagesOutput(tile, c, batch, accumulate, splits, bias is not null) ? 1 : 0, CPtr = c.Tensor.Address,
-            Gelu = gelu is null ? 0 : 1, GPtr = gelu?.Tensor.Address ?? 0,
         };
-        if (p.Gelu != 0 && p.StagedStores == 0) throw new InvalidOperationException("tc_gemm: GELU in the epilogue needs the staged stores");
 
         // The kernels take C as both an fp32 and a bf16 view; the unused one is C's own memory seen as the other type
         // (never accessed), or for a one-element bf16 C, a small stand-in.
@@ -331,7 +297,7 @@ public static partial class TensorCoreGemm
             if (partials is not null) kernelP.HasBias = 0; // the partials stay raw sums: the bias is added once, by the reduction
             // bf16 operands as they are, fp32 ones as pairs of 16-bit words (the copies move bytes; the fragments read words).
             ArrayView<ushort> aWords = a.Tensor.Raw.Cast<ushort>(), bWords = b.Tensor.Raw.Cast<ushort>();
-            if (emulate) LaunchEmulated(device, aWords, bWords, kernelC, cH, biasView, FloatView.Of(gelu?.Tensor ?? c.Tensor), kernelP, layout, blocks);
+            if (emulate) LaunchEmulated(device, aWords, bWords, kernelC, cH, biasView, kernelP, layout, blocks);
             else LaunchCuda(device, tile, layout, passes, (int)blocks, aWords, bWords, kernelC, cH, biasView, kernelP);
 
             if (partials is not null) ReduceSplits(device, partials, p, c, cF, cH, biasView);
@@ -425,10 +391,6 @@ public static partial class TensorCoreGemm
         public int StagedStores;
         /// <summary>C's device address (its element 0), for the staged 16-byte stores.</summary>
         public ulong CPtr;
-        /// <summary>1 when the staged epilogue also writes GELU(C) to G (<see cref="GemmGelu"/>); G has C's dtype and layout.</summary>
-        public int Gelu;
-        /// <summary>G's device address (its element 0).</summary>
-        public ulong GPtr;
         /// <summary>1 when the epilogue adds the bias (never in the split-K partials: the reduction adds it).</summary>
         public int HasBias;
         public float Alpha;
@@ -806,44 +768,12 @@ public static partial class TensorCoreGemm
                 else
                     CudaAsm.Emit("{ .reg .u32 t; .reg .b32 x<4>; add.u32 t, tcsb, %0; ld.shared.v4.b32 {x0,x1,x2,x3}, [t]; st.global.v4.b32 [%1], {x0,x1,x2,x3}; }",
                         StagedOffset(r, c, bf16), p.CPtr + (ulong)(i * esize));
-                if (p.Gelu != 0)
-                {
-                    CudaAsm.Emit("{ .reg .u32 t; add.u32 t, tcsb, %1; ld.shared.b64 %0, [t]; }", out ulong l, StagedOffset(r, c, bf16));
-                    CudaAsm.Emit("{ .reg .u32 t; add.u32 t, tcsb, %1; ld.shared.b64 %0, [t+8]; }", out ulong h, StagedOffset(r, c, bf16));
-                    CudaAsm.Emit("st.global.v4.b32 [%0], {%1,%2,%3,%4};", p.GPtr + (ulong)(i * esize),
-                        GeluWord((uint)l, bf16), GeluWord((uint)(l >> 32), bf16), GeluWord((uint)h, bf16), GeluWord((uint)(h >> 32), bf16));
-                }
                 continue;
             }
             CudaAsm.Emit("{ .reg .u32 t; add.u32 t, tcsb, %1; ld.shared.b64 %0, [t]; }", out ulong lo, StagedOffset(r, c, bf16));
             CudaAsm.Emit("{ .reg .u32 t; add.u32 t, tcsb, %1; ld.shared.b64 %0, [t+8]; }", out ulong hi, StagedOffset(r, c, bf16));
             StoreChunkValues(cF, cH, bf16, p.Accumulate != 0, i, p.N - col, (uint)lo, (uint)(lo >> 32), (uint)hi, (uint)(hi >> 32));
-            if (p.Gelu != 0)
-                for (int e = 0; e < p.N - col; e++)
-                {
-                    float v = Kernels.Gelu.Value(ChunkValue(bf16, e, (uint)lo, (uint)(lo >> 32), (uint)hi, (uint)(hi >> 32)));
-                    ulong at = p.GPtr + (ulong)((i + e) * esize);
-                    if (bf16) CudaAsm.Emit("{ .reg .b16 x; cvt.u16.u32 x, %1; st.global.b16 [%0], x; }", at, (uint)BFloat16.FromFloat(v));
-                    else CudaAsm.Emit("st.global.f32 [%0], %1;", at, v);
-                }
         }
-    }
-
-    /// <summary>Value e of a staged chunk (words w0..w3: eight bf16 or four fp32), widened to float.</summary>
-    private static float ChunkValue(bool bf16, int e, uint w0, uint w1, uint w2, uint w3)
-    {
-        if (!bf16) return Interop.IntAsFloat(e == 0 ? w0 : e == 1 ? w1 : e == 2 ? w2 : w3);
-        uint w = e < 2 ? w0 : e < 4 ? w1 : e < 6 ? w2 : w3;
-        return BFloat16.ToFloat((ushort)((e & 1) == 0 ? w & 0xFFFF : w >> 16));
-    }
-
-    /// <summary>GELU of a staged word's values (two bf16, rounded once each, or one fp32), in the same layout.</summary>
-    private static uint GeluWord(uint w, bool bf16)
-    {
-        if (!bf16) return Interop.FloatAsInt(Kernels.Gelu.Value(Interop.IntAsFloat(w)));
-        uint lo = BFloat16.FromFloat(Kernels.Gelu.Value(BFloat16.ToFloat((ushort)(w & 0xFFFF))));
-        uint hi = BFloat16.FromFloat(Kernels.Gelu.Value(BFloat16.ToFloat((ushort)(w >> 16))));
-        return lo | (hi << 16);
     }
 
     /// <summary>
@@ -1772,7 +1702,7 @@ public static partial class TensorCoreGemm
     private const int AccPerLane = 128;                                         // tcc0..127
 
     private static void LaunchEmulated(ComputeDevice device, ArrayView<ushort> a, ArrayView<ushort> b, ArrayView<float> cF, ArrayView<ushort> cH,
-        FloatView bias, FloatView g, TcParams p, int layout, long blocks)
+        FloatView bias, TcParams p, int layout, long blocks)
     {
         // A few threads, each with its own emulated shared memory (96 KB) and register file (160 KB).
         var config = WarpMma.EmulatedLaunch(device, blocks, out int workers);
@@ -1780,14 +1710,14 @@ public static partial class TensorCoreGemm
         using var regs = Tensor.Empty(device, new Shape(workers, Threads * RegsPerLane), DType.I32, MemoryCategory.Workspace, "tc_gemm.emulated_regs");
         using var acc = Tensor.Empty(device, new Shape(workers, Threads * AccPerLane), DType.F32, MemoryCategory.Workspace, "tc_gemm.emulated_acc");
         var kernel = device.Kernel("tc_gemm.emulated",
-            ac => ac.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, ArrayView<float>, ArrayView<ushort>, FloatView, FloatView, TcParams, int, long,
+            ac => ac.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, ArrayView<float>, ArrayView<ushort>, FloatView, TcParams, int, long,
                 ArrayView<ushort>, ArrayView<uint>, ArrayView<float>>(EmulatedKernel));
-        kernel(config, a, b, cF, cH, bias, g, p, layout, blocks, smem.BF16, regs.I32.Cast<uint>(), acc.F32);
+        kernel(config, a, b, cF, cH, bias, p, layout, blocks, smem.BF16, regs.I32.Cast<uint>(), acc.F32);
         device.Synchronize(); // the scratch tensors are released when this returns
     }
 
     private static void EmulatedKernel(ArrayView<ushort> a, ArrayView<ushort> b, ArrayView<float> cF, ArrayView<ushort> cH, FloatView bias,
-        FloatView g, TcParams p, int layout, long blocks, ArrayView<ushort> smemAll, ArrayView<uint> regsAll, ArrayView<float> accAll)
+        TcParams p, int layout, long blocks, ArrayView<ushort> smemAll, ArrayView<uint> regsAll, ArrayView<float> accAll)
     {
         long worker = Grid.GlobalIndex.X;
         long stride = (long)Grid.DimX * Group.DimX;
@@ -1796,11 +1726,11 @@ public static partial class TensorCoreGemm
         var acc = accAll.SubView(worker * Threads * AccPerLane, Threads * AccPerLane);
         var rowAddress = LocalMemory.Allocate<int>(32); // the 32 ldmatrix row addresses of one warp
         for (long block = worker; block < blocks; block += stride)
-            EmulateGroup(a, b, cF, cH, bias, g, p, layout, (int)block, smem, regs, acc, rowAddress);
+            EmulateGroup(a, b, cF, cH, bias, p, layout, (int)block, smem, regs, acc, rowAddress);
     }
 
     private static void EmulateGroup(ArrayView<ushort> a, ArrayView<ushort> b, ArrayView<float> cF, ArrayView<ushort> cH, FloatView bias,
-        FloatView g, TcParams p, int layout, int block, ArrayView<ushort> smem, ArrayView<uint> regs, ArrayView<float> acc, ArrayView<int> rowAddress)
+        TcParams p, int layout, int block, ArrayView<ushort> smem, ArrayView<uint> regs, ArrayView<float> acc, ArrayView<int> rowAddress)
     {
         bool aKc = (layout & ATransposedBit) == 0, bKc = (layout & BTransposedBit) != 0;
         bool f32 = p.Passes != 0;
@@ -1891,12 +1821,8 @@ public static partial class TensorCoreGemm
                 int row = m0 + r, col = n0 + c;
                 if (row >= p.M || col >= p.N) continue;
                 int w = StagedOffset(r, c, bf16) / 2;
-                long i = cBase + (long)row * p.Ldc + col;
-                int values = Math.Min(bf16 ? 8 : 4, p.N - col);
-                uint w0 = Word(smem, w), w1 = Word(smem, w + 2), w2 = Word(smem, w + 4), w3 = Word(smem, w + 6);
-                StoreChunkValues(cF, cH, bf16, p.Accumulate != 0, i, values, w0, w1, w2, w3);
-                if (p.Gelu != 0)
-                    for (int e = 0; e < values; e++) g.Store(i + e, Kernels.Gelu.Value(ChunkValue(bf16, e, w0, w1, w2, w3)));
+                StoreChunkValues(cF, cH, bf16, p.Accumulate != 0, cBase + (long)row * p.Ldc + col, Math.Min(bf16 ? 8 : 4, p.N - col),
+                    Word(smem, w), Word(smem, w + 2), Word(smem, w + 4), Word(smem, w + 6));
             }
     }
 

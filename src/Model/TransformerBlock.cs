@@ -134,12 +134,10 @@ public sealed class TransformerBlock
 
     private Var Mlp(Var h, ForwardContext ctx)
     {
-        // fc and its GELU in one GEMM where the tensor cores' staged epilogue runs (Ops.LinearGelu)
-        var (up, act) = Ops.LinearGelu(h, FcW, FcB, "mlp.fc", "mlp.gelu");
-        using (up)
-        using (act)
-        using (var down = Ops.Linear(act, Fc2W, Fc2B, "mlp.proj"))
-            return DropoutIfTraining(down, ctx, site: 2);
+        using var up = Ops.Linear(h, FcW, FcB, "mlp.fc");
+        using var act = Ops.Gelu(up, "mlp.gelu");
+        using var down = Ops.Linear(act, Fc2W, Fc2B, "mlp.proj");
+        return DropoutIfTraining(down, ctx, site: 2);
     }
 
     private Var DropoutIfTraining(Var x, ForwardContext ctx, int site) =>

@@ -163,49 +163,6 @@ public class Bf16MatMulTests
         });
     }
 
-    /// <summary>
-    /// Ops.LinearGelu is Ops.Linear then Ops.Gelu as the tape sees it: the same up and act, and after backward from act
-    /// the same gradients of x, W and b, bit for bit, in float32 and bf16 storage (on the CPU the two ops' kernels run;
-    /// TensorCoreGemmTests checks the fused epilogue against them).
-    /// </summary>
-    [Theory]
-    [InlineData("f32")]
-    [InlineData("bf16")]
-    public void LinearGelu_records_the_linear_and_the_gelu_it_replaces(string dtypeName)
-    {
-        var dtype = dtypeName == "bf16" ? DType.BF16 : DType.F32;
-        var dev = TestDevice.Get();
-        const int rows = 12, inFeatures = 16, outFeatures = 24;
-        var rng = new Random(41);
-        float[] x = GradCheck.RandomValues(rng, rows * inFeatures), w = GradCheck.RandomValues(rng, outFeatures * inFeatures),
-            b = GradCheck.RandomValues(rng, outFeatures), dy = GradCheck.RandomValues(rng, rows * outFeatures);
-        float[][] Run(bool fused)
-        {
-            using var xv = new Var(Tensor.FromHost(dev, x, new Shape(rows, inFeatures), MemoryCategory.Data, "x", dtype), requiresGrad: true);
-            using var wv = new Var(Tensor.FromHost(dev, w, new Shape(outFeatures, inFeatures), MemoryCategory.Data, "w", dtype), requiresGrad: true);
-            using var bv = new Var(Tensor.FromHost(dev, b, new Shape(outFeatures), MemoryCategory.Data, "b"), requiresGrad: true);
-            using var tape = new Tape();
-            Var up, act;
-            if (fused) (up, act) = Ops.LinearGelu(xv, wv, bv);
-            else
-            {
-                up = Ops.Linear(xv, wv, bv);
-                act = Ops.Gelu(up);
-            }
-            float[][] values = [up.Value.ToFloatArray(), act.Value.ToFloatArray()];
-            up.Dispose();
-            using (act)
-            using (var seed = Tensor.FromHost(dev, dy, act.Shape, MemoryCategory.Data, "dy", dtype))
-                tape.Backward(act, seed);
-            float[][] grads = [.. new[] { xv, wv, bv }.Select(v => v.Grad!.ToFloatArray())];
-            foreach (var v in new[] { xv, wv, bv }) v.Grad!.Dispose();
-            return [.. values, .. grads];
-        }
-        var one = Run(fused: true);
-        var two = Run(fused: false);
-        for (int i = 0; i < one.Length; i++) Assert.Equal(two[i], one[i]);
-    }
-
     [Fact]
     public void Non_float_operands_are_rejected_naming_the_operand()
     {

@@ -349,68 +349,6 @@ public class TensorCoreGemmTests
         if (TensorCoreGemm.DeepAvailable(TestDevice.Get())) g.Check(emulate: false);
     }
 
-    /// <summary>
-    /// GELU in the staged epilogue (<see cref="TensorCoreGemm.GemmGelu"/>): C is the plain GEMM's and G is
-    /// <see cref="Gelu.Forward"/> of that C, bit for bit, with a bias, rows of C whose last chunk straddles N and both C
-    /// dtypes. Emulated everywhere; on CUDA the real kernel against the real two launches.
-    /// </summary>
-    [Theory]
-    [InlineData(200, 521, 256, true)]
-    [InlineData(130, 300, 64, false)]
-    [InlineData(64, 1024, 256, true)]
-    public void Gelu_epilogue_writes_the_gemm_and_gelu_of_its_stored_values(int m, int n, int k, bool cBf16)
-    {
-        var dev = TestDevice.Get();
-        var rng = new Random(m + n);
-        var dtype = cBf16 ? DType.BF16 : DType.F32;
-        using var a = Tensor.FromHost(dev, GradCheck.RandomValues(rng, m * k), new Shape(m, k), MemoryCategory.Data, "a", DType.BF16);
-        using var w = Tensor.FromHost(dev, GradCheck.RandomValues(rng, n * k), new Shape(n, k), MemoryCategory.Data, "w", DType.BF16);
-        using var bias = Tensor.FromHost(dev, GradCheck.RandomValues(rng, n), new Shape(n), MemoryCategory.Data, "bias");
-        MatrixOperand aOp = MatrixOperand.Rows(a), bOp = MatrixOperand.Dense(w, transposed: true);
-        using var scope = TensorCoreGemm.UseTile(TensorCoreGemm.Tile.NarrowK64);
-        foreach (bool emulate in TensorCoreGemm.DeepAvailable(dev) ? new[] { true, false } : [true])
-        {
-            // C and G rows padded to a multiple of 8 elements (16-byte chunks), N itself not
-            int ld = (n + 7) / 8 * 8;
-            using var c1 = Tensor.Zeros(dev, new Shape(m, ld), dtype, MemoryCategory.Data, "c1");
-            using var g1 = Tensor.Zeros(dev, new Shape(m, ld), dtype, MemoryCategory.Data, "g1");
-            using var c2 = Tensor.Zeros(dev, new Shape(m, ld), dtype, MemoryCategory.Data, "c2");
-            using var g2 = Tensor.Zeros(dev, new Shape(m, ld), dtype, MemoryCategory.Data, "g2");
-            MatrixOperand Padded(Tensor t) => new(t, 0, ld, 0);
-            Assert.True(TensorCoreGemm.FusesGelu(aOp, bOp, Padded(c1), Padded(g1), m, n, k, emulate));
-            TensorCoreGemm.GemmGelu(aOp, bOp, Padded(c1), Padded(g1), m, n, k, bias, emulate);
-            if (emulate) TensorCoreGemm.GemmEmulated(aOp, bOp, Padded(c2), m, n, k, bias: bias);
-            else Assert.True(TensorCoreGemm.TryGemm(aOp, bOp, Padded(c2), m, n, k, bias: bias));
-            Gelu.Forward(c2, g2);
-            Assert.Equal(c2.ToFloatArray(), c1.ToFloatArray());
-            Assert.Equal(g2.ToFloatArray(), g1.ToFloatArray());
-        }
-    }
-
-    /// <summary>
-    /// GELU fuses only where the staged epilogue runs with G laid out as C: not where C's rows are no whole 16-byte
-    /// chunks, nor with G of another dtype or offset; GemmGelu then refuses, naming the op.
-    /// </summary>
-    [Fact]
-    public void Gelu_fuses_only_into_the_staged_epilogue_with_G_laid_out_as_C()
-    {
-        var dev = TestDevice.Get();
-        using var a = Tensor.Zeros(dev, new Shape(64, 4096), DType.BF16, MemoryCategory.Data, "a");
-        using var w = Tensor.Zeros(dev, new Shape(64, 4096), DType.BF16, MemoryCategory.Data, "w");
-        using var c = Tensor.Zeros(dev, new Shape(64, 64), DType.BF16, MemoryCategory.Data, "c");
-        using var g32 = Tensor.Zeros(dev, new Shape(64, 64), DType.F32, MemoryCategory.Data, "g32");
-        using var gBig = Tensor.Zeros(dev, new Shape(64 * 64 + 8), DType.BF16, MemoryCategory.Data, "gBig");
-        MatrixOperand aOp = MatrixOperand.Rows(a), bOp = MatrixOperand.Dense(w, transposed: true), cOp = MatrixOperand.Rows(c);
-        using var scope = TensorCoreGemm.UseTile(TensorCoreGemm.Tile.NarrowK64);
-        Assert.True(TensorCoreGemm.FusesGelu(aOp, bOp, cOp, cOp, 64, 64, 64, emulate: true));
-        using var odd = Tensor.Zeros(dev, new Shape(64, 63), DType.BF16, MemoryCategory.Data, "odd");
-        Assert.False(TensorCoreGemm.FusesGelu(aOp, bOp, MatrixOperand.Rows(odd), MatrixOperand.Rows(odd), 64, 63, 64, emulate: true)); // rows not 16-byte chunks
-        Assert.False(TensorCoreGemm.FusesGelu(aOp, bOp, cOp, MatrixOperand.Rows(g32), 64, 64, 64, emulate: true));
-        Assert.False(TensorCoreGemm.FusesGelu(aOp, bOp, cOp, new MatrixOperand(gBig, 8, 64, 0), 64, 64, 64, emulate: true));
-        var e = Assert.Throws<ShapeException>(() => TensorCoreGemm.GemmGelu(aOp, bOp, cOp, MatrixOperand.Rows(g32), 64, 64, 64, emulate: true));
-        Assert.Contains("tc_gemm_gelu", e.Message);
-    }
-
     /// <summary>Accumulating into C stages only a float32 C without a bias (the bias would have to be added after C).</summary>
     [Theory]
     [InlineData(false, false, false, true)]

@@ -36,12 +36,9 @@ public static partial class Ops
     {
         var y = NewOutput(x, x.Shape, op);
         Kernels.Gelu.Forward(x.Value, y.Value);
-        RecordGelu(op, x, y);
+        Tape.Record(op, y, [x], [x.Value], (dy, saved) => Kernels.Gelu.Backward(saved[0], dy, x.GradBuffer(op)));
         return y;
     }
-
-    private static void RecordGelu(string op, Var x, Var y) =>
-        Tape.Record(op, y, [x], [x.Value], (dy, saved) => Kernels.Gelu.Backward(saved[0], dy, x.GradBuffer(op)));
 
     /// <summary>
     /// A fresh activation on the same device as <paramref name="like"/>, in <paramref name="like"/>'s dtype (so a

@@ -5,6 +5,16 @@ namespace Memopt.Autograd;
 
 public static partial class Ops
 {
+    /// <summary>
+    /// A fully connected layer in PyTorch's convention (so checkpoints load unchanged): y = x·Wᵀ + b with
+    /// W [out, in], b [out], x [..., in] → y [..., out]; every leading dimension of x is a row of one 2-D GEMM.
+    /// Backward: dx += dy·W, dW += dyᵀ·x (summed over all rows), db += Σ_rows dy.
+    /// Keeps W only if x needs a gradient and x only if W does.
+    /// Mixed precision: with a bf16 x and a parameter that has a bf16 shadow (<see cref="Parameter.Bf16Copy"/>), the
+    /// GEMMs read the shadow (so both operands are bf16) and y is bf16; dW still accumulates, in float32, into the
+    /// parameter's float32 gradient. The bias is added in the GEMM's epilogue (no second pass over y), in float32 to
+    /// the float32 product, so a bf16 y is rounded once.
+    /// </summary>
     /// <summary>The weight a GEMM with x reads: its bf16 shadow when x is bf16 and it has one, else the weight itself.</summary>
     internal static Tensor GemmWeight(Var x, Var weight) =>
         x.Value.DType == DType.BF16 && weight is Parameter { Bf16Copy: { } shadow } ? shadow : weight.Value;
@@ -21,64 +31,15 @@ public static partial class Ops
         return (outFeatures, inFeatures, (int)x.Shape.Rows);
     }
 
-    /// <summary>
-    /// A fully connected layer in PyTorch's convention (so checkpoints load unchanged): y = x·Wᵀ + b with
-    /// W [out, in], b [out], x [..., in] → y [..., out]; every leading dimension of x is a row of one 2-D GEMM.
-    /// Backward: dx += dy·W, dW += dyᵀ·x (summed over all rows), db += Σ_rows dy.
-    /// Keeps W only if x needs a gradient and x only if W does.
-    /// Mixed precision: with a bf16 x and a parameter that has a bf16 shadow (<see cref="Parameter.Bf16Copy"/>), the
-    /// GEMMs read the shadow (so both operands are bf16) and y is bf16; dW still accumulates, in float32, into the
-    /// parameter's float32 gradient. The bias is added in the GEMM's epilogue (no second pass over y), in float32 to
-    /// the float32 product, so a bf16 y is rounded once.
-    /// </summary>
     public static Var Linear(Var x, Var weight, Var? bias = null, string op = "linear")
     {
         var (outFeatures, inFeatures, rows) = CheckLinear(op, x, weight, bias);
         var w = GemmWeight(x, weight);
+
         var y = NewOutput(x, x.Shape.WithLast(outFeatures), op);
         Kernels.MatMul.Gemm(MatrixOperand.Rows(x.Value), MatrixOperand.Dense(w, transposed: true), MatrixOperand.Rows(y.Value),
             rows, outFeatures, inFeatures, bias: bias?.Value);
-        RecordLinear(op, x, weight, bias, w, y);
-        return y;
-    }
 
-    /// <summary>
-    /// up = x·Wᵀ + b and act = GELU(up), recorded as <see cref="Linear"/> then <see cref="Gelu"/> (the same saved tensors,
-    /// the same backward). Where the tensor cores' staged epilogue runs the GEMM (<see cref="TensorCoreGemm.FusesGelu"/>:
-    /// bf16 on CUDA at the model's shapes) one launch writes both, GELU taken from the stored up values, so act is
-    /// bitwise the two ops' and GELU's pass over up is gone; act is then rented before the GEMM and both ops recorded
-    /// after it (the memory model replays that order: VirtualOps.LinearGelu). Elsewhere it is the two ops, as they run alone.
-    /// </summary>
-    public static (Var Up, Var Act) LinearGelu(Var x, Var weight, Var bias, string op = "linear", string geluOp = "gelu")
-    {
-        var (outFeatures, inFeatures, rows) = CheckLinear(op, x, weight, bias);
-        var w = GemmWeight(x, weight);
-        var up = NewOutput(x, x.Shape.WithLast(outFeatures), op);
-        MatrixOperand a = MatrixOperand.Rows(x.Value), b = MatrixOperand.Dense(w, transposed: true), c = MatrixOperand.Rows(up.Value);
-        if (!TensorCoreGemm.FusesGelu(a, b, c, c, rows, outFeatures, inFeatures))
-        {
-            Kernels.MatMul.Gemm(a, b, c, rows, outFeatures, inFeatures, bias: bias.Value);
-            RecordLinear(op, x, weight, bias, w, up);
-            return (up, Gelu(up, geluOp));
-        }
-        var act = NewOutput(up, up.Shape, geluOp);
-        var g = MatrixOperand.Rows(act.Value);
-        if (TensorCoreGemm.FusesGelu(a, b, c, g, rows, outFeatures, inFeatures))
-            TensorCoreGemm.GemmGelu(a, b, c, g, rows, outFeatures, inFeatures, bias.Value);
-        else
-        {
-            Kernels.MatMul.Gemm(a, b, c, rows, outFeatures, inFeatures, bias: bias.Value);
-            Kernels.Gelu.Forward(up.Value, act.Value);
-        }
-        RecordLinear(op, x, weight, bias, w, up);
-        RecordGelu(geluOp, up, act);
-        return (up, act);
-    }
-
-    /// <summary>Linear's backward: keeps W (what the GEMM read) if x needs a gradient and x if W does.</summary>
-    private static void RecordLinear(string op, Var x, Var weight, Var? bias, Tensor w, Var y)
-    {
-        int outFeatures = weight.Shape[0], inFeatures = weight.Shape[1], rows = (int)x.Shape.Rows;
         bool needX = x.RequiresGrad, needW = weight.RequiresGrad;
         Tensor[] saved = (needX, needW) switch
         {
@@ -99,5 +60,6 @@ public static partial class Ops
                     outFeatures, inFeatures, rows, accumulate: true);
             if (bias is { RequiresGrad: true }) BiasAdd.Backward(dy, bias.GradBuffer(op));
         });
+        return y;
     }
 }

@@ -100,42 +100,6 @@ internal sealed class VirtualOps(VAutograd autograd, DType activations, Workspac
         var w = GemmWeight(x, weight);
         var y = NewOutput(x.Shape.WithLast(outFeatures), op, name);
         Gemm(GemmOperand.Rows(x.Value), GemmOperand.Dense(w, transposed: true), y.Value, 0, rows, outFeatures, inFeatures);
-        RecordLinear(x, weight, bias, w, y, op);
-        return y;
-    }
-
-    /// <summary>
-    /// Ops.LinearGelu: where the tensor cores' staged epilogue takes the GEMM (bf16 operands, the 64-deep tile, one K
-    /// split, C rows of whole 16-byte chunks: TensorCoreGemm.FusesGelu) the activation is rented before the GEMM and
-    /// both ops recorded after it; elsewhere Linear then Gelu.
-    /// </summary>
-    public (VVar Up, VVar Act) LinearGelu(VVar x, VVar weight, VVar bias, string op, string name, string geluOp, string geluName)
-    {
-        int outFeatures = weight.Shape[0], inFeatures = weight.Shape[1];
-        int rows = checked((int)x.Shape.Rows);
-        var w = GemmWeight(x, weight);
-        GemmOperand a = GemmOperand.Rows(x.Value), b = GemmOperand.Dense(w, transposed: true);
-        var activation = x.Value.DType;
-        bool fused = device.TensorCores && a.DType == DType.BF16 && b.DType == DType.BF16 && outFeatures % (16 / activation.SizeOf()) == 0
-            && TensorCoreGemm.FusesGelu(TensorCoreGemm.PlanOf(rows, outFeatures, inFeatures, 1, false,
-                TensorCoreGemm.LayoutOf(a.Transposed, a.Vector(1), b.Transposed, b.Vector(1)), device.DeepTiles, device.Multiprocessors));
-        if (!fused)
-        {
-            var plain = Linear(x, weight, bias, op, name);
-            return (plain, Gelu(plain, geluOp, geluName));
-        }
-        var up = NewOutput(x.Shape.WithLast(outFeatures), op, name);
-        var act = NewOutput(up.Shape, geluOp, geluName);
-        RecordLinear(x, weight, bias, w, up, op);
-        RecordGelu(up, act, geluOp);
-        return (up, act);
-    }
-
-    /// <summary>Ops.Linear's record: saves W if x needs a gradient and x if W does; backward runs dx = dy·W and dW += dyᵀ·x and rents the bias column sums.</summary>
-    private void RecordLinear(VVar x, VVar weight, VVar? bias, VTensor w, VVar y, string op)
-    {
-        int outFeatures = weight.Shape[0], inFeatures = weight.Shape[1];
-        int rows = checked((int)x.Shape.Rows);
         bool needX = x.RequiresGrad, needW = weight.RequiresGrad;
         VTensor[] saved = (needX, needW) switch
         {
@@ -153,6 +117,7 @@ internal sealed class VirtualOps(VAutograd autograd, DType activations, Workspac
             if (bias is { RequiresGrad: true })
                 Scratch(device.BiasBackwardPartials(dy.Shape.Rows, dy.Shape.Last), "bias_add_backward", op + " bias partials");
         });
+        return y;
     }
 
     /// <summary>
@@ -295,11 +260,9 @@ internal sealed class VirtualOps(VAutograd autograd, DType activations, Workspac
     public VVar Gelu(VVar x, string op, string name)
     {
         var y = NewOutput(x.Shape, op, name);
-        RecordGelu(x, y, op);
+        autograd.Record(op, y, [x], [x.Value], (dy, saved) => x.GradBuffer(op));
         return y;
     }
-
-    private void RecordGelu(VVar x, VVar y, string op) => autograd.Record(op, y, [x], [x.Value], (dy, saved) => x.GradBuffer(op));
 
     /// <summary>
     /// Ops.CrossEntropy: loss [1] (float32), a float32 log-sum-exp per row; the kernel rents per-row losses and a status

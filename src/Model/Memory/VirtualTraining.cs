@@ -306,11 +306,10 @@ internal sealed class VirtualTraining
     private VVar Mlp(int l, VVar h)
     {
         var p = _blocks[l];
-        var (up, act) = _ops.LinearGelu(h, p.FcW, p.FcB, "mlp.fc", "fc out", "mlp.gelu", "gelu out");
-        using (up)
-        using (act)
-        using (var down = _ops.Linear(act, p.Fc2W, p.Fc2B, "mlp.proj", "fc2 out"))
-            return DropoutIfTraining(down, 2);
+        using var up = _ops.Linear(h, p.FcW, p.FcB, "mlp.fc", "fc out");
+        using var act = _ops.Gelu(up, "mlp.gelu", "gelu out");
+        using var down = _ops.Linear(act, p.Fc2W, p.Fc2B, "mlp.proj", "fc2 out");
+        return DropoutIfTraining(down, 2);
     }
 
     private VVar DropoutIfTraining(VVar x, int site) =>
