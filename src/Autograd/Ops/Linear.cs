@@ -5,16 +5,6 @@ namespace Memopt.Autograd;
 
 public static partial class Ops
 {
-    /// <summary>
-    /// A fully connected layer in PyTorch's convention (so checkpoints load unchanged): y = x·Wᵀ + b with
-    /// W [out, in], b [out], x [..., in] → y [..., out]; every leading dimension of x is a row of one 2-D GEMM.
-    /// Backward: dx += dy·W, dW += dyᵀ·x (summed over all rows), db += Σ_rows dy.
-    /// Keeps W only if x needs a gradient and x only if W does.
-    /// Mixed precision: with a bf16 x and a parameter that has a bf16 shadow (<see cref="Parameter.Bf16Copy"/>), the
-    /// GEMMs read the shadow (so both operands are bf16) and y is bf16; dW still accumulates, in float32, into the
-    /// parameter's float32 gradient. The bias is added in the GEMM's epilogue (no second pass over y), in float32 to
-    /// the float32 product, so a bf16 y is rounded once.
-    /// </summary>
     /// <summary>The weight a GEMM with x reads: its bf16 shadow when x is bf16 and it has one, else the weight itself.</summary>
     internal static Tensor GemmWeight(Var x, Var weight) =>
         x.Value.DType == DType.BF16 && weight is Parameter { Bf16Copy: { } shadow } ? shadow : weight.Value;
@@ -31,6 +21,16 @@ public static partial class Ops
         return (outFeatures, inFeatures, (int)x.Shape.Rows);
     }
 
+    /// <summary>
+    /// A fully connected layer in PyTorch's convention (so checkpoints load unchanged): y = x·Wᵀ + b with
+    /// W [out, in], b [out], x [..., in] → y [..., out]; every leading dimension of x is a row of one 2-D GEMM.
+    /// Backward: dx += dy·W, dW += dyᵀ·x (summed over all rows), db += Σ_rows dy.
+    /// Keeps W only if x needs a gradient and x only if W does.
+    /// Mixed precision: with a bf16 x and a parameter that has a bf16 shadow (<see cref="Parameter.Bf16Copy"/>), the
+    /// GEMMs read the shadow (so both operands are bf16) and y is bf16; dW still accumulates, in float32, into the
+    /// parameter's float32 gradient. The bias is added in the GEMM's epilogue (no second pass over y), in float32 to
+    /// the float32 product, so a bf16 y is rounded once.
+    /// </summary>
     public static Var Linear(Var x, Var weight, Var? bias = null, string op = "linear")
     {
         var (outFeatures, inFeatures, rows) = CheckLinear(op, x, weight, bias);
