@@ -85,8 +85,9 @@ public static class LayerNorm
     /// <summary>
     /// s = a + b, then y = LayerNorm(s)·w + bias with s's row statistics: a residual add and the LayerNorm after it. Where
     /// the warp-per-row forward runs (cooperative path, C a multiple of 4, a, b, s and y quad-aligned in one dtype) one
-    /// kernel writes s and y and reads the sum back only from its own L1 lines; elsewhere it is <see cref="Elementwise.Add"/>
-    /// then <see cref="Forward"/>. Either way s, y and the statistics are bitwise those two ops'.
+    /// kernel writes s and y, each lane reading back only the sums it stored (one pass over a and b instead of the add's
+    /// pass and LayerNorm's re-read of s); elsewhere it is <see cref="Elementwise.Add"/> then <see cref="Forward"/>.
+    /// Either way s, y and the statistics are bitwise those two ops'.
     /// </summary>
     public static void ForwardResidual(Tensor a, Tensor b, Tensor s, Tensor weight, Tensor bias, Tensor y, Tensor mean, Tensor rstd, float eps = DefaultEps)
     {
