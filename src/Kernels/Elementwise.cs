@@ -18,7 +18,7 @@ public static class Elementwise
     public static void Add(Tensor a, Tensor b, Tensor y)
     {
         CheckTriple("add", a, b, y);
-        switch (QuadsOf(a, b, y))
+        switch (Quads.KindOf(a, b, y))
         {
             case QuadKind.Bf16: AddQuads(a.Device, "elementwise.add_bf16x4", Bf16Quads.Of(a), Bf16Quads.Of(b), Bf16Quads.Of(y), a.Numel / 4); return;
             case QuadKind.F32: AddQuads(a.Device, "elementwise.add_f32x4", F32Quads.Of(a), F32Quads.Of(b), F32Quads.Of(y), a.Numel / 4); return;
@@ -31,7 +31,7 @@ public static class Elementwise
     public static void Scale(Tensor x, float s, Tensor y)
     {
         CheckPair("scale", x, y);
-        switch (QuadsOf(x, y))
+        switch (Quads.KindOf(x, y))
         {
             case QuadKind.Bf16: ScaleQuads(x.Device, "elementwise.scale_bf16x4", Bf16Quads.Of(x), s, Bf16Quads.Of(y), x.Numel / 4); return;
             case QuadKind.F32: ScaleQuads(x.Device, "elementwise.scale_f32x4", F32Quads.Of(x), s, F32Quads.Of(y), x.Numel / 4); return;
@@ -44,7 +44,7 @@ public static class Elementwise
     public static void AddInto(Tensor x, Tensor y, float s)
     {
         CheckPair("add_into", x, y);
-        switch (QuadsOf(x, y))
+        switch (Quads.KindOf(x, y))
         {
             case QuadKind.Bf16: AddIntoQuads(x.Device, "elementwise.add_into_bf16x4", Bf16Quads.Of(x), Bf16Quads.Of(y), s, x.Numel / 4); return;
             case QuadKind.F32: AddIntoQuads(x.Device, "elementwise.add_into_f32x4", F32Quads.Of(x), F32Quads.Of(y), s, x.Numel / 4); return;
@@ -60,30 +60,13 @@ public static class Elementwise
         Check.That(s.DType == DType.F32 && s.Numel == 1, "add_into", $"scale {s.Shape} {s.DType.Name()} must be one float32");
         Check.SameDevice("add_into", x, s);
         // The scale is one float read once per thread, so only x and y decide the access width.
-        switch (QuadsOf(x, y))
+        switch (Quads.KindOf(x, y))
         {
             case QuadKind.Bf16: AddIntoScaledQuads(x.Device, "elementwise.add_into_scaled_bf16x4", Bf16Quads.Of(x), Bf16Quads.Of(y), s.F32, x.Numel / 4); return;
             case QuadKind.F32: AddIntoScaledQuads(x.Device, "elementwise.add_into_scaled_f32x4", F32Quads.Of(x), F32Quads.Of(y), s.F32, x.Numel / 4); return;
         }
         var k = x.Device.Kernel("elementwise.add_into_scaled", acc => acc.LoadStreamKernel<FloatView, FloatView, ArrayView<float>, long>(AddIntoScaledKernel));
         k(Launch.Elementwise(x.Device, x.Numel), FloatView.Of(x), FloatView.Of(y), s.F32, x.Numel);
-    }
-
-    private enum QuadKind { Scalar, Bf16, F32 }
-
-    // Two- and four-byte accesses held these kernels to about half the H100's bandwidth (as they did GELU's). A quad
-    // kernel takes one accessor type for all its tensors, so a single misfit (other dtype, unaligned view) or a count
-    // that is not a multiple of four sends the whole op to the scalar kernel.
-    private static QuadKind QuadsOf(params ReadOnlySpan<Tensor> tensors)
-    {
-        if (tensors[0].Numel % 4 != 0) return QuadKind.Scalar;
-        bool bf16 = true, f32 = true;
-        foreach (var t in tensors)
-        {
-            bf16 &= Bf16Quads.Fits(t);
-            f32 &= F32Quads.Fits(t);
-        }
-        return bf16 ? QuadKind.Bf16 : f32 ? QuadKind.F32 : QuadKind.Scalar;
     }
 
     private static void AddQuads<TQuads>(ComputeDevice device, string key, TQuads a, TQuads b, TQuads y, long quads) where TQuads : struct, IQuads
@@ -117,9 +100,7 @@ public static class Elementwise
         long stride = (long)Grid.DimX * Group.DimX;
         for (long q = Grid.GlobalIndex.X; q < quads; q += stride)
         {
-            var u = a.Load(q);
-            var v = b.Load(q);
-            y.Store(q, new MatMul.Quad(u.X + v.X, u.Y + v.Y, u.Z + v.Z, u.W + v.W));
+            y.Store(q, a.Load(q) + b.Load(q));
         }
     }
 

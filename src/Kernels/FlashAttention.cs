@@ -137,9 +137,10 @@ public static class FlashAttention
         long rows = (long)p.Batch * p.Heads * p.T;
 
         using var delta = Tensor.Empty(device, lse.Shape, DType.F32, MemoryCategory.Workspace, op + ".delta");
-        if (p.HeadDim % 4 == 0 && Bf16Quads.Fits(y) && Bf16Quads.Fits(dy))
+        var deltaQuads = p.HeadDim % 4 == 0 ? Quads.KindOf(y, dy) : QuadKind.Scalar;
+        if (deltaQuads == QuadKind.Bf16)
             DeltaQuads(device, "flash_attention.delta_bf16x4", Bf16Quads.Of(y), Bf16Quads.Of(dy), delta, p, rows);
-        else if (p.HeadDim % 4 == 0 && F32Quads.Fits(y) && F32Quads.Fits(dy))
+        else if (deltaQuads == QuadKind.F32)
             DeltaQuads(device, "flash_attention.delta_f32x4", F32Quads.Of(y), F32Quads.Of(dy), delta, p, rows);
         else
         {
@@ -230,7 +231,7 @@ public static class FlashAttention
             long target = (long)bt * rowStrideQuads + (q - bt * quadsPerRow);
             var d = dqkv.Load(target);
             var g = dq.Load(q);
-            dqkv.Store(target, new MatMul.Quad(d.X + g.X, d.Y + g.Y, d.Z + g.Z, d.W + g.W));
+            dqkv.Store(target, d + g);
         }
     }
 
@@ -325,18 +326,6 @@ public static class FlashAttention
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static float Max4(float a, float b, float c, float d) => MathF.Max(MathF.Max(a, b), MathF.Max(c, d));
 
-    /// <summary>Max over the tx threads of a row (consecutive lanes of one warp, tx a power of two).</summary>
-    private static float RowMax(float v, int tx)
-    {
-        for (int o = tx >> 1; o > 0; o >>= 1) v = MathF.Max(v, Warp.ShuffleXor(v, o));
-        return v;
-    }
-
-    private static float RowSum(float v, int tx)
-    {
-        for (int o = tx >> 1; o > 0; o >>= 1) v += Warp.ShuffleXor(v, o);
-        return v;
-    }
 
     /// <summary>
     /// Stages rows [r0, r0 + rows) × columns [col, col + cols) of a row-major source (row stride <paramref name="stride"/>,
@@ -446,10 +435,10 @@ public static class FlashAttention
                 s10 = Masked(s10, r1, c0, t, w, scale); s11 = Masked(s11, r1, c1, t, w, scale); s12 = Masked(s12, r1, c2, t, w, scale); s13 = Masked(s13, r1, c3, t, w, scale);
                 s20 = Masked(s20, r2, c0, t, w, scale); s21 = Masked(s21, r2, c1, t, w, scale); s22 = Masked(s22, r2, c2, t, w, scale); s23 = Masked(s23, r2, c3, t, w, scale);
                 s30 = Masked(s30, r3, c0, t, w, scale); s31 = Masked(s31, r3, c1, t, w, scale); s32 = Masked(s32, r3, c2, t, w, scale); s33 = Masked(s33, r3, c3, t, w, scale);
-                float n0 = MathF.Max(m0, RowMax(Max4(s00, s01, s02, s03), tx));
-                float n1 = MathF.Max(m1, RowMax(Max4(s10, s11, s12, s13), tx));
-                float n2 = MathF.Max(m2, RowMax(Max4(s20, s21, s22, s23), tx));
-                float n3 = MathF.Max(m3, RowMax(Max4(s30, s31, s32, s33), tx));
+                float n0 = MathF.Max(m0, WarpReduce.Max(Max4(s00, s01, s02, s03), tx));
+                float n1 = MathF.Max(m1, WarpReduce.Max(Max4(s10, s11, s12, s13), tx));
+                float n2 = MathF.Max(m2, WarpReduce.Max(Max4(s20, s21, s22, s23), tx));
+                float n3 = MathF.Max(m3, WarpReduce.Max(Max4(s30, s31, s32, s33), tx));
                 float a0s = MathF.Exp(m0 - n0), a1s = MathF.Exp(m1 - n1), a2s = MathF.Exp(m2 - n2), a3s = MathF.Exp(m3 - n3);
                 m0 = n0; m1 = n1; m2 = n2; m3 = n3;
                 s00 = Prob(s00, n0); s01 = Prob(s01, n0); s02 = Prob(s02, n0); s03 = Prob(s03, n0);
@@ -497,7 +486,7 @@ public static class FlashAttention
             }
 
             // Each thread summed P over its own columns only: the row's total is the sum over its tx threads.
-            l0 = RowSum(l0, tx); l1 = RowSum(l1, tx); l2 = RowSum(l2, tx); l3 = RowSum(l3, tx);
+            l0 = WarpReduce.Sum(l0, tx); l1 = WarpReduce.Sum(l1, tx); l2 = WarpReduce.Sum(l2, tx); l3 = WarpReduce.Sum(l3, tx);
             int yCol = h * hd + d0 + col;
             StoreOutputRow(yF, yH, p, b, r0, yCol, dWidth, col, tx, 1f / l0, o00, o01, o02, o03);
             StoreOutputRow(yF, yH, p, b, r1, yCol, dWidth, col, tx, 1f / l1, o10, o11, o12, o13);

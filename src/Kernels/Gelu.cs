@@ -15,15 +15,10 @@ public static class Gelu
     {
         Elementwise.CheckPair("gelu", x, y);
         long quads = x.Numel / 4;
-        if (x.Numel % 4 == 0 && Bf16Quads.Fits(x) && Bf16Quads.Fits(y))
+        switch (Quads.KindOf(x, y))
         {
-            Quad(x.Device, "gelu.fwd_bf16x4", Bf16Quads.Of(x), Bf16Quads.Of(y), quads);
-            return;
-        }
-        if (x.Numel % 4 == 0 && F32Quads.Fits(x) && F32Quads.Fits(y))
-        {
-            Quad(x.Device, "gelu.fwd_f32x4", F32Quads.Of(x), F32Quads.Of(y), quads);
-            return;
+            case QuadKind.Bf16: Quad(x.Device, "gelu.fwd_bf16x4", Bf16Quads.Of(x), Bf16Quads.Of(y), quads); return;
+            case QuadKind.F32: Quad(x.Device, "gelu.fwd_f32x4", F32Quads.Of(x), F32Quads.Of(y), quads); return;
         }
         var k = x.Device.Kernel("gelu.fwd", acc => acc.LoadStreamKernel<FloatView, FloatView, long>(ForwardKernel));
         k(Launch.Elementwise(x.Device, x.Numel), FloatView.Of(x), FloatView.Of(y), x.Numel);
@@ -34,15 +29,10 @@ public static class Gelu
     {
         Elementwise.CheckTriple("gelu_backward", x, dy, dx);
         long quads = x.Numel / 4;
-        if (x.Numel % 4 == 0 && Bf16Quads.Fits(x) && Bf16Quads.Fits(dy) && Bf16Quads.Fits(dx))
+        switch (Quads.KindOf(x, dy, dx))
         {
-            QuadBackward(x.Device, "gelu.bwd_bf16x4", Bf16Quads.Of(x), Bf16Quads.Of(dy), Bf16Quads.Of(dx), quads);
-            return;
-        }
-        if (x.Numel % 4 == 0 && F32Quads.Fits(x) && F32Quads.Fits(dy) && F32Quads.Fits(dx))
-        {
-            QuadBackward(x.Device, "gelu.bwd_f32x4", F32Quads.Of(x), F32Quads.Of(dy), F32Quads.Of(dx), quads);
-            return;
+            case QuadKind.Bf16: QuadBackward(x.Device, "gelu.bwd_bf16x4", Bf16Quads.Of(x), Bf16Quads.Of(dy), Bf16Quads.Of(dx), quads); return;
+            case QuadKind.F32: QuadBackward(x.Device, "gelu.bwd_f32x4", F32Quads.Of(x), F32Quads.Of(dy), F32Quads.Of(dx), quads); return;
         }
         var k = x.Device.Kernel("gelu.bwd", acc => acc.LoadStreamKernel<FloatView, FloatView, FloatView, long>(BackwardKernel));
         k(Launch.Elementwise(x.Device, x.Numel), FloatView.Of(x), FloatView.Of(dy), FloatView.Of(dx), x.Numel);

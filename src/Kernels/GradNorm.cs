@@ -131,47 +131,24 @@ public static class GradNorm
         int threads = Group.DimX;
         var share = slots.ShareOf(group, tid, threads);
         var x = slots.Get(share.Slot);
-        long n = x.Length;
-        float s = 0f;
-        for (long i = share.First; i < n; i += share.Stride)
-        {
-            float v = x[i];
-            s += v * v;
-        }
-        partials[(long)group * threads + tid] = s;
+        partials[(long)group * threads + tid] = Reduce.StridedSum(x, share.First, x.Length, share.Stride, squares: true);
     }
 
     /// <summary>The portable finish: global thread 0 adds every slot in order; every other thread returns.</summary>
     private static void FinishSingleThreadKernel(ArrayView<float> partials, int count, ArrayView<float> total)
     {
         if (Grid.GlobalIndex.X != 0) return;
-        float s = 0f;
-        for (int i = 0; i < count; i++) s += partials[i];
-        total[0] = s;
+        total[0] = Reduce.StridedSum(partials, 0, count, 1);
     }
 
-    /// <summary>
-    /// partials[group] = Σ x² over this group's grid-stride share of its tensor; every group writes its slot. A thread
-    /// loads four elements of its share (clamped indices, one basic block) before it adds their squares in index order,
-    /// so the sum is the one-at-a-time loop's bit for bit (a masked element adds +0 to a sum that is ≥ +0); with one
-    /// load in flight per thread the kernel read the 115 MB of the rtx5090 gradients at ~1 TB/s on the H100.
-    /// </summary>
+    /// <summary>partials[group] = Σ x² over this group's grid-stride share of its tensor (<see cref="Reduce.StridedSum"/>); every group writes its slot.</summary>
     private static void PartialKernel(TensorSlots<ArrayView<float>> slots, ArrayView<float> partials)
     {
         int group = Grid.IdxX;
         int tid = Group.IdxX;
         var share = slots.ShareOf(group, tid, Group.DimX);
         var x = slots.Get(share.Slot);
-        long n = x.Length, step = share.Stride, last = n - 1;
-        float s = 0f;
-        for (long i = share.First; i < n; i += 4 * step)
-        {
-            float v0 = x[i], v1 = x[Math.Min(i + step, last)], v2 = x[Math.Min(i + 2 * step, last)], v3 = x[Math.Min(i + 3 * step, last)];
-            s += v0 * v0;
-            s += i + step < n ? v1 * v1 : 0f;
-            s += i + 2 * step < n ? v2 * v2 : 0f;
-            s += i + 3 * step < n ? v3 * v3 : 0f;
-        }
+        float s = Reduce.StridedSum(x, share.First, x.Length, share.Stride, squares: true);
         float groupSum = GroupExtensions.Reduce<float, AddFloat>(s);
         if (tid == 0) partials[group] = groupSum;
     }

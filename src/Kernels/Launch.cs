@@ -59,11 +59,11 @@ public static class Launch
     {
         if (work <= 0) throw new ArgumentOutOfRangeException(nameof(work), work, "a kernel needs at least one item of work");
         int group = GroupSize(device, preferredGroup);
-        // Enough groups to fill the GPU several times over; on the CPU one group per simulated multiprocessor.
-        long maxGroups = device.IsCuda ? device.Multiprocessors * 32L : Math.Max(1, device.Multiprocessors);
-        long groups = Math.Clamp((work + group - 1) / group, 1, maxGroups);
-        return new KernelConfig((int)groups, group);
+        return new KernelConfig((int)Math.Clamp((work + group - 1) / group, 1, MaxGroups(device)), group);
     }
+
+    /// <summary>A grid-stride launch's cap: enough groups to fill the GPU several times over; on the CPU one group per simulated multiprocessor.</summary>
+    private static long MaxGroups(ComputeDevice device) => device.IsCuda ? device.Multiprocessors * 32L : Math.Max(1, device.Multiprocessors);
 
     /// <summary>One group per row (reductions over a row: softmax, LayerNorm, cross-entropy).</summary>
     public static KernelConfig PerRow(ComputeDevice device, long rows, int preferredGroup = 256)
@@ -85,7 +85,7 @@ public static class Launch
 
     /// <summary>
     /// One warp per row, grid-stride over rows: groups of whole warps (at most 256 threads), as many groups as rows
-    /// need up to <see cref="Elementwise"/>'s cap. Kernels launched with it take warp w = group·(DimX/WarpSize) +
+    /// need up to <see cref="MaxGroups"/>. Kernels launched with it take warp w = group·(DimX/WarpSize) +
     /// IdxX/WarpSize and loop <c>for (row = w; row &lt; rows; row += DimX/WarpSize·GridDimX)</c>, so every lane of a
     /// warp is on the same row (their shuffles stay uniform).
     /// </summary>
@@ -94,8 +94,7 @@ public static class Launch
         if (rows <= 0 || rows > int.MaxValue) throw new ArgumentOutOfRangeException(nameof(rows), rows, "row count must be in 1..2^31-1");
         int warp = device.Accelerator.WarpSize;
         int group = Math.Max(warp, GroupSize(device) / warp * warp), warpsPerGroup = group / warp;
-        long maxGroups = device.IsCuda ? device.Multiprocessors * 32L : Math.Max(1, device.Multiprocessors);
-        return new KernelConfig((int)Math.Clamp((rows + warpsPerGroup - 1) / warpsPerGroup, 1, maxGroups), group);
+        return new KernelConfig((int)Math.Clamp((rows + warpsPerGroup - 1) / warpsPerGroup, 1, MaxGroups(device)), group);
     }
 
     /// <summary>

@@ -59,18 +59,10 @@ public static class LayerNorm
         CheckStats(op, x, mean, rstd);
         var device = x.Device;
         int rows = (int)x.Shape.Rows, cols = x.Shape.Last;
-        if (Launch.Cooperative(device) && cols % 4 == 0)
+        switch (QuadRows(device, cols, x, y))
         {
-            if (Bf16Quads.Fits(x) && Bf16Quads.Fits(y))
-            {
-                ForwardWarp(device, "layernorm.fwd_bf16x4", Bf16Quads.Of(x), weight, bias, Bf16Quads.Of(y), mean, rstd, rows, cols, eps);
-                return;
-            }
-            if (F32Quads.Fits(x) && F32Quads.Fits(y))
-            {
-                ForwardWarp(device, "layernorm.fwd_f32x4", F32Quads.Of(x), weight, bias, F32Quads.Of(y), mean, rstd, rows, cols, eps);
-                return;
-            }
+            case QuadKind.Bf16: ForwardWarp(device, "layernorm.fwd_bf16x4", Bf16Quads.Of(x), weight, bias, Bf16Quads.Of(y), mean, rstd, rows, cols, eps); return;
+            case QuadKind.F32: ForwardWarp(device, "layernorm.fwd_f32x4", F32Quads.Of(x), weight, bias, F32Quads.Of(y), mean, rstd, rows, cols, eps); return;
         }
         if (Launch.Cooperative(device))
         {
@@ -98,17 +90,22 @@ public static class LayerNorm
         CheckStats(op, s, mean, rstd);
         var device = s.Device;
         int rows = (int)s.Shape.Rows, cols = s.Shape.Last;
-        bool fused = Launch.Cooperative(device) && cols % 4 == 0;
-        if (fused && Bf16Quads.Fits(a) && Bf16Quads.Fits(b) && Bf16Quads.Fits(s) && Bf16Quads.Fits(y))
-            ForwardResidualWarp(device, "layernorm.fwd_residual_bf16x4", Bf16Quads.Of(a), Bf16Quads.Of(b), Bf16Quads.Of(s), weight, bias, Bf16Quads.Of(y), mean, rstd, rows, cols, eps);
-        else if (fused && F32Quads.Fits(a) && F32Quads.Fits(b) && F32Quads.Fits(s) && F32Quads.Fits(y))
-            ForwardResidualWarp(device, "layernorm.fwd_residual_f32x4", F32Quads.Of(a), F32Quads.Of(b), F32Quads.Of(s), weight, bias, F32Quads.Of(y), mean, rstd, rows, cols, eps);
-        else
+        switch (QuadRows(device, cols, a, b, s, y))
         {
-            Elementwise.Add(a, b, s);
-            Forward(s, weight, bias, y, mean, rstd, eps);
+            case QuadKind.Bf16:
+                ForwardResidualWarp(device, "layernorm.fwd_residual_bf16x4", Bf16Quads.Of(a), Bf16Quads.Of(b), Bf16Quads.Of(s), weight, bias, Bf16Quads.Of(y), mean, rstd, rows, cols, eps);
+                return;
+            case QuadKind.F32:
+                ForwardResidualWarp(device, "layernorm.fwd_residual_f32x4", F32Quads.Of(a), F32Quads.Of(b), F32Quads.Of(s), weight, bias, F32Quads.Of(y), mean, rstd, rows, cols, eps);
+                return;
         }
+        Elementwise.Add(a, b, s);
+        Forward(s, weight, bias, y, mean, rstd, eps);
     }
+
+    /// <summary>The quad accessor the cooperative quad kernels (warp-per-row forward and dx, four-column partials) take for these row tensors (C a multiple of 4), or Scalar for the other forms.</summary>
+    private static QuadKind QuadRows(ComputeDevice device, int cols, params ReadOnlySpan<Tensor> tensors) =>
+        Launch.Cooperative(device) && cols % 4 == 0 ? Quads.KindOf(tensors) : QuadKind.Scalar;
 
     /// <summary>
     /// Accumulates the gradients that are not null: dx += ∂L/∂x, dweight += Σ dy·x̂, dbias += Σ dy.
@@ -128,10 +125,11 @@ public static class LayerNorm
 
         var device = x.Device;
         int rows = (int)x.Shape.Rows, cols = x.Shape.Last;
-        if (dx is not null && Launch.Cooperative(device) && cols % 4 == 0 && Bf16Quads.Fits(x) && Bf16Quads.Fits(dy) && Bf16Quads.Fits(dx))
-            BackwardInputWarp(device, "layernorm.bwd_input_bf16x4", Bf16Quads.Of(x), weight, mean, rstd, Bf16Quads.Of(dy), Bf16Quads.Of(dx), rows, cols);
-        else if (dx is not null && Launch.Cooperative(device) && cols % 4 == 0 && F32Quads.Fits(x) && F32Quads.Fits(dy) && F32Quads.Fits(dx))
-            BackwardInputWarp(device, "layernorm.bwd_input_f32x4", F32Quads.Of(x), weight, mean, rstd, F32Quads.Of(dy), F32Quads.Of(dx), rows, cols);
+        var dxRows = dx is null ? QuadKind.Scalar : QuadRows(device, cols, x, dy, dx);
+        if (dxRows == QuadKind.Bf16)
+            BackwardInputWarp(device, "layernorm.bwd_input_bf16x4", Bf16Quads.Of(x), weight, mean, rstd, Bf16Quads.Of(dy), Bf16Quads.Of(dx!), rows, cols);
+        else if (dxRows == QuadKind.F32)
+            BackwardInputWarp(device, "layernorm.bwd_input_f32x4", F32Quads.Of(x), weight, mean, rstd, F32Quads.Of(dy), F32Quads.Of(dx!), rows, cols);
         else if (dx is not null && Launch.Cooperative(device))
         {
             var k = device.Kernel("layernorm.bwd_input", acc => acc.LoadStreamKernel<FloatView, FloatView, ArrayView<float>, ArrayView<float>, FloatView, FloatView, int>(BackwardInputKernel));
@@ -156,9 +154,10 @@ public static class LayerNorm
         }
         int chunks = (rows + rowsPerChunk - 1) / rowsPerChunk;
         using var partials = Tensor.Empty(device, new Shape(2, chunks, cols), DType.F32, MemoryCategory.Workspace, op);
-        if (cols % 4 == 0 && Bf16Quads.Fits(x) && Bf16Quads.Fits(dy))
+        var partialRows = QuadRows(device, cols, x, dy);
+        if (partialRows == QuadKind.Bf16)
             ParamPartialsQuads(device, "layernorm.bwd_param_partials_bf16x4", Bf16Quads.Of(x), mean, rstd, Bf16Quads.Of(dy), partials, rows, cols, rowsPerChunk);
-        else if (cols % 4 == 0 && F32Quads.Fits(x) && F32Quads.Fits(dy))
+        else if (partialRows == QuadKind.F32)
             ParamPartialsQuads(device, "layernorm.bwd_param_partials_f32x4", F32Quads.Of(x), mean, rstd, F32Quads.Of(dy), partials, rows, cols, rowsPerChunk);
         else
         {
@@ -282,12 +281,7 @@ public static class LayerNorm
         for (int row = Grid.IdxX * warpsPerGroup + Group.IdxX / lanes; row < rows; row += Grid.DimX * warpsPerGroup)
         {
             long q0 = (long)row * quadsPerRow;
-            for (int q = lane; q < quadsPerRow; q += lanes)
-            {
-                var u = a.Load(q0 + q);
-                var v = b.Load(q0 + q);
-                s.Store(q0 + q, new MatMul.Quad(u.X + v.X, u.Y + v.Y, u.Z + v.Z, u.W + v.W));
-            }
+            for (int q = lane; q < quadsPerRow; q += lanes) s.Store(q0 + q, a.Load(q0 + q) + b.Load(q0 + q));
             float first = lane == 0 ? s.Load(q0).X : 0f;
             NormalizeRow(s, w, bias, y, mean, rstd, row, quadsPerRow, eps, Warp.Shuffle(first, 0));
         }
@@ -305,7 +299,7 @@ public static class LayerNorm
             var v = x.Load(q0 + q);
             sum += (v.X - shift) + (v.Y - shift) + (v.Z - shift) + (v.W - shift);
         }
-        float mu = shift + WarpSum(sum) / cols;
+        float mu = shift + WarpReduce.Sum(sum, lanes) / cols;
 
         float squares = 0f;
         for (int q = lane; q < quadsPerRow; q += lanes)
@@ -314,7 +308,7 @@ public static class LayerNorm
             float d0 = v.X - mu, d1 = v.Y - mu, d2 = v.Z - mu, d3 = v.W - mu;
             squares += d0 * d0 + d1 * d1 + d2 * d2 + d3 * d3;
         }
-        float r = 1f / MathF.Sqrt(WarpSum(squares) / cols + eps);
+        float r = 1f / MathF.Sqrt(WarpReduce.Sum(squares, lanes) / cols + eps);
 
         for (int q = lane; q < quadsPerRow; q += lanes)
         {
@@ -364,8 +358,8 @@ public static class LayerNorm
                 sumG += g.X + g.Y + g.Z + g.W;
                 sumGx += g.X * (v.X - mu) * r + g.Y * (v.Y - mu) * r + g.Z * (v.Z - mu) * r + g.W * (v.W - mu) * r;
             }
-            float meanG = WarpSum(sumG) / cols;
-            float meanGx = WarpSum(sumGx) / cols;
+            float meanG = WarpReduce.Sum(sumG, lanes) / cols;
+            float meanGx = WarpReduce.Sum(sumGx, lanes) / cols;
 
             for (int q = lane; q < quadsPerRow; q += lanes)
             {
@@ -382,12 +376,6 @@ public static class LayerNorm
     private static MatMul.Quad Weighted(MatMul.Quad dy, FloatView w, int c) =>
         new(dy.X * w.Load(c), dy.Y * w.Load(c + 1), dy.Z * w.Load(c + 2), dy.W * w.Load(c + 3));
 
-    /// <summary>The sum over a warp's lanes, in every lane (a butterfly: each lane adds the same pairs, so all agree bitwise).</summary>
-    private static float WarpSum(float v)
-    {
-        for (int o = Warp.WarpSize >> 1; o > 0; o >>= 1) v += Warp.ShuffleXor(v, o);
-        return v;
-    }
 
     /// <summary>
     /// The portable row kernels sum serially in blocks of this many elements (a partial per block, then the partials):

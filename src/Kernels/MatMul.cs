@@ -389,6 +389,9 @@ public static class MatMul
         {
             X = x; Y = y; Z = z; W = w;
         }
+
+        /// <summary>Componentwise float32 sums (each one rounding, as four scalar adds).</summary>
+        public static Quad operator +(Quad a, Quad b) => new(a.X + b.X, a.Y + b.Y, a.Z + b.Z, a.W + b.W);
     }
 
     /// <summary>A thread's accumulators, Cij = row i, column j of its micro-tile (rows 4–7 / columns 4–7: the second sub-blocks). Lives in registers.</summary>

@@ -17,9 +17,32 @@ public interface IQuads
     void Store(long q, MatMul.Quad v);
 }
 
+/// <summary>Which quad accessor a set of tensors can share (<see cref="Quads.KindOf"/>).</summary>
+public enum QuadKind { Scalar, Bf16, F32 }
+
 /// <summary>The quad accessors of a kernel's hot loop, and element access by a constant index (unrolled loops fold it).</summary>
 public static class Quads
 {
+    /// <summary>
+    /// The one quad accessor every tensor fits, where the first's element count is a multiple of 4:
+    /// <see cref="QuadKind.Bf16"/> when all are bf16 and 8-byte aligned, <see cref="QuadKind.F32"/> when all are float32
+    /// and 16-byte aligned, else <see cref="QuadKind.Scalar"/>. A kernel takes one accessor type for all its quad
+    /// tensors, so one misfit (another dtype, an unaligned view) sends the whole op to its scalar kernel (two- and
+    /// four-byte accesses held the streaming kernels to about half the H100's bandwidth). Row kernels check that their
+    /// row length is a multiple of 4 themselves.
+    /// </summary>
+    public static QuadKind KindOf(params ReadOnlySpan<Tensor> tensors)
+    {
+        if (tensors[0].Numel % 4 != 0) return QuadKind.Scalar;
+        bool bf16 = true, f32 = true;
+        foreach (var t in tensors)
+        {
+            bf16 &= Bf16Quads.Fits(t);
+            f32 &= F32Quads.Fits(t);
+        }
+        return bf16 ? QuadKind.Bf16 : f32 ? QuadKind.F32 : QuadKind.Scalar;
+    }
+
     public static float Get(in MatMul.Quad q, int i) => i == 0 ? q.X : i == 1 ? q.Y : i == 2 ? q.Z : q.W;
 
     public static void Set(ref MatMul.Quad q, int i, float v)

@@ -21,25 +21,27 @@ namespace Memopt.Kernels;
 public static class Reduce
 {
     /// <summary>
-    /// values[first] + values[first + stride] + … (indices below <paramref name="count"/>), added in index order, for
-    /// kernels where one thread walks a strided share. Four loads are in flight together (clamped indices, one basic
-    /// block); a masked one adds +0, which changes no float32 sum, so the result is the one-at-a-time loop's bit for
-    /// bit. One dependent load at a time held the single-group sums (the cross-entropy mean over 8192 rows, the grad
-    /// norm's ~30,000 slots) to 16–32 µs on the H100.
+    /// values[first] + values[first + stride] + … (indices below <paramref name="count"/>), or the sum of their squares,
+    /// added in index order, for kernels where one thread walks a strided share. Four loads are in flight together
+    /// (clamped indices, one basic block); a masked one adds +0, which changes no float32 sum, so the result is the
+    /// one-at-a-time loop's bit for bit. One dependent load at a time held the grad norm's partials to ~1 TB/s and its
+    /// single-group finish, like the cross-entropy mean over 8192 rows, to 16–32 µs on the H100.
     /// </summary>
-    public static float StridedSum(ArrayView<float> values, int first, int count, int stride)
+    public static float StridedSum(ArrayView<float> values, long first, long count, long stride, bool squares = false)
     {
-        int last = count - 1;
+        long last = count - 1;
         float s = 0f;
-        for (long i = first; i < count; i += 4L * stride)
+        for (long i = first; i < count; i += 4 * stride)
         {
-            int j = (int)i;
-            float v0 = values[j], v1 = values[(int)Math.Min(i + stride, last)], v2 = values[(int)Math.Min(i + 2L * stride, last)],
-                v3 = values[(int)Math.Min(i + 3L * stride, last)];
+            float v0 = values[i], v1 = values[Math.Min(i + stride, last)], v2 = values[Math.Min(i + 2 * stride, last)], v3 = values[Math.Min(i + 3 * stride, last)];
+            if (squares)
+            {
+                v0 *= v0; v1 *= v1; v2 *= v2; v3 *= v3;
+            }
             s += v0;
             s += i + stride < count ? v1 : 0f;
-            s += i + 2L * stride < count ? v2 : 0f;
-            s += i + 3L * stride < count ? v3 : 0f;
+            s += i + 2 * stride < count ? v2 : 0f;
+            s += i + 3 * stride < count ? v3 : 0f;
         }
         return s;
     }

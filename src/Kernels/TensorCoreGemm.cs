@@ -1674,9 +1674,9 @@ public static partial class TensorCoreGemm
                 var v1 = partials.Load((s + 1) * step + e);
                 var v2 = partials.Load((s + 2) * step + e);
                 var v3 = partials.Load((s + 3) * step + e);
-                sum = Add(Add(Add(Add(sum, v0), v1), v2), v3);
+                sum = sum + v0 + v1 + v2 + v3;
             }
-            for (; s < p.Splits; s++) sum = Add(sum, partials.Load(s * step + e));
+            for (; s < p.Splits; s++) sum += partials.Load(s * step + e);
             int first = 4 * e;
             int ob = first / mn;
             int rest = first - ob * mn;
@@ -1690,8 +1690,6 @@ public static partial class TensorCoreGemm
             Finish(cF, cH, i + 3, sum.W, p.Alpha, p.Accumulate, p.HasBias, biased ? bias.Load(col + 3) : 0f, p.CBf16);
         }
     }
-
-    private static MatMul.Quad Add(MatMul.Quad a, MatMul.Quad b) => new(a.X + b.X, a.Y + b.Y, a.Z + b.Z, a.W + b.W);
 
     // ---------------------------------------------------------------------------------------------------------------
     // The emulation (any device): one thread plays a whole 256-thread group.

@@ -66,15 +66,11 @@ public class ElementwiseTests
         // The values from element `offset` of their tensors: 0 is aligned (quad kernels), 1 is not (scalar kernels).
         float[] Run(int offset)
         {
-            Tensor Make(float[] v, string name) => Tensor.FromHost(dev, [.. new float[offset], .. v], new Shape(n + offset), MemoryCategory.Data, name, dtype);
-            using var xt = Make(x, "x");
-            using var dyt = Make(dy, "dy");
-            using var dxt = Make(dx, "dx");
-            using var yt = Make(new float[n], "y");
-            using var xv = xt.View(new Shape(n), offset);
-            using var dyv = dyt.View(new Shape(n), offset);
-            using var dxv = dxt.View(new Shape(n), offset);
-            using var yv = yt.View(new Shape(n), offset);
+            Tensor Make(float[] v) => OffsetTensor.FromHost(dev, v, new Shape(n), offset, dtype);
+            using var xv = Make(x);
+            using var dyv = Make(dy);
+            using var dxv = Make(dx);
+            using var yv = Make(new float[n]);
             Gelu.Forward(xv, yv);
             Gelu.Backward(xv, dyv, dxv);
             return [.. yv.ToFloatArray(), .. dxv.ToFloatArray()];
@@ -101,19 +97,13 @@ public class ElementwiseTests
         // The values from element `offset` of their tensors: 0 is aligned (quad kernels), 1 is not (scalar kernels).
         float[] Run(int offset)
         {
-            Tensor Make(float[] v, string name) => Tensor.FromHost(dev, [.. new float[offset], .. v], new Shape(n + offset), MemoryCategory.Data, name, dtype);
-            using var at = Make(a, "a");
-            using var bt = Make(b, "b");
-            using var sumt = Make(new float[n], "sum");
-            using var scaledt = Make(new float[n], "scaled");
-            using var hostAcct = Make(acc, "host_acc");
-            using var devAcct = Make(acc, "device_acc");
-            using var av = at.View(new Shape(n), offset);
-            using var bv = bt.View(new Shape(n), offset);
-            using var sum = sumt.View(new Shape(n), offset);
-            using var scaled = scaledt.View(new Shape(n), offset);
-            using var hostAcc = hostAcct.View(new Shape(n), offset);
-            using var devAcc = devAcct.View(new Shape(n), offset);
+            Tensor Make(float[] v) => OffsetTensor.FromHost(dev, v, new Shape(n), offset, dtype);
+            using var av = Make(a);
+            using var bv = Make(b);
+            using var sum = Make(new float[n]);
+            using var scaled = Make(new float[n]);
+            using var hostAcc = Make(acc);
+            using var devAcc = Make(acc);
             // Every tensor must fit for the quad kernels to run; at offset 1 none does.
             foreach (var t in new[] { av, bv, sum, scaled, hostAcc, devAcc })
                 Assert.Equal(offset == 0, dtype == DType.BF16 ? Bf16Quads.Fits(t) : F32Quads.Fits(t));

@@ -170,17 +170,9 @@ public class FlashAttentionTests
         float[] yValues = y0.ToFloatArray(), dyValues = GradCheck.RandomValues(rng, batch * t * c), prior = GradCheck.RandomValues(rng, batch * t * 3 * c);
         float[] Run(int offset, string delta, string addDq)
         {
-            Tensor At(float[] values, Shape shape, out Tensor storage)
-            {
-                storage = Tensor.FromHost(dev, [.. new float[offset], .. values], new Shape(values.Length + offset), MemoryCategory.Data, "t", DType.BF16);
-                return storage.View(shape, offset);
-            }
-            using var y = At(yValues, y0.Shape, out var yStorage);
-            using var dy = At(dyValues, y0.Shape, out var dyStorage);
-            using var dqkv = At(prior, qkv.Shape, out var dqkvStorage);
-            using (yStorage)
-            using (dyStorage)
-            using (dqkvStorage)
+            using var y = OffsetTensor.FromHost(dev, yValues, y0.Shape, offset, DType.BF16);
+            using var dy = OffsetTensor.FromHost(dev, dyValues, y0.Shape, offset, DType.BF16);
+            using var dqkv = OffsetTensor.FromHost(dev, prior, qkv.Shape, offset, DType.BF16);
             using (var launches = new LaunchCounter(dev))
             {
                 FlashAttention.Backward(qkv, y, lse, dy, heads, null, dqkv);

@@ -232,16 +232,11 @@ public class LayerNormTests
         const int rows = 5;
         var rng = new Random(cols);
         var inputs = Inputs(rng, rows, cols);
-        Tensor Make(float[] v, string name) =>
-            Tensor.FromHost(dev, [.. new float[offset], .. v], new Shape(v.Length + offset), MemoryCategory.Data, name, dtype);
-        using var xs = Make(inputs[0].Item1, "x");
-        using var dys = Make(GradCheck.RandomValues(rng, rows * cols), "dy");
-        using var ys = Make(new float[rows * cols], "y");
-        using var dxs = Make(new float[rows * cols], "dx");
-        using var x = xs.View(new Shape(rows, cols), offset);
-        using var dy = dys.View(new Shape(rows, cols), offset);
-        using var y = ys.View(new Shape(rows, cols), offset);
-        using var dx = dxs.View(new Shape(rows, cols), offset);
+        Tensor Make(float[] v) => OffsetTensor.FromHost(dev, v, new Shape(rows, cols), offset, dtype);
+        using var x = Make(inputs[0].Item1);
+        using var dy = Make(GradCheck.RandomValues(rng, rows * cols));
+        using var y = Make(new float[rows * cols]);
+        using var dx = Make(new float[rows * cols]);
         using var w = Tensor.FromHost(dev, inputs[1].Item1, inputs[1].Item2, MemoryCategory.Data, "w");
         using var b = Tensor.FromHost(dev, inputs[2].Item1, inputs[2].Item2, MemoryCategory.Data, "b");
         using var mean = Tensor.Empty(dev, LayerNorm.StatsShape(x.Shape), DType.F32, MemoryCategory.Data, "mean");
@@ -287,19 +282,11 @@ public class LayerNormTests
         using var b = Tensor.FromHost(dev, inputs[2].Item1, inputs[2].Item2, MemoryCategory.Data, "b");
         float[][] Run(bool fused)
         {
-            var made = new List<Tensor>();
-            Tensor Make(float[] v)
-            {
-                var storage = Tensor.FromHost(dev, [.. new float[offset], .. v], new Shape(v.Length + offset), MemoryCategory.Data, "t", dtype);
-                made.Add(storage);
-                var view = storage.View(new Shape(rows, cols), offset);
-                made.Add(view);
-                return view;
-            }
-            var x = Make(inputs[0].Item1);
-            var a = Make(delta);
-            var sum = Make(new float[rows * cols]);
-            var y = Make(new float[rows * cols]);
+            Tensor Make(float[] v) => OffsetTensor.FromHost(dev, v, new Shape(rows, cols), offset, dtype);
+            using var x = Make(inputs[0].Item1);
+            using var a = Make(delta);
+            using var sum = Make(new float[rows * cols]);
+            using var y = Make(new float[rows * cols]);
             using var mean = Tensor.Empty(dev, LayerNorm.StatsShape(x.Shape), DType.F32, MemoryCategory.Data, "mean");
             using var rstd = Tensor.Empty(dev, LayerNorm.StatsShape(x.Shape), DType.F32, MemoryCategory.Data, "rstd");
             using (var launches = new LaunchCounter(dev))
@@ -315,9 +302,7 @@ public class LayerNormTests
                     LayerNorm.Forward(sum, w, b, y, mean, rstd);
                 }
             }
-            float[][] result = [sum.ToFloatArray(), y.ToFloatArray(), mean.ToFloatArray(), rstd.ToFloatArray()];
-            made.ForEach(t => t.Dispose());
-            return result;
+            return [sum.ToFloatArray(), y.ToFloatArray(), mean.ToFloatArray(), rstd.ToFloatArray()];
         }
         var one = Run(fused: true);
         var two = Run(fused: false);

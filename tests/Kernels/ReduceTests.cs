@@ -21,26 +21,27 @@ public class ReduceTests
 
     /// <summary>
     /// <see cref="Reduce.StridedSum"/> (four loads in flight, masked ones adding +0) is the one-at-a-time strided loop
-    /// bit for bit, for shares that end inside and past a block of four, signed values included, run as a kernel.
+    /// bit for bit, of the values or their squares, for shares that end inside and past a block of four, signed values
+    /// included, run as a kernel.
     /// </summary>
     [Property(MaxTest = 30)]
-    public void Strided_sum_is_the_one_at_a_time_loop_bit_for_bit(PositiveInt countPick, PositiveInt stridePick, PositiveInt firstPick, int seed)
+    public void Strided_sum_is_the_one_at_a_time_loop_bit_for_bit(PositiveInt countPick, PositiveInt stridePick, PositiveInt firstPick, bool squares, int seed)
     {
         int count = countPick.Get % 300 + 1, stride = stridePick.Get % 17 + 1, first = firstPick.Get % (stride + 3);
         var values = GradCheck.RandomValues(new Random(seed), count, 1e3);
         float want = 0f;
-        for (int i = first; i < count; i += stride) want += values[i];
+        for (int i = first; i < count; i += stride) want += squares ? values[i] * values[i] : values[i];
         var dev = TestDevice.Get();
         using var x = Tensor.FromHost(dev, values, new Shape(count), MemoryCategory.Data, "x");
         using var y = Tensor.Zeros(dev, new Shape(1), DType.F32, MemoryCategory.Data, "y");
-        var kernel = dev.Accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, int, int, int>(StridedSumKernel);
-        kernel(1, x.F32, y.F32, first, count, stride);
+        var kernel = dev.Accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, int, int, int, int>(StridedSumKernel);
+        kernel(1, x.F32, y.F32, first, count, stride, squares ? 1 : 0);
         dev.Synchronize();
         Assert.Equal(BitConverter.SingleToInt32Bits(want), BitConverter.SingleToInt32Bits(y.ToFloatArray()[0]));
     }
 
-    private static void StridedSumKernel(Index1D i, ArrayView<float> x, ArrayView<float> y, int first, int count, int stride) =>
-        y[0] = Reduce.StridedSum(x, first, count, stride);
+    private static void StridedSumKernel(Index1D i, ArrayView<float> x, ArrayView<float> y, int first, int count, int stride, int squares) =>
+        y[0] = Reduce.StridedSum(x, first, count, stride, squares != 0);
 
     [Property(MaxTest = 30)]
     public void Sum_and_mean_are_within_the_summation_bound_for_any_group_count(PositiveInt n, PositiveInt groups, bool mean, int seed)
