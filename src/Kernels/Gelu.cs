@@ -5,7 +5,7 @@ using Memopt.Tensors;
 namespace Memopt.Kernels;
 
 /// <summary>
-/// GELU, erf form (PyTorch's default): y = x·Φ(x) = ½x(1 + erf(x/√2)).
+/// GELU, erf form (PyTorch's default): y = x·Φ(x) = ½x(1 + erf(x/√2)), Φ from erfc below 0 (<see cref="KernelMath.NormalCdf"/>).
 /// Backward: dx += dy·(Φ(x) + x·φ(x)), with φ the standard normal density; it reads x again rather than keeping Φ(x).
 /// Each tensor float32 or bfloat16 (<see cref="FloatView"/>); the math is float32.
 /// </summary>
@@ -38,10 +38,9 @@ public static class Gelu
         k(Launch.Elementwise(x.Device, x.Numel), FloatView.Of(x), FloatView.Of(dy), FloatView.Of(dx), x.Numel);
     }
 
-    public static float Value(float x) => 0.5f * x * (1f + KernelMath.Erf(x * KernelMath.InvSqrt2));
+    public static float Value(float x) => x * KernelMath.NormalCdf(x);
 
-    public static float Derivative(float x) =>
-        0.5f * (1f + KernelMath.Erf(x * KernelMath.InvSqrt2)) + x * KernelMath.InvSqrt2Pi * MathF.Exp(-0.5f * x * x);
+    public static float Derivative(float x) => KernelMath.NormalCdf(x) + x * KernelMath.InvSqrt2Pi * MathF.Exp(-0.5f * x * x);
 
     // Four values per access where every tensor is bf16 (8-byte words) or float32 (16-byte float4s): two- and four-byte
     // accesses held both kernels near 1 TB/s. Same math per element, so the same results as the scalar kernels.

@@ -116,6 +116,35 @@ public class ElementwiseTests
         Assert.Equal(Run(0), Run(1));
     }
 
+    /// <summary>A case FsCheck found: one value near −5, whose GELU (~1e-6) lost three digits to 1 + erf(x/√2) cancelling.</summary>
+    [Fact]
+    public void Gelu_of_one_value_far_below_zero_matches_the_reference() =>
+        Gelu_matches_reference_and_finite_differences(PositiveInt.NewPositiveInt(1), 18);
+
+    /// <summary>
+    /// GELU in float32 against float64 over −8..8 relative to each value itself: erfc below 0 keeps the tail's relative
+    /// precision, where 1 + erf(x/√2) cancelled. The tail's own conditioning is ~x² (its log-slope: the rounding of x/√2
+    /// and of x² inside exp), so the error is held to 4e-7·(1 + x²), a few float32 ulps (worst seen 2.1e-7, near
+    /// x = −0.86 where the erfc fit starts); 1 + erf gave 1e-3 at x ≈ −5.
+    /// Its derivative Φ(x) + x·φ(x) cancels in the tail by its own form, so it is held to its terms' scale |Φ| + |x·φ|.
+    /// </summary>
+    [Fact]
+    public void Gelu_keeps_its_relative_precision_in_the_negative_tail()
+    {
+        double worstValue = 0, worstDerivative = 0;
+        for (double x = -8; x <= 8; x += 1e-3)
+        {
+            float xf = (float)x;
+            double phi = xf < 0 ? 0.5 * KernelMath.ErfcDouble(-xf / Math.Sqrt(2)) : 0.5 * (1 + KernelMath.ErfDouble(xf / Math.Sqrt(2)));
+            double slope = xf * Math.Exp(-0.5 * xf * xf) / Math.Sqrt(2 * Math.PI);
+            double kappa = 1 + (double)xf * xf;
+            if (xf != 0) worstValue = Math.Max(worstValue, Math.Abs(Gelu.Value(xf) - xf * phi) / Math.Abs(xf * phi) / kappa);
+            worstDerivative = Math.Max(worstDerivative, Math.Abs(Gelu.Derivative(xf) - (phi + slope)) / (Math.Abs(phi) + Math.Abs(slope)) / kappa);
+        }
+        Assert.True(worstValue < 4e-7, $"GELU worst relative error {worstValue:E2}·(1 + x²)");
+        Assert.True(worstDerivative < 4e-7, $"GELU' worst error {worstDerivative:E2}·(1 + x²) of its terms");
+    }
+
     [Fact]
     public void Float_erf_is_within_2e7_of_float64_erf_over_minus6_to_6()
     {
