@@ -15,6 +15,12 @@ public readonly record struct KernelResources(int Registers, int LocalBytes, int
     public static KernelResources? Of(ComputeDevice device, Delegate launcher, int groupSize, int dynamicSharedBytes = 0)
     {
         if (!device.IsCuda || KernelUtil.GetKernel(launcher) is not CudaKernel cuda) return null;
+        return Of(device, cuda, groupSize, dynamicSharedBytes);
+    }
+
+    /// <summary>The same for a kernel loaded without a launcher of ILGPU's (the tensor-core GEMM's wgmma module).</summary>
+    public static KernelResources Of(ComputeDevice device, CudaKernel cuda, int groupSize, int dynamicSharedBytes = 0)
+    {
         CuFuncGetAttribute(out int registers, CuFuncAttributeNumRegs, cuda.FunctionPtr);
         CuFuncGetAttribute(out int local, CuFuncAttributeLocalSizeBytes, cuda.FunctionPtr);
         int groups = device.Accelerator.EstimateMaxActiveGroupsPerMultiprocessor(cuda, groupSize, dynamicSharedBytes);

@@ -393,6 +393,8 @@ public static partial class TensorCoreGemm
         public ulong CPtr;
         /// <summary>1 when the epilogue adds the bias (never in the split-K partials: the reduction adds it).</summary>
         public int HasBias;
+        /// <summary>The wgmma kernel's A and B shared-memory descriptors without their start address (<see cref="WgmmaDescriptor"/>).</summary>
+        public ulong DescA, DescB;
         public float Alpha;
     }
 
@@ -498,6 +500,42 @@ public static partial class TensorCoreGemm
         return MnContiguousF32Offset(ks * 8 + (lane & 3) + 4 * r, col >> 2, blockN) + (col & 3) * 4;
     }
 
+    /// <summary>
+    /// The next K slice a group copies: its batch and k tile (a group's slices run through the k tiles of one batch, or
+    /// of every batch in turn when C sums them), and the element shifts of the operands' chunks for it, kept
+    /// incrementally (one add per slice, a multiply only when the batch changes). <paramref name="aStep"/> /
+    /// <paramref name="bStep"/>: elements between the same chunk of consecutive slices (<see cref="SliceStep"/>).
+    /// </summary>
+    public struct SliceCursor
+    {
+        public int Batch, Kt;
+        public long AShift, BShift;
+
+        /// <summary>The cursor at slice <paramref name="first"/> of the group's (batch, k tile) sequence.</summary>
+        public static SliceCursor At(TcParams p, int first, int outBatch, long aStep, long bStep)
+        {
+            var c = new SliceCursor { Batch = p.SumBatches != 0 ? first / p.KTiles : outBatch };
+            c.Kt = first - (p.SumBatches != 0 ? c.Batch * p.KTiles : 0);
+            c.AShift = c.Batch * p.ABatch + c.Kt * aStep;
+            c.BShift = c.Batch * p.BBatch + c.Kt * bStep;
+            return c;
+        }
+
+        public void Advance(TcParams p, long aStep, long bStep)
+        {
+            AShift += aStep;
+            BShift += bStep;
+            Kt++;
+            if (Kt == p.KTiles)
+            {
+                Kt = 0;
+                Batch++;
+                AShift = Batch * p.ABatch;
+                BShift = Batch * p.BBatch;
+            }
+        }
+    }
+
     /// <summary>Values of the chunk that exist for the slice starting at k0 (the rest is zero-filled).</summary>
     public static int ChunkValid(bool kContiguous, ChunkLoad c, int k0, int k) =>
         kContiguous ? Math.Max(Math.Min(c.Fixed, k - k0 - c.KIndex), 0) : (k0 + c.KIndex < k ? c.Fixed : 0);
@@ -506,12 +544,13 @@ public static partial class TensorCoreGemm
     /// Chunk id + 256·<paramref name="i"/> of a 128-row, 64-deep slice from chunk id (the 64-deep kernel keeps one
     /// chunk per operand and derives its other three): 32 rows further for a K-contiguous slice (valid while
     /// 32·i &lt; <paramref name="rowsLeft"/>, the rows left below the first chunk's), 16 k-rows for an MN-contiguous one;
-    /// 4096 bytes further in shared memory either way.
+    /// 4096 bytes further in shared memory, or <paramref name="mnSmemStep"/> for an MN-contiguous slice (2048 in the
+    /// wgmma kernel's layout, <see cref="WgmmaMnOffset"/>).
     /// </summary>
-    public static ChunkLoad ChunkStep(bool kContiguous, ChunkLoad c0, int i, int ld, int rowsLeft)
+    public static ChunkLoad ChunkStep(bool kContiguous, ChunkLoad c0, int i, int ld, int rowsLeft, int mnSmemStep = 4096)
     {
         var c = c0;
-        c.Smem += 4096 * i;
+        c.Smem += (kContiguous ? 4096 : mnSmemStep) * i;
         if (kContiguous)
         {
             c.Elem += 32L * i * ld;
@@ -843,6 +882,11 @@ public static partial class TensorCoreGemm
     private static void LaunchCuda(ComputeDevice device, Tile tile, int layout, int passes, int blocks,
         ArrayView<ushort> a, ArrayView<ushort> b, ArrayView<float> cF, ArrayView<ushort> cH, FloatView bias, TcParams p)
     {
+        if (LaunchWgmmaNow(device, tile, passes, p))
+        {
+            LaunchWgmma(device, layout, blocks, a, b, cF, cH, bias, p);
+            return;
+        }
         var launch = Launcher(device, tile, layout, passes);
         var config = IsDeep(tile)
             ? new KernelConfig(new Index1D(blocks), new Index1D(Threads), SharedMemoryConfig.RequestDynamic<byte>(DynamicBytes(tile)))
@@ -863,8 +907,11 @@ public static partial class TensorCoreGemm
             var kernel = (Action<ArrayView<ushort>, ArrayView<ushort>, ArrayView<float>, ArrayView<ushort>, FloatView, TcParams>)Delegate.CreateDelegate(
                 typeof(Action<ArrayView<ushort>, ArrayView<ushort>, ArrayView<float>, ArrayView<ushort>, FloatView, TcParams>), KernelMethod(tile, layout, passes));
             // The fp32 kernels need ~155 registers: launch bounds for two groups per SM cap them at 128 (a few bytes of
-            // spills) and run the 3xTF32 GEMMs 10-35% faster on the H100 (docs/performance.md).
-            var loaded = passes != 0 && device.IsCuda ? acc.LoadStreamKernel(kernel, new KernelSpecialization(Threads, 2)) : acc.LoadStreamKernel(kernel);
+            // spills) and run the 3xTF32 GEMMs 10-35% faster on the H100 (docs/performance.md). The bf16 narrow tiles
+            // too: ptxas gave four of their six layouts 129-148 registers, one group per SM; capped at 128 (0-64 B of
+            // spills) the scalar-load layouts run 34-44% faster (the unfused LM head's dx and dW, session 8).
+            bool twoGroups = passes != 0 || tile is Tile.Narrow or Tile.NarrowDeep;
+            var loaded = twoGroups && device.IsCuda ? acc.LoadStreamKernel(kernel, new KernelSpecialization(Threads, 2)) : acc.LoadStreamKernel(kernel);
             if (IsDeep(tile)) AllowDynamicSharedMemory(loaded, DynamicBytes(tile));
             return loaded;
         });
@@ -910,6 +957,11 @@ public static partial class TensorCoreGemm
     {
         var kernel = KernelUtil.GetKernel(loaded);
         if (kernel is not CudaKernel cuda) throw new InvalidOperationException($"deep tensor-core tile: {kernel.GetType().Name} is not a CUDA kernel");
+        SetMaxDynamicSharedMemory(cuda, bytes);
+    }
+
+    private static void SetMaxDynamicSharedMemory(CudaKernel cuda, int bytes)
+    {
         int status = CuFuncSetAttribute(cuda.FunctionPtr, CuFuncAttributeMaxDynamicSharedSizeBytes, bytes);
         if (status != 0) throw new InvalidOperationException($"cuFuncSetAttribute(max dynamic shared memory = {bytes}) failed with CUDA error {status}");
     }
@@ -1171,30 +1223,16 @@ public static partial class TensorCoreGemm
         // Whole tile inside M and N: only K can cut a chunk short (and only in a last, partial slice).
         bool interior = m0 + BlockM <= p.M && n0 + blockN <= p.N;
 
-        int total = p.SumBatches != 0 ? p.Batch * p.KTiles : p.KTiles;
-        int first = split * p.SlicesPerSplit;
-        int count = Math.Min(p.SlicesPerSplit, total - first);
-        // The next slice to load as (batch, k tile), advanced incrementally; the chunks' element indices follow it.
-        int loadBatch = p.SumBatches != 0 ? first / p.KTiles : outBatch;
-        int loadKt = first - (p.SumBatches != 0 ? loadBatch * p.KTiles : 0);
-        long aShift = loadBatch * p.ABatch + loadKt * aStep, bShift = loadBatch * p.BBatch + loadKt * bStep;
+        int count = SlicesOf(p, split, out int first);
+        var next = SliceCursor.At(p, first, outBatch, aStep, bStep);
 
         int loadStage = 0;
         for (int s = 0; s < stages - 1; s++)
         {
             if (s < count)
             {
-                LoadSlice(a, b, p, loadStage * stageBytes, aKc, bKc, aVec, bVec, wide, interior, a0, a1, b0, b1, b2, b3, aShift, bShift, loadKt * BlockK);
-                aShift += aStep;
-                bShift += bStep;
-                loadKt++;
-                if (loadKt == p.KTiles)
-                {
-                    loadKt = 0;
-                    loadBatch++;
-                    aShift = loadBatch * p.ABatch;
-                    bShift = loadBatch * p.BBatch;
-                }
+                LoadSlice(a, b, p, loadStage * stageBytes, aKc, bKc, aVec, bVec, wide, interior, a0, a1, b0, b1, b2, b3, next.AShift, next.BShift, next.Kt * BlockK);
+                next.Advance(p, aStep, bStep);
             }
             CudaAsm.Emit("cp.async.commit_group;");
             loadStage++;
@@ -1214,17 +1252,8 @@ public static partial class TensorCoreGemm
             WarpStep(0, st, aKc, bKc, wide, passes, bKsStep);
             if (i + stages - 1 < count)
             {
-                LoadSlice(a, b, p, loadStage * stageBytes, aKc, bKc, aVec, bVec, wide, interior, a0, a1, b0, b1, b2, b3, aShift, bShift, loadKt * BlockK);
-                aShift += aStep;
-                bShift += bStep;
-                loadKt++;
-                if (loadKt == p.KTiles)
-                {
-                    loadKt = 0;
-                    loadBatch++;
-                    aShift = loadBatch * p.ABatch;
-                    bShift = loadBatch * p.BBatch;
-                }
+                LoadSlice(a, b, p, loadStage * stageBytes, aKc, bKc, aVec, bVec, wide, interior, a0, a1, b0, b1, b2, b3, next.AShift, next.BShift, next.Kt * BlockK);
+                next.Advance(p, aStep, bStep);
             }
             CudaAsm.Emit("cp.async.commit_group;");
             loadStage = loadStage == stages - 1 ? 0 : loadStage + 1;
@@ -1286,40 +1315,11 @@ public static partial class TensorCoreGemm
         CudaAsm.Emit(DeclareDynamic, la0, la1, la2, la3, lb0, lb1, lb2, lb3);
         CudaAsm.Emit(ZeroNarrow);
 
-        var a0 = Chunk(aKc, tid, m0, p.M, p.AOffset, p.Lda, BlockM, sliceK);
-        var b0 = Chunk(bKc, tid, n0, p.N, p.BOffset, p.Ldb, blockN, sliceK);
-        int aRowsLeft = p.M - m0 - (tid >> 3), bRowsLeft = p.N - n0 - (tid >> 3);
-        long aDelta = aKc ? 32L * p.Lda : 16L * p.Lda, bDelta = bKc ? 32L * p.Ldb : 16L * p.Ldb;
-        long aStep = SliceStep(aKc, p.Lda, sliceK), bStep = SliceStep(bKc, p.Ldb, sliceK);
-        bool interior = m0 + BlockM <= p.M && n0 + blockN <= p.N;
+        int count = SlicesOf(p, split, out int first);
+        var copies = Slice64Copies.For(p, tid, m0, n0, first, outBatch, aKc, bKc, wgmmaLayout: false);
 
-        int total = p.SumBatches != 0 ? p.Batch * p.KTiles : p.KTiles;
-        int first = split * p.SlicesPerSplit;
-        int count = Math.Min(p.SlicesPerSplit, total - first);
-        int loadBatch = p.SumBatches != 0 ? first / p.KTiles : outBatch;
-        int loadKt = first - (p.SumBatches != 0 ? loadBatch * p.KTiles : 0);
-        long aShift = loadBatch * p.ABatch + loadKt * aStep, bShift = loadBatch * p.BBatch + loadKt * bStep;
-
-        int loadStage = 0;
-        for (int s = 0; s < stages - 1; s++)
-        {
-            if (s < count)
-            {
-                LoadSlice64(a, b, p, loadStage * stageBytes, aKc, bKc, aVec, bVec, interior, a0, b0, aRowsLeft, bRowsLeft, aDelta, bDelta, aShift, bShift, loadKt * sliceK);
-                aShift += aStep;
-                bShift += bStep;
-                loadKt++;
-                if (loadKt == p.KTiles)
-                {
-                    loadKt = 0;
-                    loadBatch++;
-                    aShift = loadBatch * p.ABatch;
-                    bShift = loadBatch * p.BBatch;
-                }
-            }
-            CudaAsm.Emit("cp.async.commit_group;");
-            loadStage++;
-        }
+        copies.FillRing(a, b, p, count, aKc, bKc, aVec, bVec);
+        int loadStage = stages - 1;
 
         int computeStage = 0;
         for (int i = 0; i < count; i++)
@@ -1334,17 +1334,7 @@ public static partial class TensorCoreGemm
             CudaAsm.Emit(MmaNarrow);
             if (i + stages - 1 < count)
             {
-                LoadSlice64(a, b, p, loadStage * stageBytes, aKc, bKc, aVec, bVec, interior, a0, b0, aRowsLeft, bRowsLeft, aDelta, bDelta, aShift, bShift, loadKt * sliceK);
-                aShift += aStep;
-                bShift += bStep;
-                loadKt++;
-                if (loadKt == p.KTiles)
-                {
-                    loadKt = 0;
-                    loadBatch++;
-                    aShift = loadBatch * p.ABatch;
-                    bShift = loadBatch * p.BBatch;
-                }
+                copies.LoadNext(a, b, p, loadStage * stageBytes, aKc, bKc, aVec, bVec);
             }
             CudaAsm.Emit("cp.async.commit_group;");
             loadStage = loadStage == stages - 1 ? 0 : loadStage + 1;
@@ -1374,9 +1364,70 @@ public static partial class TensorCoreGemm
         else StoreNarrow<DirectStores>(cF, cH, bias, p, cBase, m0, n0, row, col);
     }
 
-    /// <summary>The 64-deep kernel's copies of one slice: four chunks of A, four of B, derived from the first of each.</summary>
+    /// <summary>The group's K slices: [<paramref name="first"/>, first + count) of its split's (batch, k tile) sequence; returns count.</summary>
+    public static int SlicesOf(TcParams p, int split, out int first)
+    {
+        int total = p.SumBatches != 0 ? p.Batch * p.KTiles : p.KTiles;
+        first = split * p.SlicesPerSplit;
+        return Math.Min(p.SlicesPerSplit, total - first);
+    }
+
+    /// <summary>
+    /// One thread's copies of the 64-deep kernels' slices (mma.sync and wgmma): its first chunk of A and of B (the other
+    /// three derived by <see cref="ChunkStep"/>), the rows left below them, the element distances between its chunks and
+    /// between slices, and the cursor of the next slice. MN-contiguous chunks land in the mma.sync kernel's layout, or
+    /// with <c>wgmmaLayout</c> in <see cref="WgmmaMnOffset"/>'s (chunks 2048 bytes apart instead of 4096).
+    /// </summary>
+    private struct Slice64Copies
+    {
+        private ChunkLoad _a0, _b0;
+        private int _aRowsLeft, _bRowsLeft, _aSmemStep, _bSmemStep;
+        private long _aDelta, _bDelta, _aStep, _bStep;
+        private bool _interior;
+        private SliceCursor _next;
+
+        public static Slice64Copies For(TcParams p, int tid, int m0, int n0, int first, int outBatch, bool aKc, bool bKc, bool wgmmaLayout)
+        {
+            const int sliceK = 64, blockN = 128;
+            var c = new Slice64Copies
+            {
+                _a0 = Chunk(aKc, tid, m0, p.M, p.AOffset, p.Lda, BlockM, sliceK),
+                _b0 = Chunk(bKc, tid, n0, p.N, p.BOffset, p.Ldb, blockN, sliceK),
+                _aRowsLeft = p.M - m0 - (tid >> 3), _bRowsLeft = p.N - n0 - (tid >> 3),
+                _aSmemStep = aKc || !wgmmaLayout ? 4096 : 2048, _bSmemStep = bKc || !wgmmaLayout ? 4096 : 2048,
+                _aDelta = aKc ? 32L * p.Lda : 16L * p.Lda, _bDelta = bKc ? 32L * p.Ldb : 16L * p.Ldb,
+                _aStep = SliceStep(aKc, p.Lda, sliceK), _bStep = SliceStep(bKc, p.Ldb, sliceK),
+                _interior = m0 + BlockM <= p.M && n0 + blockN <= p.N,
+            };
+            if (wgmmaLayout && !aKc) c._a0.Smem = WgmmaMnOffset(tid >> 4, tid & 15);
+            if (wgmmaLayout && !bKc) c._b0.Smem = WgmmaMnOffset(tid >> 4, tid & 15);
+            c._next = SliceCursor.At(p, first, outBatch, c._aStep, c._bStep);
+            return c;
+        }
+
+        /// <summary>The ring's first two stages (of three, 32 KB each): slices 0 and 1 of the group's <paramref name="count"/>, one cp.async group each (empty past count).</summary>
+        public void FillRing(ArrayView<ushort> a, ArrayView<ushort> b, TcParams p, int count, bool aKc, bool bKc, bool aVec, bool bVec)
+        {
+            for (int s = 0; s < 2; s++)
+            {
+                if (s < count) LoadNext(a, b, p, s * 2 * BlockM * 64 * 2, aKc, bKc, aVec, bVec);
+                CudaAsm.Emit("cp.async.commit_group;");
+            }
+        }
+
+        /// <summary>Starts the copies of the next slice into the stage at byte <paramref name="stage"/> and moves the cursor on.</summary>
+        public void LoadNext(ArrayView<ushort> a, ArrayView<ushort> b, TcParams p, int stage, bool aKc, bool bKc, bool aVec, bool bVec)
+        {
+            LoadSlice64(a, b, p, stage, aKc, bKc, aVec, bVec, _interior, _a0, _b0, _aRowsLeft, _bRowsLeft, _aDelta, _bDelta,
+                _next.AShift, _next.BShift, _next.Kt * 64, _aSmemStep, _bSmemStep);
+            _next.Advance(p, _aStep, _bStep);
+        }
+    }
+
+    /// <summary>The 64-deep kernels' copies of one slice: four chunks of A, four of B, derived from the first of each.</summary>
     private static void LoadSlice64(ArrayView<ushort> a, ArrayView<ushort> b, TcParams p, int stage, bool aKc, bool bKc, bool aVec, bool bVec,
-        bool interior, ChunkLoad a0, ChunkLoad b0, int aRowsLeft, int bRowsLeft, long aDelta, long bDelta, long aShift, long bShift, int k0)
+        bool interior, ChunkLoad a0, ChunkLoad b0, int aRowsLeft, int bRowsLeft, long aDelta, long bDelta, long aShift, long bShift, int k0,
+        int aSmemStep, int bSmemStep)
     {
         const int aSlice = BlockM * 64 * 2;
         int bStage = stage + aSlice;
@@ -1384,20 +1435,20 @@ public static partial class TensorCoreGemm
         {
             long ae = a0.Elem + aShift, be = b0.Elem + bShift;
             CopyWhole(p.APtr, stage + a0.Smem, ae);
-            CopyWhole(p.APtr, stage + a0.Smem + 4096, ae + aDelta);
-            CopyWhole(p.APtr, stage + a0.Smem + 8192, ae + 2 * aDelta);
-            CopyWhole(p.APtr, stage + a0.Smem + 12288, ae + 3 * aDelta);
+            CopyWhole(p.APtr, stage + a0.Smem + aSmemStep, ae + aDelta);
+            CopyWhole(p.APtr, stage + a0.Smem + 2 * aSmemStep, ae + 2 * aDelta);
+            CopyWhole(p.APtr, stage + a0.Smem + 3 * aSmemStep, ae + 3 * aDelta);
             CopyWhole(p.BPtr, bStage + b0.Smem, be);
-            CopyWhole(p.BPtr, bStage + b0.Smem + 4096, be + bDelta);
-            CopyWhole(p.BPtr, bStage + b0.Smem + 8192, be + 2 * bDelta);
-            CopyWhole(p.BPtr, bStage + b0.Smem + 12288, be + 3 * bDelta);
+            CopyWhole(p.BPtr, bStage + b0.Smem + bSmemStep, be + bDelta);
+            CopyWhole(p.BPtr, bStage + b0.Smem + 2 * bSmemStep, be + 2 * bDelta);
+            CopyWhole(p.BPtr, bStage + b0.Smem + 3 * bSmemStep, be + 3 * bDelta);
             return;
         }
         for (int i = 0; i < 4; i++)
         {
-            var ca = ChunkStep(aKc, a0, i, p.Lda, aRowsLeft);
+            var ca = ChunkStep(aKc, a0, i, p.Lda, aRowsLeft, aSmemStep);
             CopyChunk(a, p.APtr, aVec, stage + ca.Smem, ca.Elem + aShift, ChunkValid(aKc, ca, k0, p.K));
-            var cb = ChunkStep(bKc, b0, i, p.Ldb, bRowsLeft);
+            var cb = ChunkStep(bKc, b0, i, p.Ldb, bRowsLeft, bSmemStep);
             CopyChunk(b, p.BPtr, bVec, bStage + cb.Smem, cb.Elem + bShift, ChunkValid(bKc, cb, k0, p.K));
         }
     }
@@ -1737,11 +1788,8 @@ public static partial class TensorCoreGemm
         TileOf(block, p, out int m0, out int n0, out int split, out int outBatch);
         for (int i = 0; i < Threads * AccPerLane; i++) acc[i] = 0f;
 
-        int total = p.SumBatches != 0 ? p.Batch * p.KTiles : p.KTiles;
-        int first = split * p.SlicesPerSplit;
-        int count = Math.Min(p.SlicesPerSplit, total - first);
-        int loadBatch = p.SumBatches != 0 ? first / p.KTiles : outBatch;
-        int loadKt = first - (p.SumBatches != 0 ? loadBatch * p.KTiles : 0);
+        int count = SlicesOf(p, split, out int first);
+        var next = SliceCursor.At(p, first, outBatch, 0, 0);
 
         // Same ring schedule as the kernel; a copy completes at once.
         int loadStage = 0;
@@ -1749,9 +1797,8 @@ public static partial class TensorCoreGemm
         {
             if (s < count)
             {
-                EmulateLoadSlice(a, b, p, smem, loadStage * stageBytes, aKc, bKc, m0, n0, loadBatch, loadKt);
-                loadKt++;
-                if (loadKt == p.KTiles) { loadKt = 0; loadBatch++; }
+                EmulateLoadSlice(a, b, p, smem, loadStage * stageBytes, aKc, bKc, m0, n0, next.Batch, next.Kt);
+                next.Advance(p, 0, 0);
             }
             loadStage++;
         }
@@ -1760,9 +1807,8 @@ public static partial class TensorCoreGemm
         {
             if (i + stages - 1 < count)
             {
-                EmulateLoadSlice(a, b, p, smem, loadStage * stageBytes, aKc, bKc, m0, n0, loadBatch, loadKt);
-                loadKt++;
-                if (loadKt == p.KTiles) { loadKt = 0; loadBatch++; }
+                EmulateLoadSlice(a, b, p, smem, loadStage * stageBytes, aKc, bKc, m0, n0, next.Batch, next.Kt);
+                next.Advance(p, 0, 0);
             }
             loadStage = loadStage == stages - 1 ? 0 : loadStage + 1;
             int aStage = computeStage * stageBytes, bStage = aStage + aSlice;

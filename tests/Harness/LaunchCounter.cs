@@ -21,6 +21,9 @@ internal sealed class LaunchCounter : IKernelLaunchListener, IDisposable
     /// <summary>Launches of <paramref name="kernel"/> so far.</summary>
     public int this[string kernel] => _counts.GetValueOrDefault(kernel);
 
+    /// <summary>The kernel keys launched so far.</summary>
+    public IEnumerable<string> Keys => _counts.Keys;
+
     /// <summary>All launches so far.</summary>
     public int Total => _counts.Values.Sum();
 

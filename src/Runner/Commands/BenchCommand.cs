@@ -48,6 +48,9 @@ public sealed class BenchOptions : DeviceOptions
     [Option("seed", Default = 1, HelpText = "Seed of the random inputs.")]
     public int Seed { get; set; } = 1;
 
+    [Option("tc-mma", Default = "auto", HelpText = "gemm, step, kernels: the 64-deep bf16 tile's tensor-core instruction: auto (wgmma where it runs: compute capability 9.0), mma (mma.sync everywhere) or wgmma.")]
+    public string TcMma { get; set; } = "auto";
+
     [Option("tiles", Default = "auto", HelpText = "gemm: tensor-core tiles to time, comma list of auto, narrow, wide, narrowdeep, widedeep, narrowk64.")]
     public string Tiles { get; set; } = "auto";
 
@@ -147,9 +150,11 @@ public static class BenchCommand
             throw new UserError($"bench '{options.Suite}': expected one of {string.Join(", ", Suites.Keys)}");
         if (options.Repeats <= 0) throw new UserError($"--repeats {options.Repeats}: must be > 0");
         var run = suite(options);
+        var mmaKind = GemmBench.MmaOf(options);
         using var device = options.OpenDevice(profiling: options.Profile);
         var info = device.Info();
         Console.WriteLine($"memopt bench {options.Suite} on {info.Kind}: {info.Name} ({info.Multiprocessors} SMs), median of {options.Repeats} samples");
+        using var mma = TensorCoreGemm.UseMma(mmaKind);
         var records = run(device);
         if (options.Out is not null)
         {
@@ -332,6 +337,11 @@ public static class GemmBench
                 File.WriteAllText($"{o.Ptx}.{tile}.ptx", TensorCoreGemm.CompilePtx(device, tile));
                 Console.WriteLine($"wrote the tensor-core kernel's PTX to {o.Ptx}.{tile}.ptx");
             }
+            foreach (int layout in new[] { 12, 13, 14, 15 })
+            {
+                File.WriteAllText($"{o.Ptx}.wgmma.{layout}.ptx", TensorCoreGemm.CompileWgmmaPtx(device, layout));
+                Console.WriteLine($"wrote the wgmma kernel's PTX (layout {layout}, target sm_90a) to {o.Ptx}.wgmma.{layout}.ptx");
+            }
             foreach (var tile in new[] { MatMul.SimtTile.T128x128, MatMul.SimtTile.T128x64, MatMul.SimtTile.T256x32 })
             {
                 File.WriteAllText($"{o.Ptx}.simt.{tile}.ptx", MatMul.CompilePtx(device, tile));
@@ -343,7 +353,10 @@ public static class GemmBench
         using var stores = DirectStores(o) ? TensorCoreGemm.UseDirectStores() : null;
         var records = new List<BenchRecord>();
         if (device.IsCuda)
+        {
             Console.WriteLine($"deep tiles (>48 KB dynamic shared memory): {(TensorCoreGemm.DeepAvailable(device) ? "available" : "unavailable: " + TensorCoreGemm.DeepUnavailableBecause(device))}");
+            Console.WriteLine($"wgmma (sm_90a) for the 64-deep tile: {(TensorCoreGemm.WgmmaAvailable(device) ? "available" : "unavailable" + (TensorCoreGemm.WgmmaUnavailableBecause(device) is string why ? ": " + why : " (not compute capability 9.0)"))}; --tc-mma {o.TcMma}");
+        }
         Console.WriteLine($"{"case",-28} {"M",6} {"N",6} {"K",6} | {"tile",-10} {"tc ms",8} {"TFLOP/s",7} {"host µs",7} {"err",7} | {"simt plan",-20} {"simt ms",9} {"TFLOP/s",7} {"err",7} | {"tc/simt",7}");
         foreach (var c in cases)
         {
@@ -361,6 +374,14 @@ public static class GemmBench
         PrintSimtKernels(device);
         return records;
     }
+
+    public static TensorCoreGemm.MmaKind MmaOf(BenchOptions o) => o.TcMma.ToLowerInvariant() switch
+    {
+        "auto" => TensorCoreGemm.MmaKind.Auto,
+        "mma" => TensorCoreGemm.MmaKind.MmaSync,
+        "wgmma" => TensorCoreGemm.MmaKind.Wgmma,
+        _ => throw new UserError($"--tc-mma '{o.TcMma}': expected auto, mma or wgmma"),
+    };
 
     private static bool DirectStores(BenchOptions o) => o.TcStores switch
     {
@@ -381,15 +402,18 @@ public static class GemmBench
     /// <summary>The SIMT kernel instances the run used: (tile, variant bits).</summary>
     private static readonly HashSet<(MatMul.SimtTile, int)> SimtKernelsUsed = [];
 
-    /// <summary>The fp32-operand tensor-core kernel instances the run used: (tile, layout bits, passes).</summary>
-    private static readonly HashSet<(TensorCoreGemm.Tile, int, Fp32Matmul)> TcKernelsUsed = [];
+    /// <summary>The tensor-core kernel instances the run used: (tile, layout bits, passes: 0 for bf16 operands, 1 TF32, 3 3xTF32).</summary>
+    private static readonly HashSet<(TensorCoreGemm.Tile, int, int)> TcKernelsUsed = [];
 
-    /// <summary>Registers, spills and residency of every SIMT kernel instance the run loaded (CUDA: what ptxas made of the PTX), and of the fp32 tensor-core ones.</summary>
+    /// <summary>Registers, spills and residency of every SIMT and tensor-core kernel instance the run loaded (CUDA: what ptxas made of the PTX).</summary>
     private static void PrintSimtKernels(ComputeDevice device)
     {
-        foreach (var (tile, layout, mode) in TcKernelsUsed.OrderBy(x => x))
-            Console.WriteLine($"tensor-core kernel {mode.Name()} {tile} layout {layout}: {TensorCoreGemm.Resources(device, tile, layout, TensorCoreGemm.PassesOf(mode))}");
+        foreach (var (tile, layout, passes) in TcKernelsUsed.OrderBy(x => x))
+            Console.WriteLine($"tensor-core kernel {(passes switch { 0 => "bf16", 1 => "tf32", _ => "3xtf32" })} {tile} layout {layout}: {TensorCoreGemm.Resources(device, tile, layout, passes)}");
         TcKernelsUsed.Clear();
+        for (int layout = 0; layout < 16; layout++)
+            if (TensorCoreGemm.WgmmaResources(device, layout) is { } w)
+                Console.WriteLine($"wgmma kernel layout {layout}: {w}");
         foreach (var (tile, variant) in SimtKernelsUsed.OrderBy(x => x))
         {
             var r = MatMul.TiledKernelResources(device, tile, variant);
@@ -428,6 +452,7 @@ public static class GemmBench
                 cTc.Raw.MemSet(0xFF); // NaN everywhere: an element the kernel does not write fails the check
                 TensorCoreGemm.TryGemm(aOp, bOp, cOp, c.M, c.N, c.K, c.Batch);
                 device.Synchronize();
+                TcKernelsUsed.Add((tile, TensorCoreGemm.LayoutOf(aOp, bOp, c.Batch), 0));
                 double err = SampledError(cTc, c, seedA, seedB);
                 var (median, min, samples, hostUs) = BenchTimer.Time(device, () => TensorCoreGemm.TryGemm(aOp, bOp, cOp, c.M, c.N, c.K, c.Batch), o.Repeats);
                 tcMs = double.IsNaN(tcMs) ? median : Math.Min(tcMs, median);
@@ -477,7 +502,7 @@ public static class GemmBench
                     int layout = TensorCoreGemm.LayoutOf(a32Op, b32Op, c.Batch);
                     var tile = TensorCoreGemm.ChooseTileF32(tiles[i], TensorCoreGemm.DeepAvailable(device));
                     variant = tiles[i] == TensorCoreGemm.Tile.Auto ? $"auto:{tile}" : tile.ToString();
-                    TcKernelsUsed.Add((tile, layout, mode));
+                    TcKernelsUsed.Add((tile, layout, TensorCoreGemm.PassesOf(mode)));
                 }
                 if (plan is { } used && mode == Fp32Matmul.Ieee) SimtKernelsUsed.Add((used.Tile, MatMul.VariantOf(a32Op, b32Op)));
                 string simt;
