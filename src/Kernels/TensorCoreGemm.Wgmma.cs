@@ -26,9 +26,10 @@ namespace Memopt.Kernels;
 /// ILGPU 1.5.3 writes `.target sm_90` (or lower) into its PTX and wgmma needs `sm_90a`: the kernel is compiled by
 /// ILGPU's own backend, the target line of its PTX is rewritten, and the module loaded through ILGPU's
 /// Accelerator.LoadKernel(CompiledKernel) (<see cref="LoadWgmma"/>). Only on compute capability 9.0, and only where the
-/// module loads (<see cref="WgmmaAvailable"/>); everything else keeps the mma.sync kernels, whose
-/// emulated twin (<see cref="GemmEmulated"/>) is the CPU reference for both (the same tile, slices and sums in
-/// float32; the order of the products inside one k16 step is the tensor core's on either path).
+/// module loads (<see cref="WgmmaAvailable"/>); everything else keeps the mma.sync kernels. The emulated twin
+/// (<see cref="GemmEmulated"/>) emulates the mma.sync tile only: the wgmma kernel computes the same tile, slices and
+/// float32 sums, its shared-memory layouts and descriptors are checked on the CPU, and the kernel itself against
+/// float64 on an H100 (WgmmaGemmTests).
 /// </summary>
 public static partial class TensorCoreGemm
 {
@@ -48,7 +49,10 @@ public static partial class TensorCoreGemm
     /// <summary>Forces the tensor-core instruction of the 64-deep tile for this thread of execution until disposed (benchmarks and tests compare the two).</summary>
     public static IDisposable UseMma(MmaKind kind) => MmaOverride.Use(kind);
 
-    /// <summary>Whether a 64-deep bf16 GEMM on this device runs on wgmma now (the override, then availability).</summary>
+    /// <summary>
+    /// Whether 64-deep bf16 GEMMs on this device may run on wgmma now: not forced to mma.sync, and available. Under
+    /// <see cref="MmaKind.Auto"/> a launch also needs <see cref="WgmmaMinSlices"/> K slices per group (<see cref="InstructionFor"/>).
+    /// </summary>
     public static bool WgmmaFor(ComputeDevice device) => MmaOverride.Value != MmaKind.MmaSync && WgmmaAvailable(device);
 
     /// <summary>
@@ -79,8 +83,9 @@ public static partial class TensorCoreGemm
 
     /// <summary>
     /// Whether this device runs the wgmma kernel: compute capability 9.0, the deep tiles' dynamic shared memory, and the
-    /// driver taking the sm_90a module (loaded once per device; nothing is allocated, so no memory figure moves).
-    /// Results are not probed here: the CUDA tests check every transpose against float64.
+    /// driver taking the sm_90a module (loaded once per device). The load allocates nothing; the deep-tile probe it
+    /// depends on allocates its three small tensors if no GEMM has run it yet (<see cref="DeepAvailable"/>). Results
+    /// are not probed here: the CUDA tests check every transpose against float64.
     /// </summary>
     public static bool WgmmaAvailable(ComputeDevice device)
     {
@@ -112,9 +117,21 @@ public static partial class TensorCoreGemm
     /// head's dx and dW 11–12 %); at K = 256 (four slices, the pipeline never fills) it ranged from 12 % faster (fc2's
     /// grad-input) to 15 % slower (the unfused LM head's logits, 25,152 tiles), so those stay on mma.sync.
     /// </summary>
-    private static bool LaunchWgmmaNow(ComputeDevice device, Tile tile, int passes, TcParams p) =>
+    private static bool LaunchWgmmaNow(ComputeDevice device, Tile tile, int passes, int slicesPerSplit) =>
         tile == Tile.NarrowK64 && passes == 0 && WgmmaFor(device)
-        && (MmaOverride.Value == MmaKind.Wgmma || p.SlicesPerSplit >= WgmmaMinSlices);
+        && (MmaOverride.Value == MmaKind.Wgmma || slicesPerSplit >= WgmmaMinSlices);
+
+    /// <summary>
+    /// The instruction <see cref="TryGemm"/> would run this bf16 GEMM on here and now (<see cref="MmaKind.Wgmma"/> or
+    /// <see cref="MmaKind.MmaSync"/>): its plan's tile and K slices per group, the override, availability. For reports
+    /// (`bench gemm`) and tests.
+    /// </summary>
+    public static MmaKind InstructionFor(MatrixOperand a, MatrixOperand b, MatrixOperand c, int m, int n, int k, int batch = 1)
+    {
+        var device = a.Tensor.Device;
+        var plan = PlanOf(m, n, k, batch, c.BatchStride == 0 && batch > 1, LayoutOf(a, b, batch), DeepTilesFor(device), device.Multiprocessors, TileOverride.Value);
+        return device.IsCuda && LaunchWgmmaNow(device, plan.Tile, 0, plan.SlicesPerSplit) ? MmaKind.Wgmma : MmaKind.MmaSync;
+    }
 
     /// <summary>The fewest 64-deep K slices per group for which <see cref="MmaKind.Auto"/> picks wgmma.</summary>
     public const int WgmmaMinSlices = 8;

@@ -882,7 +882,7 @@ public static partial class TensorCoreGemm
     private static void LaunchCuda(ComputeDevice device, Tile tile, int layout, int passes, int blocks,
         ArrayView<ushort> a, ArrayView<ushort> b, ArrayView<float> cF, ArrayView<ushort> cH, FloatView bias, TcParams p)
     {
-        if (LaunchWgmmaNow(device, tile, passes, p))
+        if (LaunchWgmmaNow(device, tile, passes, p.SlicesPerSplit))
         {
             LaunchWgmma(device, layout, blocks, a, b, cF, cH, bias, p);
             return;

@@ -41,7 +41,10 @@ public class WgmmaGemmTests
         using var tile = TensorCoreGemm.UseTile(TensorCoreGemm.Tile.NarrowK64);
         using var mma = TensorCoreGemm.UseMma(TensorCoreGemm.MmaKind.Wgmma);
         var g = new Case(m, n, k, batch, transA, transB, mode, cBf16, accumulate, accumulate ? -0.75f : 1f, splits, pad, Seed: m * 31 + n + k, bias);
+        using var launches = new LaunchCounter(dev);
         g.Check(emulate: false);
+        // On the H100 the GEMM must really have run on wgmma, not fallen back to mma.sync.
+        Assert.Equal(hopper, launches.Keys.Any(key => key.StartsWith("tc_gemm_wgmma.", StringComparison.Ordinal)));
     }
 
     /// <summary>
@@ -57,7 +60,7 @@ public class WgmmaGemmTests
     public void Auto_takes_wgmma_from_eight_k_slices_per_group(int k, TensorCoreGemm.MmaKind kind, bool wgmma)
     {
         var dev = TestDevice.Get();
-        // 18 × 18 output tiles: more than an H100's 264 resident groups, so K is not split and a group walks all of it.
+        // 18 × 18 output tiles, more than an H100's 132 multiprocessors: PlanOf splits K only below that, so a group walks all of K.
         const int m = 2304, n = 2304;
         using var a = Tensor.Zeros(dev, new Shape(m, k), DType.BF16, MemoryCategory.Data, "a");
         using var b = Tensor.Zeros(dev, new Shape(n, k), DType.BF16, MemoryCategory.Data, "b");
@@ -73,6 +76,8 @@ public class WgmmaGemmTests
             return;
         }
         int layout = TensorCoreGemm.LayoutOf(MatrixOperand.Dense(a), MatrixOperand.Dense(b, transposed: true), 1);
+        Assert.Equal(wgmma ? TensorCoreGemm.MmaKind.Wgmma : TensorCoreGemm.MmaKind.MmaSync,
+            TensorCoreGemm.InstructionFor(MatrixOperand.Dense(a), MatrixOperand.Dense(b, transposed: true), MatrixOperand.Dense(c), m, n, k));
         Assert.Equal(1, TensorCoreGemm.PlanOf(m, n, k, 1, false, layout, deepTiles: true, dev.Multiprocessors, TensorCoreGemm.Tile.NarrowK64).Splits);
         Assert.Equal(wgmma ? 1 : 0, launches[$"tc_gemm_wgmma.{layout}"]);
         Assert.Equal(wgmma ? 0 : 1, launches[$"tc_gemm.NarrowK64.{layout}"]);

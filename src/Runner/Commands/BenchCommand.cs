@@ -48,7 +48,7 @@ public sealed class BenchOptions : DeviceOptions
     [Option("seed", Default = 1, HelpText = "Seed of the random inputs.")]
     public int Seed { get; set; } = 1;
 
-    [Option("tc-mma", Default = "auto", HelpText = "gemm, step, kernels: the 64-deep bf16 tile's tensor-core instruction: auto (wgmma where it runs: compute capability 9.0), mma (mma.sync everywhere) or wgmma.")]
+    [Option("tc-mma", Default = "auto", HelpText = "gemm, step, kernels: the 64-deep bf16 tile's tensor-core instruction: auto (wgmma where it runs, compute capability 9.0, for GEMMs whose groups walk K >= 512; mma.sync otherwise), mma (mma.sync everywhere) or wgmma (wherever it runs, any K).")]
     public string TcMma { get; set; } = "auto";
 
     [Option("tiles", Default = "auto", HelpText = "gemm: tensor-core tiles to time, comma list of auto, narrow, wide, narrowdeep, widedeep, narrowk64.")]
@@ -402,18 +402,17 @@ public static class GemmBench
     /// <summary>The SIMT kernel instances the run used: (tile, variant bits).</summary>
     private static readonly HashSet<(MatMul.SimtTile, int)> SimtKernelsUsed = [];
 
-    /// <summary>The tensor-core kernel instances the run used: (tile, layout bits, passes: 0 for bf16 operands, 1 TF32, 3 3xTF32).</summary>
+    /// <summary>The tensor-core kernel instances the run used: (tile, layout bits, passes: 0 for bf16 operands on mma.sync, -1 on wgmma, 1 TF32, 3 3xTF32).</summary>
     private static readonly HashSet<(TensorCoreGemm.Tile, int, int)> TcKernelsUsed = [];
 
     /// <summary>Registers, spills and residency of every SIMT and tensor-core kernel instance the run loaded (CUDA: what ptxas made of the PTX).</summary>
     private static void PrintSimtKernels(ComputeDevice device)
     {
         foreach (var (tile, layout, passes) in TcKernelsUsed.OrderBy(x => x))
-            Console.WriteLine($"tensor-core kernel {(passes switch { 0 => "bf16", 1 => "tf32", _ => "3xtf32" })} {tile} layout {layout}: {TensorCoreGemm.Resources(device, tile, layout, passes)}");
+            Console.WriteLine(passes < 0
+                ? $"tensor-core kernel bf16 {tile} on wgmma, layout {layout}: {TensorCoreGemm.WgmmaResources(device, layout)}"
+                : $"tensor-core kernel {(passes switch { 0 => "bf16", 1 => "tf32", _ => "3xtf32" })} {tile} layout {layout}: {TensorCoreGemm.Resources(device, tile, layout, passes)}");
         TcKernelsUsed.Clear();
-        for (int layout = 0; layout < 16; layout++)
-            if (TensorCoreGemm.WgmmaResources(device, layout) is { } w)
-                Console.WriteLine($"wgmma kernel layout {layout}: {w}");
         foreach (var (tile, variant) in SimtKernelsUsed.OrderBy(x => x))
         {
             var r = MatMul.TiledKernelResources(device, tile, variant);
@@ -452,13 +451,14 @@ public static class GemmBench
                 cTc.Raw.MemSet(0xFF); // NaN everywhere: an element the kernel does not write fails the check
                 TensorCoreGemm.TryGemm(aOp, bOp, cOp, c.M, c.N, c.K, c.Batch);
                 device.Synchronize();
-                TcKernelsUsed.Add((tile, TensorCoreGemm.LayoutOf(aOp, bOp, c.Batch), 0));
+                var instruction = TensorCoreGemm.InstructionFor(aOp, bOp, cOp, c.M, c.N, c.K, c.Batch);
+                TcKernelsUsed.Add((tile, TensorCoreGemm.LayoutOf(aOp, bOp, c.Batch), instruction == TensorCoreGemm.MmaKind.Wgmma ? -1 : 0));
                 double err = SampledError(cTc, c, seedA, seedB);
                 var (median, min, samples, hostUs) = BenchTimer.Time(device, () => TensorCoreGemm.TryGemm(aOp, bOp, cOp, c.M, c.N, c.K, c.Batch), o.Repeats);
                 tcMs = double.IsNaN(tcMs) ? median : Math.Min(tcMs, median);
                 double tol = 4 * (c.K + 3) * UnitRoundoff + (cDType == DType.BF16 ? 1.0 / 256 : 0);
                 string? note = err <= tol ? null : $"FAIL: sampled error {err:E2} > {tol:E2}";
-                string paths = $"A {TensorCoreGemm.LoadPath(aOp, c.Batch)}, B {TensorCoreGemm.LoadPath(bOp, c.Batch)}";
+                string paths = $"A {TensorCoreGemm.LoadPath(aOp, c.Batch)}, B {TensorCoreGemm.LoadPath(bOp, c.Batch)}, {(instruction == TensorCoreGemm.MmaKind.Wgmma ? "wgmma" : "mma.sync")}";
                 results.Add(new BenchRecord("gemm", c.Name, "tc_bf16", "bf16", cDType.Name(), c.M, c.N, c.K, c.Batch, c.TransA, c.TransB,
                     median, min, samples, flop / (median * 1e-3) / 1e12, err, note ?? paths, variant, hostUs));
                 lines.Add(string.Create(CultureInfo.InvariantCulture,
