@@ -909,7 +909,7 @@ public static partial class TensorCoreGemm
             // The fp32 kernels need ~155 registers: launch bounds for two groups per SM cap them at 128 (a few bytes of
             // spills) and run the 3xTF32 GEMMs 10-35% faster on the H100 (docs/performance.md). The bf16 narrow tiles
             // too: ptxas gave four of their six layouts 129-148 registers, one group per SM; capped at 128 (0-64 B of
-            // spills) the scalar-load layouts run 34-44% faster (the unfused LM head's dx and dW, session 8).
+            // spills) the scalar-load layouts take 34-44% less time (the unfused LM head's dx and dW, session 8).
             bool twoGroups = passes != 0 || tile is Tile.Narrow or Tile.NarrowDeep;
             var loaded = twoGroups && device.IsCuda ? acc.LoadStreamKernel(kernel, new KernelSpecialization(Threads, 2)) : acc.LoadStreamKernel(kernel);
             if (IsDeep(tile)) AllowDynamicSharedMemory(loaded, DynamicBytes(tile));
