@@ -1,4 +1,5 @@
 using System.Text.Json;
+using Memopt.Kernels;
 using Memopt.Runner;
 using Memopt.Tests.Harness;
 
@@ -100,5 +101,18 @@ public class CommandLineTests : IDisposable
         var (bad, _, badErr) = Run("check", "--device", "cpu", "--kernel", "no-such-kernel");
         Assert.Equal(2, bad);
         Assert.Contains("matches no kernel", badErr);
+    }
+
+    [Fact]
+    public void Info_names_the_device_and_which_tensor_core_gemm_runs_there()
+    {
+        var dev = TestDevice.Get();
+        var (code, output, err) = Run("info", "--device", dev.IsCuda ? "cuda" : "cpu");
+        Assert.True(code == 0, err + output);
+        Assert.Contains("compute capability", output);
+        string line = output.Split('\n').Single(l => l.StartsWith("tensor-core GEMM", StringComparison.Ordinal));
+        if (!dev.IsCuda) Assert.Contains("none (not a CUDA device", line);
+        else if (TensorCoreGemm.WgmmaAvailable(dev)) Assert.Contains("mma.sync, 64-deep tile, wgmma (sm_90a)", line);
+        else Assert.Contains("no wgmma", line);
     }
 }

@@ -21,7 +21,18 @@ public static class InfoCommand
         Console.WriteLine($"shared mem / group  {ByteSize.Format(i.MaxSharedMemoryPerGroup)}");
         Console.WriteLine($"warp size           {i.WarpSize}");
         Console.WriteLine($"ILGPU               {i.IlgpuVersion}");
+        Console.WriteLine($"tensor-core GEMM    {TensorCoreLine(device)}");
         if (device.DriverUsedBytes() is long used) Console.WriteLine($"driver used memory  {ByteSize.Format(used)}");
         return 0;
+    }
+
+    /// <summary>Which bf16 tensor-core GEMM kernels run here: mma.sync, the 64-deep tile (over 48 KB of shared memory), wgmma.</summary>
+    private static string TensorCoreLine(ComputeDevice device)
+    {
+        if (Kernels.TensorCoreGemm.WhyNotOn(device) is string why) return $"none ({why})";
+        string deep = Kernels.TensorCoreGemm.DeepAvailable(device) ? "64-deep tile" : $"no 64-deep tile ({Kernels.TensorCoreGemm.DeepUnavailableBecause(device)})";
+        string wgmma = Kernels.TensorCoreGemm.WgmmaAvailable(device) ? "wgmma (sm_90a) for K >= 512"
+            : Kernels.TensorCoreGemm.WgmmaUnavailableBecause(device) is string w ? $"no wgmma ({w})" : "no wgmma (needs compute capability 9.0)";
+        return $"mma.sync, {deep}, {wgmma}";
     }
 }
