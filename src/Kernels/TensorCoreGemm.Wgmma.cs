@@ -74,6 +74,33 @@ public static partial class TensorCoreGemm
     private static ulong Descriptor(int leadingBytes, int strideBytes) =>
         ((ulong)(leadingBytes >> 4) << 16) | ((ulong)(strideBytes >> 4) << 32) | (1UL << 62);
 
+    /// <summary>
+    /// A warpgroup's descriptor for stage 0, k16 step 0, less the ring's base address (the kernel adds base/16):
+    /// <paramref name="bits"/> (<see cref="WgmmaDescriptor"/>) plus the operand's offset in the stage, in 16-byte
+    /// units. Warpgroup wg's A rows start 64 rows (8192 bytes) into A's slice in either layout; B, read whole by both
+    /// warpgroups, is the slice after A's (<paramref name="sliceOffset"/>).
+    /// </summary>
+    public static ulong WgmmaOperandDescriptor(ulong bits, int sliceOffset, int warpgroup) => bits + (ulong)((sliceOffset + warpgroup * 8192) >> 4);
+
+    /// <summary>What a k16 step adds to a descriptor (16-byte units): 32 bytes along a K-major row, 16 k-rows (2048 bytes) of an MN-major slice (the PTX of <see cref="WgmmaSliceKK"/> etc. adds these).</summary>
+    public static int WgmmaKStepUnits(bool kMajor) => kMajor ? 2 : 128;
+
+    /// <summary>
+    /// The CPU's model of what the tensor cores read: the shared-memory byte address of element (mn, k), k &lt; 16, of
+    /// the operand a wgmma reads through <paramref name="desc"/> (16-bit elements, 128-byte swizzle), per the PTX ISA's
+    /// canonical layouts. K-major: 8-row groups the stride offset apart, rows 128 bytes apart, k contiguous. MN-major:
+    /// 64-row blocks the leading offset apart, 8-k-row groups the stride offset apart, k-rows 128 bytes apart, mn
+    /// contiguous. Then the swizzle: address bits 4–6 XOR bits 7–9. Tests read the kernel's slices through it.
+    /// </summary>
+    public static int WgmmaElementAddress(ulong desc, bool kMajor, int mn, int k)
+    {
+        int start = (int)(desc & 0x3FFF) << 4, leading = (int)((desc >> 16) & 0x3FFF) << 4, stride = (int)((desc >> 32) & 0x3FFF) << 4;
+        int plain = kMajor
+            ? start + (mn >> 3) * stride + (mn & 7) * 128 + k * 2
+            : start + (mn >> 6) * leading + (k >> 3) * stride + (k & 7) * 128 + (mn & 63) * 2;
+        return plain ^ (((plain >> 7) & 7) << 4);
+    }
+
     /// <summary>Dynamic shared memory of the wgmma kernel: three 32 KB stages and 1024 for aligning the base to the swizzle's 1024-byte pattern.</summary>
     private const int WgmmaDynamicBytes = 3 * 2 * BlockM * 64 * 2 + 1024;
 
@@ -209,8 +236,7 @@ public static partial class TensorCoreGemm
 
         var dynamicShared = SharedMemory.GetDynamic<byte>();
         if (p.M < 0) dynamicShared[0] = 0; // keeps ILGPU's declaration of the dynamic view (never runs: M > 0)
-        // Warpgroup wg's A rows start 64 rows (8192 bytes) into A's slice in either layout; B is the whole slice after A's.
-        CudaAsm.Emit(DeclareWgmma, p.DescA + (ulong)(wg * 8192 >> 4), p.DescB + (ulong)(aSlice >> 4));
+        CudaAsm.Emit(DeclareWgmma, WgmmaOperandDescriptor(p.DescA, 0, wg), WgmmaOperandDescriptor(p.DescB, aSlice, 0));
         CudaAsm.Emit(ZeroNarrow);
 
         int count = SlicesOf(p, split, out int first);

@@ -124,6 +124,54 @@ public class WgmmaGemmTests
             }
     }
 
+    /// <summary>
+    /// The kernel's slices read back through its own descriptors, in the PTX ISA's model of what wgmma reads
+    /// (<see cref="TensorCoreGemm.WgmmaElementAddress"/>): for each operand orientation, both warpgroups and the four
+    /// k16 steps of a stage in a ring at a 1024-aligned base, every element of A (64 × 16 per warpgroup) and of B
+    /// (128 × 16) is the matrix's own. A swapped leading/stride offset, a wrong k16 step or warpgroup offset, or a
+    /// layout the descriptors do not describe reads other elements.
+    /// </summary>
+    [Theory]
+    [InlineData(false, false)]
+    [InlineData(false, true)]
+    [InlineData(true, false)]
+    [InlineData(true, true)]
+    public void Each_k16_step_reads_its_own_elements_through_the_kernels_descriptors(bool transA, bool transB)
+    {
+        bool aKc = !transA, bKc = transB;
+        const int ringBase = 5 * 1024, stage = 32 * 1024, aSlice = 16 * 1024;
+        int aBase = ringBase + stage, bBase = aBase + aSlice;   // the ring's second stage
+        var smem = new ushort[(ringBase + 3 * stage) / 2];
+        static ushort A(int m, int k) => (ushort)(1 + m * 64 + k);
+        static ushort B(int n, int k) => (ushort)(20000 + n * 64 + k);
+        for (int row = 0; row < 128; row++)
+            for (int k = 0; k < 64; k++)
+            {
+                smem[(aBase + SliceOffset(aKc, row, k)) / 2] = A(row, k);
+                smem[(bBase + SliceOffset(bKc, row, k)) / 2] = B(row, k);
+            }
+        ulong stageUnits = (ulong)(aBase >> 4);
+        for (int j = 0; j < 4; j++)
+        {
+            for (int wg = 0; wg < 2; wg++)
+            {
+                ulong da = TensorCoreGemm.WgmmaOperandDescriptor(TensorCoreGemm.WgmmaDescriptor(aKc), 0, wg) + stageUnits + (ulong)(j * TensorCoreGemm.WgmmaKStepUnits(aKc));
+                for (int m = 0; m < 64; m++)
+                    for (int k = 0; k < 16; k++)
+                        Assert.Equal(A(wg * 64 + m, 16 * j + k), smem[TensorCoreGemm.WgmmaElementAddress(da, aKc, m, k) / 2]);
+            }
+            ulong db = TensorCoreGemm.WgmmaOperandDescriptor(TensorCoreGemm.WgmmaDescriptor(bKc), aSlice, 0) + stageUnits + (ulong)(j * TensorCoreGemm.WgmmaKStepUnits(bKc));
+            for (int n = 0; n < 128; n++)
+                for (int k = 0; k < 16; k++)
+                    Assert.Equal(B(n, 16 * j + k), smem[TensorCoreGemm.WgmmaElementAddress(db, bKc, n, k) / 2]);
+        }
+    }
+
+    /// <summary>Byte offset of element (row, k) in the wgmma kernel's 64-deep slice of 128 rows: K-contiguous or MN-contiguous.</summary>
+    private static int SliceOffset(bool kContiguous, int row, int k) => kContiguous
+        ? TensorCoreGemm.KContiguousOffset(row, k >> 3, 64) + (k & 7) * 2
+        : TensorCoreGemm.WgmmaMnOffset(k, row >> 3) + (row & 7) * 2;
+
     [Fact]
     public void Descriptors_carry_the_strides_and_the_128_byte_swizzle_and_the_ptx_targets_sm_90a()
     {
@@ -137,9 +185,18 @@ public class WgmmaGemmTests
         Assert.Equal(8192UL >> 4, (mn >> 16) & 0x3FFF);  // leading: the next 64 MN rows (the other half of the slice)
         Assert.Equal(1024UL >> 4, (mn >> 32) & 0x3FFF);  // stride: the next 8 k-rows
 
-        var ptx = TensorCoreGemm.CompileWgmmaPtx(TestDevice.Get(), TensorCoreGemm.AVectorBit | TensorCoreGemm.BVectorBit);
-        Assert.Contains("\n.target sm_90a\n", ptx);
-        Assert.Contains("wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16", ptx);
+        // Each layout's PTX advances its descriptors by the k16 steps the model above reads, and transposes as it should.
+        foreach (bool transA in new[] { false, true })
+            foreach (bool transB in new[] { false, true })
+            {
+                int layout = TensorCoreGemm.AVectorBit | TensorCoreGemm.BVectorBit | (transA ? TensorCoreGemm.ATransposedBit : 0) | (transB ? TensorCoreGemm.BTransposedBit : 0);
+                var ptx = TensorCoreGemm.CompileWgmmaPtx(TestDevice.Get(), layout);
+                Assert.Contains("\n.target sm_90a\n", ptx);
+                bool aKc = !transA, bKc = transB;
+                Assert.Contains($"add.s64 da, da, {TensorCoreGemm.WgmmaKStepUnits(aKc)}; add.s64 db, db, {TensorCoreGemm.WgmmaKStepUnits(bKc)};", ptx);
+                Assert.Contains($"wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 {{tcc0,", ptx);
+                Assert.Contains($"}}, da, db, wgp, 1, 1, {(aKc ? 0 : 1)}, {(bKc ? 0 : 1)};", ptx);
+            }
         Assert.Throws<InvalidOperationException>(() => TensorCoreGemm.WgmmaPtx(".version 8.8\n.address_size 64\n"));
     }
 }
