@@ -205,15 +205,16 @@ public static partial class TensorCoreGemm
         if (kernel is not CudaKernel cudaKernel) throw new InvalidOperationException($"tc_gemm wgmma: {kernel.GetType().Name} is not a CUDA kernel");
         SetMaxDynamicSharedMemory(cudaKernel, WgmmaDynamicBytes);
         var launch = kernel.CreateLauncherDelegate<Action<AcceleratorStream, KernelConfig, ArrayView<ushort>, ArrayView<ushort>, ArrayView<float>, ArrayView<ushort>, FloatView, TcParams>>();
-        WgmmaKernels.TryAdd((acc, layout), cudaKernel);
+        WgmmaKernels.GetOrCreateValue(acc)[layout] = cudaKernel;
         return (config, a, b, cF, cH, bias, p) => launch(acc.DefaultStream, config, a, b, cF, cH, bias, p);
     }
 
-    private static readonly System.Collections.Concurrent.ConcurrentDictionary<(Accelerator, int), CudaKernel> WgmmaKernels = new();
+    /// <summary>The loaded wgmma modules per accelerator and layout (weakly keyed: a disposed device's go with it).</summary>
+    private static readonly System.Runtime.CompilerServices.ConditionalWeakTable<Accelerator, System.Collections.Concurrent.ConcurrentDictionary<int, CudaKernel>> WgmmaKernels = new();
 
     /// <summary>What the driver made of the wgmma kernel for a layout (null until it was loaded or off CUDA).</summary>
     public static KernelResources? WgmmaResources(ComputeDevice device, int layout) =>
-        WgmmaKernels.TryGetValue((device.Accelerator, layout), out var k) ? KernelResources.Of(device, k, Threads, WgmmaDynamicBytes) : null;
+        WgmmaKernels.TryGetValue(device.Accelerator, out var loaded) && loaded.TryGetValue(layout, out var k) ? KernelResources.Of(device, k, Threads, WgmmaDynamicBytes) : null;
 
     /// <summary>
     /// The wgmma kernel (see the class comment of this file): <see cref="TensorCoreKernelK64"/>'s ring and epilogue,

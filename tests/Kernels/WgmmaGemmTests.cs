@@ -15,17 +15,21 @@ public class WgmmaGemmTests
     /// Every transpose (both operand orientations reach both descriptor forms), edge tiles, K not a multiple of the
     /// 64-deep slice, batches, both C dtypes, accumulate, bias, split K, the staged and direct epilogues, and operands
     /// at odd offsets (the scalar-load path, whose 16-byte shared stores the async proxy must also see). The split count
-    /// is TryGemm's own plan (256 × 256 × 2048 splits K on an H100); <paramref name="splits"/> only labels the case.
+    /// is TryGemm's own plan; <paramref name="splits"/> is what that plan gives on an H100 (checked here on any device):
+    /// the 300 × 260 × 1000 and 256 × 256 × 2048 cases split K (their fp32 partials then go through the reduction),
+    /// the aligned unsplit ones stage their output tile (fp32 and bf16 C), the rest store directly.
     /// </summary>
     [Theory]
     [InlineData(128, 128, 64, 1, false, false, BatchMode.BothBatched, false, false, 1, 0, BiasKind.None)]
     [InlineData(128, 128, 64, 1, false, true, BatchMode.BothBatched, false, false, 1, 0, BiasKind.None)]
     [InlineData(128, 128, 64, 1, true, false, BatchMode.BothBatched, false, false, 1, 0, BiasKind.None)]
     [InlineData(128, 128, 64, 1, true, true, BatchMode.BothBatched, false, false, 1, 0, BiasKind.None)]
-    [InlineData(300, 260, 1000, 1, false, false, BatchMode.BothBatched, true, false, 1, 0, BiasKind.F32)]
-    [InlineData(300, 260, 1000, 1, false, true, BatchMode.BothBatched, false, true, 1, 0, BiasKind.Bf16)]
-    [InlineData(300, 260, 1000, 1, true, false, BatchMode.BothBatched, true, true, 1, 0, BiasKind.None)]
-    [InlineData(300, 260, 1000, 1, true, true, BatchMode.BothBatched, false, false, 1, 0, BiasKind.F32)]
+    [InlineData(128, 128, 64, 1, true, false, BatchMode.BothBatched, true, false, 1, 0, BiasKind.Bf16)]
+    [InlineData(256, 200, 448, 1, false, true, BatchMode.BothBatched, true, false, 1, 0, BiasKind.F32)]
+    [InlineData(300, 260, 1000, 1, false, false, BatchMode.BothBatched, true, false, 2, 0, BiasKind.F32)]
+    [InlineData(300, 260, 1000, 1, false, true, BatchMode.BothBatched, false, true, 2, 0, BiasKind.Bf16)]
+    [InlineData(300, 260, 1000, 1, true, false, BatchMode.BothBatched, true, true, 2, 0, BiasKind.None)]
+    [InlineData(300, 260, 1000, 1, true, true, BatchMode.BothBatched, false, false, 2, 0, BiasKind.F32)]
     [InlineData(129, 257, 97, 3, false, false, BatchMode.ABroadcast, false, false, 1, 0, BiasKind.None)]
     [InlineData(129, 257, 97, 3, true, true, BatchMode.SumIntoOneC, false, true, 1, 0, BiasKind.None)]
     [InlineData(256, 256, 2048, 1, false, true, BatchMode.BothBatched, false, true, 4, 0, BiasKind.F32)]
@@ -35,6 +39,10 @@ public class WgmmaGemmTests
         bool cBf16, bool accumulate, int splits, int pad, BiasKind bias)
     {
         var dev = TestDevice.Get();
+        // The case labelled split really splits K on an H100 (132 multiprocessors, the 64-deep tile).
+        int splitsOnH100 = TensorCoreGemm.PlanOf(m, n, k, batch, mode == BatchMode.SumIntoOneC, TensorCoreGemm.LayoutOf(transA, true, transB, true),
+            deepTiles: true, 132, TensorCoreGemm.Tile.NarrowK64).Splits;
+        Assert.Equal(splits, splitsOnH100);
         bool hopper = dev.Accelerator is ILGPU.Runtime.Cuda.CudaAccelerator { Architecture.Major: 9, Architecture.Minor: 0 };
         if (hopper) Assert.True(TensorCoreGemm.WgmmaAvailable(dev), $"wgmma unavailable on compute capability 9.0: {TensorCoreGemm.WgmmaUnavailableBecause(dev)}");
         else Assert.False(TensorCoreGemm.WgmmaFor(dev));
