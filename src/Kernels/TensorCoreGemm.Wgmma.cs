@@ -102,7 +102,7 @@ public static partial class TensorCoreGemm
     }
 
     /// <summary>Dynamic shared memory of the wgmma kernel: three 32 KB stages and 1024 for aligning the base to the swizzle's 1024-byte pattern.</summary>
-    private const int WgmmaDynamicBytes = 3 * 2 * BlockM * 64 * 2 + 1024;
+    private const int WgmmaDynamicBytes = Ring64Stages * Ring64StageBytes + 1024;
 
     private static readonly string[] WgmmaKeys = Enumerable.Range(0, 16).Select(i => $"tc_gemm_wgmma.{i}").ToArray();
 
@@ -227,7 +227,6 @@ public static partial class TensorCoreGemm
         where TAVector : struct, IFlag
         where TBVector : struct, IFlag
     {
-        const int stages = 3, aSlice = BlockM * 64 * 2, stageBytes = 2 * aSlice;
         int tid = Group.IdxX;
         bool aKc = !default(TATransposed).On, bKc = default(TBTransposed).On;
         bool aVec = default(TAVector).On, bVec = default(TBVector).On;
@@ -237,14 +236,13 @@ public static partial class TensorCoreGemm
 
         var dynamicShared = SharedMemory.GetDynamic<byte>();
         if (p.M < 0) dynamicShared[0] = 0; // keeps ILGPU's declaration of the dynamic view (never runs: M > 0)
-        CudaAsm.Emit(DeclareWgmma, WgmmaOperandDescriptor(p.DescA, 0, wg), WgmmaOperandDescriptor(p.DescB, aSlice, 0));
+        CudaAsm.Emit(DeclareWgmma, WgmmaOperandDescriptor(p.DescA, 0, wg), WgmmaOperandDescriptor(p.DescB, Ring64ASliceBytes, 0));
         CudaAsm.Emit(ZeroNarrow);
 
         int count = SlicesOf(p, split, out int first);
         var copies = Slice64Copies.For(p, tid, m0, n0, first, outBatch, aKc, bKc, wgmmaLayout: true);
 
         copies.FillRing(a, b, p, count, aKc, bKc, aVec, bVec);
-        int loadStage = stages - 1;
 
         int computeStage = 0;
         for (int i = 0; i < count; i++)
@@ -254,18 +252,13 @@ public static partial class TensorCoreGemm
             // stage the copies below overwrite.
             CudaAsm.Emit("cp.async.wait_group 1;\n\tfence.proxy.async.shared::cta;\n\twgmma.wait_group.sync.aligned 0;");
             Group.Barrier();
-            long st16 = (computeStage * stageBytes) >> 4;
+            long st16 = (computeStage * Ring64StageBytes) >> 4;
             if (aKc && bKc) CudaAsm.Emit(WgmmaSliceKK, st16);
             else if (aKc) CudaAsm.Emit(WgmmaSliceKM, st16);
             else if (bKc) CudaAsm.Emit(WgmmaSliceMK, st16);
             else CudaAsm.Emit(WgmmaSliceMM, st16);
-            if (i + stages - 1 < count)
-            {
-                copies.LoadNext(a, b, p, loadStage * stageBytes, aKc, bKc, aVec, bVec);
-            }
-            CudaAsm.Emit("cp.async.commit_group;");
-            loadStage = loadStage == stages - 1 ? 0 : loadStage + 1;
-            computeStage = computeStage == stages - 1 ? 0 : computeStage + 1;
+            copies.Refill(a, b, p, i + Ring64Stages - 1 < count, aKc, bKc, aVec, bVec);
+            computeStage = computeStage == Ring64Stages - 1 ? 0 : computeStage + 1;
         }
         CudaAsm.Emit("wgmma.wait_group.sync.aligned 0;");
 

@@ -1291,7 +1291,7 @@ public static partial class TensorCoreGemm
         where TAVector : struct, IFlag
         where TBVector : struct, IFlag
     {
-        const int sliceK = 64, blockN = 128, stages = 3, aSlice = BlockM * sliceK * 2, stageBytes = 2 * aSlice;
+        const int sliceK = 64, blockN = 128, aSlice = Ring64ASliceBytes;
         int tid = Group.IdxX;
         int block = Grid.IdxX;
         bool aKc = !default(TATransposed).On, bKc = default(TBTransposed).On;
@@ -1319,7 +1319,6 @@ public static partial class TensorCoreGemm
         var copies = Slice64Copies.For(p, tid, m0, n0, first, outBatch, aKc, bKc, wgmmaLayout: false);
 
         copies.FillRing(a, b, p, count, aKc, bKc, aVec, bVec);
-        int loadStage = stages - 1;
 
         int computeStage = 0;
         for (int i = 0; i < count; i++)
@@ -1328,16 +1327,11 @@ public static partial class TensorCoreGemm
             Group.Barrier();
             // The first k16 step goes before the next slice's copies: the tensor cores start right after the barrier
             // (the copies write another stage, and they are needed only stages-1 slices later).
-            int st = computeStage * stageBytes;
+            int st = computeStage * Ring64StageBytes;
             if (aKc) CudaAsm.Emit(LoadAKc64_0, st); else CudaAsm.Emit(LoadAMnContiguous, st);
             if (bKc) CudaAsm.Emit(LoadBKc64_0, st); else CudaAsm.Emit(LoadBMnContiguousNarrow, st);
             CudaAsm.Emit(MmaNarrow);
-            if (i + stages - 1 < count)
-            {
-                copies.LoadNext(a, b, p, loadStage * stageBytes, aKc, bKc, aVec, bVec);
-            }
-            CudaAsm.Emit("cp.async.commit_group;");
-            loadStage = loadStage == stages - 1 ? 0 : loadStage + 1;
+            copies.Refill(a, b, p, i + Ring64Stages - 1 < count, aKc, bKc, aVec, bVec);
             if (aKc) CudaAsm.Emit(LoadAKc64_1, st); else CudaAsm.Emit(LoadAMnContiguous, st + 4096);
             if (bKc) CudaAsm.Emit(LoadBKc64_1, st); else CudaAsm.Emit(LoadBMnContiguousNarrow, st + 4096);
             CudaAsm.Emit(MmaNarrow);
@@ -1347,7 +1341,7 @@ public static partial class TensorCoreGemm
             if (aKc) CudaAsm.Emit(LoadAKc64_3, st); else CudaAsm.Emit(LoadAMnContiguous, st + 12288);
             if (bKc) CudaAsm.Emit(LoadBKc64_3, st); else CudaAsm.Emit(LoadBMnContiguousNarrow, st + 12288);
             CudaAsm.Emit(MmaNarrow);
-            computeStage = computeStage == stages - 1 ? 0 : computeStage + 1;
+            computeStage = computeStage == Ring64Stages - 1 ? 0 : computeStage + 1;
         }
 
         long cBase = p.COffset + outBatch * p.CBatch + split * p.SplitStride;
@@ -1385,6 +1379,7 @@ public static partial class TensorCoreGemm
         private long _aDelta, _bDelta, _aStep, _bStep;
         private bool _interior;
         private SliceCursor _next;
+        private int _stage;
 
         public static Slice64Copies For(TcParams p, int tid, int m0, int n0, int first, int outBatch, bool aKc, bool bKc, bool wgmmaLayout)
         {
@@ -1405,32 +1400,39 @@ public static partial class TensorCoreGemm
             return c;
         }
 
-        /// <summary>The ring's first two stages (of three, 32 KB each): slices 0 and 1 of the group's <paramref name="count"/>, one cp.async group each (empty past count).</summary>
+        /// <summary>The ring's first two stages: slices 0 and 1 of the group's <paramref name="count"/>, one cp.async group each (empty past count).</summary>
         public void FillRing(ArrayView<ushort> a, ArrayView<ushort> b, TcParams p, int count, bool aKc, bool bKc, bool aVec, bool bVec)
         {
-            for (int s = 0; s < 2; s++)
-            {
-                if (s < count) LoadNext(a, b, p, s * 2 * BlockM * 64 * 2, aKc, bKc, aVec, bVec);
-                CudaAsm.Emit("cp.async.commit_group;");
-            }
+            for (int s = 0; s < Ring64Stages - 1; s++) Refill(a, b, p, s < count, aKc, bKc, aVec, bVec);
         }
 
-        /// <summary>Starts the copies of the next slice into the stage at byte <paramref name="stage"/> and moves the cursor on.</summary>
-        public void LoadNext(ArrayView<ushort> a, ArrayView<ushort> b, TcParams p, int stage, bool aKc, bool bKc, bool aVec, bool bVec)
+        /// <summary>
+        /// One cp.async group into the ring's next stage in turn (the stage slice i + 2 goes to while slice i is
+        /// multiplied): the next slice's copies when <paramref name="load"/>, else an empty group, so the wait counts
+        /// stay the same.
+        /// </summary>
+        public void Refill(ArrayView<ushort> a, ArrayView<ushort> b, TcParams p, bool load, bool aKc, bool bKc, bool aVec, bool bVec)
         {
-            LoadSlice64(a, b, p, stage, aKc, bKc, aVec, bVec, _interior, _a0, _b0, _aRowsLeft, _bRowsLeft, _aDelta, _bDelta,
-                _next.AShift, _next.BShift, _next.Kt * 64, _aSmemStep, _bSmemStep);
-            _next.Advance(p, _aStep, _bStep);
+            if (load)
+            {
+                LoadSlice64(a, b, p, _stage * Ring64StageBytes, aKc, bKc, aVec, bVec, _interior, _a0, _b0, _aRowsLeft, _bRowsLeft, _aDelta, _bDelta,
+                    _next.AShift, _next.BShift, _next.Kt * 64, _aSmemStep, _bSmemStep);
+                _next.Advance(p, _aStep, _bStep);
+            }
+            CudaAsm.Emit("cp.async.commit_group;");
+            _stage = _stage == Ring64Stages - 1 ? 0 : _stage + 1;
         }
     }
+
+    /// <summary>The 64-deep kernels' ring (mma.sync and wgmma): three stages of a 128-row A slice and a 128-row B slice, 64 deep in bf16.</summary>
+    private const int Ring64Stages = 3, Ring64ASliceBytes = BlockM * 64 * 2, Ring64StageBytes = 2 * Ring64ASliceBytes;
 
     /// <summary>The 64-deep kernels' copies of one slice: four chunks of A, four of B, derived from the first of each.</summary>
     private static void LoadSlice64(ArrayView<ushort> a, ArrayView<ushort> b, TcParams p, int stage, bool aKc, bool bKc, bool aVec, bool bVec,
         bool interior, ChunkLoad a0, ChunkLoad b0, int aRowsLeft, int bRowsLeft, long aDelta, long bDelta, long aShift, long bShift, int k0,
         int aSmemStep, int bSmemStep)
     {
-        const int aSlice = BlockM * 64 * 2;
-        int bStage = stage + aSlice;
+        int bStage = stage + Ring64ASliceBytes;
         if (interior && k0 + 64 <= p.K && aVec && bVec)
         {
             long ae = a0.Elem + aShift, be = b0.Elem + bShift;

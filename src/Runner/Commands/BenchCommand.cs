@@ -402,14 +402,14 @@ public static class GemmBench
     /// <summary>The SIMT kernel instances the run used: (tile, variant bits).</summary>
     private static readonly HashSet<(MatMul.SimtTile, int)> SimtKernelsUsed = [];
 
-    /// <summary>The tensor-core kernel instances the run used: (tile, layout bits, passes: 0 for bf16 operands on mma.sync, -1 on wgmma, 1 TF32, 3 3xTF32).</summary>
-    private static readonly HashSet<(TensorCoreGemm.Tile, int, int)> TcKernelsUsed = [];
+    /// <summary>The tensor-core kernel instances the run used: (tile, layout bits, passes: 0 for bf16 operands, 1 TF32, 3 3xTF32; whether on wgmma).</summary>
+    private static readonly HashSet<(TensorCoreGemm.Tile Tile, int Layout, int Passes, bool Wgmma)> TcKernelsUsed = [];
 
     /// <summary>Registers, spills and residency of every SIMT and tensor-core kernel instance the run loaded (CUDA: what ptxas made of the PTX).</summary>
     private static void PrintSimtKernels(ComputeDevice device)
     {
-        foreach (var (tile, layout, passes) in TcKernelsUsed.OrderBy(x => x))
-            Console.WriteLine(passes < 0
+        foreach (var (tile, layout, passes, wgmma) in TcKernelsUsed.OrderBy(x => x))
+            Console.WriteLine(wgmma
                 ? $"tensor-core kernel bf16 {tile} on wgmma, layout {layout}: {TensorCoreGemm.WgmmaResources(device, layout)}"
                 : $"tensor-core kernel {(passes switch { 0 => "bf16", 1 => "tf32", _ => "3xtf32" })} {tile} layout {layout}: {TensorCoreGemm.Resources(device, tile, layout, passes)}");
         TcKernelsUsed.Clear();
@@ -452,7 +452,7 @@ public static class GemmBench
                 TensorCoreGemm.TryGemm(aOp, bOp, cOp, c.M, c.N, c.K, c.Batch);
                 device.Synchronize();
                 var instruction = TensorCoreGemm.InstructionFor(aOp, bOp, cOp, c.M, c.N, c.K, c.Batch);
-                TcKernelsUsed.Add((tile, TensorCoreGemm.LayoutOf(aOp, bOp, c.Batch), instruction == TensorCoreGemm.MmaKind.Wgmma ? -1 : 0));
+                TcKernelsUsed.Add((tile, TensorCoreGemm.LayoutOf(aOp, bOp, c.Batch), 0, instruction == TensorCoreGemm.MmaKind.Wgmma));
                 double err = SampledError(cTc, c, seedA, seedB);
                 var (median, min, samples, hostUs) = BenchTimer.Time(device, () => TensorCoreGemm.TryGemm(aOp, bOp, cOp, c.M, c.N, c.K, c.Batch), o.Repeats);
                 tcMs = double.IsNaN(tcMs) ? median : Math.Min(tcMs, median);
@@ -502,7 +502,7 @@ public static class GemmBench
                     int layout = TensorCoreGemm.LayoutOf(a32Op, b32Op, c.Batch);
                     var tile = TensorCoreGemm.ChooseTileF32(tiles[i], TensorCoreGemm.DeepAvailable(device));
                     variant = tiles[i] == TensorCoreGemm.Tile.Auto ? $"auto:{tile}" : tile.ToString();
-                    TcKernelsUsed.Add((tile, layout, TensorCoreGemm.PassesOf(mode)));
+                    TcKernelsUsed.Add((tile, layout, TensorCoreGemm.PassesOf(mode), false));
                 }
                 if (plan is { } used && mode == Fp32Matmul.Ieee) SimtKernelsUsed.Add((used.Tile, MatMul.VariantOf(a32Op, b32Op)));
                 string simt;
